@@ -1,0 +1,72 @@
+"""The listener's own typed settings (the tying package composes them with the rest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+AE_TITLE_MAX = 16
+
+
+def _check_ae_title(value: str) -> str:
+    text = value.strip()
+    if not text or len(text) > AE_TITLE_MAX or "\\" in text or not text.isprintable():
+        raise ValueError(
+            f"AE title {value!r} is not valid: it must be 1 to 16 printable characters, no backslash."
+        )
+    return text
+
+
+class ListenerConfig(BaseModel):
+    """How the DICOM listener receives and when it judges a series complete."""
+
+    ae_title: str = Field("STROKETRIAGE", description="Our AE title (called AE).")
+    host: str = Field("0.0.0.0", description="Address the listener binds to.")
+    port: int = Field(11112, ge=1, le=65535, description="DICOM port the listener binds to.")
+    quiet_period_s: float = Field(
+        5.0, gt=0, description="A series is complete after this many seconds with no new instance."
+    )
+    quiet_period_overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per calling AE title quiet period, in seconds."
+    )
+    max_series_wait_s: float = Field(
+        600.0, gt=0, description="A series that keeps trickling in is cut off after this long."
+    )
+    min_slices: int = Field(5, ge=1, description="Fewest axial CT slices worth classifying.")
+    check_interval_s: float = Field(0.5, gt=0, description="How often completion is checked.")
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="How often unqueued jobs in the outbox are sent again."
+    )
+    max_associations: int = Field(10, ge=1, description="Concurrent associations accepted.")
+    allowed_calling_ae_titles: list[str] = Field(
+        default_factory=list, description="Calling AE allow-list; empty accepts any caller."
+    )
+    network_timeout_s: float = Field(60.0, gt=0, description="TCP inactivity timeout.")
+    acse_timeout_s: float = Field(30.0, gt=0, description="Association negotiation timeout.")
+    dimse_timeout_s: float = Field(60.0, gt=0, description="DIMSE message timeout.")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        return _check_ae_title(value)
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _valid_allow_list(cls, values: list[str]) -> list[str]:
+        return [_check_ae_title(value) for value in values]
+
+    def quiet_period_for(self, calling_ae_title: str) -> float:
+        """The quiet period that applies to one calling AE."""
+        return self.quiet_period_overrides.get(calling_ae_title.strip(), self.quiet_period_s)
+
+
+class ListenerRuntime(BaseModel):
+    """Values the tying package resolves for the listener (paths and URLs)."""
+
+    storage_dir: Path
+    database_url: str
+    broker_url: str
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
+    task_queue: str = "stroke-triage"

@@ -1,0 +1,17 @@
+"""Errors the listener raises; the DICOM edge maps each to a status code."""
+
+
+class ListenerError(Exception):
+    """Base class of the listener's errors."""
+
+
+class InvalidUIDError(ListenerError):
+    """A UID is not a valid DICOM UID, so it must never become part of a path."""
+
+
+class InvalidInstanceError(ListenerError):
+    """A received object cannot be understood as a DICOM instance we may store."""
+
+
+class DispatchError(ListenerError):
+    """A task could not be handed to the broker (it stays in the outbox)."""

@@ -1,0 +1,98 @@
+"""The model spec: everything inference needs to know, stored beside the weights."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model.preprocess import ChannelMode, Window
+
+FORMAT_VERSION = 1
+"""The newest spec format this code reads and writes."""
+
+
+class WindowSpec(BaseModel):
+    """A named CT window in HU."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    center: float
+    width: float = Field(gt=0)
+
+
+class AggregationSpec(BaseModel):
+    """How slice probabilities become one series probability."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule: Literal["top_k_mean", "mean", "max"]
+    k: int = Field(default=5, ge=1)
+
+
+class ModelSpec(BaseModel):
+    """Architecture, preprocessing, decision rule and provenance of one checkpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    architecture: str
+    input_size: int = Field(gt=0)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    windows: list[WindowSpec] = Field(min_length=1)
+    channel_mode: ChannelMode
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: list[str] = Field(default_factory=lambda: ["normal", "stroke"], min_length=2)
+    positive_class: str = "stroke"
+    aggregation: AggregationSpec
+    threshold: float = Field(ge=0.0, le=1.0)
+    trained: bool
+    data_fingerprint: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    version: str
+    name: str = "stroke-triage-vit"
+    created_at: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelSpec:
+        expected = 3 if self.channel_mode is ChannelMode.MULTI_WINDOW else 1
+        if len(self.windows) != expected:
+            raise ValueError(
+                f"Channel mode {self.channel_mode.value!r} needs exactly {expected} window(s), "
+                f"got {len(self.windows)}."
+            )
+        if self.positive_class not in self.class_names:
+            raise ValueError(
+                f"The positive class {self.positive_class!r} is not one of {self.class_names}."
+            )
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"Class names must be unique, got {self.class_names}.")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"Every std must be positive, got {self.std}.")
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"Spec format {self.format_version} is newer than this code reads "
+                f"({FORMAT_VERSION}); upgrade stroke-triage."
+            )
+        return self
+
+    @property
+    def positive_index(self) -> int:
+        """Index of the positive class in the network output."""
+        return self.class_names.index(self.positive_class)
+
+    def window_objects(self) -> list[Window]:
+        """The windows as preprocessing ``Window`` objects, in channel order."""
+        return [Window(center=w.center, width=w.width) for w in self.windows]
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON."""
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelSpec:
+        """Parse and validate JSON written by ``to_json``."""
+        return cls.model_validate_json(text)

@@ -1,0 +1,1 @@
+"""stroke-triage: stroke_triage."""

@@ -1,0 +1,82 @@
+"""Admin views of the results database: results, jobs (dead letters) and re-queueing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from db import crud
+from db.engine import create_engine_for, make_session_factory, migrate
+from db.enums import JobStatus
+from listener.dispatch import TaskDispatcher
+from stroke_triage.settings import Settings
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = create_engine_for(settings.resolved_database_url)
+    migrate(engine)
+    return make_session_factory(engine)
+
+
+def print_results(settings: Settings, *, limit: int) -> int:
+    """Print the newest results as a table."""
+    with _sessions(settings)() as session:
+        rows = crud.list_results(session=session, limit=limit)
+    if not rows:
+        print("No results yet.")
+        return 0
+    print(format_table(
+        ["created (UTC)", "series instance UID", "slices", "probability", "verdict",
+         "threshold", "model", "job", "export"],
+        [[f"{row.created_at:%Y-%m-%d %H:%M:%S}", row.series_instance_uid, row.instance_count,
+          f"{row.probability:.3f}", "SUSPECTED" if row.suspected else "not suspected",
+          f"{row.threshold:.3f}", row.model_version, row.job_status, row.export_status or "-"]
+         for row in rows],
+    ))
+    return 0
+
+
+def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
+    """Print jobs, optionally only those in one state (``failed`` lists dead letters)."""
+    wanted = JobStatus(status.lower()) if status else None
+    with _sessions(settings)() as session:
+        jobs = crud.list_jobs(session=session, status=wanted, limit=limit)
+        rows = [[job.id, job.series.series_instance_uid, job.status, job.attempts,
+                 job.instance_count, (job.last_error or "")[:80]] for job in jobs]
+    if not rows:
+        print("No jobs.")
+        return 0
+    print(format_table(["job", "series instance UID", "status", "attempts", "instances",
+                        "last error"], rows))
+    return 0
+
+
+def requeue(settings: Settings, *, job_id: int) -> int:
+    """Put a failed job back in the outbox and publish it."""
+    sessions = _sessions(settings)
+    with sessions() as session:
+        job = crud.requeue_job(session=session, job_id=job_id)
+        series_uid = job.series.series_instance_uid
+        session.commit()
+    runtime = settings.listener_runtime()
+    dispatcher = TaskDispatcher(broker_url=runtime.broker_url,
+                                transport_options=runtime.broker_transport_options,
+                                queue=runtime.task_queue)
+    try:
+        task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_uid)
+    finally:
+        dispatcher.close()
+    with sessions() as session:
+        crud.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
+        session.commit()
+    print(f"Job {job_id} queued again as task {task_id}.")
+    return 0

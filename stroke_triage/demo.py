@@ -1,0 +1,182 @@
+"""`stroke-triage demo`: the whole path once, on embedded defaults, then shut down.
+
+It starts `stroke-triage up` (listener and worker in one process) in a temporary data
+folder, sends a head CT series (a synthetic phantom by default), waits for the SR to reach
+a stand-in PACS, prints the verdict and the SR's path, and stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint
+from model.phantom import Lesion, write_phantom_series
+from model.spec import ModelSpec
+from stroke_triage.dicom_peers import FolderPacs, echo, send_files
+from worker.report import read_finding
+
+log = logging.getLogger(__name__)
+
+LISTENER_AE = "STROKETRIAGE"
+STARTUP_TIMEOUT_S = 90.0
+RESULT_TIMEOUT_S = 120.0
+QUIET_PERIOD_S = 2.0
+
+
+class DemoError(Exception):
+    """The demo could not finish; the message says where it stopped."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo prints."""
+
+    suspected: bool
+    probability: float
+    report_path: Path
+    model_trained: bool
+    seconds: float
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _checkpoint(workdir: Path) -> tuple[Path, bool]:
+    spec_file = DEFAULT_CHECKPOINT_DIR / "spec.json"
+    if spec_file.is_file():
+        spec = ModelSpec.from_json(spec_file.read_text())
+        return DEFAULT_CHECKPOINT_DIR, spec.trained
+    return create_random_checkpoint(workdir / "random-checkpoint"), False
+
+
+def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoResult:
+    """Run the demo and return what it found."""
+    started = time.monotonic()
+    root = workdir or Path(tempfile.mkdtemp(prefix="stroke-triage-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    checkpoint, trained = _checkpoint(root)
+    if series_dir is None:
+        series_dir = root / "phantom"
+        files = write_phantom_series(series_dir, lesion=Lesion.INFARCT, seed=1)
+        print(f"Wrote a synthetic head CT phantom with an infarct: {len(files)} slices")
+    else:
+        files = sorted(p for p in series_dir.rglob("*") if p.is_file() and _is_dicom(p))
+        if not files:
+            raise DemoError(f"No DICOM files found in {series_dir}.")
+        print(f"Sending {len(files)} DICOM files from {series_dir}")
+
+    pacs = FolderPacs(root / "pacs")
+    port = _free_port()
+    env = dict(os.environ)
+    env.update({
+        "STROKE_TRIAGE_DATA_DIR": str(root / "data"),
+        "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
+        "STROKE_TRIAGE_LISTENER__PORT": str(port),
+        "STROKE_TRIAGE_LISTENER__AE_TITLE": LISTENER_AE,
+        "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": str(QUIET_PERIOD_S),
+        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+        "STROKE_TRIAGE_WORKER__PACS": json.dumps(
+            [{"ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port}]
+        ),
+        "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
+    })
+    for key in ("STROKE_TRIAGE_DATABASE_URL", "STROKE_TRIAGE_BROKER_URL",
+                "STROKE_TRIAGE_CONFIG"):
+        env.pop(key, None)
+    log_path = root / "service.log"
+    with log_path.open("wb") as service_log:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "stroke_triage", "up"], env=env,
+            stdout=service_log, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_listener(service, port, log_path)
+            stored = send_files(files, host="127.0.0.1", port=port, called_ae_title=LISTENER_AE)
+            print(f"Listener stored {stored} of {len(files)} instances; waiting for the report")
+            report_path = _wait_for_report(service, pacs, log_path)
+        finally:
+            service.terminate()
+            try:
+                service.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
+            pacs.stop()
+    import pydicom
+
+    suspected, probability = read_finding(pydicom.dcmread(report_path))
+    return DemoResult(suspected, probability, report_path, trained,
+                      time.monotonic() - started)
+
+
+def _is_dicom(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for_listener(service: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            raise DemoError(
+                f"The service exited with code {service.returncode} before it was ready:\n"
+                + log_path.read_text(errors="replace")[-3000:]
+            )
+        if _port_open(port) and echo(
+            host="127.0.0.1", port=port, called_ae_title=LISTENER_AE, timeout_s=2
+        ):
+            return
+        time.sleep(0.3)
+    raise DemoError(f"The listener did not answer C-ECHO within {STARTUP_TIMEOUT_S:.0f} s.")
+
+
+def _wait_for_report(service: subprocess.Popen[bytes], pacs: FolderPacs, log_path: Path) -> Path:
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        received = pacs.received()
+        if received:
+            return received[0]
+        if service.poll() is not None:
+            raise DemoError(
+                f"The service exited with code {service.returncode}:\n"
+                + log_path.read_text(errors="replace")[-3000:]
+            )
+        time.sleep(0.2)
+    raise DemoError(
+        f"No report reached the PACS within {RESULT_TIMEOUT_S:.0f} s. Service log:\n"
+        + log_path.read_text(errors="replace")[-3000:]
+    )
+
+
+def print_result(result: DemoResult) -> None:
+    """Print the verdict for a person."""
+    verdict = "STROKE SUSPECTED" if result.suspected else "STROKE NOT SUSPECTED"
+    print(f"Verdict: {verdict} (probability {result.probability:.3f})")
+    print(f"Structured Report: {result.report_path}")
+    print(f"Finished in {result.seconds:.1f} s")
+    if not result.model_trained:
+        print(
+            "WARNING: no trained checkpoint is shipped, so the demo used a RANDOMLY "
+            "INITIALISED ViT. This verdict means nothing; it only shows the path works."
+        )

@@ -1,0 +1,155 @@
+"""One typed settings object: environment variables (STROKE_TRIAGE_*), an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from listener.config import ListenerConfig, ListenerRuntime
+from worker.config import WorkerConfig, WorkerRuntime
+
+ENV_PREFIX = "STROKE_TRIAGE_"
+CONFIG_FILE_ENV = "STROKE_TRIAGE_CONFIG"
+
+
+class Settings(BaseSettings):
+    """All of stroke-triage's settings.
+
+    Built once by an entry point and passed down; nothing reads it at import time.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    data_dir: Path = Field(
+        Path("stroke-triage-data"),
+        description="Root of received DICOM, reports, the embedded database and queue.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file under data_dir."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker URL; default: a folder queue under data_dir."
+    )
+    task_queue: str = Field("stroke-triage", description="Celery queue the tasks go to.")
+    log_level: str = "INFO"
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)  # type: ignore[arg-type]
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)  # type: ignore[arg-type]
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"log level {value!r} is not one of DEBUG, INFO, WARNING, ERROR.")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    # Resolved paths and URLs -------------------------------------------------------------
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where received instances are stored."""
+        return self.data_dir / "storage"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the reports we create are kept (a copy of what is sent)."""
+        return self.data_dir / "reports"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'stroke-triage.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """The broker URL, defaulting to kombu's filesystem transport (no server)."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Transport options: the folder queue lives under the data folder when embedded."""
+        if self.resolved_broker_url.startswith("filesystem://"):
+            queue_dir = (self.data_dir / "queue").resolve()
+            return {
+                "data_folder_in": str(queue_dir / "messages"),
+                "data_folder_out": str(queue_dir / "messages"),
+                "control_folder": str(queue_dir / "control"),
+                "polling_interval": 0.2,
+            }
+        return {"visibility_timeout": 3600}
+
+    def ensure_dirs(self) -> None:
+        """Create the data folders (and the folder queue's) if missing."""
+        for path in (self.data_dir, self.storage_dir, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        for key in ("data_folder_in", "control_folder"):
+            folder = self.broker_transport_options.get(key)
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def listener_runtime(self) -> ListenerRuntime:
+        """The resolved values the listener needs."""
+        return ListenerRuntime(
+            storage_dir=self.storage_dir.resolve(),
+            database_url=self.resolved_database_url,
+            broker_url=self.resolved_broker_url,
+            broker_transport_options=self.broker_transport_options,
+            task_queue=self.task_queue,
+        )
+
+    def worker_runtime(self) -> WorkerRuntime:
+        """The resolved values the worker needs."""
+        return WorkerRuntime(
+            storage_dir=self.storage_dir.resolve(),
+            reports_dir=self.reports_dir.resolve(),
+            database_url=self.resolved_database_url,
+            broker_url=self.resolved_broker_url,
+            broker_transport_options=self.broker_transport_options,
+            task_queue=self.task_queue,
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: explicit overrides, then STROKE_TRIAGE_* variables, then a TOML file.
+
+    The file is ``config_file`` or the one named by ``STROKE_TRIAGE_CONFIG``.
+    """
+    path = config_file
+    if path is None and os.environ.get(CONFIG_FILE_ENV):
+        path = Path(os.environ[CONFIG_FILE_ENV])
+    if path is None:
+        return Settings(**overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"The settings file {path} does not exist.")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    return FileSettings(**overrides)

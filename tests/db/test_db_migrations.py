@@ -1,0 +1,134 @@
+"""Alembic migrations: from empty to head on SQLite and PostgreSQL, matching the models."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from db.engine import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    _alembic_config,
+    create_engine_for,
+    current_revision,
+    migrate,
+)
+from db.models import Base
+
+POSTGRES_URL = os.environ.get(
+    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_admin() -> Engine:
+    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        engine.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}).")
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nested' / 'triage.db'}"
+        return
+    admin = _postgres_admin()
+    schema = f"st_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _differences(engine: Engine) -> list[object]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_head_revision_constant_matches_scripts() -> None:
+    script = ScriptDirectory.from_config(_alembic_config())
+    assert script.get_current_head() == HEAD_REVISION
+    assert (MIGRATIONS_DIR / "script.py.mako").is_file()
+
+
+def test_migrate_from_empty_matches_models(empty_db_url: str) -> None:
+    engine = create_engine_for(empty_db_url)
+    try:
+        assert current_revision(engine) is None
+        migrate(engine)
+        assert current_revision(engine) == HEAD_REVISION
+        assert _differences(engine) == []
+        tables = set(inspect(engine).get_table_names())
+        assert set(Base.metadata.tables) | {"alembic_version"} == tables
+    finally:
+        engine.dispose()
+
+
+def test_migrate_twice_is_a_no_op(empty_db_url: str) -> None:
+    migrate(empty_db_url)
+    engine = create_engine_for(empty_db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO studies (study_instance_uid, created_at) VALUES ('1.2.3', :t)"),
+                {"t": "2026-01-01 00:00:00"},
+            )
+        migrate(engine)
+        assert current_revision(engine) == HEAD_REVISION
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM studies")).scalar_one() == 1
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        assert [row[0] for row in versions] == [HEAD_REVISION]
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_migrations_on_a_fresh_database_both_succeed(empty_db_url: str) -> None:
+    # Separate processes, as the listener and a worker starting together.
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(migrate, empty_db_url) for _ in range(2)]
+        for future in futures:
+            future.result(timeout=120)
+    engine = create_engine_for(empty_db_url)
+    try:
+        assert current_revision(engine) == HEAD_REVISION
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'triage.db'}"
+    engine = create_engine_for(url)
+    try:
+        migrate(engine)
+        with engine.begin() as connection:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+        migrate(engine)
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()

@@ -1,0 +1,138 @@
+"""A CT series in, a Structured Report out: storescu -> listener -> worker -> PACS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from db import crud
+from db.engine import create_engine_for, make_session_factory
+from tests.e2e.conftest import Service, TestPacs, storescu
+
+pytestmark = pytest.mark.slow
+
+
+def _ge_files(ge_head_ct: Path) -> list[Path]:
+    files = sorted(ge_head_ct.glob("*.dcm"))
+    assert len(files) == 28
+    return files
+
+
+def _check_report(report: Path, sources: list[Path]) -> None:
+    source_sets = [pydicom.dcmread(p, stop_before_pixels=True) for p in sources]
+    sr = hd.sr.srread(report)
+    assert isinstance(sr, hd.sr.Comprehensive3DSR)
+    assert sr.StudyInstanceUID == source_sets[0].StudyInstanceUID
+    assert sr.SeriesInstanceUID != source_sets[0].SeriesInstanceUID
+    assert sr.VerificationFlag == "UNVERIFIED"
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert referenced == {ds.SOPInstanceUID for ds in source_sets}
+    assert sr.SeriesDescription in {"AI STROKE TRIAGE: SUSPECTED",
+                                     "AI STROKE TRIAGE: NOT SUSPECTED"}
+
+    dciodvfy = shutil.which("dciodvfy")
+    dsrdump = shutil.which("dsrdump")
+    if dciodvfy is None or dsrdump is None:
+        pytest.skip("dicom3tools dciodvfy or DCMTK dsrdump is not installed")
+    verified = subprocess.run([dciodvfy, str(report)], capture_output=True, text=True,
+                              check=False)
+    errors = [line for line in (verified.stdout + verified.stderr).splitlines()
+              if line.startswith("Error")]
+    assert not errors, "\n".join(errors)
+    dumped = subprocess.run([dsrdump, str(report)], capture_output=True, text=True, check=False)
+    assert dumped.returncode == 0, dumped.stderr
+    assert "Stroke" in dumped.stdout
+
+
+def _check_database(url: str, series_uid: str) -> None:
+    engine = create_engine_for(url)
+    with make_session_factory(engine)() as session:
+        rows = [r for r in crud.list_results(session=session)
+                if r.series_instance_uid == series_uid]
+    engine.dispose()
+    assert len(rows) == 1
+    assert 0.0 <= rows[0].probability <= 1.0
+    assert rows[0].instance_count == 28
+
+
+def test_embedded_defaults_one_process(
+    service: Service, test_pacs: TestPacs, ge_head_ct: Path
+) -> None:
+    files = _ge_files(ge_head_ct)
+    port = int(service.env["STROKE_TRIAGE_LISTENER__PORT"])
+    service.start("up")
+    service.wait_listening(port)
+    storescu(files, port)
+    try:
+        (report,) = test_pacs.wait_for(1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{service.logs()}") from exc
+    _check_report(report, files)
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    db_file = Path(service.env["STROKE_TRIAGE_DATA_DIR"]) / "stroke-triage.db"
+    _check_database(f"sqlite:///{db_file}", series_uid)
+
+
+@pytest.fixture
+def postgres_schema_url() -> Iterator[str]:
+    """A fresh schema in the real PostgreSQL, dropped afterwards."""
+    base = os.environ.get("STROKE_TRIAGE_TEST_POSTGRES_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(base)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {base}: {exc}")
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
+    return url
+
+
+def test_redis_and_postgres_two_processes(
+    service: Service, test_pacs: TestPacs, ge_head_ct: Path, postgres_schema_url: str,
+    redis_url: str,
+) -> None:
+    service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_schema_url
+    service.env["STROKE_TRIAGE_BROKER_URL"] = redis_url
+    files = _ge_files(ge_head_ct)
+    port = int(service.env["STROKE_TRIAGE_LISTENER__PORT"])
+    service.start("listen")
+    service.start("work")
+    service.wait_listening(port)
+    storescu(files, port)
+    try:
+        (report,) = test_pacs.wait_for(1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{service.logs()}") from exc
+    _check_report(report, files)
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    _check_database(postgres_schema_url, series_uid)

@@ -1,0 +1,165 @@
+"""The C-STORE SCU, against a real pynetdicom Storage SCP on a free port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE, evt
+
+from model.phantom import write_phantom_series
+from worker.capture import build_heatmap_capture
+from worker.export import Destination, ExportError, send_datasets
+from worker.report import AlgorithmInfo, Finding, build_structured_report
+
+SCP_AE_TITLE = "TESTPACS"
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> list[pydicom.Dataset]:
+    """A report and a heat-map capture built from a small phantom series."""
+    paths = write_phantom_series(tmp_path_factory.mktemp("phantom"), n_slices=3, size=32)
+    sources = [pydicom.dcmread(path) for path in paths]
+    report = build_structured_report(
+        source_datasets=sources,
+        finding=Finding(
+            probability=0.9,
+            suspected=True,
+            threshold=0.5,
+            top_instance_uids=[sources[1].SOPInstanceUID],
+        ),
+        algorithm=AlgorithmInfo(
+            name="tiny", version="0", software_version="0.1.0", model_sha256="00" * 32
+        ),
+    )
+    capture = build_heatmap_capture(
+        source_datasets=sources[1:2],
+        images=[np.linspace(0.0, 1.0, 32 * 32).reshape(32, 32)],
+        heatmaps=[np.eye(8)],
+        probability=0.9,
+        suspected=True,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+    )
+    return [report, capture]
+
+
+StoreHandler = Callable[[evt.Event], int]
+
+
+@pytest.fixture
+def storage_scp() -> Iterator[Callable[[StoreHandler], Destination]]:
+    """Starts Storage SCPs on free ports; each answers C-STORE with the given handler."""
+    servers: list[Any] = []
+
+    def start(handler: StoreHandler) -> Destination:
+        ae = AE(ae_title=SCP_AE_TITLE)
+        ae.require_called_aet = True
+        for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+            ae.add_supported_context(sop_class)
+        server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)]
+        )
+        assert server is not None
+        servers.append(server)
+        return Destination(SCP_AE_TITLE, "127.0.0.1", int(server.server_address[1]))
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_delivers_report_and_capture(
+    tmp_path: Path,
+    outputs: list[pydicom.Dataset],
+    storage_scp: Callable[[StoreHandler], Destination],
+) -> None:
+    received: list[str] = []
+
+    def handle(event: evt.Event) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    destination = storage_scp(handle)
+    send_datasets(datasets=outputs, destination=destination, timeout_s=10)
+    assert received == [ds.SOPInstanceUID for ds in outputs]
+
+    path = tmp_path / "report.dcm"
+    outputs[0].save_as(path, enforce_file_format=True)
+    send_datasets(datasets=[path], destination=destination, timeout_s=10)
+    assert received[-1] == outputs[0].SOPInstanceUID
+
+
+def test_client_socket_has_tcp_nodelay(
+    monkeypatch: pytest.MonkeyPatch,
+    outputs: list[pydicom.Dataset],
+    storage_scp: Callable[[StoreHandler], Destination],
+) -> None:
+    associations: list[Any] = []
+    original = AE.associate
+
+    def recording_associate(self: AE, *args: Any, **kwargs: Any) -> Any:
+        assoc = original(self, *args, **kwargs)
+        associations.append(assoc)
+        return assoc
+
+    monkeypatch.setattr(AE, "associate", recording_associate)
+    nodelay: list[int] = []
+
+    def handle(event: evt.Event) -> int:
+        # Runs while the client's association is open: read the option off its live socket.
+        client_socket = associations[0].dul.socket.socket
+        nodelay.append(client_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return 0x0000
+
+    send_datasets(datasets=outputs[:1], destination=storage_scp(handle), timeout_s=10)
+    assert len(nodelay) == 1
+    assert nodelay[0] != 0
+
+
+def test_failure_status_raises_with_the_code(
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], Destination]
+) -> None:
+    destination = storage_scp(lambda event: 0xA700)
+    with pytest.raises(ExportError, match="0xA700") as caught:
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=10)
+    assert caught.value.status == 0xA700
+
+
+def test_closed_port_raises(outputs: list[pydicom.Dataset]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    destination = Destination("NOBODY", "127.0.0.1", port)
+    with pytest.raises(ExportError, match=r"No association with NOBODY@127\.0\.0\.1"):
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=5)
+
+
+def test_rejected_association_raises(
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], Destination]
+) -> None:
+    served = storage_scp(lambda event: 0x0000)
+    destination = Destination("WRONGAET", served.host, served.port)
+    with pytest.raises(ExportError, match="rejected"):
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=10)
+
+
+def test_destination_parses_and_prints() -> None:
+    destination = Destination.parse("ORTHANC@pacs.example.org:4242")
+    assert destination == Destination("ORTHANC", "pacs.example.org", 4242)
+    assert str(destination) == "ORTHANC@pacs.example.org:4242"
+    assert Destination.parse(str(destination)) == destination
+
+
+@pytest.mark.parametrize(
+    "text", ["ORTHANC", "ORTHANC@host", "@host:4242", "ORTHANC@host:port", "A@h:70000"]
+)
+def test_destination_refuses_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError, match=r"AE@host:port|outside"):
+        Destination.parse(text)

@@ -1,0 +1,1 @@
+"""stroke-triage: worker."""

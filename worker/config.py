@@ -1,0 +1,62 @@
+"""The worker's own typed settings (the tying package composes them with the rest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class PacsDestination(BaseModel):
+    """A DICOM node that receives our reports by C-STORE."""
+
+    ae_title: str = Field(description="The PACS's AE title (called AE).")
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        text = value.strip()
+        if not text or len(text) > 16 or "\\" in text:
+            raise ValueError(f"AE title {value!r} is not valid: 1 to 16 characters, no backslash.")
+        return text
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class WorkerConfig(BaseModel):
+    """How the worker classifies and where it sends the results."""
+
+    checkpoint: Path | None = Field(
+        None, description="Checkpoint folder (spec.json + model.safetensors); default: shipped."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    batch_size: int = Field(32, ge=1)
+    concurrency: int = Field(1, ge=1, description="Worker processes (or threads) per host.")
+    pacs: list[PacsDestination] = Field(
+        default_factory=list, description="Where SRs are sent; empty keeps them on disk only."
+    )
+    calling_ae_title: str = Field("STROKETRIAGE", description="Our AE title when we send.")
+    export_max_attempts: int = Field(5, ge=1)
+    export_backoff_s: float = Field(10.0, gt=0)
+    task_max_retries: int = Field(3, ge=0)
+    task_retry_backoff_s: float = Field(5.0, gt=0)
+    secondary_capture: bool = Field(
+        False, description="Also send a heat-map Secondary Capture for viewers without SR."
+    )
+    institution_name: str | None = None
+
+
+class WorkerRuntime(BaseModel):
+    """Values the tying package resolves for the worker (paths and URLs)."""
+
+    storage_dir: Path
+    reports_dir: Path
+    database_url: str
+    broker_url: str
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
+    task_queue: str = "stroke-triage"

@@ -1,0 +1,72 @@
+"""What one worker process holds: its settings, a database session factory, the model.
+
+The model is loaded lazily, once per process, on the first task (so forked pool children
+each load their own copy after the fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import create_engine_for, make_session_factory
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR
+from model.inference import Classifier
+from worker.config import WorkerConfig, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(config: WorkerConfig) -> Path:
+    """The checkpoint folder this worker uses: configured, or the shipped default."""
+    return config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINT_DIR
+
+
+@dataclass
+class WorkerContext:
+    """Per-process state of a worker, created once and passed to every task."""
+
+    config: WorkerConfig
+    runtime: WorkerRuntime
+    _sessions: sessionmaker[Session] | None = field(default=None, init=False, repr=False)
+    _classifier: Classifier | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The session factory (engine created on first use, after any fork)."""
+        with self._lock:
+            if self._sessions is None:
+                self._sessions = make_session_factory(
+                    create_engine_for(self.runtime.database_url)
+                )
+            return self._sessions
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier, loaded on first use."""
+        with self._lock:
+            if self._classifier is None:
+                directory = checkpoint_dir(self.config)
+                self._classifier = Classifier.from_checkpoint(
+                    directory,
+                    device=self.config.device,
+                    precision=self.config.precision,
+                    batch_size=self.config.batch_size,
+                )
+                spec = self._classifier.spec
+                log.info(
+                    "Loaded model %s %s (sha256 %s) on %s, %s",
+                    spec.name, spec.version, self._classifier.sha256[:12],
+                    self._classifier.device, self._classifier.precision,
+                )
+                if not spec.trained:
+                    log.warning(
+                        "The model in %s is randomly initialised: its verdicts mean nothing.",
+                        directory,
+                    )
+            return self._classifier

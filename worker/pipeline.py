@@ -1,0 +1,249 @@
+"""The work behind one task: classify a completed series, record it, report it to PACS.
+
+Idempotent: the same instances and the same model give one result row and one SR with
+the same UIDs however often this runs; only exports not yet sent are sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import crud
+from db.enums import ExportKind, JobStatus
+from db.models import Result
+from worker.context import WorkerContext
+from worker.errors import WorkerError
+from worker.export import Destination, ExportError, send_datasets
+from worker.report import AlgorithmInfo, Finding, build_structured_report
+
+log = logging.getLogger(__name__)
+
+CLASSIFIED_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2"})
+
+
+class SeriesUnreadableError(WorkerError):
+    """The stored series cannot be read or holds no CT slice: retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of the pipeline produced."""
+
+    job_id: int
+    result_id: int | None
+    suspected: bool | None
+    probability: float | None
+    report_path: Path | None
+    skipped: str | None = None
+
+
+def software_version() -> str:
+    """This package's version, for provenance."""
+    try:
+        return version("stroke-triage")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
+    """sha256 of the sorted SOP Instance UIDs: which instances a result was computed on."""
+    digest = hashlib.sha256()
+    for uid in sorted(sop_instance_uids):
+        digest.update(uid.encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str) -> Outcome:
+    """Classify the series of ``job_id``, store the result and send the SR."""
+    sessions = ctx.sessions
+    with sessions() as session:
+        job = crud.get_job(session=session, job_id=job_id)
+        if job.status in (JobStatus.SUPERSEDED, JobStatus.DONE):
+            log.info("Job %d is %s: nothing to do", job_id, job.status)
+            return Outcome(job_id, None, None, None, None, skipped=str(job.status))
+        crud.start_job(session=session, job_id=job_id)
+        paths = [
+            ctx.runtime.storage_dir / instance.path
+            for instance in crud.series_instances(
+                session=session, series_instance_uid=series_instance_uid
+            )
+            if instance.sop_class_uid in CLASSIFIED_SOP_CLASSES
+        ]
+        session.commit()
+
+    datasets = _read_series(paths, series_instance_uid)
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    fingerprint = input_fingerprint(uids)
+    classifier = ctx.classifier
+    spec = classifier.spec
+
+    with sessions() as session:
+        result = _existing_result(session, job_id, fingerprint, classifier.sha256)
+        if result is None:
+            prediction = classifier.predict_series(datasets)
+            result = crud.record_result(
+                session=session,
+                job_id=job_id,
+                probability=prediction.probability,
+                suspected=prediction.suspected,
+                threshold=prediction.threshold,
+                model_name=spec.name,
+                model_version=spec.version,
+                model_sha256=classifier.sha256,
+                input_fingerprint=fingerprint,
+                precision=classifier.precision,
+                device=str(classifier.device),
+                slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
+            )
+            session.commit()
+            log.info(
+                "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
+                series_instance_uid, prediction.probability,
+                "suspected" if prediction.suspected else "not suspected",
+                prediction.threshold, len(uids),
+            )
+            top = [uids[i] for i in prediction.top_slices]
+        else:
+            top = _top_slices(result)
+        finding = Finding(
+            probability=result.probability,
+            suspected=result.suspected,
+            threshold=result.threshold,
+            top_instance_uids=top,
+        )
+        result_id = result.id
+
+    report_path = _write_report(ctx, datasets, finding, fingerprint, classifier.sha256,
+                                spec.name, spec.version)
+    _export(ctx, result_id=result_id, report_path=report_path)
+
+    with sessions() as session:
+        crud.finish_job(session=session, job_id=job_id)
+        session.commit()
+    return Outcome(job_id, result_id, finding.suspected, finding.probability, report_path)
+
+
+def _read_series(paths: Sequence[Path], series_instance_uid: str) -> list[pydicom.Dataset]:
+    if not paths:
+        raise SeriesUnreadableError(f"Series {series_instance_uid} holds no CT image to classify.")
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise SeriesUnreadableError(
+                f"Instance {path.name} of series {series_instance_uid} cannot be read: {exc}"
+            ) from exc
+    return datasets
+
+
+def _existing_result(
+    session: Session, job_id: int, fingerprint: str, model_sha256: str
+) -> Result | None:
+    job = crud.get_job(session=session, job_id=job_id)
+    found = session.scalars(
+        select(Result).where(
+            Result.series_id == job.series_id,
+            Result.input_fingerprint == fingerprint,
+            Result.model_sha256 == model_sha256,
+        )
+    ).first()
+    if found is not None and job.status != JobStatus.INFERRED:
+        # Same input, same model: re-attach the existing result instead of computing again.
+        log.info("Job %d: result %d already exists for these instances", job_id, found.id)
+    return found
+
+
+def _top_slices(result: Result) -> list[str]:
+    scores = sorted(result.slice_scores, key=lambda score: score.rank)
+    return [score.sop_instance_uid for score in scores[:5]]
+
+
+def _write_report(
+    ctx: WorkerContext,
+    datasets: Sequence[pydicom.Dataset],
+    finding: Finding,
+    fingerprint: str,
+    model_sha256: str,
+    model_name: str,
+    model_version: str,
+) -> Path:
+    # Deterministic UIDs: the same result always yields the same SR, so a re-run or a
+    # retried export can never put a second copy in the PACS.
+    seed = [fingerprint, model_sha256]
+    series_uid = generate_uid(entropy_srcs=[*seed, "sr-series"])
+    sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
+    report = build_structured_report(
+        source_datasets=datasets,
+        finding=finding,
+        algorithm=AlgorithmInfo(
+            name=model_name,
+            version=model_version,
+            software_version=software_version(),
+            model_sha256=model_sha256,
+        ),
+        series_instance_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        institution_name=ctx.config.institution_name,
+    )
+    study_uid = str(datasets[0].StudyInstanceUID)
+    folder = ctx.runtime.reports_dir / study_uid
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sop_uid}.dcm"
+    temp = path.with_suffix(".part")
+    report.save_as(temp, enforce_file_format=True)
+    temp.replace(path)
+    return path
+
+
+def _export(ctx: WorkerContext, *, result_id: int, report_path: Path) -> None:
+    destinations = [
+        Destination(ae_title=d.ae_title, host=d.host, port=d.port) for d in ctx.config.pacs
+    ]
+    if not destinations:
+        return
+    sop_uid = report_path.stem
+    failures: list[str] = []
+    for destination in destinations:
+        with ctx.sessions() as session:
+            export = crud.ensure_export(
+                session=session, result_id=result_id, kind=ExportKind.SR,
+                destination=str(destination), sop_instance_uid=sop_uid,
+                path=str(report_path),
+            )
+            session.commit()
+            if export.status.value == "sent":
+                continue
+            export_id = export.id
+        try:
+            send_datasets(
+                datasets=[report_path], destination=destination,
+                calling_ae_title=ctx.config.calling_ae_title,
+            )
+        except ExportError as exc:
+            with ctx.sessions() as session:
+                crud.mark_export_failed(
+                    session=session, export_id=export_id, error=str(exc),
+                    max_attempts=ctx.config.export_max_attempts,
+                    backoff_s=ctx.config.export_backoff_s,
+                )
+                session.commit()
+            failures.append(f"{destination}: {exc}")
+            continue
+        with ctx.sessions() as session:
+            crud.mark_export_sent(session=session, export_id=export_id)
+            session.commit()
+        log.info("SR %s sent to %s", sop_uid, destination)
+    if failures:
+        raise ExportError("Export failed for " + "; ".join(failures))
+

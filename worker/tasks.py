@@ -1,0 +1,66 @@
+"""Celery tasks: ids in, one plain function does the work, failures become retries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from sqlalchemy.exc import OperationalError
+
+from db import crud
+from worker.context import WorkerContext
+from worker.export import ExportError
+from worker.pipeline import Outcome, process_series
+
+log = logging.getLogger(__name__)
+
+#: Must equal listener.dispatch.PROCESS_SERIES_TASK (checked by a test).
+PROCESS_SERIES_TASK = "stroke_triage.process_series"
+
+#: Errors worth another try: the PACS or the database may come back.
+TRANSIENT_ERRORS = (ExportError, OperationalError, ConnectionError, TimeoutError)
+
+
+def register_tasks(app: Celery, ctx: WorkerContext) -> None:
+    """Register the tasks on ``app``, bound to this process's context."""
+
+    @app.task(name=PROCESS_SERIES_TASK, bind=True, max_retries=ctx.config.task_max_retries)
+    def process_series_task(self: Task, *, job_id: int, series_instance_uid: str) -> dict[str, Any]:
+        try:
+            outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_instance_uid)
+        except TRANSIENT_ERRORS as exc:
+            final = self.request.retries >= self.max_retries
+            _record_failure(ctx, job_id, exc, final=final)
+            if final:
+                log.error("Job %d failed for good after %d tries: %s", job_id,
+                          self.request.retries + 1, exc)
+                raise
+            countdown = ctx.config.task_retry_backoff_s * 2**self.request.retries
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        except Exception as exc:
+            _record_failure(ctx, job_id, exc, final=True)
+            log.exception("Job %d failed: %s", job_id, exc)
+            raise
+        return _summary(outcome)
+
+
+def _record_failure(ctx: WorkerContext, job_id: int, exc: BaseException, *, final: bool) -> None:
+    try:
+        with ctx.sessions() as session:
+            crud.fail_job(session=session, job_id=job_id, error=f"{type(exc).__name__}: {exc}",
+                          final=final)
+            session.commit()
+    except Exception:  # the database itself may be what failed
+        log.exception("Could not record the failure of job %d", job_id)
+
+
+def _summary(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "job_id": outcome.job_id,
+        "result_id": outcome.result_id,
+        "suspected": outcome.suspected,
+        "probability": outcome.probability,
+        "report": str(outcome.report_path) if outcome.report_path else None,
+        "skipped": outcome.skipped,
+    }
