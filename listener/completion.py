@@ -122,16 +122,20 @@ class CompletionMonitor:
             header, instance_count=len(instances), min_slices=self._config.min_slices
         )
         if not selection.classify:
-            crud.skip_series(session=session, series_instance_uid=uid, reason=selection.reason,
-                             now=now)
+            crud.skip_series(
+                session=session, series_instance_uid=uid, reason=selection.reason, now=now
+            )
             session.commit()
-            log.info("Series %s skipped: %s (%d instances)", uid, selection.reason,
-                     len(instances))
+            log.info("Series %s skipped: %s (%d instances)", uid, selection.reason, len(instances))
             return None
         job = crud.create_job(session=session, series_instance_uid=uid, now=now)
         session.commit()
-        log.info("Series %s complete with %d instances: job %d in outbox", uid,
-                 job.instance_count, job.id)
+        log.info(
+            "Series %s complete with %d instances: job %d in outbox",
+            uid,
+            job.instance_count,
+            job.id,
+        )
         return job.id
 
     def _pending(self, job_ids: list[int]) -> list[tuple[int, str]]:

@@ -14,7 +14,8 @@ def _check_ae_title(value: str) -> str:
     text = value.strip()
     if not text or len(text) > AE_TITLE_MAX or "\\" in text or not text.isprintable():
         raise ValueError(
-            f"AE title {value!r} is not valid: it must be 1 to 16 printable characters, no backslash."
+            f"AE title {value!r} is not valid: "
+            "it must be 1 to 16 printable characters, no backslash."
         )
     return text
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,24 +46,25 @@ def handle_echo(event: Event) -> int:
 
 def handle_connection_open(event: Event) -> None:
     """Turn Nagle's algorithm off: otherwise every small PDU waits for a delayed ACK."""
+    transport = event.assoc.dul.socket
     try:
-        sock = event.assoc.dul.socket.socket
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (AttributeError, OSError) as exc:
+        if transport is not None and transport.socket is not None:
+            transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
         log.debug("Could not set TCP_NODELAY: %s", exc)
 
 
 def handle_store(event: Event, context: StoreContext) -> int:
     """Store one instance durably, record it, and only then answer success."""
     calling_ae = _calling_ae_title(event)
+    request = cast(C_STORE, event.request)
     try:
         encoded = event.encoded_dataset(include_meta=True)
         header = _read_header(encoded)
         relpath = instance_relpath(
             str(header.get("StudyInstanceUID", "")),
             str(header.get("SeriesInstanceUID", "")),
-            str(event.request.AffectedSOPInstanceUID),
+            str(request.AffectedSOPInstanceUID),
         )
         write_atomic(context.storage_dir, relpath, encoded, fsync=context.fsync)
     except ListenerError as exc:
@@ -85,8 +88,8 @@ def handle_store(event: Event, context: StoreContext) -> int:
                 calling_ae_title=calling_ae,
                 instances=[
                     crud.InstanceRecord(
-                        sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
-                        sop_class_uid=str(event.request.AffectedSOPClassUID),
+                        sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                        sop_class_uid=str(request.AffectedSOPClassUID),
                         path=relpath.as_posix(),
                         transfer_syntax_uid=str(event.context.transfer_syntax),
                         size_bytes=len(encoded),

@@ -77,8 +77,7 @@ def _shared_orientation(header: Dataset) -> list[float] | None:
 def _is_head(header: Dataset) -> bool:
     texts = " ".join(
         str(header.get(keyword, "")).upper()
-        for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription",
-                        "ProtocolName")
+        for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
     )
     if any(word in texts for word in HEAD_WORDS):
         return True

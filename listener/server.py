@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -35,7 +36,7 @@ def build_ae(config: ListenerConfig) -> AE:
         ae.require_calling_aet = list(config.allowed_calling_ae_titles)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(cast(str, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -72,7 +73,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
     )
     context = StoreContext(storage_dir=runtime.storage_dir, session_factory=sessions)
     ae = build_ae(config)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
         (evt.EVT_CONN_OPEN, handle_connection_open),
@@ -80,12 +81,17 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
     server = ae.start_server((config.host, config.port), block=False, evt_handlers=handlers)
     assert server is not None
     monitor = CompletionMonitor(
-        config=config, session_factory=sessions, storage_dir=runtime.storage_dir,
+        config=config,
+        session_factory=sessions,
+        storage_dir=runtime.storage_dir,
         dispatcher=dispatcher,
     )
     monitor.start()
     log.info(
         "Listening as %s on %s:%d (quiet period %.1f s)",
-        config.ae_title, config.host, server.server_address[1], config.quiet_period_s,
+        config.ae_title,
+        config.host,
+        server.server_address[1],
+        config.quiet_period_s,
     )
     return Listener(server=server, monitor=monitor, dispatcher=dispatcher)

@@ -83,7 +83,9 @@ def save_checkpoint(directory: Path, network: nn.Module, spec: ModelSpec) -> Pat
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": "pt", "version": spec.version})
+        # One metadata key only: safetensors stores metadata from a hash map, so several keys
+        # come out in varying order and the file's SHA-256 would change between saves.
+        save_file(tensors, tmp, metadata={"format": "pt"})
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, directory / WEIGHTS_FILE)

@@ -66,9 +66,10 @@ def cpu_supports_bf16() -> bool:
     if flags:
         return bool(flags & {"amx_bf16", "avx512_bf16"})
     # No /proc/cpuinfo (not Linux): ask oneDNN.
+    mkldnn: Any = torch.backends.mkldnn
     checker: Any = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
-        return bool(torch.backends.mkldnn.is_available() and checker is not None and checker())
+        return bool(mkldnn.is_available() and checker is not None and checker())
     except RuntimeError:
         return False
 

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pydicom
 import torch
-from pydicom.pixels import pixel_array
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
+)
 
 from model.errors import PreprocessError
 
@@ -23,6 +28,10 @@ if TYPE_CHECKING:
     from model.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
+
+CT_STORAGE_CLASSES = frozenset(
+    {CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
+)
 
 AIR_HU = -1024.0
 """The lowest meaningful CT number; padding and values below it become this."""
@@ -72,6 +81,12 @@ def dataset_to_hu(ds: pydicom.Dataset) -> np.ndarray:
     modality = ds.get("Modality")
     if modality != "CT":
         raise PreprocessError(f"Expected a CT image but the dataset's Modality is {modality!r}.")
+    sop_class = ds.get("SOPClassUID")
+    if sop_class is not None and sop_class not in CT_STORAGE_CLASSES:
+        # Scanners send screenshots and dose reports as Secondary Capture with Modality CT.
+        raise PreprocessError(
+            f"Expected a CT image but the SOP class is {getattr(sop_class, 'name', sop_class)}."
+        )
     if "PixelData" not in ds:
         raise PreprocessError("The CT dataset has no Pixel Data element.")
     samples = int(ds.get("SamplesPerPixel", 1))
@@ -147,7 +162,8 @@ def apply_window(hu: np.ndarray, window: Window) -> np.ndarray:
         raise PreprocessError(f"A window width must be positive, got {window.width}.")
     low = window.center - window.width / 2.0
     out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) / np.float32(window.width)
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    clipped: np.ndarray = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    return clipped
 
 
 def _adjacent_channels(stack: np.ndarray) -> np.ndarray:

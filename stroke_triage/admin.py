@@ -15,8 +15,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """A plain text table with aligned columns."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             for row in cells]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
 
@@ -34,14 +36,35 @@ def print_results(settings: Settings, *, limit: int) -> int:
     if not rows:
         print("No results yet.")
         return 0
-    print(format_table(
-        ["created (UTC)", "series instance UID", "slices", "probability", "verdict",
-         "threshold", "model", "job", "export"],
-        [[f"{row.created_at:%Y-%m-%d %H:%M:%S}", row.series_instance_uid, row.instance_count,
-          f"{row.probability:.3f}", "SUSPECTED" if row.suspected else "not suspected",
-          f"{row.threshold:.3f}", row.model_version, row.job_status, row.export_status or "-"]
-         for row in rows],
-    ))
+    print(
+        format_table(
+            [
+                "created (UTC)",
+                "series instance UID",
+                "slices",
+                "probability",
+                "verdict",
+                "threshold",
+                "model",
+                "job",
+                "export",
+            ],
+            [
+                [
+                    f"{row.created_at:%Y-%m-%d %H:%M:%S}",
+                    row.series_instance_uid,
+                    row.instance_count,
+                    f"{row.probability:.3f}",
+                    "SUSPECTED" if row.suspected else "not suspected",
+                    f"{row.threshold:.3f}",
+                    row.model_version,
+                    row.job_status,
+                    row.export_status or "-",
+                ]
+                for row in rows
+            ],
+        )
+    )
     return 0
 
 
@@ -50,13 +73,25 @@ def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
     wanted = JobStatus(status.lower()) if status else None
     with _sessions(settings)() as session:
         jobs = crud.list_jobs(session=session, status=wanted, limit=limit)
-        rows = [[job.id, job.series.series_instance_uid, job.status, job.attempts,
-                 job.instance_count, (job.last_error or "")[:80]] for job in jobs]
+        rows = [
+            [
+                job.id,
+                job.series.series_instance_uid,
+                job.status,
+                job.attempts,
+                job.instance_count,
+                (job.last_error or "")[:80],
+            ]
+            for job in jobs
+        ]
     if not rows:
         print("No jobs.")
         return 0
-    print(format_table(["job", "series instance UID", "status", "attempts", "instances",
-                        "last error"], rows))
+    print(
+        format_table(
+            ["job", "series instance UID", "status", "attempts", "instances", "last error"], rows
+        )
+    )
     return 0
 
 
@@ -68,9 +103,11 @@ def requeue(settings: Settings, *, job_id: int) -> int:
         series_uid = job.series.series_instance_uid
         session.commit()
     runtime = settings.listener_runtime()
-    dispatcher = TaskDispatcher(broker_url=runtime.broker_url,
-                                transport_options=runtime.broker_transport_options,
-                                queue=runtime.task_queue)
+    dispatcher = TaskDispatcher(
+        broker_url=runtime.broker_url,
+        transport_options=runtime.broker_transport_options,
+        queue=runtime.task_queue,
+    )
     try:
         task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_uid)
     finally:

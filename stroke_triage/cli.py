@@ -74,8 +74,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     from model.phantom import Lesion, write_phantom_series
 
     lesion = Lesion(args.lesion) if args.lesion else None
-    files = write_phantom_series(args.output, n_slices=args.slices, lesion=lesion,
-                                 seed=args.seed)
+    files = write_phantom_series(args.output, n_slices=args.slices, lesion=lesion, seed=args.seed)
     print(f"Wrote {len(files)} slices to {args.output}")
     return 0
 
@@ -90,29 +89,50 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from stroke_triage.settings_doc import settings_table
+
+    print(settings_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
     parser = argparse.ArgumentParser(
         prog="stroke-triage",
-        description="Flags suspected stroke on brain CT received over DICOM. "
-        "Not for clinical use.",
+        description="Flags suspected stroke on brain CT received over DICOM. Not for clinical use.",
     )
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML settings file (also STROKE_TRIAGE_CONFIG)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (also STROKE_TRIAGE_CONFIG)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("listen", help="run the DICOM listener").set_defaults(func=cmd_listen)
     commands.add_parser("work", help="run a worker").set_defaults(func=cmd_work)
     commands.add_parser("up", help="run listener and worker in one process").set_defaults(
-        func=cmd_up)
+        func=cmd_up
+    )
     commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
-        func=cmd_migrate)
+        func=cmd_migrate
+    )
+
+    commands.add_parser("settings", help="print every setting as a Markdown table").set_defaults(
+        func=cmd_settings
+    )
 
     demo = commands.add_parser("demo", help="send a head CT through the whole path once")
-    demo.add_argument("--series", type=Path, default=None,
-                      help="folder of a real CT series (default: a synthetic phantom)")
-    demo.add_argument("--workdir", type=Path, default=None,
-                      help="keep the demo's files here (default: a new temporary folder)")
+    demo.add_argument(
+        "--series",
+        type=Path,
+        default=None,
+        help="folder of a real CT series (default: a synthetic phantom)",
+    )
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the demo's files here (default: a new temporary folder)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     results = commands.add_parser("results", help="list stored results")

@@ -80,26 +80,29 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
     pacs = FolderPacs(root / "pacs")
     port = _free_port()
     env = dict(os.environ)
-    env.update({
-        "STROKE_TRIAGE_DATA_DIR": str(root / "data"),
-        "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
-        "STROKE_TRIAGE_LISTENER__PORT": str(port),
-        "STROKE_TRIAGE_LISTENER__AE_TITLE": LISTENER_AE,
-        "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": str(QUIET_PERIOD_S),
-        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
-        "STROKE_TRIAGE_WORKER__PACS": json.dumps(
-            [{"ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port}]
-        ),
-        "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
-    })
-    for key in ("STROKE_TRIAGE_DATABASE_URL", "STROKE_TRIAGE_BROKER_URL",
-                "STROKE_TRIAGE_CONFIG"):
+    env.update(
+        {
+            "STROKE_TRIAGE_DATA_DIR": str(root / "data"),
+            "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
+            "STROKE_TRIAGE_LISTENER__PORT": str(port),
+            "STROKE_TRIAGE_LISTENER__AE_TITLE": LISTENER_AE,
+            "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": str(QUIET_PERIOD_S),
+            "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+            "STROKE_TRIAGE_WORKER__PACS": json.dumps(
+                [{"ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port}]
+            ),
+            "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
+        }
+    )
+    for key in ("STROKE_TRIAGE_DATABASE_URL", "STROKE_TRIAGE_BROKER_URL", "STROKE_TRIAGE_CONFIG"):
         env.pop(key, None)
     log_path = root / "service.log"
     with log_path.open("wb") as service_log:
         service = subprocess.Popen(
-            [sys.executable, "-m", "stroke_triage", "up"], env=env,
-            stdout=service_log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "stroke_triage", "up"],
+            env=env,
+            stdout=service_log,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_for_listener(service, port, log_path)
@@ -117,8 +120,7 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
     import pydicom
 
     suspected, probability = read_finding(pydicom.dcmread(report_path))
-    return DemoResult(suspected, probability, report_path, trained,
-                      time.monotonic() - started)
+    return DemoResult(suspected, probability, report_path, trained, time.monotonic() - started)
 
 
 def _is_dicom(path: Path) -> bool:

@@ -6,9 +6,11 @@ import logging
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -21,9 +23,9 @@ class PeerError(Exception):
 
 
 def _nodelay(event: Event) -> None:
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def echo(*, host: str, port: int, called_ae_title: str, timeout_s: float = 5.0) -> bool:
@@ -43,17 +45,23 @@ def echo(*, host: str, port: int, called_ae_title: str, timeout_s: float = 5.0) 
 
 
 def send_files(
-    paths: Sequence[Path], *, host: str, port: int, called_ae_title: str,
+    paths: Sequence[Path],
+    *,
+    host: str,
+    port: int,
+    called_ae_title: str,
     calling_ae_title: str = "STROKEDEMO",
 ) -> int:
     """Send DICOM files by C-STORE on one association; return how many were stored."""
     datasets = [pydicom.dcmread(path) for path in paths]
     ae = AE(ae_title=calling_ae_title)
-    for sop_class, syntax in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
-                                     for ds in datasets}):
+    for sop_class, syntax in sorted(
+        {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    ):
         ae.add_requested_context(sop_class, [syntax])
-    assoc = ae.associate(host, port, ae_title=called_ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+    assoc = ae.associate(
+        host, port, ae_title=called_ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)]
+    )
     if not assoc.is_established:
         raise PeerError(f"{called_ae_title}@{host}:{port} refused the association.")
     stored = 0
@@ -80,9 +88,10 @@ class FolderPacs:
         ae = AE(ae_title=ae_title)
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(cast(str, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         server = ae.start_server(
-            ("127.0.0.1", port), block=False,
+            ("127.0.0.1", port),
+            block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda e: 0x0000)],
         )
         assert server is not None
@@ -94,7 +103,7 @@ class FolderPacs:
         return int(self._server.server_address[1])
 
     def _store(self, event: Event) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
+        uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
         target = self.folder / f"{uid}.dcm"
         temp = target.with_suffix(".part")
         temp.write_bytes(event.encoded_dataset())

@@ -12,7 +12,12 @@ def user_facing(exc: BaseException) -> str | None:
     from stroke_triage.service import ServiceError
 
     expected: tuple[type[BaseException], ...] = (
-        ServiceError, DemoError, PeerError, ModelError, DbError, FileNotFoundError,
+        ServiceError,
+        DemoError,
+        PeerError,
+        ModelError,
+        DbError,
+        FileNotFoundError,
     )
     if isinstance(exc, expected):
         return str(exc)

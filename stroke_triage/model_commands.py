@@ -1,4 +1,4 @@
-"""The `train`, `evaluate` and `cross-validate` commands: parse, build a config, call one function."""
+"""The `train`, `evaluate` and `cross-validate` commands: parse, build a config, call one thing."""
 
 from __future__ import annotations
 
@@ -30,9 +30,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--patience", type=int, default=5, help="early stopping; 0 = never")
     parser.add_argument("--augment", choices=["none", "light", "full"], default="light")
-    parser.add_argument(
-        "--channel-mode", choices=["replicate", "adjacent"], default="replicate"
-    )
+    parser.add_argument("--channel-mode", choices=["replicate", "adjacent"], default="replicate")
     parser.add_argument(
         "--shuffle-slice-order",
         action="store_true",

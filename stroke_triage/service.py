@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from db.engine import create_engine_for, migrate
@@ -44,7 +45,7 @@ def run_listener(settings: Settings) -> int:
     settings.ensure_dirs()
     listener = start_listener(settings.listener, settings.listener_runtime())
     stop = threading.Event()
-    _on_signals(lambda: stop.set())
+    _on_signals(stop.set)
     try:
         stop.wait()
     finally:
@@ -85,10 +86,10 @@ def run_all(settings: Settings) -> int:
         listener.stop()
 
 
-def _on_signals(callback: object) -> None:
+def _on_signals(callback: Callable[[], object]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("Signal %d: shutting down", signum)
-        callback()  # type: ignore[operator]
+        callback()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

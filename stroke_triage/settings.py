@@ -42,9 +42,9 @@ class Settings(BaseSettings):
         None, description="Celery broker URL; default: a folder queue under data_dir."
     )
     task_queue: str = Field("stroke-triage", description="Celery queue the tasks go to.")
-    log_level: str = "INFO"
-    listener: ListenerConfig = Field(default_factory=ListenerConfig)  # type: ignore[arg-type]
-    worker: WorkerConfig = Field(default_factory=WorkerConfig)  # type: ignore[arg-type]
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
 
     @field_validator("log_level")
     @classmethod

@@ -24,8 +24,9 @@ def test_listener_never_imports_torch() -> None:
         "bad = [m for m in ('torch', 'timm', 'model', 'worker') if m in sys.modules]; "
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO_ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

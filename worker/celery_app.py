@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
@@ -16,7 +16,7 @@ def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
     app.conf.update(
         broker_transport_options=runtime.broker_transport_options,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(runtime.task_queue)],
+        task_queues=[Queue(runtime.task_queue)],  # type: ignore[no-untyped-call]
         task_default_queue=runtime.task_queue,
         task_ignore_result=True,
         # The work is idempotent, so a task is acknowledged only once it is done and is

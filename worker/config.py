@@ -33,22 +33,37 @@ class WorkerConfig(BaseModel):
     checkpoint: Path | None = Field(
         None, description="Checkpoint folder (spec.json + model.safetensors); default: shipped."
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    batch_size: int = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs: CUDA when present, else CPU."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16 on CUDA; on CPU only where supported and validated for the model.",
+    )
+    batch_size: int = Field(32, ge=1, description="Slices per forward pass.")
     concurrency: int = Field(1, ge=1, description="Worker processes (or threads) per host.")
     pacs: list[PacsDestination] = Field(
         default_factory=list, description="Where SRs are sent; empty keeps them on disk only."
     )
     calling_ae_title: str = Field("STROKETRIAGE", description="Our AE title when we send.")
-    export_max_attempts: int = Field(5, ge=1)
-    export_backoff_s: float = Field(10.0, gt=0)
-    task_max_retries: int = Field(3, ge=0)
-    task_retry_backoff_s: float = Field(5.0, gt=0)
+    export_max_attempts: int = Field(
+        5, ge=1, description="Tries per PACS before an export is a dead letter."
+    )
+    export_backoff_s: float = Field(
+        10.0, gt=0, description="First wait before an export is retried; doubles each try."
+    )
+    task_max_retries: int = Field(
+        3, ge=0, description="Retries of a task after a transient error (PACS, database)."
+    )
+    task_retry_backoff_s: float = Field(
+        5.0, gt=0, description="First wait before a task is retried; doubles each retry."
+    )
     secondary_capture: bool = Field(
         False, description="Also send a heat-map Secondary Capture for viewers without SR."
     )
-    institution_name: str | None = None
+    institution_name: str | None = Field(
+        None, description="Institution Name written into the reports."
+    )
 
 
 class WorkerRuntime(BaseModel):

@@ -41,9 +41,7 @@ class WorkerContext:
         """The session factory (engine created on first use, after any fork)."""
         with self._lock:
             if self._sessions is None:
-                self._sessions = make_session_factory(
-                    create_engine_for(self.runtime.database_url)
-                )
+                self._sessions = make_session_factory(create_engine_for(self.runtime.database_url))
             return self._sessions
 
     @property
@@ -61,8 +59,11 @@ class WorkerContext:
                 spec = self._classifier.spec
                 log.info(
                     "Loaded model %s %s (sha256 %s) on %s, %s",
-                    spec.name, spec.version, self._classifier.sha256[:12],
-                    self._classifier.device, self._classifier.precision,
+                    spec.name,
+                    spec.version,
+                    self._classifier.sha256[:12],
+                    self._classifier.device,
+                    self._classifier.precision,
                 )
                 if not spec.trained:
                     log.warning(

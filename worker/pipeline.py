@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import crud
-from db.enums import ExportKind, JobStatus
+from db.enums import ExportKind, ExportStatus, JobStatus
 from db.models import Result
 from worker.context import WorkerContext
 from worker.errors import WorkerError
@@ -28,6 +28,9 @@ from worker.report import AlgorithmInfo, Finding, build_structured_report
 
 log = logging.getLogger(__name__)
 
+FINAL_JOB_STATES = frozenset(
+    {JobStatus.SUPERSEDED, JobStatus.DONE, JobStatus.SKIPPED, JobStatus.FAILED}
+)
 CLASSIFIED_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2"})
 
 
@@ -68,7 +71,8 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
     sessions = ctx.sessions
     with sessions() as session:
         job = crud.get_job(session=session, job_id=job_id)
-        if job.status in (JobStatus.SUPERSEDED, JobStatus.DONE):
+        if job.status in FINAL_JOB_STATES:
+            # A duplicate delivery, or a job superseded by newer instances of the series.
             log.info("Job %d is %s: nothing to do", job_id, job.status)
             return Outcome(job_id, None, None, None, None, skipped=str(job.status))
         crud.start_job(session=session, job_id=job_id)
@@ -108,13 +112,15 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
             session.commit()
             log.info(
                 "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
-                series_instance_uid, prediction.probability,
+                series_instance_uid,
+                prediction.probability,
                 "suspected" if prediction.suspected else "not suspected",
-                prediction.threshold, len(uids),
+                prediction.threshold,
+                len(uids),
             )
             top = [uids[i] for i in prediction.top_slices]
         else:
-            top = _top_slices(result)
+            top = _top_slices(result, spec.aggregation.k)
         finding = Finding(
             probability=result.probability,
             suspected=result.suspected,
@@ -123,8 +129,18 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
         )
         result_id = result.id
 
-    report_path = _write_report(ctx, datasets, finding, fingerprint, classifier.sha256,
-                                spec.name, spec.version)
+    report_path = _write_report(
+        ctx,
+        datasets=datasets,
+        finding=finding,
+        fingerprint=fingerprint,
+        algorithm=AlgorithmInfo(
+            name=spec.name,
+            version=spec.version,
+            software_version=software_version(),
+            model_sha256=classifier.sha256,
+        ),
+    )
     _export(ctx, result_id=result_id, report_path=report_path)
 
     with sessions() as session:
@@ -136,7 +152,7 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
 def _read_series(paths: Sequence[Path], series_instance_uid: str) -> list[pydicom.Dataset]:
     if not paths:
         raise SeriesUnreadableError(f"Series {series_instance_uid} holds no CT image to classify.")
-    datasets = []
+    datasets: list[pydicom.Dataset] = []
     for path in paths:
         try:
             datasets.append(pydicom.dcmread(path))
@@ -158,40 +174,34 @@ def _existing_result(
             Result.model_sha256 == model_sha256,
         )
     ).first()
-    if found is not None and job.status != JobStatus.INFERRED:
-        # Same input, same model: re-attach the existing result instead of computing again.
+    if found is not None:
+        # Same instances, same model: a retry or a duplicate delivery. Reuse, never recompute.
         log.info("Job %d: result %d already exists for these instances", job_id, found.id)
     return found
 
 
-def _top_slices(result: Result) -> list[str]:
+def _top_slices(result: Result, count: int) -> list[str]:
     scores = sorted(result.slice_scores, key=lambda score: score.rank)
-    return [score.sop_instance_uid for score in scores[:5]]
+    return [score.sop_instance_uid for score in scores[:count]]
 
 
 def _write_report(
     ctx: WorkerContext,
+    *,
     datasets: Sequence[pydicom.Dataset],
     finding: Finding,
     fingerprint: str,
-    model_sha256: str,
-    model_name: str,
-    model_version: str,
+    algorithm: AlgorithmInfo,
 ) -> Path:
     # Deterministic UIDs: the same result always yields the same SR, so a re-run or a
     # retried export can never put a second copy in the PACS.
-    seed = [fingerprint, model_sha256]
+    seed = [fingerprint, algorithm.model_sha256]
     series_uid = generate_uid(entropy_srcs=[*seed, "sr-series"])
     sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
     report = build_structured_report(
         source_datasets=datasets,
         finding=finding,
-        algorithm=AlgorithmInfo(
-            name=model_name,
-            version=model_version,
-            software_version=software_version(),
-            model_sha256=model_sha256,
-        ),
+        algorithm=algorithm,
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         institution_name=ctx.config.institution_name,
@@ -217,23 +227,29 @@ def _export(ctx: WorkerContext, *, result_id: int, report_path: Path) -> None:
     for destination in destinations:
         with ctx.sessions() as session:
             export = crud.ensure_export(
-                session=session, result_id=result_id, kind=ExportKind.SR,
-                destination=str(destination), sop_instance_uid=sop_uid,
+                session=session,
+                result_id=result_id,
+                kind=ExportKind.SR,
+                destination=str(destination),
+                sop_instance_uid=sop_uid,
                 path=str(report_path),
             )
             session.commit()
-            if export.status.value == "sent":
+            if export.status == ExportStatus.SENT:
                 continue
             export_id = export.id
         try:
             send_datasets(
-                datasets=[report_path], destination=destination,
+                datasets=[report_path],
+                destination=destination,
                 calling_ae_title=ctx.config.calling_ae_title,
             )
         except ExportError as exc:
             with ctx.sessions() as session:
                 crud.mark_export_failed(
-                    session=session, export_id=export_id, error=str(exc),
+                    session=session,
+                    export_id=export_id,
+                    error=str(exc),
                     max_attempts=ctx.config.export_max_attempts,
                     backoff_s=ctx.config.export_backoff_s,
                 )
@@ -246,4 +262,3 @@ def _export(ctx: WorkerContext, *, result_id: int, report_path: Path) -> None:
         log.info("SR %s sent to %s", sop_uid, destination)
     if failures:
         raise ExportError("Export failed for " + "; ".join(failures))
-

@@ -9,6 +9,7 @@ from celery import Celery, Task
 from sqlalchemy.exc import OperationalError
 
 from db import crud
+from db.errors import JobStateError
 from worker.context import WorkerContext
 from worker.export import ExportError
 from worker.pipeline import Outcome, process_series
@@ -25,16 +26,26 @@ TRANSIENT_ERRORS = (ExportError, OperationalError, ConnectionError, TimeoutError
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     """Register the tasks on ``app``, bound to this process's context."""
 
-    @app.task(name=PROCESS_SERIES_TASK, bind=True, max_retries=ctx.config.task_max_retries)
+    @app.task(  # type: ignore[untyped-decorator]
+        name=PROCESS_SERIES_TASK, bind=True, max_retries=ctx.config.task_max_retries
+    )
     def process_series_task(self: Task, *, job_id: int, series_instance_uid: str) -> dict[str, Any]:
         try:
             outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_instance_uid)
+        except JobStateError as exc:
+            # The job moved on while we worked (superseded by a late instance): drop it.
+            log.info("Job %d dropped: %s", job_id, exc)
+            return {"job_id": job_id, "skipped": str(exc)}
         except TRANSIENT_ERRORS as exc:
             final = self.request.retries >= self.max_retries
             _record_failure(ctx, job_id, exc, final=final)
             if final:
-                log.error("Job %d failed for good after %d tries: %s", job_id,
-                          self.request.retries + 1, exc)
+                log.error(
+                    "Job %d failed for good after %d tries: %s",
+                    job_id,
+                    self.request.retries + 1,
+                    exc,
+                )
                 raise
             countdown = ctx.config.task_retry_backoff_s * 2**self.request.retries
             raise self.retry(exc=exc, countdown=countdown) from exc
@@ -48,8 +59,9 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
 def _record_failure(ctx: WorkerContext, job_id: int, exc: BaseException, *, final: bool) -> None:
     try:
         with ctx.sessions() as session:
-            crud.fail_job(session=session, job_id=job_id, error=f"{type(exc).__name__}: {exc}",
-                          final=final)
+            crud.fail_job(
+                session=session, job_id=job_id, error=f"{type(exc).__name__}: {exc}", final=final
+            )
             session.commit()
     except Exception:  # the database itself may be what failed
         log.exception("Could not record the failure of job %d", job_id)

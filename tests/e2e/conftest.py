@@ -22,7 +22,7 @@ from tests.conftest import free_port
 LISTENER_AE = "STROKETRIAGE"
 
 
-class TestPacs:
+class PacsStub:
     """A pynetdicom storage SCP written for the tests: it plays the PACS."""
 
     def __init__(self, folder: Path) -> None:
@@ -50,15 +50,17 @@ class TestPacs:
             if len(files) >= count:
                 return files
             time.sleep(0.2)
-        raise AssertionError(f"the PACS received {len(list(self.folder.glob('*.dcm')))} "
-                             f"objects in {timeout_s} s, expected {count}")
+        raise AssertionError(
+            f"the PACS received {len(list(self.folder.glob('*.dcm')))} "
+            f"objects in {timeout_s} s, expected {count}"
+        )
 
 
 @pytest.fixture
-def test_pacs(tmp_path: Path) -> Iterator[TestPacs]:
+def test_pacs(tmp_path: Path) -> Iterator[PacsStub]:
     folder = tmp_path / "pacs"
     folder.mkdir()
-    pacs = TestPacs(folder)
+    pacs = PacsStub(folder)
     yield pacs
     pacs.server.shutdown()
 
@@ -84,14 +86,18 @@ class Service:
         handle = log.open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "stroke_triage", command],
-            env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
         self.processes.append((process, log))
         return process
 
     def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
-                         for _, log in self.processes)
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
+            for _, log in self.processes
+        )
 
     def wait_listening(self, port: int, timeout_s: float = 60.0) -> None:
         echoscu = shutil.which("echoscu")
@@ -103,7 +109,9 @@ class Service:
             if echoscu:
                 done = subprocess.run(
                     [echoscu, "-aec", LISTENER_AE, "127.0.0.1", str(port)],
-                    capture_output=True, check=False, env={**os.environ, "TCP_NODELAY": "1"},
+                    capture_output=True,
+                    check=False,
+                    env={**os.environ, "TCP_NODELAY": "1"},
                 )
                 if done.returncode == 0:
                     return
@@ -123,20 +131,22 @@ class Service:
 
 
 @pytest.fixture
-def service_env(tmp_path: Path, tiny_checkpoint: Path, test_pacs: TestPacs) -> dict[str, str]:
+def service_env(tmp_path: Path, tiny_checkpoint: Path, test_pacs: PacsStub) -> dict[str, str]:
     """Environment for a service on embedded defaults, pointed at the test PACS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
-    env.update({
-        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
-        "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
-        "STROKE_TRIAGE_LISTENER__PORT": str(free_port()),
-        "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": "1.5",
-        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(tiny_checkpoint),
-        "STROKE_TRIAGE_WORKER__PACS": json.dumps(
-            [{"ae_title": test_pacs.ae_title, "host": "127.0.0.1", "port": test_pacs.port}]
-        ),
-        "STROKE_TRIAGE_TASK_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
-    })
+    env.update(
+        {
+            "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
+            "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
+            "STROKE_TRIAGE_LISTENER__PORT": str(free_port()),
+            "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": "1.5",
+            "STROKE_TRIAGE_WORKER__CHECKPOINT": str(tiny_checkpoint),
+            "STROKE_TRIAGE_WORKER__PACS": json.dumps(
+                [{"ae_title": test_pacs.ae_title, "host": "127.0.0.1", "port": test_pacs.port}]
+            ),
+            "STROKE_TRIAGE_TASK_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
+        }
+    )
     return env
 
 
@@ -153,9 +163,11 @@ def storescu(files: list[Path], port: int, *, calling_ae: str = "SCANNER") -> No
     if binary is None:
         pytest.skip("DCMTK storescu is not installed (apt-get install dcmtk)")
     done = subprocess.run(
-        [binary, "-aet", calling_ae, "-aec", LISTENER_AE, "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "TCP_NODELAY": "1"}, timeout=120,
+        [binary, "-aet", calling_ae, "-aec", LISTENER_AE, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr

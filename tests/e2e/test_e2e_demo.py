@@ -20,11 +20,16 @@ def test_make_demo_prints_a_verdict(tmp_path: Path) -> None:
         pytest.skip("make is not installed")
     done = subprocess.run(
         [make, "--no-print-directory", "demo", f"ARGS=--workdir {tmp_path / 'demo'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"Verdict: STROKE (NOT )?SUSPECTED \(probability [01]\.\d{3}\)",
-                     done.stdout), done.stdout
+    assert re.search(
+        r"Verdict: STROKE (NOT )?SUSPECTED \(probability [01]\.\d{3}\)", done.stdout
+    ), done.stdout
     match = re.search(r"Structured Report: (\S+)", done.stdout)
     assert match, done.stdout
     assert Path(match.group(1)).is_file()

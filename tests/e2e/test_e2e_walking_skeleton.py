@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from db import crud
 from db.engine import create_engine_for, make_session_factory
-from tests.e2e.conftest import Service, TestPacs, storescu
+from tests.e2e.conftest import PacsStub, Service, storescu
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +41,21 @@ def _check_report(report: Path, sources: list[Path]) -> None:
         for item in series.ReferencedSOPSequence
     }
     assert referenced == {ds.SOPInstanceUID for ds in source_sets}
-    assert sr.SeriesDescription in {"AI STROKE TRIAGE: SUSPECTED",
-                                     "AI STROKE TRIAGE: NOT SUSPECTED"}
+    assert sr.SeriesDescription in {
+        "AI STROKE TRIAGE: SUSPECTED",
+        "AI STROKE TRIAGE: NOT SUSPECTED",
+    }
 
     dciodvfy = shutil.which("dciodvfy")
     dsrdump = shutil.which("dsrdump")
     if dciodvfy is None or dsrdump is None:
         pytest.skip("dicom3tools dciodvfy or DCMTK dsrdump is not installed")
-    verified = subprocess.run([dciodvfy, str(report)], capture_output=True, text=True,
-                              check=False)
-    errors = [line for line in (verified.stdout + verified.stderr).splitlines()
-              if line.startswith("Error")]
+    verified = subprocess.run([dciodvfy, str(report)], capture_output=True, text=True, check=False)
+    errors = [
+        line
+        for line in (verified.stdout + verified.stderr).splitlines()
+        if line.startswith("Error")
+    ]
     assert not errors, "\n".join(errors)
     dumped = subprocess.run([dsrdump, str(report)], capture_output=True, text=True, check=False)
     assert dumped.returncode == 0, dumped.stderr
@@ -61,8 +65,9 @@ def _check_report(report: Path, sources: list[Path]) -> None:
 def _check_database(url: str, series_uid: str) -> None:
     engine = create_engine_for(url)
     with make_session_factory(engine)() as session:
-        rows = [r for r in crud.list_results(session=session)
-                if r.series_instance_uid == series_uid]
+        rows = [
+            r for r in crud.list_results(session=session) if r.series_instance_uid == series_uid
+        ]
     engine.dispose()
     assert len(rows) == 1
     assert 0.0 <= rows[0].probability <= 1.0
@@ -70,7 +75,7 @@ def _check_database(url: str, series_uid: str) -> None:
 
 
 def test_embedded_defaults_one_process(
-    service: Service, test_pacs: TestPacs, ge_head_ct: Path
+    service: Service, test_pacs: PacsStub, ge_head_ct: Path
 ) -> None:
     files = _ge_files(ge_head_ct)
     port = int(service.env["STROKE_TRIAGE_LISTENER__PORT"])
@@ -90,8 +95,9 @@ def test_embedded_defaults_one_process(
 @pytest.fixture
 def postgres_schema_url() -> Iterator[str]:
     """A fresh schema in the real PostgreSQL, dropped afterwards."""
-    base = os.environ.get("STROKE_TRIAGE_TEST_POSTGRES_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    base = os.environ.get(
+        "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(base)
     try:
@@ -118,7 +124,10 @@ def redis_url() -> str:
 
 
 def test_redis_and_postgres_two_processes(
-    service: Service, test_pacs: TestPacs, ge_head_ct: Path, postgres_schema_url: str,
+    service: Service,
+    test_pacs: PacsStub,
+    ge_head_ct: Path,
+    postgres_schema_url: str,
     redis_url: str,
 ) -> None:
     service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_schema_url

@@ -122,3 +122,15 @@ def test_select_device() -> None:
 
 def test_random_spec_threshold_matches_classifier(checkpoint: Path) -> None:
     assert Classifier.from_checkpoint(checkpoint).spec.threshold == random_spec().threshold
+
+
+def test_real_tilted_series_is_sorted_and_classified(checkpoint: Path, ge_head_ct: Path) -> None:
+    datasets = [pydicom.dcmread(p) for p in sorted(ge_head_ct.glob("*.dcm"))]
+    shuffled = datasets[::-1]
+    classifier = Classifier.from_checkpoint(checkpoint, device="cpu", precision="fp32")
+    result = classifier.predict_series(shuffled)
+    # Gantry tilt makes the slice normal oblique; the order still follows InstanceNumber.
+    numbers = [int(shuffled[i].InstanceNumber) for i in result.order]
+    assert numbers == sorted(numbers)
+    assert len(result.slice_probabilities) == len(datasets)
+    assert np.all(np.isfinite(result.slice_probabilities))

@@ -107,18 +107,19 @@ def _dcmtk(tool: str, source: Path, target: Path, *args: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize(
-    ("tool", "args", "syntax"),
-    [
-        ("dcmcjpls", (), "1.2.840.10008.1.2.4.80"),
-        ("dcmcrle", (), "1.2.840.10008.1.2.5"),
-        ("dcmconv", ("+td",), "1.2.840.10008.1.2.1.99"),
-    ],
-)
+LOSSLESS_CONVERSIONS = {
+    "jpeg-ls": ("dcmcjpls", (), "1.2.840.10008.1.2.4.80"),
+    "rle": ("dcmcrle", (), "1.2.840.10008.1.2.5"),
+    "deflate": ("dcmconv", ("+td",), "1.2.840.10008.1.2.1.99"),
+}
+
+
+@pytest.mark.parametrize("conversion", sorted(LOSSLESS_CONVERSIONS))
 @pytest.mark.parametrize("name", ["693_UNCR.dcm", "CT_Explicit_Little.dcm"])
 def test_dcmtk_lossless_copies_decode_identically(
-    slices_dir: Path, tmp_path: Path, tool: str, args: tuple[str, ...], syntax: str, name: str
+    slices_dir: Path, tmp_path: Path, conversion: str, name: str
 ) -> None:
+    tool, args, syntax = LOSSLESS_CONVERSIONS[conversion]
     copy = _dcmtk(tool, slices_dir / name, tmp_path / "copy.dcm", *args)
     ds = pydicom.dcmread(copy)
     assert ds.file_meta.TransferSyntaxUID == syntax
@@ -137,6 +138,14 @@ def test_jpeg_lossless_matches_dcmtk_decompression(slices_dir: Path, tmp_path: P
 def test_mr_image_is_rejected(slices_dir: Path) -> None:
     with pytest.raises(PreprocessError, match="Modality is 'MR'"):
         _hu(slices_dir / "MR_Implicit_Little.dcm")
+
+
+def test_secondary_capture_is_rejected(shared_data: Path) -> None:
+    summary = shared_data / "dicom" / "philips-head-phantom" / "exam-summary"
+    ds = pydicom.dcmread(next(p for p in sorted(summary.iterdir()) if p.is_file()))
+    assert ds.Modality == "CT"
+    with pytest.raises(PreprocessError, match="Secondary Capture"):
+        dataset_to_hu(ds)
 
 
 def _tiny_ct(pixels: np.ndarray, **elements: object) -> Dataset:
@@ -208,10 +217,14 @@ def test_channel_modes() -> None:
     hu = np.stack([np.full((2, 2), v, dtype=np.float32) for v in (0, 40, 80)])
     replicate = hu_stack_to_channels(hu, windows=[Window(40, 80)], mode=ChannelMode.REPLICATE)
     assert replicate.shape == (3, 3, 2, 2)
-    np.testing.assert_allclose(replicate[:, :, 0, 0], [[0, 0, 0], [0.5, 0.5, 0.5], [1, 1, 1]])
+    np.testing.assert_allclose(
+        replicate[:, :, 0, 0], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]
+    )
 
     adjacent = hu_stack_to_channels(hu, windows=[Window(40, 80)], mode=ChannelMode.ADJACENT)
-    np.testing.assert_allclose(adjacent[:, :, 0, 0], [[0, 0, 0.5], [0, 0.5, 1], [0.5, 1, 1]])
+    np.testing.assert_allclose(
+        adjacent[:, :, 0, 0], [[0.0, 0.0, 0.5], [0.0, 0.5, 1.0], [0.5, 1.0, 1.0]]
+    )
 
     windows = [Window(40, 80), Window(40, 40), Window(0, 160)]
     multi = hu_stack_to_channels(hu[1:2], windows=windows, mode=ChannelMode.MULTI_WINDOW)

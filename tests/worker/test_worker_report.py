@@ -88,7 +88,9 @@ def _write(
     return path, report
 
 
-def _content(sr: hd.sr.Comprehensive3DSR) -> hd.sr.MeasurementReport:
+def _content(
+    sr: hd.sr.Comprehensive3DSR | hd.sr.ComprehensiveSR | hd.sr.EnhancedSR,
+) -> hd.sr.MeasurementReport:
     content = sr.content
     assert isinstance(content, hd.sr.MeasurementReport)
     return content
@@ -152,11 +154,8 @@ def test_measurement_group_content(tmp_path: Path, phantom_datasets: list[pydico
     assert evaluation.name == STROKE
     assert evaluation.name.value == "230690007"
     assert evaluation.value == codes.SCT.Present
-    units = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
-    assert units == {
-        "Stroke probability": (pytest.approx(0.9), "1"),
-        "Stroke decision threshold": (pytest.approx(0.5), "1"),
-    }
+    units = {m.name.meaning: (float(m.value), m.unit.value) for m in group.get_measurements()}
+    assert units == {"Stroke probability": (0.9, "1"), "Stroke decision threshold": (0.5, "1")}
     assert [image.referenced_sop_instance_uid for image in group.source_images] == list(
         finding.top_instance_uids
     )

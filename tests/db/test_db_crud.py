@@ -1,0 +1,479 @@
+"""Data access on SQLite and PostgreSQL: upserts, state machine, idempotency, outbox, exports."""
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import crud
+from db.crud import InstanceRecord
+from db.engine import create_engine_for, make_session_factory, migrate
+from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
+from db.errors import JobStateError, NotFoundError
+from db.models import Instance, Job, Result, SliceScore
+
+POSTGRES_URL = os.environ.get(
+    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+STUDY = "1.2.826.0.1.3680043.10.1"
+SERIES = "1.2.826.0.1.3680043.10.1.1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+MODEL_SHA = "a" * 64
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
+    if request.param == "sqlite":
+        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
+        migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect():
+            pass
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}).")
+    schema = f"st_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Session factory on an emptied database."""
+    tables = ("exports", "slice_scores", "results", "jobs", "instances", "series", "studies")
+    with engine.begin() as connection:
+        for table in tables:
+            connection.execute(text(f"DELETE FROM {table}"))
+    yield make_session_factory(engine)
+
+
+@pytest.fixture
+def session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as session:
+        yield session
+
+
+def _records(numbers: range, *, at: datetime = T0, folder: str = "a") -> list[InstanceRecord]:
+    return [
+        InstanceRecord(
+            sop_instance_uid=f"{SERIES}.{n}",
+            sop_class_uid=CT_IMAGE_STORAGE,
+            path=f"{folder}/{n}.dcm",
+            transfer_syntax_uid=EXPLICIT_VR_LE,
+            size_bytes=1000 + n,
+            received_at=at + timedelta(seconds=n),
+        )
+        for n in numbers
+    ]
+
+
+def _receive(session: Session, records: list[InstanceRecord], series: str = SERIES) -> int:
+    return crud.record_instances(
+        session=session,
+        study_instance_uid=STUDY,
+        series_instance_uid=series,
+        modality="CT",
+        series_description="HEAD ROUTINE " * 10,
+        calling_ae_title="SCANNER1",
+        instances=records,
+    ).instance_count
+
+
+def _result(session: Session, job_id: int, fingerprint: str, probability: float = 0.8) -> Result:
+    return crud.record_result(
+        session=session,
+        job_id=job_id,
+        probability=probability,
+        suspected=probability >= 0.5,
+        threshold=0.5,
+        model_name="vit-stroke",
+        model_version="1.0.0",
+        model_sha256=MODEL_SHA,
+        input_fingerprint=fingerprint,
+        precision="fp32",
+        device="cpu",
+        slice_scores=[(f"{SERIES}.1", 0.2), (f"{SERIES}.2", 0.9), (f"{SERIES}.3", 0.5)],
+        now=T0 + timedelta(minutes=5),
+    )
+
+
+def test_record_instances_is_idempotent(session: Session) -> None:
+    assert _receive(session, _records(range(1, 4))) == 3
+    resent = _records(range(2, 5), at=T0 + timedelta(minutes=1), folder="b")
+    assert _receive(session, resent + resent[:1]) == 4
+    session.commit()
+
+    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    assert series.status == SeriesStatus.RECEIVING
+    assert series.series_description is not None and len(series.series_description) == 64
+    assert series.study.study_instance_uid == STUDY
+    assert series.first_received_at == T0 + timedelta(seconds=1)
+    assert series.last_received_at == T0 + timedelta(minutes=1, seconds=4)
+    assert series.last_received_at.tzinfo is not None
+    instances = crud.series_instances(session=session, series_instance_uid=SERIES)
+    assert [i.path for i in instances] == ["a/1.dcm", "b/2.dcm", "b/3.dcm", "b/4.dcm"]
+    assert session.execute(select(func.count(Instance.id))).scalar_one() == 4
+
+
+def test_concurrent_receivers_do_not_duplicate(factory: sessionmaker[Session]) -> None:
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def receive(numbers: range) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for n in numbers:
+                with factory() as session:
+                    _receive(session, _records(range(n, n + 2)))
+                    session.commit()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=receive, args=(range(1, 20),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with factory() as session:
+        assert crud.get_series(session=session, series_instance_uid=SERIES).instance_count == 20
+        assert session.execute(select(func.count(Instance.id))).scalar_one() == 20
+
+
+def test_series_state_machine_and_supersede(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    first = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    assert first.status == JobStatus.PENDING
+    assert first.instance_count == 3
+    statuses = [first.series.status]
+    crud.mark_job_queued(session=session, job_id=first.id, task_id="task-1", now=T0)
+    statuses.append(first.series.status)
+    crud.start_job(session=session, job_id=first.id, now=T0)
+    statuses.append(first.series.status)
+    assert statuses == [SeriesStatus.COMPLETE, SeriesStatus.QUEUED, SeriesStatus.PROCESSING]
+    _result(session, first.id, "f1")
+    assert crud.finish_job(session=session, job_id=first.id, now=T0).status == JobStatus.DONE
+    session.commit()
+    assert crud.get_series(session=session, series_instance_uid=SERIES).status == SeriesStatus.DONE
+
+    # Re-sending a known instance changes nothing; a new one reopens the series.
+    _receive(session, _records(range(3, 4)))
+    assert crud.get_series(session=session, series_instance_uid=SERIES).status == SeriesStatus.DONE
+    assert _receive(session, _records(range(4, 5))) == 4
+    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    assert series.status == SeriesStatus.RECEIVING
+    assert series.completed_at is None
+
+    second = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    third = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    session.commit()
+    assert crud.get_job(session=session, job_id=first.id).status == JobStatus.DONE
+    assert crud.get_job(session=session, job_id=second.id).status == JobStatus.SUPERSEDED
+    assert third.instance_count == 4
+    with pytest.raises(JobStateError):
+        crud.start_job(session=session, job_id=second.id)
+    # A superseded job finishing late does not move the series.
+    crud.finish_job(session=session, job_id=second.id)
+    assert crud.get_series(session=session, series_instance_uid=SERIES).status == (
+        SeriesStatus.COMPLETE
+    )
+    with pytest.raises(NotFoundError):
+        crud.get_job(session=session, job_id=999_999)
+    with pytest.raises(NotFoundError):
+        crud.get_series(session=session, series_instance_uid="9.9.9")
+
+
+def test_record_result_is_idempotent(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    crud.start_job(session=session, job_id=job.id)
+    first = _result(session, job.id, "f1")
+    session.commit()
+    again = _result(session, job.id, "f1", probability=0.1)
+    session.commit()
+
+    assert again.id == first.id
+    assert again.probability == pytest.approx(0.8)
+    assert session.execute(select(func.count(Result.id))).scalar_one() == 1
+    assert session.execute(select(func.count(SliceScore.id))).scalar_one() == 3
+    ranked = [(s.rank, s.sop_instance_uid) for s in again.slice_scores]
+    assert ranked == [(1, f"{SERIES}.2"), (2, f"{SERIES}.3"), (3, f"{SERIES}.1")]
+    assert crud.get_job(session=session, job_id=job.id).status == JobStatus.INFERRED
+
+
+def test_new_fingerprint_supersedes_older_results(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    old_job = crud.create_job(session=session, series_instance_uid=SERIES)
+    old = _result(session, old_job.id, "f1", probability=0.9)
+    crud.finish_job(session=session, job_id=old_job.id)
+    _receive(session, _records(range(4, 6)))
+    new_job = crud.create_job(session=session, series_instance_uid=SERIES)
+    new = _result(session, new_job.id, "f2", probability=0.1)
+    session.commit()
+
+    session.refresh(old)
+    assert old.superseded is True
+    assert new.superseded is False
+    rows = crud.list_results(session=session)
+    assert [(r.result_id, r.instance_count, r.suspected) for r in rows] == [(new.id, 5, False)]
+
+
+def test_export_backoff_until_dead(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    result = _result(session, job.id, "f1")
+    export = crud.ensure_export(
+        session=session,
+        result_id=result.id,
+        kind=ExportKind.SR,
+        destination="PACS@127.0.0.1:11112",
+        sop_instance_uid="2.25.1",
+        path="exports/sr1.dcm",
+    )
+    same = crud.ensure_export(
+        session=session,
+        result_id=result.id,
+        kind=ExportKind.SR,
+        destination="PACS@127.0.0.1:11112",
+        sop_instance_uid="2.25.2",
+        path="exports/sr2.dcm",
+    )
+    session.commit()
+    assert same.id == export.id
+    assert same.sop_instance_uid == "2.25.1"
+    assert export.status == ExportStatus.PENDING
+    assert [e.id for e in crud.due_exports(session=session, now=T0)] == [export.id]
+    assert crud.due_exports(session=session, pending_older_than=T0) == []
+
+    failed = crud.mark_export_failed(
+        session=session, export_id=export.id, error="refused", max_attempts=3, backoff_s=10, now=T0
+    )
+    assert (failed.status, failed.attempts) == (ExportStatus.FAILED, 1)
+    assert failed.next_attempt_at == T0 + timedelta(seconds=10)
+    later = T0 + timedelta(seconds=10)
+    failed = crud.mark_export_failed(
+        session=session,
+        export_id=export.id,
+        error="refused",
+        max_attempts=3,
+        backoff_s=10,
+        now=later,
+    )
+    assert failed.next_attempt_at == later + timedelta(seconds=20)
+    session.commit()
+    assert crud.due_exports(session=session, now=later + timedelta(seconds=19)) == []
+    due = crud.due_exports(session=session, now=later + timedelta(seconds=20))
+    assert [e.id for e in due] == [export.id]
+
+    dead = crud.mark_export_failed(
+        session=session,
+        export_id=export.id,
+        error="refused",
+        max_attempts=3,
+        backoff_s=10,
+        now=later,
+    )
+    session.commit()
+    assert (dead.status, dead.attempts, dead.next_attempt_at) == (ExportStatus.DEAD, 3, None)
+    assert crud.due_exports(session=session, now=later + timedelta(days=1)) == []
+    assert [e.id for e in crud.list_exports(session=session, status=ExportStatus.DEAD)] == [
+        export.id
+    ]
+
+
+def test_list_results_newest_first_with_best_export_status(session: Session) -> None:
+    rows = []
+    for n, series_uid in enumerate(("1.2.3.1", "1.2.3.2", "1.2.3.3")):
+        _receive(session, _records(range(n * 10, n * 10 + 2)), series=series_uid)
+        job = crud.create_job(session=session, series_instance_uid=series_uid)
+        result = crud.record_result(
+            session=session,
+            job_id=job.id,
+            probability=0.1 * (n + 1),
+            suspected=False,
+            threshold=0.5,
+            model_name="vit-stroke",
+            model_version="1.0.0",
+            model_sha256=MODEL_SHA,
+            input_fingerprint="f",
+            precision="bf16",
+            device="cpu",
+            slice_scores=[],
+            now=T0 + timedelta(minutes=n),
+        )
+        rows.append(result)
+    for kind, destination in ((ExportKind.SR, "A@h:1"), (ExportKind.SC, "A@h:1")):
+        export = crud.ensure_export(
+            session=session,
+            result_id=rows[0].id,
+            kind=kind,
+            destination=destination,
+            sop_instance_uid=f"2.25.{kind}",
+            path="x.dcm",
+        )
+        if kind == ExportKind.SR:
+            crud.mark_export_sent(session=session, export_id=export.id)
+    crud.ensure_export(
+        session=session,
+        result_id=rows[1].id,
+        kind=ExportKind.SR,
+        destination="A@h:1",
+        sop_instance_uid="2.25.9",
+        path="y.dcm",
+    )
+    session.commit()
+
+    listed = crud.list_results(session=session)
+    assert [r.series_instance_uid for r in listed] == ["1.2.3.3", "1.2.3.2", "1.2.3.1"]
+    assert [r.export_status for r in listed] == [None, ExportStatus.PENDING, ExportStatus.SENT]
+    assert listed[0].study_instance_uid == STUDY
+    assert listed[0].probability == pytest.approx(0.3)
+    assert listed[0].job_status == JobStatus.INFERRED
+    assert listed[0].created_at == T0 + timedelta(minutes=2)
+    assert len(crud.list_results(session=session, limit=2)) == 2
+
+
+def test_outbox_pending_jobs(session: Session) -> None:
+    jobs = []
+    for n, series_uid in enumerate(("1.2.4.1", "1.2.4.2")):
+        _receive(session, _records(range(n * 10, n * 10 + 1)), series=series_uid)
+        jobs.append(
+            crud.create_job(
+                session=session, series_instance_uid=series_uid, now=T0 + timedelta(minutes=n)
+            )
+        )
+    session.commit()
+    pending = crud.pending_jobs(session=session)
+    assert [j.id for j in pending] == [jobs[0].id, jobs[1].id]
+    older = crud.pending_jobs(session=session, older_than=T0 + timedelta(seconds=30))
+    assert [j.id for j in older] == [jobs[0].id]
+
+    crud.mark_job_queued(session=session, job_id=jobs[0].id, task_id="t-1")
+    session.commit()
+    assert [j.id for j in crud.pending_jobs(session=session)] == [jobs[1].id]
+    assert crud.get_job(session=session, job_id=jobs[0].id).task_id == "t-1"
+    listed = crud.list_jobs(session=session, status=JobStatus.QUEUED)
+    assert [j.id for j in listed] == [jobs[0].id]
+
+
+def test_fail_and_requeue(session: Session) -> None:
+    _receive(session, _records(range(1, 3)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    crud.start_job(session=session, job_id=job.id)
+    crud.fail_job(session=session, job_id=job.id, error="OOM", final=False)
+    assert (job.status, job.last_error) == (JobStatus.STARTED, "OOM")
+    crud.start_job(session=session, job_id=job.id)
+    crud.fail_job(session=session, job_id=job.id, error="OOM again", final=True)
+    session.commit()
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
+    assert crud.get_series(session=session, series_instance_uid=SERIES).status == (
+        SeriesStatus.FAILED
+    )
+    with pytest.raises(JobStateError):
+        crud.start_job(session=session, job_id=job.id)
+
+    crud.requeue_job(session=session, job_id=job.id)
+    session.commit()
+    assert (job.status, job.attempts, job.started_at) == (JobStatus.PENDING, 0, None)
+    assert [j.id for j in crud.pending_jobs(session=session)] == [job.id]
+
+
+def test_skip_series_skips_its_jobs(session: Session) -> None:
+    _receive(session, _records(range(1, 3)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    series = crud.skip_series(session=session, series_instance_uid=SERIES, reason="Not a head CT.")
+    session.commit()
+    assert (series.status, series.skip_reason) == (SeriesStatus.SKIPPED, "Not a head CT.")
+    assert crud.get_job(session=session, job_id=job.id).status == JobStatus.SKIPPED
+
+
+def test_stage_timings(session: Session) -> None:
+    _receive(session, _records(range(0, 1)))
+    job = crud.create_job(
+        session=session, series_instance_uid=SERIES, now=T0 + timedelta(seconds=5)
+    )
+    crud.mark_job_queued(session=session, job_id=job.id, now=T0 + timedelta(seconds=6))
+    crud.start_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=8))
+    crud.record_result(
+        session=session,
+        job_id=job.id,
+        probability=0.7,
+        suspected=True,
+        threshold=0.5,
+        model_name="vit-stroke",
+        model_version="1.0.0",
+        model_sha256=MODEL_SHA,
+        input_fingerprint="f",
+        precision="fp32",
+        device="cpu",
+        slice_scores=[],
+        now=T0 + timedelta(seconds=11),
+    )
+    session.commit()
+    before_export = crud.stage_timings(session=session, job_id=job.id)
+    assert before_export["inferred_to_exported"] is None
+    assert before_export["total"] is None
+    crud.finish_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=15))
+    session.commit()
+    assert crud.stage_timings(session=session, job_id=job.id) == {
+        "received_to_completed": 5.0,
+        "completed_to_queued": 1.0,
+        "queued_to_started": 2.0,
+        "started_to_inferred": 3.0,
+        "inferred_to_exported": 4.0,
+        "total": 15.0,
+    }
+
+
+def test_datetimes_come_back_as_aware_utc(factory: sessionmaker[Session]) -> None:
+    berlin_summer = timezone(timedelta(hours=2))
+    local = datetime(2026, 3, 1, 12, 0, tzinfo=berlin_summer)
+    with factory() as session:
+        _receive(session, _records(range(1, 2), at=local - timedelta(seconds=1)))
+        crud.create_job(session=session, series_instance_uid=SERIES, now=local)
+        session.commit()
+    with factory() as session:
+        job = session.execute(select(Job)).scalar_one()
+        assert job.completed_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+        assert job.completed_at is not None and job.completed_at.tzinfo == UTC
+        assert job.received_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def test_quiet_series(session: Session) -> None:
+    _receive(session, _records(range(1, 3)))
+    _receive(session, _records(range(5, 6), at=T0 + timedelta(minutes=10)), series="1.2.5.1")
+    session.commit()
+    assert crud.quiet_series(session=session, received_before=T0 + timedelta(seconds=1)) == []
+    # Naive times are taken as UTC.
+    naive = (T0 + timedelta(seconds=2)).replace(tzinfo=None)
+    quiet = crud.quiet_series(session=session, received_before=naive)
+    assert [s.series_instance_uid for s in quiet] == [SERIES]
+    crud.create_job(session=session, series_instance_uid=SERIES)
+    later = T0 + timedelta(hours=1)
+    assert [
+        s.series_instance_uid for s in crud.quiet_series(session=session, received_before=later)
+    ] == ["1.2.5.1"]
