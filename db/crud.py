@@ -411,8 +411,16 @@ def mark_job_queued(
     return job
 
 
-def start_job(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
+def start_job(
+    *, session: Session, job_id: int, worker: str | None = None, now: datetime | None = None
+) -> Job:
     """Record that a worker starts (or retries) a job.
+
+    Args:
+        session: Database session.
+        job_id: The job.
+        worker: Name of the worker taking it (e.g. ``node@host pid 123``); kept when None.
+        now: Current time.
 
     Raises:
         NotFoundError: No such job.
@@ -424,6 +432,8 @@ def start_job(*, session: Session, job_id: int, now: datetime | None = None) -> 
         raise JobStateError(f"Job {job_id} is {job.status} and cannot be started.")
     job.attempts += 1
     job.status = JobStatus.STARTED
+    if worker is not None:
+        job.worker = worker[:128]
     job.started_at = now
     job.updated_at = now
     _set_series_status(session, job, SeriesStatus.PROCESSING)
@@ -817,7 +827,11 @@ def due_exports(
         The exports, the longest waiting first.
     """
     now = _utc(now)
-    pending: ColumnElement[bool] = Export.status == ExportStatus.PENDING
+    # A pending export with a future next_attempt_at is claimed by a sender (see claim_export).
+    pending: ColumnElement[bool] = and_(
+        Export.status == ExportStatus.PENDING,
+        or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
+    )
     if pending_older_than is not None:
         pending = and_(pending, Export.created_at < _utc(pending_older_than))
     statement = (
@@ -831,6 +845,62 @@ def due_exports(
         .order_by(func.coalesce(Export.next_attempt_at, Export.created_at), Export.id)
         .limit(limit)
     )
+    return list(session.execute(statement).scalars())
+
+
+def claim_export(
+    *, session: Session, export_id: int, lease_s: float, now: datetime | None = None
+) -> bool:
+    """Claim a due export for one sender, so that two workers never send it at once.
+
+    The claim is one conditional ``UPDATE``: it moves ``next_attempt_at`` to ``now + lease_s``
+    if the export is ``PENDING`` (and not claimed) or ``FAILED`` and due. Exactly one of several
+    racing callers wins. A sender that dies leaves the claim to expire after ``lease_s``.
+
+    Returns:
+        True if this caller may send the export now.
+    """
+    now = _utc(now)
+    due = or_(
+        and_(
+            Export.status == ExportStatus.PENDING,
+            or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
+        ),
+        and_(Export.status == ExportStatus.FAILED, Export.next_attempt_at <= now),
+    )
+    claimed = session.execute(
+        update(Export)
+        .where(Export.id == export_id, due)
+        .values(next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now)
+        .returning(Export.id)
+    ).all()
+    session.flush()
+    return bool(claimed)
+
+
+def retry_export(*, session: Session, export_id: int, now: datetime | None = None) -> Export:
+    """Give a dead (or failed) export a fresh start: ``PENDING``, no attempts (admin action).
+
+    Raises:
+        NotFoundError: No such export.
+        DbError: The export was already sent.
+    """
+    now = _utc(now)
+    export = _export_for_update(session, export_id)
+    if export.status == ExportStatus.SENT:
+        raise DbError(f"Export {export_id} was already sent and cannot be retried.")
+    export.status = ExportStatus.PENDING
+    export.attempts = 0
+    export.next_attempt_at = None
+    export.updated_at = now
+    session.flush()
+    logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)
+    return export
+
+
+def result_exports(*, session: Session, result_id: int) -> list[Export]:
+    """Return every export of one result, oldest first."""
+    statement = select(Export).where(Export.result_id == result_id).order_by(Export.id)
     return list(session.execute(statement).scalars())
 
 

@@ -98,6 +98,8 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     instance_count: Mapped[int] = mapped_column(Integer)
     task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    """Which worker took the job last (Celery node name and process id)."""
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,8 +47,11 @@ class CompletionMonitor:
         session_factory: sessionmaker[Session],
         storage_dir: Path,
         dispatcher: TaskDispatcher,
+        before_judging: Callable[[], object] | None = None,
     ) -> None:
+        """Create the monitor; ``before_judging`` runs first in each pass (flush the records)."""
         self._config = config
+        self._before_judging = before_judging
         self._sessions = session_factory
         self._storage_dir = storage_dir
         self._dispatcher = dispatcher
@@ -59,6 +63,8 @@ class CompletionMonitor:
 
     def judge_quiet_series(self, now: datetime | None = None) -> list[int]:
         """Turn every quiet (or overdue) receiving series into a pending job; return job ids."""
+        if self._before_judging is not None:
+            self._before_judging()
         now = now or _utcnow()
         job_ids: list[int] = []
         with self._sessions() as session:

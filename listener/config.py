@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 AE_TITLE_MAX = 16
 
@@ -47,6 +48,36 @@ class ListenerConfig(BaseModel):
     network_timeout_s: float = Field(60.0, gt=0, description="TCP inactivity timeout.")
     acse_timeout_s: float = Field(30.0, gt=0, description="Association negotiation timeout.")
     dimse_timeout_s: float = Field(60.0, gt=0, description="DIMSE message timeout.")
+    calling_ae_addresses: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="IP pinning: a calling AE listed here is accepted only from these "
+        "addresses or networks (CIDR).",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="DICOM TLS: our certificate (PEM); TLS is off when unset."
+    )
+    tls_key_file: Path | None = Field(None, description="DICOM TLS: our private key (PEM).")
+    tls_ca_file: Path | None = Field(
+        None, description="DICOM TLS: CA bundle; when set, callers must present a certificate."
+    )
+    min_free_disk_mb: float = Field(
+        1024.0, ge=0, description="Refuse instances (0xA700) when storage has less free space."
+    )
+    queue_high_water: int = Field(
+        1000,
+        ge=0,
+        description="Refuse associations while this many jobs wait (pending + queued); 0: off.",
+    )
+    max_image_pixels: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="Refuse an image whose rows x columns x frames x samples exceed this.",
+    )
+    wait_for_database: bool = Field(
+        False,
+        description="Answer C-STORE only after the database record is committed "
+        "(the file is always durable first).",
+    )
 
     @field_validator("ae_title")
     @classmethod
@@ -57,6 +88,27 @@ class ListenerConfig(BaseModel):
     @classmethod
     def _valid_allow_list(cls, values: list[str]) -> list[str]:
         return [_check_ae_title(value) for value in values]
+
+    @field_validator("calling_ae_addresses")
+    @classmethod
+    def _valid_addresses(cls, values: dict[str, list[str]]) -> dict[str, list[str]]:
+        for networks in values.values():
+            for network in networks:
+                ipaddress.ip_network(network, strict=False)
+        return {_check_ae_title(title): networks for title, networks in values.items()}
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ListenerConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together.")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_ca_file needs tls_cert_file and tls_key_file.")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether associations are accepted over DICOM TLS only."""
+        return self.tls_cert_file is not None
 
     def quiet_period_for(self, calling_ae_title: str) -> float:
         """The quiet period that applies to one calling AE."""

@@ -13,5 +13,17 @@ class InvalidInstanceError(ListenerError):
     """A received object cannot be understood as a DICOM instance we may store."""
 
 
+class NotAnImageError(InvalidInstanceError):
+    """An object sent as an image has no image (no rows, columns or pixel data)."""
+
+
+class ImageTooLargeError(InvalidInstanceError):
+    """An image's dimensions are beyond the configured limit (absurd or hostile)."""
+
+
+class OutOfResourcesError(ListenerError):
+    """Storage is (nearly) full or the queue is too long: refuse for now, accept later."""
+
+
 class DispatchError(ListenerError):
     """A task could not be handed to the broker (it stays in the outbox)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 from dataclasses import dataclass
@@ -11,23 +10,27 @@ from io import BytesIO
 from pathlib import Path
 from typing import cast
 
-import pydicom
-from pydicom.errors import InvalidDicomError
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from db import crud
-from listener.errors import InvalidInstanceError, ListenerError
-from listener.storage import instance_relpath, write_atomic
+from listener.errors import (
+    ImageTooLargeError,
+    InvalidInstanceError,
+    InvalidUIDError,
+    NotAnImageError,
+    OutOfResourcesError,
+)
+from listener.inspection import inspect_dataset
+from listener.recorder import InstanceRecorder, PendingRecord
+from listener.resources import ResourceGuard
+from listener.status import StoreStatus
+from listener.storage import write_atomic
 
 log = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC210
-PROCESSING_FAILURE = 0x0110
+PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 @dataclass(frozen=True)
@@ -35,17 +38,30 @@ class StoreContext:
     """What the C-STORE handler needs, bound once when the server starts."""
 
     storage_dir: Path
-    session_factory: sessionmaker[Session]
+    recorder: InstanceRecorder
+    guard: ResourceGuard
+    max_image_pixels: int
+    wait_for_database: bool = False
+    record_timeout_s: float = 30.0
     fsync: bool = True
 
 
 def handle_echo(event: Event) -> int:
     """Answer C-ECHO with success."""
-    return SUCCESS
+    return StoreStatus.SUCCESS
+
+
+#: Seconds pynetdicom's network reactor sleeps when idle (its default, 1 ms, is paid twice
+#: per instance because a sender waits for each response; see docs/benchmarks.md).
+DUL_LOOP_DELAY_S = 0.0002
 
 
 def handle_connection_open(event: Event) -> None:
-    """Turn Nagle's algorithm off: otherwise every small PDU waits for a delayed ACK."""
+    """Turn Nagle's algorithm off and shorten the reactor's idle sleep for this association.
+
+    Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms).
+    """
+    event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
     transport = event.assoc.dul.socket
     try:
         if transport is not None and transport.socket is not None:
@@ -55,71 +71,68 @@ def handle_connection_open(event: Event) -> None:
 
 
 def handle_store(event: Event, context: StoreContext) -> int:
-    """Store one instance durably, record it, and only then answer success."""
-    calling_ae = _calling_ae_title(event)
+    """Store one instance durably, queue its record, and only then answer success."""
+    calling_ae = str(event.assoc.requestor.ae_title).strip()
     request = cast(C_STORE, event.request)
+    sop_instance_uid = str(request.AffectedSOPInstanceUID)
+    stream = cast(BytesIO, request.DataSet)
+    syntax = str(event.context.transfer_syntax)
     try:
-        encoded = event.encoded_dataset(include_meta=True)
-        header = _read_header(encoded)
-        relpath = instance_relpath(
-            str(header.get("StudyInstanceUID", "")),
-            str(header.get("SeriesInstanceUID", "")),
-            str(request.AffectedSOPInstanceUID),
+        context.guard.check_disk()
+        instance = inspect_dataset(
+            stream,
+            transfer_syntax_uid=syntax,
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=sop_instance_uid,
+            max_image_pixels=context.max_image_pixels,
         )
-        write_atomic(context.storage_dir, relpath, encoded, fsync=context.fsync)
-    except ListenerError as exc:
-        log.warning("C-STORE from %s refused: %s", calling_ae, exc)
-        return CANNOT_UNDERSTAND
+        meta = PREAMBLE + encode_file_meta(event.file_meta)
+        with stream.getbuffer() as body:
+            write_atomic(context.storage_dir, instance.relpath, [meta, body], fsync=context.fsync)
+            size = len(meta) + body.nbytes
+    except OutOfResourcesError as exc:
+        return _refuse(StoreStatus.OUT_OF_RESOURCES, calling_ae, sop_instance_uid, exc)
+    except InvalidUIDError as exc:
+        return _refuse(StoreStatus.INVALID_UID, calling_ae, sop_instance_uid, exc)
+    except NotAnImageError as exc:
+        return _refuse(StoreStatus.NOT_AN_IMAGE, calling_ae, sop_instance_uid, exc)
+    except ImageTooLargeError as exc:
+        return _refuse(StoreStatus.IMAGE_TOO_LARGE, calling_ae, sop_instance_uid, exc)
+    except InvalidInstanceError as exc:
+        return _refuse(StoreStatus.CANNOT_UNDERSTAND, calling_ae, sop_instance_uid, exc)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            log.error("C-STORE from %s refused: storage is full (%s)", calling_ae, exc)
-            return OUT_OF_RESOURCES
-        log.error("C-STORE from %s failed to write: %s", calling_ae, exc)
-        return OUT_OF_RESOURCES
+        return _refuse(StoreStatus.OUT_OF_RESOURCES, calling_ae, sop_instance_uid, exc)
 
-    try:
-        with context.session_factory() as session:
-            crud.record_instances(
-                session=session,
-                study_instance_uid=str(header.StudyInstanceUID),
-                series_instance_uid=str(header.SeriesInstanceUID),
-                modality=str(header.get("Modality", "")),
-                series_description=_text(header.get("SeriesDescription")),
-                calling_ae_title=calling_ae,
-                instances=[
-                    crud.InstanceRecord(
-                        sop_instance_uid=str(request.AffectedSOPInstanceUID),
-                        sop_class_uid=str(request.AffectedSOPClassUID),
-                        path=relpath.as_posix(),
-                        transfer_syntax_uid=str(event.context.transfer_syntax),
-                        size_bytes=len(encoded),
-                        received_at=datetime.now(UTC),
-                    )
-                ],
-            )
-            session.commit()
-    except SQLAlchemyError as exc:
-        # The file is on disk; without its record the series would never be judged.
-        log.error("C-STORE of %s not recorded: %s", relpath.name, exc)
-        return OUT_OF_RESOURCES
-    return SUCCESS
+    ticket = context.recorder.submit(
+        PendingRecord(
+            instance=instance,
+            calling_ae_title=calling_ae,
+            record=crud.InstanceRecord(
+                sop_instance_uid=instance.sop_instance_uid,
+                sop_class_uid=instance.sop_class_uid,
+                path=instance.relpath.as_posix(),
+                transfer_syntax_uid=syntax,
+                size_bytes=size,
+                received_at=datetime.now(UTC),
+            ),
+        )
+    )
+    if context.wait_for_database and not context.recorder.wait_for(
+        ticket, context.record_timeout_s
+    ):
+        # The file is durable and will be recorded; the sender may safely send it again.
+        log.error("C-STORE of %s: database record not committed in time", sop_instance_uid)
+        return StoreStatus.OUT_OF_RESOURCES
+    return StoreStatus.SUCCESS
 
 
-def _read_header(encoded: bytes) -> pydicom.Dataset:
-    try:
-        header = pydicom.dcmread(BytesIO(encoded), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInstanceError(f"The dataset cannot be parsed: {exc}") from exc
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
-        if keyword not in header:
-            raise InvalidInstanceError(f"The dataset has no {keyword}.")
-    return header
-
-
-def _calling_ae_title(event: Event) -> str:
-    title = event.assoc.requestor.ae_title
-    return str(title).strip()
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)[:64]
+def _refuse(status: StoreStatus, calling_ae: str, sop_instance_uid: str, exc: Exception) -> int:
+    log.warning(
+        "C-STORE of %s from %s refused with 0x%04X (%s): %s",
+        sop_instance_uid[:64],
+        calling_ae,
+        int(status),
+        status.name,
+        exc,
+    )
+    return int(status)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from listener.errors import InvalidUIDError
 
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UID_MAX_LENGTH = 64
+#: Suffix of temporary files; they are never counted as received.
+PART_SUFFIX = ".part"
 
 
 def validate_uid(uid: str, *, what: str) -> str:
@@ -34,8 +37,10 @@ def instance_relpath(
     )
 
 
-def write_atomic(root: Path, relpath: Path, data: bytes, *, fsync: bool = True) -> Path:
-    """Write ``data`` to ``root / relpath`` so that the file is whole or absent.
+def write_atomic(
+    root: Path, relpath: Path, data: bytes | Sequence[bytes | memoryview], *, fsync: bool = True
+) -> Path:
+    """Write ``data`` (bytes, or pieces in order) to ``root / relpath``, whole or not at all.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, and the
     file is renamed over the target. A crash or an aborted association leaves at most a
@@ -44,13 +49,15 @@ def write_atomic(root: Path, relpath: Path, data: bytes, *, fsync: bool = True) 
     target = root / relpath
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"
+    temp = folder / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    pieces = [data] if isinstance(data, bytes) else data
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         if fsync:
             os.fsync(fd)
     except BaseException:

@@ -202,20 +202,23 @@ def random_slice_split(
 ) -> tuple[list[int], list[int], list[int]]:
     """The paper's split: slices shuffled at random into train, validation and test.
 
-    This leaks patients across the parts (adjacent slices are near-duplicates) and is kept
-    only to reproduce the paper's protocol.
+    Shuffled within each label so that every part keeps the class ratio. This leaks patients
+    across the parts (adjacent slices are near-duplicates) and is kept only to reproduce the
+    paper's protocol.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1):
         raise DataError(f"The split fractions must be three non-negative shares of 1: {fractions}.")
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_train = round(fractions[0] * len(order))
-    n_val = round(fractions[1] * len(order))
-    return (
-        sorted(order[:n_train]),
-        sorted(order[n_train : n_train + n_val]),
-        sorted(order[n_train + n_val :]),
-    )
+    rng = random.Random(seed)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for label in sorted({r.label for r in records}):
+        order = [i for i, r in enumerate(records) if r.label == label]
+        rng.shuffle(order)
+        n_train = round(fractions[0] * len(order))
+        n_val = round(fractions[1] * len(order))
+        parts[0].extend(order[:n_train])
+        parts[1].extend(order[n_train : n_train + n_val])
+        parts[2].extend(order[n_train + n_val :])
+    return sorted(parts[0]), sorted(parts[1]), sorted(parts[2])
 
 
 def decode_slice(path: Path, size: int) -> npt.NDArray[np.uint8]:

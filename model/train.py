@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "last.pt"
 LOG_FILE = "train_log.jsonl"
 
+KAGGLE_JPEG_WINDOW = "kaggle_jpeg=36/150"
+"""The CT window that best reproduces the Kaggle JPEGs (benchmarks/window_match.py)."""
+
 # Config fields that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = frozenset(
     {"epochs", "patience", "device", "num_workers", "num_threads", "data_dir", "output_dir"}
@@ -86,8 +89,12 @@ class TrainConfig:
     """``val_loss`` (lower is better) or ``val_auc`` (series-level, higher is better)."""
     augmentation: str = Augmentation.LIGHT.value
     channel_mode: str = ChannelMode.REPLICATE.value
-    windows: list[str] = field(default_factory=lambda: ["brain"])
-    """Window preset names the spec records; the JPEGs hold the brain window only."""
+    windows: list[str] = field(default_factory=lambda: [KAGGLE_JPEG_WINDOW])
+    """Windows the spec records for inference on HU: preset names or ``name=center/width``.
+
+    The JPEGs were windowed before export, so this does not change training; it must be the
+    window that reproduces the JPEGs (see docs/window-matching.md).
+    """
     shuffle_slice_order: bool = False
     """Control for the slice-numbering shortcut: random neighbour order within each patient."""
     class_balanced: bool = True
@@ -136,19 +143,29 @@ def limit_records(records: Sequence[SliceRecord], limit: int) -> list[SliceRecor
     return chosen
 
 
+def parse_window(text: str) -> WindowSpec:
+    """A window from a preset name (``brain``) or ``name=center/width`` (``kaggle=36/150``).
+
+    Raises:
+        TrainingError: If the text is neither.
+    """
+    if text in WINDOW_PRESETS:
+        preset = WINDOW_PRESETS[text]
+        return WindowSpec(name=text, center=preset.center, width=preset.width)
+    name, _, values = text.partition("=")
+    center, _, width = values.partition("/")
+    try:
+        return WindowSpec(name=name.strip(), center=float(center), width=float(width))
+    except ValueError as error:
+        raise TrainingError(
+            f"The window {text!r} is neither a preset ({', '.join(sorted(WINDOW_PRESETS))}) "
+            "nor of the form name=center/width with a positive width."
+        ) from error
+
+
 def build_spec(config: TrainConfig) -> ModelSpec:
     """The (untrained) spec a config describes."""
-    try:
-        windows = [
-            WindowSpec(
-                name=name, center=WINDOW_PRESETS[name].center, width=WINDOW_PRESETS[name].width
-            )
-            for name in config.windows
-        ]
-    except KeyError as error:
-        raise TrainingError(
-            f"Unknown window preset {error}; choose from {sorted(WINDOW_PRESETS)}."
-        ) from error
+    windows = [parse_window(text) for text in config.windows]
     try:
         return ModelSpec(
             architecture=config.architecture,

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from db import crud
 from db.engine import create_engine_for, make_session_factory, migrate
-from db.enums import JobStatus
+from db.enums import ExportStatus, JobStatus
 from listener.dispatch import TaskDispatcher
 from stroke_triage.settings import Settings
+from worker.routing import inference_queue
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -80,6 +81,7 @@ def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
                 job.status,
                 job.attempts,
                 job.instance_count,
+                job.worker or "-",
                 (job.last_error or "")[:80],
             ]
             for job in jobs
@@ -89,7 +91,16 @@ def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
         return 0
     print(
         format_table(
-            ["job", "series instance UID", "status", "attempts", "instances", "last error"], rows
+            [
+                "job",
+                "series instance UID",
+                "status",
+                "attempts",
+                "instances",
+                "worker",
+                "last error",
+            ],
+            rows,
         )
     )
     return 0
@@ -106,7 +117,7 @@ def requeue(settings: Settings, *, job_id: int) -> int:
     dispatcher = TaskDispatcher(
         broker_url=runtime.broker_url,
         transport_options=runtime.broker_transport_options,
-        queue=runtime.task_queue,
+        queue=inference_queue(settings.worker, runtime.task_queue),
     )
     try:
         task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_uid)
@@ -116,4 +127,43 @@ def requeue(settings: Settings, *, job_id: int) -> int:
         crud.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
         session.commit()
     print(f"Job {job_id} queued again as task {task_id}.")
+    return 0
+
+
+def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
+    """Print exports, optionally only those in one state (``dead`` lists dead letters)."""
+    wanted = ExportStatus(status.lower()) if status else None
+    with _sessions(settings)() as session:
+        rows = [
+            [
+                export.id,
+                export.kind,
+                export.destination,
+                export.status,
+                export.attempts,
+                export.sop_instance_uid,
+                f"{export.next_attempt_at:%Y-%m-%d %H:%M:%S}" if export.next_attempt_at else "-",
+                (export.last_error or "")[:80],
+            ]
+            for export in crud.list_exports(session=session, status=wanted, limit=limit)
+        ]
+    if not rows:
+        print("No exports.")
+        return 0
+    headers = ["export", "kind", "destination", "status", "attempts", "SOP instance UID"]
+    print(format_table([*headers, "next try (UTC)", "last error"], rows))
+    return 0
+
+
+def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bool) -> int:
+    """Put dead (or failed) exports back in the outbox; a running worker sends them soon."""
+    with _sessions(settings)() as session:
+        ids = list(export_ids)
+        if all_dead:
+            dead = crud.list_exports(session=session, status=ExportStatus.DEAD, limit=10_000)
+            ids += [export.id for export in dead]
+        for export_id in ids:
+            crud.retry_export(session=session, export_id=export_id)
+        session.commit()
+    print(f"{len(ids)} export(s) back in the outbox.")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from db.enums import ExportStatus, JobStatus
 from stroke_triage.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,18 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from stroke_triage.admin import requeue
 
     return requeue(_settings(args), job_id=args.job_id)
+
+
+def cmd_exports(args: argparse.Namespace) -> int:
+    from stroke_triage.admin import print_exports
+
+    return print_exports(_settings(args), status=args.status, limit=args.limit)
+
+
+def cmd_retry_export(args: argparse.Namespace) -> int:
+    from stroke_triage.admin import retry_exports
+
+    return retry_exports(_settings(args), export_ids=args.export_ids, all_dead=args.all_dead)
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -140,13 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
     results.set_defaults(func=cmd_results)
 
     jobs = commands.add_parser("jobs", help="list jobs (failed ones are the dead letters)")
-    jobs.add_argument("--status", default=None, help="only jobs in this state, e.g. failed")
+    jobs.add_argument(
+        "--status",
+        default=None,
+        choices=[s.value for s in JobStatus],
+        help="only jobs in this state (failed = dead letters)",
+    )
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(func=cmd_jobs)
 
     requeue = commands.add_parser("requeue", help="send a failed job to the workers again")
     requeue.add_argument("job_id", type=int)
     requeue.set_defaults(func=cmd_requeue)
+
+    exports = commands.add_parser("exports", help="list exports (dead ones are the dead letters)")
+    exports.add_argument(
+        "--status",
+        default=None,
+        choices=[s.value for s in ExportStatus],
+        help="only exports in this state (dead = dead letters)",
+    )
+    exports.add_argument("--limit", type=int, default=50)
+    exports.set_defaults(func=cmd_exports)
+
+    retry_export = commands.add_parser("retry-export", help="send dead exports to the PACS again")
+    retry_export.add_argument("export_ids", type=int, nargs="*", metavar="EXPORT")
+    retry_export.add_argument("--all-dead", action="store_true", help="every dead export")
+    retry_export.set_defaults(func=cmd_retry_export)
 
     phantom = commands.add_parser("phantom", help="write a synthetic head CT series")
     phantom.add_argument("--output", type=Path, required=True)

@@ -29,12 +29,25 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--patience", type=int, default=5, help="early stopping; 0 = never")
+    parser.add_argument(
+        "--early-stopping",
+        choices=["val_loss", "val_auc"],
+        default="val_loss",
+        help="validation metric that picks the best epoch and drives early stopping",
+    )
     parser.add_argument("--augment", choices=["none", "light", "full"], default="light")
     parser.add_argument("--channel-mode", choices=["replicate", "adjacent"], default="replicate")
     parser.add_argument(
         "--shuffle-slice-order",
         action="store_true",
         help="control: neighbours in random order within each patient (adjacent mode)",
+    )
+    parser.add_argument(
+        "--window",
+        action="append",
+        default=None,
+        help="window stored for inference on HU: preset or name=center/width "
+        "(default: the one matching the Kaggle JPEGs, kaggle_jpeg=36/150)",
     )
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
@@ -55,6 +68,7 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         raise ModelError(f"--model-kwargs is not valid JSON: {error}.") from error
     if not isinstance(model_kwargs, dict):
         raise ModelError("--model-kwargs must be a JSON object.")
+    windows = {"windows": args.window} if args.window else {}
     return TrainConfig(
         data_dir=args.data,
         output_dir=output,
@@ -67,6 +81,7 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs,
         patience=args.patience,
+        early_stopping_metric=args.early_stopping,
         augmentation=args.augment,
         channel_mode=args.channel_mode,
         shuffle_slice_order=args.shuffle_slice_order,
@@ -77,6 +92,7 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         num_threads=args.threads,
         limit=args.limit,
         version=args.version,
+        **windows,
     )
 
 

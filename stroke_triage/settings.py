@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from listener.config import ListenerConfig, ListenerRuntime
 from worker.config import WorkerConfig, WorkerRuntime
+from worker.routing import inference_queue
 
 ENV_PREFIX = "STROKE_TRIAGE_"
 CONFIG_FILE_ENV = "STROKE_TRIAGE_CONFIG"
@@ -121,7 +122,7 @@ class Settings(BaseSettings):
             database_url=self.resolved_database_url,
             broker_url=self.resolved_broker_url,
             broker_transport_options=self.broker_transport_options,
-            task_queue=self.task_queue,
+            task_queue=inference_queue(self.worker, self.task_queue),
         )
 
     def worker_runtime(self) -> WorkerRuntime:

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+from typing import Any
+
+from celery import Celery, signals
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.entity import Queue
 
+from db.engine import create_engine_for, make_session_factory
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
+from worker.routing import cuda_available, worker_queues
+from worker.sweeper import ExportSweeper
 from worker.tasks import register_tasks
+
+log = logging.getLogger(__name__)
 
 
 def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
-    """A Celery app with our queue, safety settings and tasks, bound to one worker context."""
+    """A Celery app with our queues, safety settings and tasks, bound to one worker context.
+
+    A worker started from it also consumes the GPU queue where it has CUDA, loads the model at
+    start-up (``warm_up``) and drains the export outbox in a background thread.
+    """
     app = Celery("stroke-triage", broker=runtime.broker_url, set_as_current=False)
+    queues = [runtime.task_queue]
+    if config.gpu_queue and config.gpu_queue != runtime.task_queue:
+        queues.append(config.gpu_queue)
     app.conf.update(
         broker_transport_options=runtime.broker_transport_options,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(runtime.task_queue)],  # type: ignore[no-untyped-call]
+        task_queues=[Queue(name) for name in queues],  # type: ignore[no-untyped-call]
         task_default_queue=runtime.task_queue,
         task_ignore_result=True,
         # The work is idempotent, so a task is acknowledged only once it is done and is
@@ -29,5 +45,51 @@ def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
         worker_send_task_events=False,
         enable_utc=True,
     )
-    register_tasks(app, WorkerContext(config=config, runtime=runtime))
+    ctx = WorkerContext(config=config, runtime=runtime)
+    register_tasks(app, ctx)
+    _connect_worker_signals(app, ctx)
     return app
+
+
+def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
+    """Hooks that run only in a worker started from ``app`` (signals are process-wide)."""
+    state: dict[str, Any] = {}
+
+    def after_setup(sender: str, instance: Any, **_: Any) -> None:
+        if instance.app is not app:
+            return
+        state["worker"] = True
+        state["prefork"] = _is_prefork(instance.pool_cls)
+        selected = worker_queues(ctx.config, ctx.runtime.task_queue, cuda=cuda_available())
+        for name in selected[1:]:
+            instance.app.amqp.queues.select_add(name)
+        log.info("Worker %s consumes %s", sender, ", ".join(selected))
+
+    def process_init(**_: Any) -> None:
+        # A forked pool child: it runs the tasks, so it loads its own model.
+        if state.get("worker") and ctx.config.warm_up:
+            ctx.warm_up()
+
+    def ready(sender: Any, **_: Any) -> None:
+        if not state.get("worker"):
+            return
+        if ctx.config.warm_up and not state["prefork"]:
+            ctx.warm_up()
+        sessions = make_session_factory(create_engine_for(ctx.runtime.database_url))
+        sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
+        sweeper.start()
+        state["sweeper"] = sweeper
+
+    def shutdown(**_: Any) -> None:
+        sweeper = state.pop("sweeper", None)
+        if sweeper is not None:
+            sweeper.stop()
+
+    signals.celeryd_after_setup.connect(after_setup, weak=False)
+    signals.worker_process_init.connect(process_init, weak=False)
+    signals.worker_ready.connect(ready, weak=False)
+    signals.worker_shutdown.connect(shutdown, weak=False)
+
+
+def _is_prefork(pool_cls: Any) -> bool:
+    return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)

@@ -58,6 +58,16 @@ class WorkerConfig(BaseModel):
     task_retry_backoff_s: float = Field(
         5.0, gt=0, description="First wait before a task is retried; doubles each retry."
     )
+    gpu_queue: str | None = Field(
+        None,
+        description="Queue only workers with CUDA consume; when set, series are inferred there.",
+    )
+    warm_up: bool = Field(
+        True, description="Load the model when a worker starts, not on its first series."
+    )
+    export_sweep_interval_s: float = Field(
+        5.0, gt=0, description="How often each worker resends due exports from the outbox."
+    )
     secondary_capture: bool = Field(
         False, description="Also send a heat-map Secondary Capture for viewers without SR."
     )

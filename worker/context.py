@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
+from torch import nn
 
 from db.engine import create_engine_for, make_session_factory
-from model.checkpoint import DEFAULT_CHECKPOINT_DIR
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR, load_checkpoint
 from model.inference import Classifier
 from worker.config import WorkerConfig, WorkerRuntime
 
@@ -34,6 +35,7 @@ class WorkerContext:
     runtime: WorkerRuntime
     _sessions: sessionmaker[Session] | None = field(default=None, init=False, repr=False)
     _classifier: Classifier | None = field(default=None, init=False, repr=False)
+    _network: nn.Module | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -50,8 +52,11 @@ class WorkerContext:
         with self._lock:
             if self._classifier is None:
                 directory = checkpoint_dir(self.config)
-                self._classifier = Classifier.from_checkpoint(
-                    directory,
+                loaded = load_checkpoint(directory)
+                # The classifier moves this very module to its device; heat maps reuse it.
+                self._network = loaded.network
+                self._classifier = Classifier(
+                    loaded,
                     device=self.config.device,
                     precision=self.config.precision,
                     batch_size=self.config.batch_size,
@@ -71,3 +76,17 @@ class WorkerContext:
                         directory,
                     )
             return self._classifier
+
+    @property
+    def network(self) -> nn.Module:
+        """The classifier's network (on its device), for heat maps."""
+        classifier = self.classifier
+        assert self._network is not None, classifier
+        return self._network
+
+    def warm_up(self) -> None:
+        """Load the model now, so that the first series does not wait for it."""
+        try:
+            _ = self.classifier
+        except Exception:  # the first task will raise it again, where it is recorded
+            log.exception("The model could not be loaded at start-up")

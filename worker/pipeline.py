@@ -19,11 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import crud
-from db.enums import ExportKind, ExportStatus, JobStatus
+from db.enums import ExportKind, JobStatus
 from db.models import Result
+from worker.capture import build_heatmap_capture
 from worker.context import WorkerContext
 from worker.errors import WorkerError
-from worker.export import Destination, ExportError, send_datasets
+from worker.heatmaps import top_slice_heatmaps
+from worker.outbox import OutputFile, deliver, destinations, queue_exports
 from worker.report import AlgorithmInfo, Finding, build_structured_report
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ FINAL_JOB_STATES = frozenset(
     {JobStatus.SUPERSEDED, JobStatus.DONE, JobStatus.SKIPPED, JobStatus.FAILED}
 )
 CLASSIFIED_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2"})
+CAPTURE_SLICES = 3
+"""Most suspicious slices shown in the heat-map Secondary Capture."""
 
 
 class SeriesUnreadableError(WorkerError):
@@ -66,8 +70,21 @@ def input_fingerprint(sop_instance_uids: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str) -> Outcome:
-    """Classify the series of ``job_id``, store the result and send the SR."""
+def process_series(
+    ctx: WorkerContext, *, job_id: int, series_instance_uid: str, worker: str | None = None
+) -> Outcome:
+    """Classify the series of ``job_id``, store the result and send the reports.
+
+    Args:
+        ctx: This worker process's context.
+        job_id: The job.
+        series_instance_uid: Its series.
+        worker: Name of this worker, recorded on the job.
+
+    Returns:
+        What was done. Exports that fail stay in the outbox for the sweeper; the job is
+        finished (``exported_at``) once every export is sent.
+    """
     sessions = ctx.sessions
     with sessions() as session:
         job = crud.get_job(session=session, job_id=job_id)
@@ -75,7 +92,7 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
             # A duplicate delivery, or a job superseded by newer instances of the series.
             log.info("Job %d is %s: nothing to do", job_id, job.status)
             return Outcome(job_id, None, None, None, None, skipped=str(job.status))
-        crud.start_job(session=session, job_id=job_id)
+        crud.start_job(session=session, job_id=job_id, worker=worker)
         paths = [
             ctx.runtime.storage_dir / instance.path
             for instance in crud.series_instances(
@@ -120,6 +137,21 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
             )
             top = [uids[i] for i in prediction.top_slices]
         else:
+            crud.record_result(  # marks a re-run job inferred; the stored result is unchanged
+                session=session,
+                job_id=job_id,
+                probability=result.probability,
+                suspected=result.suspected,
+                threshold=result.threshold,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                model_sha256=result.model_sha256,
+                input_fingerprint=fingerprint,
+                precision=result.precision,
+                device=result.device,
+                slice_scores=[],
+            )
+            session.commit()
             top = _top_slices(result, spec.aggregation.k)
         finding = Finding(
             probability=result.probability,
@@ -129,24 +161,32 @@ def process_series(ctx: WorkerContext, *, job_id: int, series_instance_uid: str)
         )
         result_id = result.id
 
-    report_path = _write_report(
-        ctx,
-        datasets=datasets,
-        finding=finding,
-        fingerprint=fingerprint,
-        algorithm=AlgorithmInfo(
-            name=spec.name,
-            version=spec.version,
-            software_version=software_version(),
-            model_sha256=classifier.sha256,
-        ),
-    )
-    _export(ctx, result_id=result_id, report_path=report_path)
-
-    with sessions() as session:
-        crud.finish_job(session=session, job_id=job_id)
-        session.commit()
-    return Outcome(job_id, result_id, finding.suspected, finding.probability, report_path)
+    seed = [fingerprint, classifier.sha256]
+    outputs = [
+        OutputFile(
+            ExportKind.SR,
+            _write_report(
+                ctx,
+                datasets=datasets,
+                finding=finding,
+                seed=seed,
+                algorithm=AlgorithmInfo(
+                    name=spec.name,
+                    version=spec.version,
+                    software_version=software_version(),
+                    model_sha256=classifier.sha256,
+                ),
+            ),
+        )
+    ]
+    if ctx.config.secondary_capture:
+        outputs.append(
+            OutputFile(
+                ExportKind.SC, _write_capture(ctx, datasets=datasets, finding=finding, seed=seed)
+            )
+        )
+    _export(ctx, job_id=job_id, result_id=result_id, outputs=outputs)
+    return Outcome(job_id, result_id, finding.suspected, finding.probability, outputs[0].path)
 
 
 def _read_series(paths: Sequence[Path], series_instance_uid: str) -> list[pydicom.Dataset]:
@@ -190,12 +230,11 @@ def _write_report(
     *,
     datasets: Sequence[pydicom.Dataset],
     finding: Finding,
-    fingerprint: str,
+    seed: Sequence[str],
     algorithm: AlgorithmInfo,
 ) -> Path:
     # Deterministic UIDs: the same result always yields the same SR, so a re-run or a
     # retried export can never put a second copy in the PACS.
-    seed = [fingerprint, algorithm.model_sha256]
     series_uid = generate_uid(entropy_srcs=[*seed, "sr-series"])
     sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
     report = build_structured_report(
@@ -206,59 +245,64 @@ def _write_report(
         sop_instance_uid=sop_uid,
         institution_name=ctx.config.institution_name,
     )
-    study_uid = str(datasets[0].StudyInstanceUID)
+    return _save(ctx, report, str(datasets[0].StudyInstanceUID), sop_uid)
+
+
+def _write_capture(
+    ctx: WorkerContext,
+    *,
+    datasets: Sequence[pydicom.Dataset],
+    finding: Finding,
+    seed: Sequence[str],
+) -> Path:
+    by_uid = {str(ds.SOPInstanceUID): index for index, ds in enumerate(datasets)}
+    top = [by_uid[uid] for uid in finding.top_instance_uids[:CAPTURE_SLICES] if uid in by_uid]
+    images, heatmaps = top_slice_heatmaps(
+        network=ctx.network, spec=ctx.classifier.spec, datasets=datasets, top_indices=top
+    )
+    sop_uid = generate_uid(entropy_srcs=[*seed, "sc-instance"])
+    capture = build_heatmap_capture(
+        source_datasets=[datasets[i] for i in top],
+        images=images,
+        heatmaps=heatmaps,
+        probability=finding.probability,
+        suspected=finding.suspected,
+        series_instance_uid=generate_uid(entropy_srcs=[*seed, "sc-series"]),
+        sop_instance_uid=sop_uid,
+    )
+    return _save(ctx, capture, str(datasets[0].StudyInstanceUID), sop_uid)
+
+
+def _save(ctx: WorkerContext, dataset: pydicom.Dataset, study_uid: str, sop_uid: str) -> Path:
     folder = ctx.runtime.reports_dir / study_uid
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{sop_uid}.dcm"
     temp = path.with_suffix(".part")
-    report.save_as(temp, enforce_file_format=True)
+    dataset.save_as(temp, enforce_file_format=True)
     temp.replace(path)
     return path
 
 
-def _export(ctx: WorkerContext, *, result_id: int, report_path: Path) -> None:
-    destinations = [
-        Destination(ae_title=d.ae_title, host=d.host, port=d.port) for d in ctx.config.pacs
-    ]
-    if not destinations:
-        return
-    sop_uid = report_path.stem
-    failures: list[str] = []
-    for destination in destinations:
+def _export(
+    ctx: WorkerContext, *, job_id: int, result_id: int, outputs: Sequence[OutputFile]
+) -> None:
+    """Queue the outputs in the outbox and try each once now; the sweeper retries the rest."""
+    targets = destinations(ctx.config)
+    with ctx.sessions() as session:
+        unsent = queue_exports(session, result_id=result_id, outputs=outputs, targets=targets)
+        session.commit()
+    sent = sum(
+        deliver(ctx.sessions, export_id=export_id, config=ctx.config) for export_id in unsent
+    )
+    if sent == len(unsent):
+        # Nothing (left) to send: deliver() finished the job with the last export, if any.
         with ctx.sessions() as session:
-            export = crud.ensure_export(
-                session=session,
-                result_id=result_id,
-                kind=ExportKind.SR,
-                destination=str(destination),
-                sop_instance_uid=sop_uid,
-                path=str(report_path),
-            )
+            crud.finish_job(session=session, job_id=job_id)
             session.commit()
-            if export.status == ExportStatus.SENT:
-                continue
-            export_id = export.id
-        try:
-            send_datasets(
-                datasets=[report_path],
-                destination=destination,
-                calling_ae_title=ctx.config.calling_ae_title,
-            )
-        except ExportError as exc:
-            with ctx.sessions() as session:
-                crud.mark_export_failed(
-                    session=session,
-                    export_id=export_id,
-                    error=str(exc),
-                    max_attempts=ctx.config.export_max_attempts,
-                    backoff_s=ctx.config.export_backoff_s,
-                )
-                session.commit()
-            failures.append(f"{destination}: {exc}")
-            continue
-        with ctx.sessions() as session:
-            crud.mark_export_sent(session=session, export_id=export_id)
-            session.commit()
-        log.info("SR %s sent to %s", sop_uid, destination)
-    if failures:
-        raise ExportError("Export failed for " + "; ".join(failures))
+    else:
+        log.warning(
+            "Job %d: %d of %d exports not sent yet; the outbox will retry them",
+            job_id,
+            len(unsent) - sent,
+            len(unsent),
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -31,7 +32,12 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     )
     def process_series_task(self: Task, *, job_id: int, series_instance_uid: str) -> dict[str, Any]:
         try:
-            outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_instance_uid)
+            outcome = process_series(
+                ctx,
+                job_id=job_id,
+                series_instance_uid=series_instance_uid,
+                worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}",
+            )
         except JobStateError as exc:
             # The job moved on while we worked (superseded by a late instance): drop it.
             log.info("Job %d dropped: %s", job_id, exc)

@@ -1,0 +1,215 @@
+"""End-to-end latency: last CT instance stored by the listener -> SR stored in Orthanc.
+
+Starts Orthanc (the PACS) and `stroke-triage up` on free ports, sends the 28-slice GE head CT
+with DCMTK's storescu (fresh UIDs each run, so every run really infers), polls Orthanc's REST
+API for the SR, and breaks the time down by stage from the database timestamps.
+
+    .venv/bin/python benchmarks/latency.py [--runs 3] [--quiet-period 2.0] [--checkpoint DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from db import crud  # noqa: E402
+from db.engine import create_engine_for, make_session_factory  # noqa: E402
+from db.models import Instance, Series  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def orthanc_post(port: int, path: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def fresh_copy(files: list[Path], folder: Path) -> tuple[list[Path], str]:
+    """The series with new study, series and instance UIDs."""
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        target = folder / path.name
+        ds.save_as(target)
+        out.append(target)
+    return out, study
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quiet-period", type=float, default=2.0)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    shared = Path(os.environ.get("STROKE_TRIAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--series", type=Path, default=shared / "dicom" / "ge-head-ct")
+    args = parser.parse_args()
+    files = sorted(args.series.glob("*.dcm"))
+    work = Path(tempfile.mkdtemp(prefix="latency-"))
+    http_port, dicom_port, listener_port = free_port(), free_port(), free_port()
+    (work / "orthanc").mkdir()
+    config = {
+        "StorageDirectory": str(work / "orthanc"),
+        "IndexDirectory": str(work / "orthanc"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
+    (work / "orthanc.json").write_text(json.dumps(config))
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from model.checkpoint import create_random_checkpoint
+
+        checkpoint = create_random_checkpoint(work / "ckpt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
+    env.update(
+        {
+            "STROKE_TRIAGE_DATA_DIR": str(work / "data"),
+            "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
+            "STROKE_TRIAGE_LISTENER__PORT": str(listener_port),
+            "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": str(args.quiet_period),
+            "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+            "STROKE_TRIAGE_WORKER__PACS": json.dumps(
+                [{"ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port}]
+            ),
+            "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
+        }
+    )
+    orthanc = subprocess.Popen(
+        [shutil.which("Orthanc") or "Orthanc", str(work / "orthanc.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-m", "stroke_triage", "up"],
+        env=env,
+        stdout=(work / "up.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    rows: list[dict[str, float]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            echo = subprocess.run(
+                ["echoscu", "-aec", "STROKETRIAGE", "127.0.0.1", str(listener_port)],
+                capture_output=True,
+                check=False,
+            )
+            if echo.returncode == 0:
+                break
+            time.sleep(0.3)
+        time.sleep(3.0)  # let the worker load the model (warm_up) before the first series
+        engine = create_engine_for(f"sqlite:///{work / 'data' / 'stroke-triage.db'}")
+        sessions = make_session_factory(engine)
+        for run in range(args.runs):
+            folder = work / f"run{run}"
+            folder.mkdir()
+            copy, study_uid = fresh_copy(files, folder)
+            subprocess.run(
+                [
+                    "storescu",
+                    "-aec",
+                    "STROKETRIAGE",
+                    "127.0.0.1",
+                    str(listener_port),
+                    *map(str, copy),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            arrived = None
+            while arrived is None:
+                query = {
+                    "Level": "Series",
+                    "Query": {"StudyInstanceUID": study_uid, "Modality": "SR"},
+                }
+                if orthanc_post(http_port, "/tools/find", query):
+                    arrived = datetime.now(UTC)
+                else:
+                    time.sleep(0.02)
+            time.sleep(0.5)
+            with sessions() as session:
+                series_id, last = session.execute(
+                    select(Series.id, func.max(Instance.received_at))
+                    .join(Instance, Instance.series_id == Series.id)
+                    .where(Series.series_instance_uid == pydicom.dcmread(copy[0]).SeriesInstanceUID)
+                    .group_by(Series.id)
+                ).one()
+                (job,) = [j for j in crud.list_jobs(session=session) if j.series_id == series_id]
+                last = last.replace(tzinfo=UTC) if last.tzinfo is None else last
+                stages = [
+                    last,
+                    job.completed_at,
+                    job.queued_at,
+                    job.started_at,
+                    job.inferred_at,
+                    job.exported_at,
+                    arrived,
+                ]
+                names = [
+                    "quiet period",
+                    "complete->queued",
+                    "queued->started",
+                    "started->inferred",
+                    "inferred->exported",
+                    "exported->visible",
+                ]
+                times = [t for t in stages if t is not None]
+                assert len(times) == len(stages), f"a stage of job {job.id} has no timestamp"
+                row = {
+                    n: (b - a).total_seconds()
+                    for n, a, b in zip(names, times[:-1], times[1:], strict=True)
+                }
+                row["total"] = (arrived - last).total_seconds()
+                rows.append(row)
+                print(f"run {run + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items()))
+        engine.dispose()
+    finally:
+        service.terminate()
+        orthanc.terminate()
+        service.wait(30)
+        orthanc.wait(30)
+    print(
+        f"\nmedian of {len(rows)} runs (quiet period {args.quiet_period} s, "
+        f"goal <= {args.quiet_period + 3:.1f} s):"
+    )
+    print("| stage | seconds |\n| --- | --- |")
+    for key in rows[0]:
+        print(f"| {key} | {statistics.median(r[key] for r in rows):.2f} |")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

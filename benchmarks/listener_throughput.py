@@ -1,0 +1,262 @@
+"""Listener throughput: DCMTK storescp and our listener, side by side, on the same storescu load.
+
+Usage::
+
+    .venv/bin/python benchmarks/listener_throughput.py [--count 200] [--associations 4]
+
+Sends ``--count`` slices of 512 x 512 CT (the project's synthetic head phantom, new UIDs for
+every run) with DCMTK ``storescu`` over one association, then split over ``--associations``
+concurrent associations, to ``storescp`` (writing to a temporary folder) and to
+``stroke-triage listen`` (durable writes, SQLite records). ``TCP_NODELAY=1`` is set for both
+DCMTK ends. Prints images per second and our ratio to storescp. Numbers are wall-clock times of
+the storescu processes, best of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CALLED_AE = "BENCH"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A running receiver: its name, port and, for ours, its database file."""
+
+    name: str
+    port: int
+    database: Path | None = None
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_template(folder: Path, count: int) -> list[Path]:
+    """``count`` slices of 512 x 512 synthetic head CT."""
+    from model.phantom import write_phantom_series
+
+    return sorted(write_phantom_series(folder, n_slices=count, size=512))
+
+
+def fresh_copies(template: list[Path], folder: Path, groups: int) -> list[list[Path]]:
+    """Copies of the slices with new UIDs, split into ``groups`` lists (one per association)."""
+    folder.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    lists: list[list[Path]] = [[] for _ in range(groups)]
+    for index, source in enumerate(template):
+        dataset = pydicom.dcmread(source)
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study, series
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        target = folder / f"{index:04d}.dcm"
+        dataset.save_as(target, enforce_file_format=True)
+        lists[index % groups].append(target)
+    return lists
+
+
+def wait_echo(port: int, timeout_s: float = 60.0) -> None:
+    """Wait until the receiver answers C-ECHO."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            ["echoscu", "-aec", CALLED_AE, "127.0.0.1", str(port)],
+            capture_output=True,
+            check=False,
+            env=DCMTK_ENV,
+        )
+        if done.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"Nothing answered C-ECHO on port {port} within {timeout_s} s.")
+
+
+@contextmanager
+def storescp(workdir: Path) -> Iterator[Receiver]:
+    """DCMTK storescp, one process per association (--fork), writing files to a folder."""
+    port = free_port()
+    output = workdir / "storescp-out"
+    output.mkdir()
+    process = subprocess.Popen(
+        ["storescp", "--fork", "-aet", CALLED_AE, "-od", str(output), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_echo(port)
+        yield Receiver("DCMTK storescp", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def our_listener(workdir: Path, *, wait_for_database: bool, tree: Path) -> Iterator[Receiver]:
+    """``stroke-triage listen`` on embedded defaults (SQLite), no series judged during the run."""
+    port = free_port()
+    data_dir = workdir / "listener-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
+    env.update(
+        {
+            "PYTHONPATH": str(tree),
+            "STROKE_TRIAGE_DATA_DIR": str(data_dir),
+            "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
+            "STROKE_TRIAGE_LISTENER__AE_TITLE": CALLED_AE,
+            "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
+            "STROKE_TRIAGE_LISTENER__PORT": str(port),
+            "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": "3600",
+        }
+    )
+    if wait_for_database:
+        env["STROKE_TRIAGE_LISTENER__WAIT_FOR_DATABASE"] = "true"
+    log = (workdir / "listener.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stroke_triage", "listen"],
+        env=env,
+        cwd=tree,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    name = "stroke-triage listener" + (" (wait for DB)" if wait_for_database else "")
+    try:
+        wait_echo(port)
+        yield Receiver(name, port, data_dir / "stroke-triage.db")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def send(receiver: Receiver, groups: list[list[Path]]) -> float:
+    """Send each group over its own association, all at once; return the seconds taken."""
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            ["storescu", "-aec", CALLED_AE, "127.0.0.1", str(receiver.port), *map(str, files)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for files in groups
+    ]
+    for process in processes:
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed: {stderr.decode(errors='replace')[-2000:]}")
+    return time.perf_counter() - start
+
+
+def recorded(database: Path, study_count: int, expected: int, timeout_s: float = 60.0) -> float:
+    """Seconds until the database holds ``expected`` instances more than before the run."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        with sqlite3.connect(database) as connection:
+            count = connection.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        if count >= study_count + expected:
+            return time.perf_counter() - start
+        time.sleep(0.01)
+    raise RuntimeError(f"The listener did not record {expected} instances in {timeout_s} s.")
+
+
+def instance_count(database: Path | None) -> int:
+    """Instances recorded so far (0 for storescp)."""
+    if database is None or not database.exists():
+        return 0
+    with sqlite3.connect(database) as connection:
+        return int(connection.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+
+
+def measure(
+    receiver: Receiver, template: list[Path], workdir: Path, groups: int, repeat: int
+) -> tuple[float, float | None]:
+    """Best images per second over ``repeat`` runs, and the record lag of the best run."""
+    best_rate, best_lag = 0.0, None
+    for run in range(repeat):
+        lists = fresh_copies(template, workdir / f"send-{receiver.port}-{groups}-{run}", groups)
+        before = instance_count(receiver.database)
+        seconds = send(receiver, lists)
+        lag = None
+        if receiver.database is not None:
+            lag = recorded(receiver.database, before, len(template))
+        rate = len(template) / seconds
+        if rate > best_rate:
+            best_rate, best_lag = rate, lag
+    return best_rate, best_lag
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200, help="slices per run")
+    parser.add_argument("--associations", type=int, default=4, help="concurrent associations")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best counts")
+    parser.add_argument(
+        "--wait-for-database",
+        action="store_true",
+        help="also measure our listener answering only after the database commit",
+    )
+    parser.add_argument(
+        "--listener-tree",
+        type=Path,
+        default=REPO_ROOT,
+        help="run the listener from another checkout (to compare versions)",
+    )
+    args = parser.parse_args(argv)
+    for tool in ("storescp", "storescu", "echoscu"):
+        if shutil.which(tool) is None:
+            parser.error(f"DCMTK {tool} is not installed (apt-get install dcmtk).")
+
+    with tempfile.TemporaryDirectory(prefix="listener-bench-") as temp:
+        workdir = Path(temp)
+        template = make_template(workdir / "template", args.count)
+        cases = [1, args.associations]
+        rows: list[tuple[str, int, float, float | None]] = []
+        receivers = [("storescp", False), ("ours", False)]
+        if args.wait_for_database:
+            receivers.append(("ours", True))
+        for kind, wait in receivers:
+            folder = workdir / f"{kind}-{int(wait)}"
+            folder.mkdir()
+            context = (
+                storescp(folder)
+                if kind == "storescp"
+                else our_listener(folder, wait_for_database=wait, tree=args.listener_tree)
+            )
+            with context as receiver:
+                for groups in cases:
+                    rate, lag = measure(receiver, template, folder, groups, args.repeat)
+                    rows.append((receiver.name, groups, rate, lag))
+
+    reference = {groups: rate for name, groups, rate, _ in rows if name == "DCMTK storescp"}
+    print(f"{args.count} slices of 512x512 CT, best of {args.repeat} runs, TCP_NODELAY=1\n")
+    print("| receiver | associations | img/s | ratio to storescp | DB records lag (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, groups, rate, lag in rows:
+        lag_text = "-" if lag is None else f"{lag:.2f}"
+        ratio = rate / reference[groups]
+        print(f"| {name} | {groups} | {rate:.0f} | {ratio:.2f}x | {lag_text} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

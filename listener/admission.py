@@ -1,0 +1,102 @@
+"""Who may associate: the calling-AE allow-list, IP pinning, and back-pressure.
+
+pynetdicom's own ``require_calling_aet`` cannot see the peer's address, so the decision is
+taken in an ``EVT_REQUESTED`` handler, which runs after the A-ASSOCIATE-RQ is read and before
+negotiation; it answers A-ASSOCIATE-RJ itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pynetdicom import evt
+from pynetdicom.events import Event
+
+from listener.config import ListenerConfig
+from listener.errors import OutOfResourcesError
+from listener.resources import ResourceGuard
+
+log = logging.getLogger(__name__)
+
+
+class RejectResult(IntEnum):
+    """A-ASSOCIATE-RJ result field."""
+
+    PERMANENT = 0x01
+    TRANSIENT = 0x02
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ: result, source, diagnostic (PS3.8 9.3.4), and why, for the log."""
+
+    result: RejectResult
+    source: int
+    diagnostic: int
+    reason: str
+
+
+def _networks(
+    addresses: list[str],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(text, strict=False) for text in addresses]
+
+
+class AdmissionPolicy:
+    """Decides whether to accept an association request."""
+
+    def __init__(self, *, config: ListenerConfig, guard: ResourceGuard) -> None:
+        self._allowed = {title.strip() for title in config.allowed_calling_ae_titles}
+        self._pinned = {
+            title.strip(): _networks(addresses)
+            for title, addresses in config.calling_ae_addresses.items()
+        }
+        self._guard = guard
+
+    def decide(self, *, calling_ae_title: str, address: str) -> Rejection | None:
+        """Return why to reject the request, or None to accept it."""
+        title = calling_ae_title.strip()
+        if self._allowed and title not in self._allowed:
+            return Rejection(RejectResult.PERMANENT, 0x01, 0x03, "calling AE title not allowed")
+        networks = self._pinned.get(title)
+        if networks is not None and not _address_in(address, networks):
+            return Rejection(
+                RejectResult.PERMANENT, 0x01, 0x03, "calling AE title not allowed from address"
+            )
+        try:
+            self._guard.check()
+        except OutOfResourcesError as exc:
+            # Transient, presentation related, temporary congestion: the sender retries later.
+            return Rejection(RejectResult.TRANSIENT, 0x03, 0x01, str(exc))
+        return None
+
+
+def _address_in(
+    address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def handle_association_request(event: Event, policy: AdmissionPolicy) -> None:
+    """EVT_REQUESTED: reject the association here, or let negotiation go on."""
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    calling = primitive.calling_ae_title if primitive is not None else ""
+    title = str(calling).strip()
+    address = str(assoc.requestor.address)
+    rejection = policy.decide(calling_ae_title=title, address=address)
+    if rejection is None:
+        return
+    log.warning(
+        "Association from %s at %s rejected: %s", title or "(none)", address, rejection.reason
+    )
+    assoc.acse.send_reject(int(rejection.result), rejection.source, rejection.diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()

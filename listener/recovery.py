@@ -1,0 +1,106 @@
+"""Startup recovery: every stored file gets its database record; half files are removed.
+
+Success is answered once a file is durable, and its record is committed a moment later by
+the recorder. A process that dies in between leaves a file without a record; this scan, run
+before the listener accepts associations, records it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import crud
+from db.models import Instance
+from listener.errors import ListenerError
+from listener.inspection import ReceivedInstance
+from listener.recorder import PendingRecord, commit_records
+from listener.storage import PART_SUFFIX, instance_relpath
+
+log = logging.getLogger(__name__)
+
+#: Calling AE title recorded for instances found by the scan (the sender is not known).
+RECOVERED_AE_TITLE = "RECOVERED"
+BATCH = 200
+
+
+def remove_partial_files(storage_dir: Path) -> int:
+    """Delete temporary files left by an interrupted write; return how many."""
+    removed = 0
+    for part in storage_dir.glob(f"*/*/.*{PART_SUFFIX}"):
+        part.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.warning("Removed %d partial files left by interrupted writes", removed)
+    return removed
+
+
+def record_unrecorded(storage_dir: Path, session_factory: sessionmaker[Session]) -> int:
+    """Record every stored instance that has no database row; return how many."""
+    with session_factory() as session:
+        known = set(session.scalars(select(Instance.path)))
+    pending: list[PendingRecord] = []
+    recovered = 0
+    for path in sorted(storage_dir.glob("*/*/*.dcm")):
+        relpath = path.relative_to(storage_dir)
+        if relpath.as_posix() in known:
+            continue
+        item = _pending_record(storage_dir, relpath)
+        if item is None:
+            continue
+        pending.append(item)
+        if len(pending) >= BATCH:
+            commit_records(session_factory, pending)
+            recovered += len(pending)
+            pending = []
+    if pending:
+        commit_records(session_factory, pending)
+        recovered += len(pending)
+    if recovered:
+        log.warning("Recorded %d stored instances that had no database record", recovered)
+    return recovered
+
+
+def _pending_record(storage_dir: Path, relpath: Path) -> PendingRecord | None:
+    path = storage_dir / relpath
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        sop_instance_uid = str(header.SOPInstanceUID)
+        expected = instance_relpath(
+            str(header.StudyInstanceUID), str(header.SeriesInstanceUID), sop_instance_uid
+        )
+    except (OSError, InvalidDicomError, AttributeError, ValueError, ListenerError) as exc:
+        log.error("Stored file %s cannot be recovered: %s", relpath, exc)
+        return None
+    if expected != relpath:
+        log.error("Stored file %s does not match its own UIDs; left alone", relpath)
+        return None
+    description = header.get("SeriesDescription")
+    instance = ReceivedInstance(
+        study_instance_uid=str(header.StudyInstanceUID),
+        series_instance_uid=str(header.SeriesInstanceUID),
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=str(header.SOPClassUID),
+        modality=str(header.get("Modality", ""))[:16],
+        series_description=None if description is None else str(description)[:64],
+        relpath=relpath,
+    )
+    stat = path.stat()
+    return PendingRecord(
+        instance=instance,
+        calling_ae_title=RECOVERED_AE_TITLE,
+        record=crud.InstanceRecord(
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=instance.sop_class_uid,
+            path=relpath.as_posix(),
+            transfer_syntax_uid=str(header.file_meta.TransferSyntaxUID),
+            size_bytes=stat.st_size,
+            received_at=datetime.fromtimestamp(stat.st_mtime, UTC),
+        ),
+    )

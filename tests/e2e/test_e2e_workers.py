@@ -1,0 +1,153 @@
+"""Two workers share the real Redis and PostgreSQL; a failed job is re-queued from the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from db import crud
+from db.engine import create_engine_for, make_session_factory
+from db.enums import JobStatus
+from db.models import Job
+from model.phantom import write_phantom_series
+from tests.e2e.conftest import PacsStub, Service, storescu
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the real PostgreSQL, dropped afterwards."""
+    base = os.environ.get(
+        "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(base)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {base}: {exc}")
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_broker() -> str:
+    url = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
+    return url
+
+
+def _wait_for_log(service: Service, text: str, count: int, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = sum(text in log.read_text(errors="replace") for _, log in service.processes)
+        if found >= count:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{count} processes never logged {text!r}:\n{service.logs()}")
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "stroke_triage", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_two_workers_share_redis_and_postgres(
+    service: Service,
+    test_pacs: PacsStub,
+    postgres_url: str,
+    redis_broker: str,
+    tmp_path: Path,
+) -> None:
+    service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_url
+    service.env["STROKE_TRIAGE_BROKER_URL"] = redis_broker
+    service.env["STROKE_TRIAGE_WORKER__TASK_MAX_RETRIES"] = "0"
+    port = int(service.env["STROKE_TRIAGE_LISTENER__PORT"])
+    service.start("listen")
+    service.start("work")
+    service.start("work")
+    service.wait_listening(port)
+    _wait_for_log(service, "Export sweeper started", 2)
+
+    study = pydicom.uid.generate_uid()
+    series = [
+        write_phantom_series(
+            tmp_path / f"s{i}", n_slices=8, size=96, seed=i, study_instance_uid=study
+        )
+        for i in range(4)
+    ]
+    storescu([path for files in series for path in files], port)
+    try:
+        reports = test_pacs.wait_for(4, timeout_s=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{service.logs()}") from exc
+
+    engine = create_engine_for(postgres_url)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            jobs = crud.list_jobs(session=session)
+            assert len(jobs) == 4
+            assert {job.status for job in jobs} == {JobStatus.DONE}
+            assert all(job.attempts == 1 for job in jobs)
+            workers = {job.worker for job in jobs}
+            assert len(workers) == 2, workers
+            assert len(crud.list_results(session=session)) == 4
+            for job in jobs:
+                timings = crud.stage_timings(session=session, job_id=job.id)
+                assert None not in timings.values(), timings
+        assert len({pydicom.dcmread(p).SOPInstanceUID for p in reports}) == 4
+
+        # A dead letter, as the last retry leaves it; the admin sees it and re-queues it.
+        job_id = jobs[-1].id
+        with sessions() as session:
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id)
+                .values(status=JobStatus.FAILED, last_error="ConnectionError: PACS away")
+            )
+            session.commit()
+        failed = _cli(service.env, "jobs", "--status", "failed")
+        assert "PACS away" in failed, failed
+        assert f"Job {job_id} queued again" in _cli(service.env, "requeue", str(job_id))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                job = crud.get_job(session=session, job_id=job_id)
+                if job.status == JobStatus.DONE:
+                    break
+            time.sleep(0.3)
+        assert job.status == JobStatus.DONE and job.attempts == 1, service.logs()
+        assert "No jobs." in _cli(service.env, "jobs", "--status", "failed")
+        time.sleep(1.0)
+        assert len(list(test_pacs.folder.glob("*.dcm"))) == 4  # the same result: no second SR
+    finally:
+        engine.dispose()
+    assert shutil.which("storescu")

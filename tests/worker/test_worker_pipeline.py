@@ -1,0 +1,267 @@
+"""The pipeline and the outbox, in process: SQLite, a tiny ViT, real Storage SCPs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pydicom
+import pytest
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from db import crud
+from db.engine import create_engine_for, migrate
+from db.enums import ExportKind, ExportStatus, JobStatus
+from db.models import Result, SliceScore
+from model.checkpoint import create_random_checkpoint
+from model.phantom import write_phantom_series
+from tests.conftest import free_port
+from worker.celery_app import create_celery_app
+from worker.config import PacsDestination, WorkerConfig, WorkerRuntime
+from worker.context import WorkerContext
+from worker.outbox import sweep
+from worker.pipeline import process_series
+from worker.tasks import PROCESS_SERIES_TASK
+
+
+class Pacs:
+    """A Storage SCP on a given port that counts what it receives, by SOP Instance UID."""
+
+    def __init__(self, port: int = 0, ae_title: str = "TESTPACS") -> None:
+        self.received: list[pydicom.Dataset] = []
+        ae = AE(ae_title=ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
+        self.port = int(self.server.server_address[1])
+        self.ae_title = ae_title
+
+    def _on_store(self, event: evt.Event) -> int:
+        self.received.append(event.dataset)
+        return 0x0000
+
+    @property
+    def destination(self) -> PacsDestination:
+        return PacsDestination(ae_title=self.ae_title, host="127.0.0.1", port=self.port)
+
+    def uids(self, modality: str) -> list[str]:
+        return [str(ds.SOPInstanceUID) for ds in self.received if ds.Modality == modality]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+@pytest.fixture
+def pacs() -> Iterator[Pacs]:
+    server = Pacs()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> WorkerRuntime:
+    url = f"sqlite:///{tmp_path / 'triage.db'}"
+    migrate(create_engine_for(url))
+    return WorkerRuntime(
+        storage_dir=tmp_path / "storage",
+        reports_dir=tmp_path / "reports",
+        database_url=url,
+        broker_url="memory://",
+    )
+
+
+def _receive_series(ctx: WorkerContext, n_slices: int = 6) -> tuple[int, str]:
+    """Write a phantom series into storage, record it and create its job."""
+    folder = ctx.runtime.storage_dir / "series"
+    paths = write_phantom_series(folder, n_slices=n_slices, size=64)
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+    now = datetime.now(UTC)
+    records = [
+        crud.InstanceRecord(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            path=str(path.relative_to(ctx.runtime.storage_dir)),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            size_bytes=path.stat().st_size,
+            received_at=now,
+        )
+        for path, ds in zip(paths, headers, strict=True)
+    ]
+    series_uid = str(headers[0].SeriesInstanceUID)
+    with ctx.sessions() as session:
+        crud.record_instances(
+            session=session,
+            study_instance_uid=str(headers[0].StudyInstanceUID),
+            series_instance_uid=series_uid,
+            modality="CT",
+            series_description="phantom",
+            calling_ae_title="SCANNER",
+            instances=records,
+        )
+        job = crud.create_job(session=session, series_instance_uid=series_uid)
+        crud.mark_job_queued(session=session, job_id=job.id, task_id="t")
+        session.commit()
+        return job.id, series_uid
+
+
+def _context(runtime: WorkerRuntime, checkpoint: Path, **config: Any) -> WorkerContext:
+    return WorkerContext(config=WorkerConfig(checkpoint=checkpoint, **config), runtime=runtime)
+
+
+def _count(ctx: WorkerContext, model: type[Any]) -> int:
+    with ctx.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_same_task_three_times_gives_one_result_and_one_report(
+    runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
+) -> None:
+    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
+    job_id, series_uid = _receive_series(ctx)
+    outcomes = [
+        process_series(ctx, job_id=job_id, series_instance_uid=series_uid, worker="w1")
+        for _ in range(3)
+    ]
+    assert outcomes[0].skipped is None and outcomes[0].result_id is not None
+    assert [o.skipped for o in outcomes[1:]] == ["done", "done"]
+    assert _count(ctx, Result) == 1
+    assert _count(ctx, SliceScore) == 6
+    assert len(pacs.uids("SR")) == 1
+    with ctx.sessions() as session:
+        job = crud.get_job(session=session, job_id=job_id)
+        assert job.status == JobStatus.DONE and job.worker == "w1"
+        timings = crud.stage_timings(session=session, job_id=job_id)
+        assert all(value is not None and value >= 0 for value in timings.values()), timings
+        result = crud.get_result(session=session, job_id=job_id)
+        assert result is not None and len(result.model_sha256) == 64
+
+
+def test_rerun_after_failed_export_reuses_result_and_sweeper_sends_once(
+    runtime: WorkerRuntime, checkpoint: Path
+) -> None:
+    port = free_port()
+    down = PacsDestination(ae_title="LATEPACS", host="127.0.0.1", port=port)
+    ctx = _context(runtime, checkpoint, pacs=[down], export_backoff_s=0.05)
+    job_id, series_uid = _receive_series(ctx)
+    for _ in range(2):  # PACS down: the result is stored once, the export waits in the outbox
+        outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+        assert outcome.skipped is None
+        time.sleep(0.2)
+    assert _count(ctx, Result) == 1
+    with ctx.sessions() as session:
+        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.INFERRED
+        (export,) = crud.list_exports(session=session)
+        assert export.status == ExportStatus.FAILED and export.attempts == 2
+        assert export.last_error and "No association" in export.last_error
+    late = Pacs(port=port, ae_title="LATEPACS")
+    try:
+        time.sleep(0.2)
+        assert sweep(ctx.sessions, config=ctx.config) == 1
+        assert sweep(ctx.sessions, config=ctx.config) == 0
+        assert len(late.uids("SR")) == 1
+    finally:
+        late.stop()
+    with ctx.sessions() as session:
+        job = crud.get_job(session=session, job_id=job_id)
+        assert job.status == JobStatus.DONE and job.exported_at is not None
+        (export,) = crud.list_exports(session=session)
+        assert export.status == ExportStatus.SENT and export.attempts == 3
+
+
+def test_export_becomes_dead_letter_and_can_be_retried(
+    runtime: WorkerRuntime, checkpoint: Path
+) -> None:
+    down = PacsDestination(ae_title="DOWN", host="127.0.0.1", port=free_port())
+    ctx = _context(runtime, checkpoint, pacs=[down], export_backoff_s=0.01, export_max_attempts=2)
+    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    time.sleep(0.05)
+    sweep(ctx.sessions, config=ctx.config)
+    with ctx.sessions() as session:
+        (dead,) = crud.list_exports(session=session, status=ExportStatus.DEAD)
+        assert dead.attempts == 2
+        assert crud.due_exports(session=session) == []
+        crud.retry_export(session=session, export_id=dead.id)
+        session.commit()
+        assert [e.id for e in crud.due_exports(session=session)] == [dead.id]
+
+
+def test_secondary_capture_and_two_destinations(
+    runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
+) -> None:
+    second = Pacs(ae_title="SECOND")
+    try:
+        ctx = _context(
+            runtime, checkpoint, pacs=[pacs.destination, second.destination], secondary_capture=True
+        )
+        job_id, series_uid = _receive_series(ctx)
+        process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+        for server in (pacs, second):
+            assert len(server.uids("SR")) == 1
+            assert len(server.uids("OT")) == 1
+        capture = next(ds for ds in pacs.received if ds.Modality == "OT")
+        assert capture.StudyInstanceUID == pacs.received[0].StudyInstanceUID
+        assert capture.BurnedInAnnotation == "YES"
+    finally:
+        second.stop()
+    with ctx.sessions() as session:
+        kinds = sorted(e.kind for e in crud.list_exports(session=session))
+        assert kinds == [ExportKind.SC, ExportKind.SC, ExportKind.SR, ExportKind.SR]
+        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        pytest.skip("dicom3tools dciodvfy is not installed")
+    (path,) = (runtime.reports_dir).glob(f"*/{capture.SOPInstanceUID}.dcm")
+    checked = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
+    errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
+    assert not errors, "\n".join(errors)
+
+
+def test_task_dead_letter_after_last_retry_and_requeue(
+    runtime: WorkerRuntime, checkpoint: Path
+) -> None:
+    config = WorkerConfig(checkpoint=checkpoint, task_max_retries=2, task_retry_backoff_s=0.01)
+    app = create_celery_app(config, runtime)
+    app.conf.task_always_eager = True
+    ctx = _context(runtime, checkpoint)
+    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        raise OperationalError("SELECT 1", {}, Exception("database went away"))
+
+    with mock.patch("worker.tasks.process_series", flaky):
+        outcome = app.tasks[PROCESS_SERIES_TASK].apply(
+            kwargs={"job_id": job_id, "series_instance_uid": series_uid}
+        )
+    assert outcome.failed()
+    assert len(calls) == 3  # the first try and two retries
+    with ctx.sessions() as session:
+        job = crud.get_job(session=session, job_id=job_id)
+        assert job.status == JobStatus.FAILED
+        assert job.last_error is not None and "database went away" in job.last_error
+        assert [j.id for j in crud.list_jobs(session=session, status=JobStatus.FAILED)] == [job_id]
+        crud.requeue_job(session=session, job_id=job_id)
+        session.commit()
+    done = app.tasks[PROCESS_SERIES_TASK].apply(
+        kwargs={"job_id": job_id, "series_instance_uid": series_uid}
+    )
+    assert done.successful() and done.result["result_id"] is not None
+    with ctx.sessions() as session:
+        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.DONE

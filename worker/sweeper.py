@@ -1,0 +1,45 @@
+"""A background thread in each worker process that drains the export outbox."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import WorkerConfig
+from worker.outbox import sweep
+
+log = logging.getLogger(__name__)
+
+
+class ExportSweeper:
+    """Calls :func:`worker.outbox.sweep` every ``interval_s`` until stopped."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], config: WorkerConfig, *, interval_s: float
+    ) -> None:
+        """Prepare the sweeper; :meth:`start` runs it."""
+        self._sessions = sessions
+        self._config = config
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="export-sweeper", daemon=True)
+
+    def start(self) -> None:
+        """Start sweeping in a daemon thread."""
+        self._thread.start()
+        log.info("Export sweeper started (every %.1f s)", self._interval_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                sweep(self._sessions, config=self._config)
+            except Exception:  # the database may be away for a while; keep the thread alive
+                log.exception("Outbox sweep failed; trying again in %.1f s", self._interval_s)
