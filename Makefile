@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks
 
 imports: $(STAMP)
 	$(BIN)/lint-imports

@@ -12,11 +12,7 @@ from types import FrameType
 
 from db.engine import create_engine_for, migrate
 from listener.server import start_listener
-from model.checkpoint import load_checkpoint
-from model.errors import ModelError
 from stroke_triage.settings import Settings
-from worker.celery_app import create_celery_app
-from worker.context import checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +23,11 @@ class ServiceError(Exception):
 
 def check_checkpoint(settings: Settings) -> None:
     """Refuse to start without a usable checkpoint, and say how to get one."""
+    # Imported here so that `stroke-triage listen` never loads torch.
+    from model.checkpoint import load_checkpoint
+    from model.errors import ModelError
+    from worker.context import checkpoint_dir
+
     directory = checkpoint_dir(settings.worker)
     try:
         loaded = load_checkpoint(directory)
@@ -58,6 +59,8 @@ def run_worker(settings: Settings) -> int:
     settings.ensure_dirs()
     check_checkpoint(settings)
     migrate(create_engine_for(settings.resolved_database_url))
+    from worker.celery_app import create_celery_app
+
     app = create_celery_app(settings.worker, settings.worker_runtime())
     concurrency = settings.worker.concurrency
     argv = [

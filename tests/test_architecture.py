@@ -18,10 +18,11 @@ def test_listener_sends_the_task_the_worker_registers() -> None:
     assert dispatch.PROCESS_SERIES_TASK == tasks.PROCESS_SERIES_TASK
 
 
-def test_listener_never_imports_torch() -> None:
+def test_listener_and_its_command_never_import_torch() -> None:
     code = (
-        "import sys, listener.server, listener.completion, listener.dispatch; "
-        "bad = [m for m in ('torch', 'timm', 'model', 'worker') if m in sys.modules]; "
+        "import sys, listener.server, listener.completion, listener.dispatch, "
+        "stroke_triage.cli, stroke_triage.service; "
+        "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
     done = subprocess.run(

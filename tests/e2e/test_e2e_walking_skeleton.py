@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import pytest
-import sqlalchemy as sa
 
 from db import crud
 from db.engine import create_engine_for, make_session_factory
@@ -90,37 +86,6 @@ def test_embedded_defaults_one_process(
     series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     db_file = Path(service.env["STROKE_TRIAGE_DATA_DIR"]) / "stroke-triage.db"
     _check_database(f"sqlite:///{db_file}", series_uid)
-
-
-@pytest.fixture
-def postgres_schema_url() -> Iterator[str]:
-    """A fresh schema in the real PostgreSQL, dropped afterwards."""
-    base = os.environ.get(
-        "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {base}: {exc}")
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis is not reachable at {url}: {exc}")
-    return url
 
 
 def test_redis_and_postgres_two_processes(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -23,37 +20,6 @@ from model.phantom import write_phantom_series
 from tests.e2e.conftest import PacsStub, Service, storescu
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh schema in the real PostgreSQL, dropped afterwards."""
-    base = os.environ.get(
-        "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {base}: {exc}")
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture
-def redis_broker() -> str:
-    url = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis is not reachable at {url}: {exc}")
-    return url
 
 
 def _wait_for_log(service: Service, text: str, count: int, timeout_s: float = 90.0) -> None:
@@ -82,12 +48,12 @@ def _cli(env: dict[str, str], *args: str) -> str:
 def test_two_workers_share_redis_and_postgres(
     service: Service,
     test_pacs: PacsStub,
-    postgres_url: str,
-    redis_broker: str,
+    postgres_schema_url: str,
+    redis_url: str,
     tmp_path: Path,
 ) -> None:
-    service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_url
-    service.env["STROKE_TRIAGE_BROKER_URL"] = redis_broker
+    service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_schema_url
+    service.env["STROKE_TRIAGE_BROKER_URL"] = redis_url
     service.env["STROKE_TRIAGE_WORKER__TASK_MAX_RETRIES"] = "0"
     port = int(service.env["STROKE_TRIAGE_LISTENER__PORT"])
     service.start("listen")
@@ -109,7 +75,7 @@ def test_two_workers_share_redis_and_postgres(
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{service.logs()}") from exc
 
-    engine = create_engine_for(postgres_url)
+    engine = create_engine_for(postgres_schema_url)
     sessions = make_session_factory(engine)
     try:
         with sessions() as session:
