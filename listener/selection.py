@@ -10,7 +10,7 @@ from pydicom.uid import UID
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
-CLASSIFIABLE_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE})
+CLASSIFIABLE_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE})
 
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CEREBR", "NEURO", "CRANI", "STROKE")
 OTHER_BODY_PARTS = ("CHEST", "ABDOMEN", "PELVIS", "SPINE", "LSPINE", "CSPINE", "TSPINE", "KNEE")
@@ -28,6 +28,9 @@ class Selection:
 def select_series(header: Dataset, *, instance_count: int, min_slices: int) -> Selection:
     """Decide from one instance's header and the series size whether to classify it."""
     sop_class = UID(str(header.get("SOPClassUID", "")))
+    if sop_class == ENHANCED_CT_IMAGE_STORAGE:
+        # Stored, but the classifier reads single-frame slices only (for now).
+        return Selection(False, "multi-frame Enhanced CT is stored but not classified")
     if sop_class not in CLASSIFIABLE_SOP_CLASSES:
         name = sop_class.name if sop_class else "unknown"
         return Selection(False, f"SOP class {name} is not a CT image")
@@ -40,7 +43,7 @@ def select_series(header: Dataset, *, instance_count: int, min_slices: int) -> S
         return Selection(False, "not an axial series (reformat or unknown orientation)")
     if not _is_head(header):
         return Selection(False, "body part is not the head or brain")
-    if sop_class == CT_IMAGE_STORAGE and instance_count < min_slices:
+    if instance_count < min_slices:
         return Selection(False, f"{instance_count} slices, fewer than the {min_slices} needed")
     return Selection(True, "axial head CT")
 
