@@ -221,12 +221,30 @@ def random_slice_split(
     return sorted(parts[0]), sorted(parts[1]), sorted(parts[2])
 
 
+_DECODED: dict[tuple[Path, int], npt.NDArray[np.uint8]] = {}
+"""Decoded, resized slices of this process, so that folds and reruns decode each file once."""
+
+_DECODED_LIMIT = 20_000
+
+
 def decode_slice(path: Path, size: int) -> npt.NDArray[np.uint8]:
     """Decodes one JPEG slice to 8-bit grey, downsized to ``size`` px.
 
     Uses the inference resizer (``resize_batch``), so that training and inference see the same
     interpolation; the result is rounded back to 8 bits to keep the in-memory cache small.
+    Results are kept per process (keyed by path and size), as cross-validation decodes every
+    file once per fold otherwise.
     """
+    key = (Path(path), size)
+    cached = _DECODED.get(key)
+    if cached is None:
+        cached = _decode_uncached(Path(path), size)
+        if len(_DECODED) < _DECODED_LIMIT:
+            _DECODED[key] = cached
+    return cached.copy()
+
+
+def _decode_uncached(path: Path, size: int) -> npt.NDArray[np.uint8]:
     with Image.open(path) as image:
         gray = np.asarray(image.convert("L"), dtype=np.uint8)
     if gray.shape == (size, size):

@@ -44,6 +44,7 @@ class DemoResult:
     probability: float
     report_path: Path
     model_trained: bool
+    model_version: str
     seconds: float
 
 
@@ -53,12 +54,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _checkpoint(workdir: Path) -> tuple[Path, bool]:
-    spec_file = DEFAULT_CHECKPOINT_DIR / "spec.json"
-    if spec_file.is_file():
-        spec = ModelSpec.from_json(spec_file.read_text())
-        return DEFAULT_CHECKPOINT_DIR, spec.trained
-    return create_random_checkpoint(workdir / "random-checkpoint"), False
+def _checkpoint(workdir: Path) -> tuple[Path, ModelSpec]:
+    """The shipped checkpoint, or a tiny random one when none is shipped."""
+    directory = DEFAULT_CHECKPOINT_DIR
+    if not (directory / "spec.json").is_file():
+        directory = create_random_checkpoint(workdir / "random-checkpoint")
+    return directory, ModelSpec.from_json((directory / "spec.json").read_text())
 
 
 def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoResult:
@@ -66,7 +67,7 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
     started = time.monotonic()
     root = workdir or Path(tempfile.mkdtemp(prefix="stroke-triage-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    checkpoint, trained = _checkpoint(root)
+    checkpoint, spec = _checkpoint(root)
     if series_dir is None:
         series_dir = root / "phantom"
         files = write_phantom_series(series_dir, lesion=Lesion.INFARCT, seed=1)
@@ -120,7 +121,14 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
     import pydicom
 
     suspected, probability = read_finding(pydicom.dcmread(report_path))
-    return DemoResult(suspected, probability, report_path, trained, time.monotonic() - started)
+    return DemoResult(
+        suspected,
+        probability,
+        report_path,
+        spec.trained,
+        spec.version,
+        time.monotonic() - started,
+    )
 
 
 def _is_dicom(path: Path) -> bool:
@@ -177,6 +185,10 @@ def print_result(result: DemoResult) -> None:
     print(f"Verdict: {verdict} (probability {result.probability:.3f})")
     print(f"Structured Report: {result.report_path}")
     print(f"Finished in {result.seconds:.1f} s")
+    print(
+        f"Model: {result.model_version}. Research software, not for clinical use; its measured "
+        "accuracy and its limits are in docs/model-card.md."
+    )
     if not result.model_trained:
         print(
             "WARNING: no trained checkpoint is shipped, so the demo used a RANDOMLY "
