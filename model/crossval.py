@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from model.aggregate import AGGREGATION_RULES
 from model.checkpoint import load_checkpoint
 from model.data import (
     DataError,
@@ -29,7 +30,7 @@ from model.data import (
 from model.evaluate import markdown_table, predict_records, score_records
 from model.inference import Classifier
 from model.metrics import binary_metrics, bootstrap_ci, roc_auc
-from model.train import TrainConfig, limit_records, train
+from model.train import TrainConfig, limit_records, series_scores, train
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +175,43 @@ def _grouped(
         "fold_results": fold_results,
         "pooled_series": series,
         "pooled_slice_auc": roc_auc(slice_labels, oof),
+        "pooled_series_auc_by_rule": _auc_by_rule(
+            records, oof, k=base.top_k, bootstrap=bootstrap, seed=base.seed
+        ),
+        "slice_predictions": [
+            {"patient": r.patient, "slice": r.slice, "label": int(y), "probability": float(p)}
+            for r, y, p in zip(records, slice_labels, oof, strict=True)
+        ],
         "series_predictions": [
             {"patient": p, "label": y, "probability": s, "verdict": v}
             for p, y, s, v in zip(patients, labels, scores, verdicts, strict=True)
         ],
     }
+
+
+def _auc_by_rule(
+    records: Sequence[SliceRecord],
+    probabilities: np.ndarray,
+    *,
+    k: int,
+    bootstrap: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Pooled out-of-fold series AUC of every aggregation rule, from the same slice outputs."""
+    by_rule: dict[str, dict[str, Any]] = {}
+    for rule in AGGREGATION_RULES:
+        names, labels, scores = series_scores(
+            records, probabilities, rule=rule, k=k, positive_label="stroke"
+        )
+        entry: dict[str, Any] = {"roc_auc": roc_auc(labels, scores)}
+        if bootstrap > 0:
+            entry["ci95"] = list(
+                bootstrap_ci(labels, scores, 0.5, groups=names, n_resamples=bootstrap, seed=seed)[
+                    "roc_auc"
+                ]
+            )
+        by_rule[rule] = entry
+    return by_rule
 
 
 def cross_validate(
@@ -219,6 +252,19 @@ def cross_validate(
     (output_dir / "crossval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     (output_dir / "crossval.md").write_text(_markdown(result), "utf-8")
     return result
+
+
+def _rule_lines(by_rule: dict[str, dict[str, Any]]) -> str:
+    if not by_rule:
+        return ""
+    rows = []
+    for rule, entry in by_rule.items():
+        low, high = entry.get("ci95", (float("nan"), float("nan")))
+        rows.append(f"| {rule} | {entry['roc_auc']:.3f} ({low:.3f}-{high:.3f}) |")
+    return (
+        "Pooled series AUC by aggregation rule (same out-of-fold slice probabilities):\n\n"
+        "| rule | series AUC (95 % CI) |\n|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -274,6 +320,7 @@ def _markdown(result: dict[str, Any]) -> str:
         "own stored threshold).\n\n"
         + markdown_table({"series (pooled)": result["pooled_series"]})
         + f"\n\nPooled slice-level AUC: {result['pooled_slice_auc']:.3f}\n\n"
-        "| fold | test patients | threshold | rule | series AUC | sensitivity | specificity |\n"
+        + _rule_lines(result.get("pooled_series_auc_by_rule", {}))
+        + "| fold | test patients | threshold | rule | series AUC | sensitivity | specificity |\n"
         "|---|---|---|---|---|---|---|\n" + folds + "\n"
     )
