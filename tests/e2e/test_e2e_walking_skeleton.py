@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -86,6 +87,17 @@ def test_embedded_defaults_one_process(
     series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     db_file = Path(service.env["STROKE_TRIAGE_DATA_DIR"]) / "stroke-triage.db"
     _check_database(f"sqlite:///{db_file}", series_uid)
+    table = subprocess.run(
+        [sys.executable, "-m", "stroke_triage", "results"],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    (row,) = [line for line in table.splitlines() if series_uid in line]
+    assert "SUSPECTED" in row or "not suspected" in row
+    assert " 28 " in row
 
 
 def test_redis_and_postgres_two_processes(
