@@ -44,6 +44,7 @@ from model.data import (
     load_records,
     patient_holdout,
 )
+from model.distill import DistillationMode, build_teacher, distillation_loss, train_teacher
 from model.errors import ModelError
 from model.inference import cpu_supports_bf16, select_device
 from model.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
@@ -54,6 +55,7 @@ from model.spec import AggregationSpec, ModelSpec, WindowSpec
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "last.pt"
+TEACHER_FILE = "teacher.pt"
 LOG_FILE = "train_log.jsonl"
 
 KAGGLE_JPEG_WINDOW = "kaggle_jpeg=36/150"
@@ -112,6 +114,13 @@ class TrainConfig:
     limit: int | None = None
     """Use at most this many slices, taken as whole patients from both classes (tests)."""
     version: str | None = None
+    teacher_architecture: str | None = None
+    """A timm CNN (e.g. ``resnet18``) trained first on the same slices as a DeiT-style teacher."""
+    teacher_epochs: int | None = None
+    """Teacher epochs (default: ``epochs``)."""
+    distillation: str = DistillationMode.HARD.value
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
 
     def as_json_dict(self) -> dict[str, Any]:
         """The config with paths as strings, ready for JSON."""
@@ -465,6 +474,19 @@ def train(
         state = {key: saved[key] for key in state}
         logger.info("Resuming %s after epoch %s", output_dir, state["epoch"])
 
+    teacher, teacher_summary = _prepare_teacher(
+        config,
+        output_dir=output_dir,
+        train_set=train_set,
+        val_set=val_set,
+        validation=validation,
+        loss_fn=loss_fn,
+        device=device,
+        precision=precision,
+        num_classes=len(spec.class_names),
+        positive_index=spec.positive_index,
+        positive=positive,
+    )
     log_path = output_dir / LOG_FILE
     logger.info(
         "Training %s on %s slices (%s patients), validating on %s slices (%s patients); %s, %s",
@@ -493,10 +515,24 @@ def train(
             disable=not progress,
             leave=False,
         )
-        for images, targets in bar:
+        for batch_images, batch_targets in bar:
+            images, targets = batch_images.to(device), batch_targets.to(device)
             with _autocast(device, precision):
-                logits = network(images.to(device))
-            loss = loss_fn(logits.float(), targets.to(device))
+                logits = network(images)
+            if teacher is None:
+                loss = loss_fn(logits.float(), targets)
+            else:
+                with torch.no_grad(), _autocast(device, precision):
+                    teacher_logits = teacher(images)
+                loss = distillation_loss(
+                    logits.float(),
+                    teacher_logits,
+                    targets,
+                    base_loss=loss_fn,
+                    mode=config.distillation,
+                    weight=config.distill_weight,
+                    temperature=config.distill_temperature,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -584,7 +620,86 @@ def train(
         precision=precision,
         data_fingerprint=data_fingerprint,
         state=state,
+        teacher_summary=teacher_summary,
     )
+
+
+def _prepare_teacher(
+    config: TrainConfig,
+    *,
+    output_dir: Path,
+    train_set: SliceDataset,
+    val_set: SliceDataset,
+    validation: Sequence[SliceRecord],
+    loss_fn: nn.Module,
+    device: torch.device,
+    precision: str,
+    num_classes: int,
+    positive_index: int,
+    positive: str,
+) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """Builds the CNN teacher: loaded from ``teacher.pt`` when a run resumes, else trained."""
+    if config.teacher_architecture is None:
+        return None, None
+    DistillationMode(config.distillation)
+    teacher = build_teacher(config.teacher_architecture, num_classes=num_classes).to(device)
+    path = output_dir / TEACHER_FILE
+    epochs = config.teacher_epochs or config.epochs
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        teacher.load_state_dict(saved["model"])
+        losses = list(saved["losses"])
+        teacher.eval()
+        logger.info("Loaded the teacher from %s", path)
+    else:
+
+        def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            train_set.set_epoch(epoch)
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + 7_919 * epoch)
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+            yield from _batches(train_set, order, config.batch_size, config.num_workers)
+
+        losses = train_teacher(
+            teacher,
+            (epoch_batches(epoch) for epoch in range(1, epochs + 1)),
+            steps_per_epoch=steps_per_epoch,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_epochs=config.warmup_epochs,
+            loss_fn=loss_fn,
+            device=device,
+            precision=precision,
+        )
+        _atomic_torch_save({"model": teacher.state_dict(), "losses": losses}, path)
+    probabilities, val_loss = predict(
+        teacher,
+        val_set,
+        device=device,
+        precision=precision,
+        batch_size=config.batch_size,
+        positive_index=positive_index,
+        loss_fn=loss_fn,
+    )
+    _, series_labels, series = series_scores(
+        validation, probabilities, rule="top_k_mean", k=config.top_k, positive_label=positive
+    )
+    val_labels = np.array([int(r.label == positive) for r in validation])
+    summary = {
+        "architecture": config.teacher_architecture,
+        "epochs": epochs,
+        "final_train_loss": losses[-1] if losses else None,
+        "val_loss": val_loss,
+        "val_slice_auc": roc_auc(val_labels, probabilities),
+        "val_series_auc": roc_auc(series_labels, series),
+    }
+    logger.info(
+        "Teacher %s: train loss %.4f, val series AUC %.3f",
+        config.teacher_architecture,
+        summary["final_train_loss"] or float("nan"),
+        summary["val_series_auc"],
+    )
+    return teacher, summary
 
 
 def _finalize(
@@ -599,6 +714,7 @@ def _finalize(
     precision: str,
     data_fingerprint: str,
     state: dict[str, Any],
+    teacher_summary: dict[str, Any] | None = None,
 ) -> Path:
     """Chooses the decision rule on the validation patients and saves the checkpoint."""
     positive = spec.positive_class
@@ -653,6 +769,8 @@ def _finalize(
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
     }
+    if teacher_summary is not None:
+        training["teacher"] = teacher_summary
     final = spec.model_copy(
         update={
             "aggregation": AggregationSpec(rule=rule, k=config.top_k),

@@ -57,6 +57,15 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use at most this many slices")
     parser.add_argument("--version", default=None, help="version label stored in the spec")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="timm CNN (e.g. resnet18) trained first on the same slices as a DeiT-style teacher",
+    )
+    parser.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
+    parser.add_argument("--distillation", choices=["hard", "soft"], default="hard")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of teacher loss")
+    parser.add_argument("--distill-temperature", type=float, default=1.0, help="soft mode only")
 
 
 def _train_config(args: argparse.Namespace, output: Path) -> Any:
@@ -92,6 +101,11 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         num_threads=args.threads,
         limit=args.limit,
         version=args.version,
+        teacher_architecture=args.teacher,
+        teacher_epochs=args.teacher_epochs,
+        distillation=args.distillation,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
         **windows,
     )
 

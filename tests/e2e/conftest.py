@@ -39,9 +39,10 @@ class PacsStub:
         self.port = int(self.server.server_address[1])
 
     def _on_store(self, event: evt.Event) -> int:
-        (self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm").write_bytes(
-            event.encoded_dataset()
-        )
+        target = self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        partial = target.with_suffix(".part")  # wait_for() must never see half a file
+        partial.write_bytes(event.encoded_dataset())
+        partial.replace(target)
         return 0x0000
 
     def wait_for(self, count: int = 1, timeout_s: float = 120.0) -> list[Path]:

@@ -14,6 +14,7 @@ from model.data import (
     Augmentation,
     DataError,
     SliceDataset,
+    decode_slice,
     fingerprint,
     load_records,
     patient_group_kfold,
@@ -177,3 +178,14 @@ def test_shared_training_set_manifest(shared_data: Path) -> None:
     folds = patient_group_kfold(records, n_splits=5, seed=0)
     counts = np.array([len({records[i].patient for i in test}) for _, test in folds])
     assert counts.sum() == 69
+
+
+def test_decoded_slices_are_cached_per_path_and_size_and_returned_as_copies(toy: Path) -> None:
+    record = load_records(toy)[0]
+    first = decode_slice(record.path, 24)
+    assert first.shape == (24, 24)
+    assert first.dtype == np.uint8
+    first[:] = 0
+    again = decode_slice(record.path, 24)
+    assert again.any(), "changing a returned image must not change the cache"
+    assert decode_slice(record.path, 16).shape == (16, 16)

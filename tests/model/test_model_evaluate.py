@@ -170,6 +170,13 @@ def test_cross_validation_reports(toy: Path, tmp_path: Path, protocol: str) -> N
         assert sorted(patients) == sorted({r.patient for r in load_records(toy)})
         assert len(result["fold_results"]) == 2
         assert "series (pooled)" in text
+        by_rule = result["pooled_series_auc_by_rule"]
+        assert set(by_rule) == {"top_k_mean", "mean", "max"}
+        assert all(0.0 <= entry["roc_auc"] <= 1.0 for entry in by_rule.values())
+        assert "| max |" in text
+        slices = result["slice_predictions"]
+        assert len(slices) == len(load_records(toy))
+        assert all(0.0 <= s["probability"] <= 1.0 for s in slices)
     else:
         assert "| paper | 99.79% |" in text
         assert "argmax" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ from safetensors.torch import load_file
 
 from model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from model.data import fingerprint, load_records, write_synthetic_dataset
+from model.distill import DistillationError, distillation_loss
 from model.spec import WindowSpec
 from model.train import (
     LOG_FILE,
     STATE_FILE,
+    TEACHER_FILE,
     TrainConfig,
     TrainingError,
     build_spec,
@@ -161,3 +164,46 @@ def test_windows_are_presets_or_explicit() -> None:
             parse_window(bad)
     spec = build_spec(TrainConfig(data_dir=Path("unused")))
     assert [(w.center, w.width) for w in spec.windows] == [(36.0, 150.0)]
+
+
+def test_distillation_loss_mixes_labels_and_teacher() -> None:
+    base = torch.nn.CrossEntropyLoss()
+    student = torch.tensor([[2.0, -1.0], [0.5, 0.2], [-1.0, 1.5]])
+    targets = torch.tensor([0, 1, 1])
+    disagreeing = torch.tensor([[-3.0, 3.0], [3.0, -3.0], [3.0, -3.0]])
+    label_loss = base(student, targets)
+    only_labels = distillation_loss(
+        student, disagreeing, targets, base_loss=base, mode="hard", weight=0.0
+    )
+    assert torch.isclose(only_labels, label_loss)
+    hard = distillation_loss(student, disagreeing, targets, base_loss=base, mode="hard", weight=0.5)
+    expected = 0.5 * label_loss + 0.5 * base(student, torch.tensor([1, 0, 0]))
+    assert torch.isclose(hard, expected)
+    same = distillation_loss(
+        student, student, targets, base_loss=base, mode="soft", weight=1.0, temperature=3.0
+    )
+    assert abs(float(same)) < 1e-6
+    soft = distillation_loss(
+        student, disagreeing, targets, base_loss=base, mode="soft", weight=1.0, temperature=3.0
+    )
+    assert float(soft) > 0.1
+    with pytest.raises(DistillationError, match="weight"):
+        distillation_loss(student, student, targets, base_loss=base, mode="hard", weight=1.5)
+
+
+def test_a_cnn_teacher_is_trained_once_and_recorded(toy: Path, tmp_path: Path) -> None:
+    output = tmp_path / "distilled"
+    config = _config(toy, output, epochs=1, teacher_architecture="resnet10t", teacher_epochs=1)
+    train(config, progress=False)
+    assert (output / TEACHER_FILE).is_file()
+    spec = load_checkpoint(output).spec
+    assert spec.architecture == "vit_tiny_patch16_224"
+    teacher = spec.training["teacher"]
+    assert teacher["architecture"] == "resnet10t"
+    assert teacher["epochs"] == 1
+    assert math.isfinite(teacher["final_train_loss"])
+    # Extending the run reuses the saved teacher instead of training it again.
+    train(replace(config, epochs=2), progress=False)
+    assert [line["epoch"] for line in _log(output)] == [1, 2]
+    with pytest.raises(DistillationError, match="cannot build the teacher"):
+        train(_config(toy, tmp_path / "bad", teacher_architecture="no_such_cnn"), progress=False)
