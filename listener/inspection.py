@@ -151,3 +151,15 @@ def _check_image(
         raise InvalidInstanceError(
             f"The pixel data is truncated: {remaining} bytes left for {pixel_length}."
         )
+    if pixel_length != UNDEFINED_LENGTH:
+        # Native (uncompressed) pixels: the element must hold every pixel it claims.
+        try:
+            bits = int(header.get("BitsAllocated") or 0)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInstanceError(f"Bits Allocated cannot be read: {exc}") from exc
+        needed = (pixels * bits + 7) // 8
+        if pixel_length < needed:
+            raise NotAnImageError(
+                f"The pixel data holds {pixel_length} bytes, but {rows} x {columns} pixels x "
+                f"{frames} frames x {samples} samples at {bits} bits need {needed}."
+            )

@@ -207,6 +207,10 @@ def test_bad_input_gets_failure_statuses(
     absurd.NumberOfFrames = 500
     assert _status(running, absurd) == StoreStatus.IMAGE_TOO_LARGE
 
+    short_pixels = ct_dataset(study_uid=study, series_uid=series, number=8)
+    short_pixels.PixelData = short_pixels.PixelData[: len(short_pixels.PixelData) // 2]
+    assert _status(running, short_pixels) == StoreStatus.NOT_AN_IMAGE
+
     no_series = ct_dataset(study_uid=study, series_uid=series, number=4)
     del no_series.SeriesInstanceUID
     assert _status(running, no_series) == StoreStatus.CANNOT_UNDERSTAND
