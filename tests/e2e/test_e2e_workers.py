@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import sqlalchemy as sa
+from pydicom.encaps import encapsulate
+from pydicom.uid import RLELossless
+from sqlalchemy.orm import Session, sessionmaker
 
 from db import crud
 from db.engine import create_engine_for, make_session_factory
 from db.enums import JobStatus
 from db.models import Job
 from model.phantom import write_phantom_series
+from stroke_triage.dicom_peers import send_files
 from tests.e2e.conftest import PacsStub, Service, storescu
 
 pytestmark = pytest.mark.slow
@@ -99,29 +102,56 @@ def test_two_workers_share_redis_and_postgres(
                 assert None not in timings.values(), timings
         assert len({pydicom.dcmread(p).SOPInstanceUID for p in reports}) == 4
 
-        # A dead letter, as the last retry leaves it; the admin sees it and re-queues it.
-        job_id = jobs[-1].id
-        with sessions() as session:
-            session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id)
-                .values(status=JobStatus.FAILED, last_error="ConnectionError: PACS away")
-            )
-            session.commit()
+        # A real dead letter: a series whose pixel data the worker cannot decode fails for
+        # good; the admin sees it with its error and re-queues it, and it really runs again.
+        broken = _undecodable_series(tmp_path / "broken", study)
+        assert send_files(
+            broken, host="127.0.0.1", port=port, called_ae_title="STROKETRIAGE"
+        ) == len(broken)
+        broken_uid = str(pydicom.dcmread(broken[0], stop_before_pixels=True).SeriesInstanceUID)
+        job = _wait_for_job(sessions, broken_uid, JobStatus.FAILED, service)
+        first_start = job.started_at
         failed = _cli(service.env, "jobs", "--status", "failed")
-        assert "PACS away" in failed, failed
-        assert f"Job {job_id} queued again" in _cli(service.env, "requeue", str(job_id))
+        assert broken_uid in failed and "PreprocessError" in failed, failed
+        assert f"Job {job.id} queued again" in _cli(service.env, "requeue", str(job.id))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with sessions() as session:
-                job = crud.get_job(session=session, job_id=job_id)
-                if job.status == JobStatus.DONE:
-                    break
+                again = crud.get_job(session=session, job_id=job.id)
+            if again.status == JobStatus.FAILED and again.started_at != first_start:
+                break
             time.sleep(0.3)
-        assert job.status == JobStatus.DONE and job.attempts == 1, service.logs()
-        assert "No jobs." in _cli(service.env, "jobs", "--status", "failed")
-        time.sleep(1.0)
-        assert len(list(test_pacs.folder.glob("*.dcm"))) == 4  # the same result: no second SR
+        assert again.status == JobStatus.FAILED, service.logs()
+        assert again.started_at != first_start, "the re-queued job never ran again"
+        assert len(list(test_pacs.folder.glob("*.dcm"))) == 4  # no report for a failed job
     finally:
         engine.dispose()
     assert shutil.which("storescu")
+
+
+def _undecodable_series(folder: Path, study: str) -> list[Path]:
+    """Phantom slices stored as RLE whose compressed stream is garbage (but well framed)."""
+    files = write_phantom_series(folder, n_slices=6, size=64, seed=9, study_instance_uid=study)
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.compress(RLELossless)
+        dataset.PixelData = encapsulate([b"\x02\x00\x00\x00" + b"\x00" * 60 + b"\x01" * 36])
+        dataset.save_as(path, enforce_file_format=True)
+    return files
+
+
+def _wait_for_job(
+    sessions: sessionmaker[Session], series_uid: str, status: JobStatus, service: Service
+) -> Job:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            jobs = [
+                job
+                for job in crud.list_jobs(session=session)
+                if job.series.series_instance_uid == series_uid
+            ]
+        if jobs and jobs[0].status == status:
+            return jobs[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no {status} job for series {series_uid}:\n{service.logs()}")
