@@ -49,6 +49,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="window stored for inference on HU: preset or name=center/width "
         "(default: the one matching the Kaggle JPEGs, kaggle_jpeg=36/150)",
     )
+    parser.add_argument(
+        "--no-class-balance",
+        action="store_true",
+        help="plain cross-entropy instead of class-balanced weights",
+    )
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -95,6 +100,7 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         channel_mode=args.channel_mode,
         shuffle_slice_order=args.shuffle_slice_order,
         val_fraction=args.val_fraction,
+        class_balanced=not args.no_class_balance,
         seed=args.seed,
         device=args.device,
         precision=args.precision,

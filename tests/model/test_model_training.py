@@ -148,6 +148,14 @@ def test_cli_trains_and_reports_bad_input_without_traceback(
     args = _parse(["train", "--data", str(toy), "--output", str(tmp_path / "cli"), *common])
     assert args.func(args) == 0
     assert load_checkpoint(tmp_path / "cli").spec.trained
+    assert load_checkpoint(tmp_path / "cli").spec.training["config"]["class_balanced"] is True
+
+    plain = ["--no-class-balance", "--teacher", "resnet10t", "--teacher-epochs", "1"]
+    args = _parse(["train", "--data", str(toy), "--output", str(tmp_path / "p"), *common, *plain])
+    assert args.func(args) == 0
+    config = load_checkpoint(tmp_path / "p").spec.training["config"]
+    assert config["class_balanced"] is False
+    assert config["teacher_architecture"] == "resnet10t"
 
     args = _parse(["train", "--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
     assert args.func(args) == 2
