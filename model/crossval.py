@@ -27,7 +27,7 @@ from model.data import (
     patient_group_kfold,
     random_slice_split,
 )
-from model.evaluate import markdown_table, predict_records, score_records
+from model.evaluate import markdown_table, score_records, score_with_spec
 from model.inference import Classifier
 from model.metrics import binary_metrics, bootstrap_ci, roc_auc
 from model.train import TrainConfig, limit_records, series_scores, train
@@ -53,17 +53,9 @@ def _evaluate_fold(
     checkpoint: Path, records: Sequence[SliceRecord], *, bootstrap: int, seed: int
 ) -> tuple[dict[str, Any], np.ndarray]:
     classifier = Classifier(load_checkpoint(checkpoint), device="auto", precision="fp32")
-    probabilities, speed = predict_records(classifier, records)
     spec = classifier.spec
-    scored = score_records(
-        records,
-        probabilities,
-        threshold=spec.threshold,
-        rule=spec.aggregation.rule,
-        k=spec.aggregation.k,
-        positive_label=spec.positive_class,
-        bootstrap=bootstrap,
-        seed=seed,
+    scored, probabilities, speed = score_with_spec(
+        classifier, records, bootstrap=bootstrap, seed=seed
     )
     scored["samples_per_second"] = speed
     scored["threshold"] = spec.threshold

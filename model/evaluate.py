@@ -135,6 +135,28 @@ def markdown_table(sections: dict[str, dict[str, Any]], speed: float | None = No
     return "\n".join(lines)
 
 
+def score_with_spec(
+    classifier: Classifier, records: Sequence[SliceRecord], *, bootstrap: int, seed: int
+) -> tuple[dict[str, Any], np.ndarray, float]:
+    """Predict every slice and score slices and series with the checkpoint's own decision rule.
+
+    Returns the scores, the slice probabilities and the speed in slices per second.
+    """
+    spec = classifier.spec
+    probabilities, speed = predict_records(classifier, records)
+    scored = score_records(
+        records,
+        probabilities,
+        threshold=spec.threshold,
+        rule=spec.aggregation.rule,
+        k=spec.aggregation.k,
+        positive_label=spec.positive_class,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    return scored, probabilities, speed
+
+
 def evaluate(
     checkpoint_dir: Path,
     data_dir: Path,
@@ -169,16 +191,8 @@ def evaluate(
         Path(checkpoint_dir), device=device, precision=precision
     )
     spec = classifier.spec
-    probabilities, speed = predict_records(classifier, records)
-    scored = score_records(
-        records,
-        probabilities,
-        threshold=spec.threshold,
-        rule=spec.aggregation.rule,
-        k=spec.aggregation.k,
-        positive_label=spec.positive_class,
-        bootstrap=bootstrap,
-        seed=seed,
+    scored, probabilities, speed = score_with_spec(
+        classifier, records, bootstrap=bootstrap, seed=seed
     )
     result: dict[str, Any] = {
         "checkpoint": {
