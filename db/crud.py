@@ -561,12 +561,30 @@ def record_result(
                 len(ranked),
                 len(superseded),
             )
+    _set_inferred(job, now)
+    session.flush()
+    return result
+
+
+def mark_inferred(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
+    """Mark a job inferred whose result is already stored (a retry or a duplicate delivery).
+
+    Jobs past inference (reported, done, failed, superseded, skipped) are left as they are.
+
+    Raises:
+        NotFoundError: No such job.
+    """
+    job = _job_for_update(session, job_id)
+    _set_inferred(job, _utc(now))
+    session.flush()
+    return job
+
+
+def _set_inferred(job: Job, now: datetime) -> None:
     if job.status in (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.STARTED):
         job.status = JobStatus.INFERRED
         job.inferred_at = now
         job.updated_at = now
-    session.flush()
-    return result
 
 
 def get_result(*, session: Session, job_id: int) -> Result | None:
@@ -902,6 +920,29 @@ def result_exports(*, session: Session, result_id: int) -> list[Export]:
     """Return every export of one result, oldest first."""
     statement = select(Export).where(Export.result_id == result_id).order_by(Export.id)
     return list(session.execute(statement).scalars())
+
+
+def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
+    """Files of the SRs that earlier, now superseded results of this result's series produced.
+
+    One path per SR instance (several destinations share one file), oldest result first.
+    """
+    result = _one(session, select(Result).where(Result.id == result_id), f"result {result_id}")
+    rows = session.execute(
+        select(Export.sop_instance_uid, Export.path)
+        .join(Result, Export.result_id == Result.id)
+        .where(
+            Result.series_id == result.series_id,
+            Result.id != result_id,
+            Result.superseded.is_(True),
+            Export.kind == ExportKind.SR,
+        )
+        .order_by(Result.id, Export.id)
+    ).all()
+    paths: dict[str, str] = {}
+    for uid, path in rows:
+        paths.setdefault(uid, path)
+    return list(paths.values())
 
 
 def list_exports(

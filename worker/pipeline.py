@@ -137,20 +137,7 @@ def process_series(
             )
             top = [uids[i] for i in prediction.top_slices]
         else:
-            crud.record_result(  # marks a re-run job inferred; the stored result is unchanged
-                session=session,
-                job_id=job_id,
-                probability=result.probability,
-                suspected=result.suspected,
-                threshold=result.threshold,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                model_sha256=result.model_sha256,
-                input_fingerprint=fingerprint,
-                precision=result.precision,
-                device=result.device,
-                slice_scores=[],
-            )
+            crud.mark_inferred(session=session, job_id=job_id)
             session.commit()
             top = _top_slices(result, spec.aggregation.k)
         finding = Finding(
@@ -160,6 +147,7 @@ def process_series(
             top_instance_uids=top,
         )
         result_id = result.id
+        predecessors = crud.superseded_report_paths(session=session, result_id=result_id)
 
     seed = [fingerprint, classifier.sha256]
     outputs = [
@@ -176,6 +164,7 @@ def process_series(
                     software_version=software_version(),
                     model_sha256=classifier.sha256,
                 ),
+                previous_versions=_read_predecessors(predecessors),
             ),
         )
     ]
@@ -232,6 +221,7 @@ def _write_report(
     finding: Finding,
     seed: Sequence[str],
     algorithm: AlgorithmInfo,
+    previous_versions: Sequence[pydicom.Dataset],
 ) -> Path:
     # Deterministic UIDs: the same result always yields the same SR, so a re-run or a
     # retried export can never put a second copy in the PACS.
@@ -244,8 +234,20 @@ def _write_report(
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         institution_name=ctx.config.institution_name,
+        previous_versions=previous_versions,
     )
     return _save(ctx, report, str(datasets[0].StudyInstanceUID), sop_uid)
+
+
+def _read_predecessors(paths: Sequence[str]) -> list[pydicom.Dataset]:
+    """The SRs this one replaces (a late instance changed the series), as far as still on disk."""
+    found: list[pydicom.Dataset] = []
+    for path in paths:
+        try:
+            found.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            log.warning("Earlier report %s cannot be read, so it is not referenced: %s", path, exc)
+    return found
 
 
 def _write_capture(

@@ -102,6 +102,7 @@ def build_structured_report(
     series_number: int = 9001,
     instance_number: int = 1,
     institution_name: str | None = None,
+    previous_versions: Sequence[pydicom.Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Builds the Comprehensive 3D SR that reports the verdict on a CT series.
 
@@ -114,6 +115,8 @@ def build_structured_report(
         series_number: Series Number of the SR series.
         instance_number: Instance Number of the SR.
         institution_name: Institution to record, if any.
+        previous_versions: Earlier reports on the same series that this one replaces (a late
+            instance changed the series); listed in the Predecessor Documents Sequence.
 
     Returns:
         The report, ready for ``save_as`` or C-STORE.
@@ -146,6 +149,7 @@ def build_structured_report(
             is_final=False,
             is_verified=False,
             institution_name=institution_name,
+            previous_versions=list(previous_versions) or None,
             record_evidence=True,
             contributing_equipment=[_algorithm_equipment(algorithm)],
             series_description=text,

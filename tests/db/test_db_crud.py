@@ -225,6 +225,21 @@ def test_record_result_is_idempotent(session: Session) -> None:
     assert crud.get_job(session=session, job_id=job.id).status == JobStatus.INFERRED
 
 
+def test_mark_inferred_moves_only_active_jobs(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    crud.start_job(session=session, job_id=job.id)
+    marked = crud.mark_inferred(session=session, job_id=job.id, now=T0)
+    session.commit()
+    assert marked.status == JobStatus.INFERRED
+    assert marked.inferred_at is not None
+    crud.finish_job(session=session, job_id=job.id)
+    session.commit()
+    assert crud.mark_inferred(session=session, job_id=job.id).status == JobStatus.DONE
+    with pytest.raises(NotFoundError):
+        crud.mark_inferred(session=session, job_id=999_999)
+
+
 def test_new_fingerprint_supersedes_older_results(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
     old_job = crud.create_job(session=session, series_instance_uid=SERIES)

@@ -24,6 +24,7 @@ from db.models import Result, SliceScore
 from model.checkpoint import create_random_checkpoint
 from model.phantom import write_phantom_series
 from tests.conftest import free_port
+from tests.worker.test_worker_report import dciodvfy_errors
 from worker.celery_app import create_celery_app
 from worker.config import PacsDestination, WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
@@ -85,10 +86,24 @@ def runtime(tmp_path: Path) -> WorkerRuntime:
     )
 
 
-def _receive_series(ctx: WorkerContext, n_slices: int = 6) -> tuple[int, str]:
-    """Write a phantom series into storage, record it and create its job."""
+def _receive_series(
+    ctx: WorkerContext, n_slices: int = 6, *, hold_back: int = 0
+) -> tuple[int, str]:
+    """Write a phantom series into storage, record it and create its job.
+
+    ``hold_back`` slices are written but not recorded: ``_receive_late`` delivers them later.
+    """
     folder = ctx.runtime.storage_dir / "series"
     paths = write_phantom_series(folder, n_slices=n_slices, size=64)
+    return _record(ctx, paths[: len(paths) - hold_back])
+
+
+def _receive_late(ctx: WorkerContext) -> tuple[int, str]:
+    """Record every slice of the phantom series (the held-back ones arrive late); a new job."""
+    return _record(ctx, sorted((ctx.runtime.storage_dir / "series").glob("*.dcm")))
+
+
+def _record(ctx: WorkerContext, paths: list[Path]) -> tuple[int, str]:
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
     now = datetime.now(UTC)
     records = [
@@ -149,6 +164,42 @@ def test_same_task_three_times_gives_one_result_and_one_report(
         assert all(value is not None and value >= 0 for value in timings.values()), timings
         result = crud.get_result(session=session, job_id=job_id)
         assert result is not None and len(result.model_sha256) == 64
+
+
+def test_a_late_instance_gives_a_report_that_names_the_one_it_replaces(
+    runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
+) -> None:
+    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
+    first_job, series_uid = _receive_series(ctx, hold_back=1)
+    first = process_series(ctx, job_id=first_job, series_instance_uid=series_uid, worker="w1")
+    second_job, _ = _receive_late(ctx)
+    second = process_series(ctx, job_id=second_job, series_instance_uid=series_uid, worker="w1")
+
+    reports = [ds for ds in pacs.received if ds.Modality == "SR"]
+    assert len(reports) == 2
+    old, new = reports
+    assert "PredecessorDocumentsSequence" not in old
+    (study,) = new.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == old.StudyInstanceUID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == old.SeriesInstanceUID
+    (instance,) = series.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == old.SOPInstanceUID
+    assert (
+        len(
+            new.CurrentRequestedProcedureEvidenceSequence[0]
+            .ReferencedSeriesSequence[0]
+            .ReferencedSOPSequence
+        )
+        == 6
+    )
+    with ctx.sessions() as session:
+        assert crud.get_job(session=session, job_id=second_job).status == JobStatus.DONE
+        superseded = session.get(Result, first.result_id)
+        assert superseded is not None and superseded.superseded
+    # The file written for the PACS is the one checked by DICOM's own validator.
+    assert second.report_path is not None
+    assert dciodvfy_errors(second.report_path) == []
 
 
 def test_rerun_after_failed_export_reuses_result_and_sweeper_sends_once(
