@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from model.errors import ModelError
-from model.preprocess import preprocess_windowed_uint8, resize_batch
+from model.preprocess import ChannelMode, preprocess_windowed_uint8, resize_batch
 from model.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -281,6 +281,8 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
         self.seed = seed
         self.epoch = 0
         self.labels = label_index(self.records, spec.class_names)
+        self._inputs: dict[int, torch.Tensor] = {}
+        """Network inputs kept per index when there is no augmentation (they never change)."""
         size = spec.input_size
         self._images = np.stack([decode_slice(r.path, size) for r in self.records])
         self._neighbours: list[tuple[int, int, int]] = [(i, i, i) for i in range(len(records))]
@@ -302,15 +304,22 @@ class SliceDataset(Dataset[tuple[torch.Tensor, int]]):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        stack = self._images[list(self._neighbours[index])]
+        kept = self._inputs.get(index)
+        if kept is not None:
+            return kept, self.labels[index]
+        adjacent = ChannelMode(self.spec.channel_mode) is ChannelMode.ADJACENT
+        stack = self._images[list(self._neighbours[index]) if adjacent else [index]]
         if self.augmentation is not Augmentation.NONE:
             generator = torch.Generator().manual_seed(
                 (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
             )
             stack = _augment(stack, self.augmentation, generator)
         channels = preprocess_windowed_uint8(stack, self.spec)
-        # The stack is (previous, this, next): its middle item carries this slice's channels.
-        return torch.from_numpy(np.ascontiguousarray(channels[1])), self.labels[index]
+        # An adjacent stack is (previous, this, next): its middle item carries this slice's input.
+        item = torch.from_numpy(np.ascontiguousarray(channels[len(stack) // 2]))
+        if self.augmentation is Augmentation.NONE:
+            self._inputs[index] = item
+        return item, self.labels[index]
 
 
 def _augment(

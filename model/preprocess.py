@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 
 from model.errors import PreprocessError
+from model.symmetry import mirror_channels
 
 if TYPE_CHECKING:
     from model.spec import ModelSpec
@@ -63,6 +64,10 @@ class ChannelMode(StrEnum):
     """Three windows of the same slice, one per channel."""
     ADJACENT = "adjacent"
     """Slices k-1, k, k+1 of the sorted stack under one window; edges repeat the edge slice."""
+    MIRROR = "mirror"
+    """One window, aligned on the midline: the slice, its mirror image, their difference.
+
+    The slice is first resized to the input size, then aligned (``model.symmetry``)."""
 
 
 def dataset_to_hu(ds: pydicom.Dataset) -> np.ndarray:
@@ -205,6 +210,8 @@ def hu_stack_to_channels(
     windowed = apply_window(hu, windows[0])
     if mode is ChannelMode.REPLICATE:
         return np.repeat(windowed[:, None], 3, axis=1)
+    if mode is ChannelMode.MIRROR:
+        return mirror_channels(windowed)
     return _adjacent_channels(windowed)
 
 
@@ -262,6 +269,12 @@ def _finish(channels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return normalize(resized, spec.mean, spec.std)
 
 
+def _finish_mirror(windowed: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Mirror mode resizes before it aligns, so JPEG and HU inputs take the same path."""
+    resized = resize_batch(windowed[:, None], spec.input_size)[:, 0]
+    return normalize(mirror_channels(resized), spec.mean, spec.std)
+
+
 def preprocess_hu_stack(hu: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Turn a sorted HU stack into network input as the spec describes.
 
@@ -272,6 +285,9 @@ def preprocess_hu_stack(hu: np.ndarray, spec: ModelSpec) -> np.ndarray:
     Returns:
         ``(N, 3, S, S)`` float32.
     """
+    if ChannelMode(spec.channel_mode) is ChannelMode.MIRROR:
+        _check_stack(hu, 3, "an HU stack (N, H, W)")
+        return _finish_mirror(apply_window(hu, spec.window_objects()[0]), spec)
     channels = hu_stack_to_channels(hu, windows=spec.window_objects(), mode=spec.channel_mode)
     return _finish(channels, spec)
 
@@ -279,12 +295,14 @@ def preprocess_hu_stack(hu: np.ndarray, spec: ModelSpec) -> np.ndarray:
 def preprocess_windowed_uint8(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Turn already brain-windowed 8-bit slices (the Kaggle JPEGs) into network input.
 
-    ``value / 255`` stands in for the windowed [0, 1] image, so the spec's single window must be
-    the one that produced the JPEGs for inference on HU to match.
+    ``value / 255`` stands in for the image windowed with the spec's first window, which must
+    be the one that produced the JPEGs for inference on HU to match. In ``multi_window`` mode
+    the other windows are cut out of that one (8-bit values back to HU, then windowed again),
+    so they must lie inside it: a narrow stroke window inside a wider brain window.
 
     Args:
         images: ``(N, H, W)`` uint8, slices sorted along the patient axis.
-        spec: The model's spec; its channel mode must be replicate or adjacent.
+        spec: The model's spec.
 
     Returns:
         ``(N, 3, S, S)`` float32.
@@ -293,16 +311,31 @@ def preprocess_windowed_uint8(images: np.ndarray, spec: ModelSpec) -> np.ndarray
     if images.dtype != np.uint8:
         raise PreprocessError(f"Expected uint8 images, got dtype {images.dtype}.")
     mode = ChannelMode(spec.channel_mode)
-    if mode is ChannelMode.MULTI_WINDOW:
-        raise PreprocessError(
-            "Windowed 8-bit images hold one window only, so they cannot feed a multi_window model."
-        )
     unit = images.astype(np.float32) / np.float32(255.0)
+    if mode is ChannelMode.MULTI_WINDOW:
+        return _finish(_rewindow(unit, spec.window_objects()), spec)
+    if mode is ChannelMode.MIRROR:
+        return _finish_mirror(unit, spec)
     if mode is ChannelMode.REPLICATE:
         channels = np.repeat(unit[:, None], 3, axis=1)
     else:
         channels = _adjacent_channels(unit)
     return _finish(channels, spec)
+
+
+def _rewindow(unit: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
+    """Windows cut out of an image already windowed with ``windows[0]``: ``(N, 3, H, W)``."""
+    source = windows[0]
+    low, high = source.center - source.width / 2.0, source.center + source.width / 2.0
+    for window in windows[1:]:
+        if window.center - window.width / 2.0 < low or window.center + window.width / 2.0 > high:
+            raise PreprocessError(
+                f"An 8-bit image windowed at {source.center:g}/{source.width:g} HU holds nothing "
+                f"outside [{low:g}, {high:g}] HU, so the window {window.center:g}/"
+                f"{window.width:g} cannot be cut out of it."
+            )
+    hu = np.float32(low) + unit * np.float32(source.width)
+    return np.stack([apply_window(hu, window) for window in windows], axis=1)
 
 
 def sort_slices(datasets: Sequence[pydicom.Dataset]) -> list[int]:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.aggregate import AGGREGATION_RULES, aggregate
+from model.bags import BagLoss, bag_order
 from model.checkpoint import save_checkpoint
 from model.data import (
     Augmentation,
@@ -50,12 +51,14 @@ from model.inference import cpu_supports_bf16, select_device
 from model.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
 from model.network import build_network
 from model.preprocess import WINDOW_PRESETS, ChannelMode
+from model.pretrain import check_encoder, pretrain_encoder
 from model.spec import AggregationSpec, ModelSpec, WindowSpec
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "last.pt"
 TEACHER_FILE = "teacher.pt"
+PRETRAINED_FILE = "pretrained.pt"
 LOG_FILE = "train_log.jsonl"
 
 KAGGLE_JPEG_WINDOW = "kaggle_jpeg=36/150"
@@ -121,6 +124,14 @@ class TrainConfig:
     distillation: str = DistillationMode.HARD.value
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    objective: str = "slice"
+    """``slice`` (every slice carries its patient's label) or ``bag`` (model.bags: bags of
+    ``bag_size`` slices of one patient, scored by the mean of their ``bag_top_k`` highest)."""
+    bag_size: int = 8
+    bag_top_k: int = 2
+    pretrain_epochs: int = 0
+    """Masked-autoencoder pretraining of the encoder on the training slices (model.pretrain)."""
+    pretrain_mask_ratio: float = 0.75
 
     def as_json_dict(self) -> dict[str, Any]:
         """The config with paths as strings, ready for JSON."""
@@ -401,6 +412,17 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    if config.objective not in ("slice", "bag"):
+        raise TrainingError(f"Unknown objective {config.objective!r}; expected slice or bag.")
+    if config.objective == "bag" and config.teacher_architecture:
+        raise TrainingError("Distillation from a teacher needs the slice objective.")
+    if config.objective == "bag" and not 1 <= config.bag_top_k <= config.bag_size <= (
+        config.batch_size
+    ):
+        raise TrainingError(
+            "The bag objective needs 1 <= bag_top_k <= bag_size <= batch_size; got "
+            f"{config.bag_top_k}, {config.bag_size} and {config.batch_size}."
+        )
     if config.early_stopping_metric not in ("val_loss", "val_auc"):
         raise TrainingError(
             f"Unknown early-stopping metric {config.early_stopping_metric!r}; "
@@ -435,6 +457,9 @@ def train(
             len(labels) / (len(counts) * np.maximum(counts, 1.0)), dtype=torch.float32
         ).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
+    bags = (
+        _BagSampler.for_config(config, train_records, spec) if config.objective == "bag" else None
+    )
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -487,6 +512,15 @@ def train(
         positive_index=spec.positive_index,
         positive=positive,
     )
+    pretrain_summary = _prepare_pretraining(
+        config,
+        network,
+        train_set,
+        path=output_dir / PRETRAINED_FILE,
+        resumed=int(state["epoch"]) > 0,
+        device=device,
+        precision=precision,
+    )
     log_path = output_dir / LOG_FILE
     logger.info(
         "Training %s on %s slices (%s patients), validating on %s slices (%s patients); %s, %s",
@@ -504,12 +538,17 @@ def train(
         started = time.perf_counter()
         network.train()
         train_set.set_epoch(epoch)
-        order = torch.randperm(
-            len(train_set), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        ).tolist()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        train_loss_fn: nn.Module
+        if bags is None:
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+            batch_size, train_loss_fn = config.batch_size, loss_fn
+        else:
+            order = bags.order(steps_per_epoch, generator)
+            batch_size, train_loss_fn = bags.batch_size, bags.loss
         total, seen = 0.0, 0
         bar = tqdm(
-            _batches(train_set, order, config.batch_size, config.num_workers),
+            _batches(train_set, order, batch_size, config.num_workers),
             total=steps_per_epoch,
             desc=f"epoch {epoch}/{config.epochs}",
             disable=not progress,
@@ -520,7 +559,7 @@ def train(
             with _autocast(device, precision):
                 logits = network(images)
             if teacher is None:
-                loss = loss_fn(logits.float(), targets)
+                loss = train_loss_fn(logits.float(), targets)
             else:
                 with torch.no_grad(), _autocast(device, precision):
                     teacher_logits = teacher(images)
@@ -553,6 +592,8 @@ def train(
         _, series_labels, series = series_scores(
             validation, probabilities, rule="top_k_mean", k=config.top_k, positive_label=positive
         )
+        if bags is not None:
+            val_loss = bags.patient_loss(validation, probabilities, k=config.top_k)
         line: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": total / max(1, seen),
@@ -621,7 +662,94 @@ def train(
         data_fingerprint=data_fingerprint,
         state=state,
         teacher_summary=teacher_summary,
+        pretrain_summary=pretrain_summary,
     )
+
+
+def _prepare_pretraining(
+    config: TrainConfig,
+    network: nn.Module,
+    train_set: SliceDataset,
+    *,
+    path: Path,
+    resumed: bool,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any] | None:
+    """Pretrains the encoder once; ``pretrained.pt`` keeps it for a run that resumes."""
+    if config.pretrain_epochs <= 0:
+        return None
+    check_encoder(network)
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if not resumed:  # a resumed run already holds these weights, trained further
+            network.load_state_dict(saved["model"])
+        summary: dict[str, Any] = saved["summary"]
+        return summary
+    if resumed:
+        raise TrainingError(f"{path} is missing, so this run cannot resume; start a new one.")
+    summary = pretrain_encoder(
+        network,
+        train_set,
+        epochs=config.pretrain_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        mask_ratio=config.pretrain_mask_ratio,
+        seed=config.seed,
+        device=device,
+        autocast=lambda: _autocast(device, precision),
+    )
+    _atomic_torch_save({"model": network.state_dict(), "summary": summary}, path)
+    return summary
+
+
+@dataclass
+class _BagSampler:
+    """Bags of one patient's slices for the ``bag`` objective (model.bags)."""
+
+    patients: list[list[int]]
+    labels: list[int]
+    bag_size: int
+    batch_size: int
+    loss: BagLoss
+    positive: str
+
+    @classmethod
+    def for_config(
+        cls, config: TrainConfig, records: Sequence[SliceRecord], spec: ModelSpec
+    ) -> _BagSampler:
+        groups = list(group_by_patient(records).values())
+        return cls(
+            patients=groups,
+            labels=[int(records[g[0]].label == spec.positive_class) for g in groups],
+            bag_size=config.bag_size,
+            batch_size=config.batch_size // config.bag_size * config.bag_size,
+            loss=BagLoss(
+                bag_size=config.bag_size, k=config.bag_top_k, positive_index=spec.positive_index
+            ),
+            positive=spec.positive_class,
+        )
+
+    def order(self, steps: int, generator: torch.Generator) -> list[int]:
+        """Indices of one epoch: ``steps`` batches of whole bags."""
+        n_bags = steps * (self.batch_size // self.bag_size)
+        return bag_order(
+            self.patients, self.labels, bag_size=self.bag_size, n_bags=n_bags, generator=generator
+        )
+
+    def patient_loss(
+        self, records: Sequence[SliceRecord], probabilities: npt.NDArray[np.float64], *, k: int
+    ) -> float:
+        """Validation loss of the same kind: each patient's whole series is one bag."""
+        clipped = np.clip(probabilities, 1e-6, 1 - 1e-6)
+        log_odds = np.log(clipped / (1 - clipped))
+        patients = group_by_patient(records)
+        names = sorted(patients)
+        labels = np.array([int(records[patients[p][0]].label == self.positive) for p in names])
+        scores = np.array([np.sort(log_odds[patients[p]])[-k:].mean() for p in names])
+        losses = np.logaddexp(0.0, -scores) * labels + np.logaddexp(0.0, scores) * (1 - labels)
+        return float(losses.mean())
 
 
 def _prepare_teacher(
@@ -715,6 +843,7 @@ def _finalize(
     data_fingerprint: str,
     state: dict[str, Any],
     teacher_summary: dict[str, Any] | None = None,
+    pretrain_summary: dict[str, Any] | None = None,
 ) -> Path:
     """Chooses the decision rule on the validation patients and saves the checkpoint."""
     positive = spec.positive_class
@@ -771,6 +900,8 @@ def _finalize(
     }
     if teacher_summary is not None:
         training["teacher"] = teacher_summary
+    if pretrain_summary is not None:
+        training["pretraining"] = pretrain_summary
     final = spec.model_copy(
         update={
             "aggregation": AggregationSpec(rule=rule, k=config.top_k),

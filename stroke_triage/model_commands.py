@@ -36,7 +36,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="validation metric that picks the best epoch and drives early stopping",
     )
     parser.add_argument("--augment", choices=["none", "light", "full"], default="light")
-    parser.add_argument("--channel-mode", choices=["replicate", "adjacent"], default="replicate")
+    parser.add_argument(
+        "--channel-mode",
+        choices=["replicate", "adjacent", "mirror", "multi_window"],
+        default="replicate",
+    )
     parser.add_argument(
         "--shuffle-slice-order",
         action="store_true",
@@ -71,6 +75,22 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distillation", choices=["hard", "soft"], default="hard")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="share of teacher loss")
     parser.add_argument("--distill-temperature", type=float, default=1.0, help="soft mode only")
+    parser.add_argument(
+        "--objective",
+        choices=["slice", "bag"],
+        default="slice",
+        help="slice: every slice has its patient's label; bag: bags of one patient's slices "
+        "scored by their top-k mean (multiple-instance learning)",
+    )
+    parser.add_argument("--bag-size", type=int, default=8, help="slices per bag (bag objective)")
+    parser.add_argument("--bag-top-k", type=int, default=2, help="slices that score a bag")
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="masked-autoencoder pretraining of the ViT on the training slices first (plain ViT)",
+    )
+    parser.add_argument("--pretrain-mask-ratio", type=float, default=0.75)
 
 
 def _train_config(args: argparse.Namespace, output: Path) -> Any:
@@ -111,6 +131,11 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
         teacher_epochs=args.teacher_epochs,
         distillation=args.distillation,
         distill_weight=args.distill_weight,
+        objective=args.objective,
+        bag_size=args.bag_size,
+        bag_top_k=args.bag_top_k,
+        pretrain_epochs=args.pretrain_epochs,
+        pretrain_mask_ratio=args.pretrain_mask_ratio,
         distill_temperature=args.distill_temperature,
         **windows,
     )

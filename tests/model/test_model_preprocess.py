@@ -28,6 +28,7 @@ from model.preprocess import (
     resize_batch,
     sort_slices,
 )
+from model.spec import WindowSpec
 
 
 @pytest.fixture(scope="module")
@@ -292,9 +293,31 @@ def test_preprocess_windowed_uint8() -> None:
     ramp = np.stack([np.full((8, 8), v, dtype=np.uint8) for v in (0, 255)])
     out = preprocess_windowed_uint8(ramp, adjacent)
     np.testing.assert_allclose(out[:, :, 0, 0], [[-2, -2, 2], [-2, 2, 2]], atol=1e-5)
-    multi = spec.model_copy(update={"channel_mode": ChannelMode.MULTI_WINDOW})
-    with pytest.raises(PreprocessError, match="multi_window"):
-        preprocess_windowed_uint8(images, multi)
+
+
+def test_stroke_windows_are_cut_out_of_an_8_bit_brain_window() -> None:
+    """Multi-window input from JPEGs equals the same windows applied to HU (to 8-bit rounding)."""
+    names = ("brain", "stroke", "stroke_narrow")
+    windows = [
+        WindowSpec(name=n, center=WINDOW_PRESETS[n].center, width=WINDOW_PRESETS[n].width)
+        for n in names
+    ]
+    spec = random_spec().model_copy(
+        update={"channel_mode": ChannelMode.MULTI_WINDOW, "windows": windows}
+    )
+    hu = np.linspace(-100.0, 150.0, 4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64)
+    jpeg = np.rint(apply_window(hu, WINDOW_PRESETS["brain"]) * 255).astype(np.uint8)
+    from_jpeg = preprocess_windowed_uint8(jpeg, spec)
+    from_hu = preprocess_hu_stack(hu, spec)
+    assert from_jpeg.shape == (4, 3, 64, 64)
+    # One 8-bit step of a 80 HU window is 0.31 HU: 0.04 of the 8 HU narrow window, times 4 (std).
+    assert np.abs(from_jpeg - from_hu).max() < 0.2
+    assert np.abs(from_jpeg - from_hu).mean() < 0.02
+    # The narrow window spreads what the brain window squeezes into a few grey levels.
+    assert len(np.unique(from_jpeg[:, 2])) > 5
+    wide = [*windows[:2], WindowSpec(name="subdural", center=80.0, width=200.0)]
+    with pytest.raises(PreprocessError, match="cannot be cut out"):
+        preprocess_windowed_uint8(jpeg, spec.model_copy(update={"windows": wide}))
 
 
 def _positioned(z: float | None, instance: int) -> Dataset:
