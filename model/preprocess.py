@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from model.errors import PreprocessError
-from model.symmetry import mirror_channels
+from model.symmetry import midline_transform, mirror_channels
 
 if TYPE_CHECKING:
     from model.spec import ModelSpec
@@ -273,6 +273,24 @@ def _finish_mirror(windowed: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Mirror mode resizes before it aligns, so JPEG and HU inputs take the same path."""
     resized = resize_batch(windowed[:, None], spec.input_size)[:, 0]
     return normalize(mirror_channels(resized), spec.mean, spec.std)
+
+
+def input_alignment(hu: np.ndarray, spec: ModelSpec) -> np.ndarray | None:
+    """How the network's input frame maps onto one HU slice.
+
+    Args:
+        hu: ``(H, W)`` HU of one square slice.
+        spec: The model's spec.
+
+    Returns:
+        Mirror mode: the ``(2, 3)`` map from input to slice coordinates that
+        :func:`preprocess_hu_stack` applied (``model.symmetry.midline_transform``). Other modes,
+        or no head found: None, the input frame is the slice's own.
+    """
+    if ChannelMode(spec.channel_mode) is not ChannelMode.MIRROR:
+        return None
+    windowed = apply_window(hu, spec.window_objects()[0])
+    return midline_transform(resize_batch(windowed[None, None], spec.input_size)[0, 0])
 
 
 def preprocess_hu_stack(hu: np.ndarray, spec: ModelSpec) -> np.ndarray:

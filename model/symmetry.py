@@ -101,25 +101,26 @@ def _mirror_scores(candidates: torch.Tensor) -> torch.Tensor:
     return covariance / spread
 
 
-def align_to_midline(image: np.ndarray) -> np.ndarray:
-    """Centre, scale and rotate one windowed slice so its midline is the frame's vertical axis.
+def midline_transform(image: np.ndarray) -> np.ndarray | None:
+    """The affine map that aligns one windowed slice on its midline (see :func:`align_to_midline`).
 
     Args:
-        image: ``(H, W)`` windowed values in [0, 1].
+        image: ``(H, W)`` windowed values in [0, 1], square.
 
     Returns:
-        ``(H, W)`` float32, the same size; returned unchanged (as float32) when no head is found.
+        A ``(2, 3)`` float32 map from aligned to original coordinates, both in the [-1, 1]
+        convention of ``torch.nn.functional.affine_grid`` (so it holds at any resolution), or
+        None when no head is found.
     """
     image = np.asarray(image, dtype=np.float32)
-    size = image.shape[0]
-    if image.ndim != 2 or image.shape[1] != size:
+    if image.ndim != 2 or image.shape[0] != image.shape[1]:
         raise ValueError(f"Expected one square image (H, W), got shape {image.shape}.")
     geometry = _head_geometry(image)
     if geometry is None:
-        return image.copy()
+        return None
     cx, cy, radius = geometry
     scale = radius / TARGET_RADIUS
-    search = min(size, SEARCH_SIZE)
+    search = min(image.shape[0], SEARCH_SIZE)
     angle, shift = 0.0, 0.0
     for angles, shifts in ((COARSE_ANGLES, COARSE_SHIFTS), (FINE_ANGLES, FINE_SHIFTS)):
         mesh = np.meshgrid(angle + angles, shift + shifts, indexing="ij")
@@ -127,9 +128,52 @@ def align_to_midline(image: np.ndarray) -> np.ndarray:
         thetas = _thetas(cx, cy, scale, tried_angles, tried_shifts)
         best = int(torch.argmax(_mirror_scores(_warp(image, thetas, search))))
         angle, shift = float(tried_angles[best]), float(tried_shifts[best])
-    theta = _thetas(cx, cy, scale, np.array([angle]), np.array([shift]))
-    aligned: np.ndarray = _warp(image, theta, size)[0].numpy()
+    transform: np.ndarray = _thetas(cx, cy, scale, np.array([angle]), np.array([shift]))[0].numpy()
+    return transform
+
+
+def align_to_midline(image: np.ndarray) -> np.ndarray:
+    """Centre, scale and rotate one windowed slice so its midline is the frame's vertical axis.
+
+    Args:
+        image: ``(H, W)`` windowed values in [0, 1], square.
+
+    Returns:
+        ``(H, W)`` float32, the same size; returned unchanged (as float32) when no head is found.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    transform = midline_transform(image)
+    if transform is None:
+        return image.copy()
+    aligned: np.ndarray = _warp(image, torch.from_numpy(transform)[None], image.shape[0])[0].numpy()
     return aligned
+
+
+def unalign(
+    aligned: np.ndarray, transform: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray:
+    """Map an image drawn on the aligned frame (a heat map) back onto the original slice.
+
+    Args:
+        aligned: ``(S, S)`` values on the aligned frame.
+        transform: What :func:`midline_transform` returned for the slice (None: not aligned).
+        shape: ``(H, W)`` of the original slice.
+
+    Returns:
+        ``(H, W)`` float32; zero where the aligned frame does not cover the slice.
+    """
+    if transform is None:
+        theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    else:
+        forward = np.vstack([transform.astype(np.float64), [0.0, 0.0, 1.0]])
+        theta = torch.from_numpy(np.linalg.inv(forward)[:2].astype(np.float32))[None]
+    source = torch.from_numpy(np.ascontiguousarray(aligned, dtype=np.float32))[None, None]
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, *shape], align_corners=False)
+    back = torch.nn.functional.grid_sample(
+        source, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    result: np.ndarray = back[0, 0].numpy()
+    return result
 
 
 def mirror_channels(images: np.ndarray) -> np.ndarray:

@@ -9,8 +9,15 @@ import pydicom
 from torch import nn
 
 from model.explain import explain
-from model.preprocess import apply_window, dataset_to_hu, preprocess_hu_stack, sort_slices
+from model.preprocess import (
+    apply_window,
+    dataset_to_hu,
+    input_alignment,
+    preprocess_hu_stack,
+    sort_slices,
+)
 from model.spec import ModelSpec
+from model.symmetry import unalign
 
 
 def top_slice_heatmaps(
@@ -23,7 +30,8 @@ def top_slice_heatmaps(
     """Windowed images and Grad-CAM heat maps of some slices of one series.
 
     Each slice is preprocessed exactly as for classification, with its neighbours where the
-    spec's channel mode needs them.
+    spec's channel mode needs them. Where the input frame is not the slice's own (mirror mode
+    turns and scales each slice onto its midline), the heat map is mapped back onto the slice.
 
     Args:
         network: The classifier's network.
@@ -43,11 +51,17 @@ def top_slice_heatmaps(
     display = display or windows[0]
     images: list[np.ndarray] = []
     inputs: list[np.ndarray] = []
+    alignments: list[np.ndarray | None] = []
     for index in top_indices:
         rank = position[index]
         lo, hi = max(0, rank - 1), min(len(order), rank + 2)
         hu = np.stack([dataset_to_hu(datasets[i]) for i in order[lo:hi]])
         inputs.append(preprocess_hu_stack(hu, spec)[rank - lo])
         images.append(apply_window(hu[rank - lo], display))
+        alignments.append(input_alignment(hu[rank - lo], spec))
     heatmaps = explain(network, np.stack(inputs), class_index=spec.positive_index)
-    return images, list(heatmaps)
+    placed = [
+        heat if alignment is None else unalign(heat, alignment, image.shape)
+        for heat, alignment, image in zip(heatmaps, alignments, images, strict=True)
+    ]
+    return images, placed

@@ -17,7 +17,7 @@ from model.preprocess import (
     preprocess_windowed_uint8,
 )
 from model.spec import WindowSpec
-from model.symmetry import align_to_midline, mirror_channels
+from model.symmetry import align_to_midline, midline_transform, mirror_channels, unalign
 
 WINDOW = Window(center=36.0, width=150.0)
 SIZE = 96
@@ -105,3 +105,18 @@ def test_mirror_mode_is_the_same_from_hu_and_from_8_bit_slices() -> None:
     assert np.abs(from_hu - from_uint8).mean() < 0.01
     channels = hu_stack_to_channels(hu, windows=[WINDOW], mode=ChannelMode.MIRROR)
     assert channels.shape == (4, 3, 128, 128)
+
+
+def test_a_map_drawn_on_the_aligned_frame_lands_back_on_the_slice() -> None:
+    moved = _move(_phantom_slice(Lesion.INFARCT), 20.0, 0.1, zoom=0.7)
+    transform = midline_transform(moved)
+    assert transform is not None and transform.shape == (2, 3)
+    aligned = align_to_midline(moved)
+    back = unalign(aligned, transform, moved.shape)
+    assert back.shape == moved.shape
+    head = moved > 0.1
+    assert np.corrcoef(back[head], moved[head])[0, 1] > 0.95
+    # At twice the resolution the same map still fits: coordinates are resolution-free.
+    assert unalign(aligned, transform, (2 * SIZE, 2 * SIZE)).shape == (2 * SIZE, 2 * SIZE)
+    np.testing.assert_allclose(unalign(aligned, None, moved.shape), aligned, atol=1e-4)
+    assert midline_transform(np.zeros((SIZE, SIZE), dtype=np.float32)) is None

@@ -13,6 +13,7 @@ from torch import nn
 from model.checkpoint import LoadedModel, create_random_checkpoint, load_checkpoint
 from model.explain import ExplainError, explain
 from model.phantom import write_phantom_series
+from model.preprocess import ChannelMode
 from worker.heatmaps import top_slice_heatmaps
 
 
@@ -56,3 +57,19 @@ def test_top_slice_heatmaps_of_a_phantom(loaded: LoadedModel, tmp_path: Path) ->
     assert [image.shape for image in images] == [(48, 48), (48, 48)]
     assert [heat.shape for heat in heatmaps] == [(64, 64), (64, 64)]
     assert all(float(image.min()) >= 0.0 and float(image.max()) <= 1.0 for image in images)
+
+
+def test_mirror_mode_heat_maps_are_placed_back_on_the_slice(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
+    spec = loaded.spec.model_copy(update={"channel_mode": ChannelMode.MIRROR})
+    datasets = [pydicom.dcmread(p) for p in write_phantom_series(tmp_path, n_slices=6, size=96)]
+    images, heatmaps = top_slice_heatmaps(
+        network=loaded.network, spec=spec, datasets=datasets, top_indices=[2, 3]
+    )
+    assert [heat.shape for heat in heatmaps] == [(96, 96), (96, 96)]
+    for image, heat in zip(images, heatmaps, strict=True):
+        # The aligned frame is the head scaled to fill it: nothing lands far outside the head.
+        outside = image == 0.0
+        assert float(heat[outside].mean()) <= float(heat[~outside].mean()) + 1e-6
+        assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0 + 1e-6
