@@ -13,6 +13,7 @@ from model.bags import BagLoss, bag_logits, bag_order
 from model.checkpoint import load_checkpoint
 from model.data import write_synthetic_dataset
 from model.train import LOG_FILE, TrainConfig, TrainingError, train
+from tests.model.tiny import tiny_config
 
 PATIENTS = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
 LABELS = [0, 0, 1, 1]
@@ -76,22 +77,13 @@ def test_training_with_bags_fits_and_records_its_objective(tmp_path: Path) -> No
     data = write_synthetic_dataset(
         tmp_path / "toy", patients_per_class=4, slices_per_patient=6, size=48
     )
-    config = TrainConfig(
-        data_dir=data,
-        output_dir=tmp_path / "bags",
-        architecture="vit_tiny_patch16_224",
-        input_size=32,
-        model_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8},
+    config = tiny_config(
+        data,
+        tmp_path / "bags",
         epochs=10,
         batch_size=12,
         lr=5e-3,
-        warmup_epochs=1,
-        patience=0,
         augmentation="none",
-        val_fraction=0.25,
-        precision="fp32",
-        device="cpu",
-        num_threads=1,
         seed=3,
         objective="bag",
         bag_size=4,

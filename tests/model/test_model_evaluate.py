@@ -22,10 +22,10 @@ from model.metrics import (
 )
 from model.train import TrainConfig, train
 from stroke_triage import model_commands
+from tests.model.tiny import tiny_config
 
 LABELS = [0, 0, 0, 1, 1, 1]
 SCORES = [0.1, 0.4, 0.6, 0.7, 0.8, 0.3]
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
 
 
 def test_metrics_of_hand_made_predictions() -> None:
@@ -84,21 +84,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, output: Path) -> TrainConfig:
-    return TrainConfig(
-        data_dir=data,
-        output_dir=output,
-        architecture="vit_tiny_patch16_224",
-        input_size=32,
-        model_kwargs=dict(TINY),
-        epochs=6,
-        batch_size=8,
-        lr=5e-3,
-        augmentation="none",
-        val_fraction=0.25,
-        precision="fp32",
-        device="cpu",
-        num_threads=1,
-    )
+    return tiny_config(data, output, epochs=6, lr=5e-3, augmentation="none")
 
 
 def test_series_scores_aggregate_each_patient(toy: Path) -> None:

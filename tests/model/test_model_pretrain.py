@@ -13,15 +13,14 @@ from torch.utils.data import TensorDataset
 from model.checkpoint import load_checkpoint
 from model.data import write_synthetic_dataset
 from model.pretrain import MaskedAutoencoder, PretrainError, patchify, pretrain_encoder
-from model.train import PRETRAINED_FILE, TrainConfig, train
-
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
+from model.train import PRETRAINED_FILE, train
+from tests.model.tiny import TINY_VIT, tiny_config
 
 
 def _vit() -> torch.nn.Module:
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=2, img_size=32, **TINY
+        "vit_tiny_patch16_224", pretrained=False, num_classes=2, img_size=32, **TINY_VIT
     )
 
 
@@ -93,21 +92,12 @@ def test_a_run_pretrains_once_and_records_it(tmp_path: Path) -> None:
     data = write_synthetic_dataset(
         tmp_path / "toy", patients_per_class=3, slices_per_patient=4, size=48
     )
-    config = TrainConfig(
-        data_dir=data,
-        output_dir=tmp_path / "run",
-        architecture="vit_tiny_patch16_224",
-        input_size=32,
-        model_kwargs=dict(TINY),
+    config = tiny_config(
+        data,
+        tmp_path / "run",
         epochs=1,
-        batch_size=8,
-        lr=3e-3,
-        patience=0,
         augmentation="none",
         val_fraction=0.34,
-        precision="fp32",
-        device="cpu",
-        num_threads=1,
         pretrain_epochs=2,
     )
     train(config, progress=False)

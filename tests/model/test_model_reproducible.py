@@ -8,7 +8,8 @@ import pytest
 
 from model.checkpoint import load_checkpoint
 from model.data import write_synthetic_dataset
-from model.train import TrainConfig, train
+from model.train import train
+from tests.model.tiny import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -19,24 +20,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(data: Path, output: Path, *, seed: int) -> str:
-    config = TrainConfig(
-        data_dir=data,
-        output_dir=output,
-        architecture="vit_tiny_patch16_224",
-        input_size=32,
-        model_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8},
-        epochs=2,
-        batch_size=4,
-        lr=3e-3,
-        warmup_epochs=1,
-        patience=0,
-        augmentation="light",
-        val_fraction=0.34,
-        precision="bf16",
-        device="cpu",
-        num_threads=1,
-        seed=seed,
-    )
+    config = tiny_config(data, output, batch_size=4, val_fraction=0.34, precision="bf16", seed=seed)
     return load_checkpoint(train(config, progress=False)).sha256
 
 

@@ -28,8 +28,7 @@ from model.train import (
     train,
 )
 from stroke_triage import model_commands
-
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
+from tests.model.tiny import TINY_VIT, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +39,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, output: Path, **changes: Any) -> TrainConfig:
-    config = TrainConfig(
-        data_dir=data,
-        output_dir=output,
-        architecture="vit_tiny_patch16_224",
-        input_size=32,
-        model_kwargs=dict(TINY),
-        epochs=2,
-        batch_size=8,
-        lr=3e-3,
-        warmup_epochs=1,
-        patience=0,
-        augmentation="light",
-        val_fraction=0.25,
-        precision="fp32",
-        device="cpu",
-        num_threads=1,
-        seed=11,
-    )
-    return replace(config, **changes)
+    return tiny_config(data, output, **{"seed": 11, **changes})
 
 
 def _log(output: Path) -> list[dict[str, Any]]:
@@ -143,7 +124,14 @@ def test_cli_trains_and_reports_bad_input_without_traceback(
     toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     common = ["--arch", "vit_tiny_patch16_224", "--input-size", "32", "--epochs", "1"]
-    common += ["--model-kwargs", json.dumps(TINY), "--batch-size", "8", "--val-fraction", "0.25"]
+    common += [
+        "--model-kwargs",
+        json.dumps(TINY_VIT),
+        "--batch-size",
+        "8",
+        "--val-fraction",
+        "0.25",
+    ]
     common += ["--precision", "fp32", "--threads", "1", "--no-progress"]
     args = _parse(["train", "--data", str(toy), "--output", str(tmp_path / "cli"), *common])
     assert args.func(args) == 0
