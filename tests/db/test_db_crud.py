@@ -1,14 +1,11 @@
 """Data access on SQLite and PostgreSQL: upserts, state machine, idempotency, outbox, exports."""
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import crud
@@ -17,10 +14,8 @@ from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
+from tests.conftest import postgres_schema
 
-POSTGRES_URL = os.environ.get(
-    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 STUDY = "1.2.826.0.1.3680043.10.1"
 SERIES = "1.2.826.0.1.3680043.10.1.1"
@@ -40,25 +35,13 @@ def engine(
         yield engine
         engine.dispose()
         return
-    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}).")
-    schema = f"st_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("st_test") as url:
+        engine = create_engine_for(url)
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture

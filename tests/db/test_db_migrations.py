@@ -1,7 +1,5 @@
 """Alembic migrations: from empty to head on SQLite and PostgreSQL, matching the models."""
 
-import os
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -11,8 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, inspect, text
 
 from db.engine import (
     HEAD_REVISION,
@@ -23,21 +20,7 @@ from db.engine import (
     migrate,
 )
 from db.models import Base
-
-POSTGRES_URL = os.environ.get(
-    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def _postgres_admin() -> Engine:
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        engine.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}).")
-    return engine
+from tests.conftest import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,16 +29,8 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'nested' / 'triage.db'}"
         return
-    admin = _postgres_admin()
-    schema = f"st_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema("st_test") as url:
+        yield url
 
 
 def _differences(engine: Engine) -> list[object]:

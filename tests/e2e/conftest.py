@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.conftest import free_port
+from tests.conftest import free_port, postgres_schema
 
 LISTENER_AE = "STROKETRIAGE"
 
@@ -178,20 +177,8 @@ def storescu(files: list[Path], port: int, *, calling_ae: str = "SCANNER") -> No
 @pytest.fixture
 def postgres_schema_url() -> Iterator[str]:
     """A fresh schema in the real PostgreSQL, dropped afterwards."""
-    base = os.environ.get(
-        "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {base}: {exc}")
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
+    with postgres_schema("e2e") as url:
+        yield url
 
 
 @pytest.fixture
