@@ -10,7 +10,6 @@ distillation), ``soft`` the teacher's tempered probabilities (KL divergence).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from model.errors import ModelError
+from model.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,7 @@ def train_teacher(
     warmup_steps = warmup_epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(teacher.parameters(), lr=lr, weight_decay=weight_decay)
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = warmup_cosine(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
     teacher.to(device).train()
     losses: list[float] = []
     for epoch, epoch_batches in enumerate(epochs, start=1):

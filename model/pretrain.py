@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from model.errors import ModelError
+from model.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +159,10 @@ def pretrain_encoder(
     model = MaskedAutoencoder(network).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
-    total = epochs * steps_per_epoch
 
-    def factor(step: int) -> float:
-        if step < steps_per_epoch:
-            return (step + 1) / steps_per_epoch
-        progress = (step - steps_per_epoch) / max(1, total - steps_per_epoch)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = warmup_cosine(
+        optimizer, warmup_steps=steps_per_epoch, total_steps=epochs * steps_per_epoch
+    )
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()

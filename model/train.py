@@ -52,6 +52,7 @@ from model.metrics import binary_metrics, roc_auc, threshold_for_sensitivity
 from model.network import build_network
 from model.preprocess import WINDOW_PRESETS, ChannelMode
 from model.pretrain import check_encoder, pretrain_encoder
+from model.schedule import warmup_cosine
 from model.spec import AggregationSpec, ModelSpec, WindowSpec
 
 logger = logging.getLogger(__name__)
@@ -227,14 +228,6 @@ def _autocast(device: torch.device, precision: str) -> AbstractContextManager[An
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def _lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup, then cosine decay to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
@@ -464,13 +457,10 @@ def train(
         network.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
+    scheduler = warmup_cosine(
         optimizer,
-        lambda step: _lr_factor(
-            step,
-            warmup_steps=config.warmup_epochs * steps_per_epoch,
-            total_steps=config.epochs * steps_per_epoch,
-        ),
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+        total_steps=config.epochs * steps_per_epoch,
     )
     config_dict = config.as_json_dict()
     higher_is_better = config.early_stopping_metric == "val_auc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from model.data import fingerprint, load_records, write_synthetic_dataset
 from model.distill import DistillationError, distillation_loss
+from model.schedule import warmup_cosine_factor
 from model.spec import WindowSpec
 from model.train import (
     LOG_FILE,
@@ -203,3 +205,12 @@ def test_a_cnn_teacher_is_trained_once_and_recorded(toy: Path, tmp_path: Path) -
     assert [line["epoch"] for line in _log(output)] == [1, 2]
     with pytest.raises(DistillationError, match="cannot build the teacher"):
         train(_config(toy, tmp_path / "bad", teacher_architecture="no_such_cnn"), progress=False)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    factors = [warmup_cosine_factor(step, warmup_steps=4, total_steps=12) for step in range(13)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
+    assert factors[8] == pytest.approx(0.5)
+    assert factors[12] == pytest.approx(0.0)
