@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from PIL import Image
-from scipy import ndimage  # type: ignore[import-untyped]
+from scipy import ndimage
 
 from model.preprocess import WINDOW_PRESETS, dataset_to_hu
 
