@@ -251,11 +251,15 @@ def record_instances(
     ).scalar_one()
     series.first_received_at = min(series.first_received_at, batch_first)
     series.last_received_at = max(series.last_received_at, batch_last)
-    if new_count and series.status != SeriesStatus.RECEIVING:
+    # A series whose files the retention policy deleted is being sent again: it is live again.
+    revived = series.purged_at is not None
+    series.purged_at = None
+    if (new_count or revived) and series.status != SeriesStatus.RECEIVING:
         logger.info(
-            "Series %s was %s and received %s new instances; receiving again.",
+            "Series %s was %s%s and received %s new instances; receiving again.",
             series_instance_uid,
             series.status,
+            " (purged)" if revived else "",
             new_count,
         )
         series.status = SeriesStatus.RECEIVING
@@ -308,6 +312,60 @@ def series_instances(*, session: Session, series_instance_uid: str) -> list[Inst
         .order_by(Instance.id)
     )
     return list(session.execute(statement).scalars())
+
+
+_ENDED_SERIES = (SeriesStatus.DONE, SeriesStatus.FAILED, SeriesStatus.SKIPPED)
+
+
+def _purgeable(received_before: datetime) -> ColumnElement[bool]:
+    active = select(Job.id).where(Job.series_id == Series.id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    return and_(
+        Series.purged_at.is_(None),
+        Series.last_received_at < _utc(received_before),
+        Series.status.in_(_ENDED_SERIES),
+        ~active.exists(),
+    )
+
+
+def purgeable_series(*, session: Session, received_before: datetime) -> list[str]:
+    """UIDs of the series whose stored instances the retention policy may delete, oldest first.
+
+    A series qualifies when its last instance arrived before ``received_before``, it is not
+    purged yet, it has reached an end (done, failed or skipped) and none of its jobs is still
+    active, so that no worker is about to read its files.
+    """
+    statement = (
+        select(Series.series_instance_uid)
+        .where(_purgeable(received_before))
+        .order_by(Series.last_received_at, Series.id)
+    )
+    return list(session.execute(statement).scalars())
+
+
+def claim_series_for_purge(
+    *,
+    session: Session,
+    series_instance_uid: str,
+    received_before: datetime,
+    now: datetime | None = None,
+) -> bool:
+    """Mark the series purged if it still qualifies, holding its row lock until commit.
+
+    The check runs again under the lock, so an instance that arrived since
+    :func:`purgeable_series` listed it (which makes the series receive again) keeps it.
+
+    Returns:
+        Whether the series is now marked purged; delete its files, then commit.
+    """
+    series = _series_for_update(session, series_instance_uid)
+    still = session.execute(
+        select(Series.id).where(Series.id == series.id, _purgeable(received_before))
+    ).scalar_one_or_none()
+    if still is None:
+        return False
+    series.purged_at = _utc(now)
+    session.flush()
+    return True
 
 
 def skip_series(

@@ -22,7 +22,7 @@ from db.errors import MigrationError
 logger = logging.getLogger(__name__)
 
 #: Revision id of the newest migration shipped with this package.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

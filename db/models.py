@@ -67,6 +67,8 @@ class Series(Base):
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the retention policy deleted its stored instances (their rows stay, as a record)."""
 
     study: Mapped[Study] = relationship(lazy="joined", innerjoin=True)
 

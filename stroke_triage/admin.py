@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from db import crud
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import ExportStatus, JobStatus
 from listener.dispatch import TaskDispatcher
+from stroke_triage.retention import purge_storage
 from stroke_triage.settings import Settings
 from worker.routing import inference_queue
 
@@ -127,6 +130,26 @@ def requeue(settings: Settings, *, job_id: int) -> int:
         crud.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
         session.commit()
     print(f"Job {job_id} queued again as task {task_id}.")
+    return 0
+
+
+def purge(settings: Settings, *, older_than_days: float, dry_run: bool) -> int:
+    """Apply the retention policy to the stored DICOM and say what it deleted."""
+    if older_than_days < 0:
+        print("--older-than-days must not be negative.", file=sys.stderr)
+        return 2
+    report = purge_storage(
+        _sessions(settings),
+        settings.storage_dir,
+        older_than=timedelta(days=older_than_days),
+        dry_run=dry_run,
+    )
+    verb = "Would delete" if dry_run else "Deleted"
+    print(
+        f"{verb} {report.files} stored instances ({report.bytes / 1e6:.1f} MB) of "
+        f"{report.series} finished series last received over {older_than_days:g} days ago"
+        + (f"; {report.missing} were already missing." if report.missing else ".")
+    )
     return 0
 
 

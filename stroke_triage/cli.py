@@ -83,6 +83,12 @@ def cmd_retry_export(args: argparse.Namespace) -> int:
     return retry_exports(_settings(args), export_ids=args.export_ids, all_dead=args.all_dead)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from stroke_triage.admin import purge
+
+    return purge(_settings(args), older_than_days=args.older_than_days, dry_run=args.dry_run)
+
+
 def cmd_phantom(args: argparse.Namespace) -> int:
     from model.phantom import Lesion, write_phantom_series
 
@@ -180,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     retry_export.add_argument("export_ids", type=int, nargs="*", metavar="EXPORT")
     retry_export.add_argument("--all-dead", action="store_true", help="every dead export")
     retry_export.set_defaults(func=cmd_retry_export)
+
+    purge = commands.add_parser(
+        "purge",
+        help="delete the stored DICOM of finished series (retention; run it daily from cron)",
+    )
+    purge.add_argument(
+        "--older-than-days",
+        type=float,
+        required=True,
+        help="keep a finished series this long after its last instance arrived",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    purge.set_defaults(func=cmd_purge)
 
     phantom = commands.add_parser("phantom", help="write a synthetic head CT series")
     phantom.add_argument("--output", type=Path, required=True)

@@ -93,6 +93,9 @@ def process_series(
             log.info("Job %d is %s: nothing to do", job_id, job.status)
             return Outcome(job_id, None, None, None, None, skipped=str(job.status))
         crud.start_job(session=session, job_id=job_id, worker=worker)
+        purged_at = crud.get_series(
+            session=session, series_instance_uid=series_instance_uid
+        ).purged_at
         paths = [
             ctx.runtime.storage_dir / instance.path
             for instance in crud.series_instances(
@@ -102,6 +105,11 @@ def process_series(
         ]
         session.commit()
 
+    if purged_at is not None:
+        raise SeriesUnreadableError(
+            f"The stored instances of series {series_instance_uid} were deleted by the retention "
+            f"policy on {purged_at:%Y-%m-%d}; send the series again to classify it."
+        )
     datasets = _read_series(paths, series_instance_uid)
     uids = [str(ds.SOPInstanceUID) for ds in datasets]
     fingerprint = input_fingerprint(uids)

@@ -475,3 +475,40 @@ def test_quiet_series(session: Session) -> None:
     assert [
         s.series_instance_uid for s in crud.quiet_series(session=session, received_before=later)
     ] == ["1.2.5.1"]
+
+
+def test_only_ended_series_past_the_cut_off_are_purged_and_a_resend_revives_them(
+    session: Session,
+) -> None:
+    later = T0 + timedelta(days=30)
+    _receive(session, _records(range(1, 4)))
+    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    crud.start_job(session=session, job_id=job.id)
+    session.commit()
+    # A series whose job is still running is never purged, however old.
+    assert crud.purgeable_series(session=session, received_before=later) == []
+    _result(session, job.id, "f1")
+    crud.finish_job(session=session, job_id=job.id)
+    session.commit()
+    # Finished, but its last instance arrived after the cut-off: kept.
+    assert crud.purgeable_series(session=session, received_before=T0) == []
+    assert crud.purgeable_series(session=session, received_before=later) == [SERIES]
+
+    assert crud.claim_series_for_purge(
+        session=session, series_instance_uid=SERIES, received_before=later, now=later
+    )
+    session.commit()
+    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    assert series.purged_at == later
+    assert crud.purgeable_series(session=session, received_before=later) == []
+    assert not crud.claim_series_for_purge(
+        session=session, series_instance_uid=SERIES, received_before=later
+    )
+    session.rollback()
+
+    # The scanner sends the same images again: the series is received (and classified) anew.
+    _receive(session, _records(range(1, 4), at=later))
+    session.commit()
+    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    assert series.purged_at is None
+    assert series.status == SeriesStatus.RECEIVING

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -23,13 +23,14 @@ from db.enums import ExportKind, ExportStatus, JobStatus
 from db.models import Result, SliceScore
 from model.checkpoint import create_random_checkpoint
 from model.phantom import write_phantom_series
+from stroke_triage.retention import purge_storage
 from tests.conftest import free_port
 from tests.worker.test_worker_report import dciodvfy_errors
 from worker.celery_app import create_celery_app
 from worker.config import PacsDestination, WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.outbox import sweep
-from worker.pipeline import process_series
+from worker.pipeline import SeriesUnreadableError, process_series
 from worker.tasks import PROCESS_SERIES_TASK
 
 
@@ -316,3 +317,21 @@ def test_task_dead_letter_after_last_retry_and_requeue(
     assert done.successful() and done.result["result_id"] is not None
     with ctx.sessions() as session:
         assert crud.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+
+
+def test_a_job_for_a_purged_series_fails_with_the_reason(
+    runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
+) -> None:
+    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
+    job_id, series_uid = _receive_series(ctx)
+    process_series(ctx, job_id=job_id, series_instance_uid=series_uid, worker="w1")
+    report = purge_storage(
+        ctx.sessions, runtime.storage_dir, older_than=timedelta(0), now=datetime.now(UTC)
+    )
+    assert report.files == 6
+    with ctx.sessions() as session:
+        job = crud.create_job(session=session, series_instance_uid=series_uid)
+        session.commit()
+        stale_job = job.id
+    with pytest.raises(SeriesUnreadableError, match="retention policy"):
+        process_series(ctx, job_id=stale_job, series_instance_uid=series_uid, worker="w1")
