@@ -10,9 +10,14 @@ at inference (top-k mean), so a bag is positive when a few of its slices are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
+
+from model.data import SliceRecord, group_by_patient
 
 
 def bag_order(
@@ -96,3 +101,58 @@ class BagLoss(nn.Module):
         )
         bag_targets = (targets.view(-1, self.bag_size)[:, 0] == self.positive_index).float()
         return nn.functional.binary_cross_entropy_with_logits(scores, bag_targets)
+
+
+@dataclass
+class BagSampler:
+    """The training slices as patients' bags, with the loss that scores them."""
+
+    patients: list[list[int]]
+    labels: list[int]
+    bag_size: int
+    batch_size: int
+    """Slices per step: whole bags, at most the configured batch size."""
+    loss: BagLoss
+    positive: str
+
+    @classmethod
+    def build(
+        cls,
+        records: Sequence[SliceRecord],
+        *,
+        positive_class: str,
+        positive_index: int,
+        bag_size: int,
+        bag_top_k: int,
+        batch_size: int,
+    ) -> BagSampler:
+        """Bags over ``records``, grouped by patient."""
+        groups = list(group_by_patient(records).values())
+        return cls(
+            patients=groups,
+            labels=[int(records[g[0]].label == positive_class) for g in groups],
+            bag_size=bag_size,
+            batch_size=batch_size // bag_size * bag_size,
+            loss=BagLoss(bag_size=bag_size, k=bag_top_k, positive_index=positive_index),
+            positive=positive_class,
+        )
+
+    def order(self, steps: int, generator: torch.Generator) -> list[int]:
+        """Indices of one epoch: ``steps`` batches of whole bags."""
+        n_bags = steps * (self.batch_size // self.bag_size)
+        return bag_order(
+            self.patients, self.labels, bag_size=self.bag_size, n_bags=n_bags, generator=generator
+        )
+
+    def patient_loss(
+        self, records: Sequence[SliceRecord], probabilities: npt.NDArray[np.float64], *, k: int
+    ) -> float:
+        """Validation loss of the same kind: each patient's whole series is one bag."""
+        clipped = np.clip(probabilities, 1e-6, 1 - 1e-6)
+        log_odds = np.log(clipped / (1 - clipped))
+        patients = group_by_patient(records)
+        names = sorted(patients)
+        labels = np.array([int(records[patients[p][0]].label == self.positive) for p in names])
+        scores = np.array([np.sort(log_odds[patients[p]])[-k:].mean() for p in names])
+        losses = np.logaddexp(0.0, -scores) * labels + np.logaddexp(0.0, scores) * (1 - labels)
+        return float(losses.mean())

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.aggregate import AGGREGATION_RULES, aggregate
-from model.bags import BagLoss, bag_order
+from model.bags import BagSampler
 from model.checkpoint import save_checkpoint
 from model.data import (
     Augmentation,
@@ -451,7 +451,16 @@ def train(
         ).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     bags = (
-        _BagSampler.for_config(config, train_records, spec) if config.objective == "bag" else None
+        BagSampler.build(
+            train_records,
+            positive_class=spec.positive_class,
+            positive_index=spec.positive_index,
+            bag_size=config.bag_size,
+            bag_top_k=config.bag_top_k,
+            batch_size=config.batch_size,
+        )
+        if config.objective == "bag"
+        else None
     )
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -692,54 +701,6 @@ def _prepare_pretraining(
     )
     _atomic_torch_save({"model": network.state_dict(), "summary": summary}, path)
     return summary
-
-
-@dataclass
-class _BagSampler:
-    """Bags of one patient's slices for the ``bag`` objective (model.bags)."""
-
-    patients: list[list[int]]
-    labels: list[int]
-    bag_size: int
-    batch_size: int
-    loss: BagLoss
-    positive: str
-
-    @classmethod
-    def for_config(
-        cls, config: TrainConfig, records: Sequence[SliceRecord], spec: ModelSpec
-    ) -> _BagSampler:
-        groups = list(group_by_patient(records).values())
-        return cls(
-            patients=groups,
-            labels=[int(records[g[0]].label == spec.positive_class) for g in groups],
-            bag_size=config.bag_size,
-            batch_size=config.batch_size // config.bag_size * config.bag_size,
-            loss=BagLoss(
-                bag_size=config.bag_size, k=config.bag_top_k, positive_index=spec.positive_index
-            ),
-            positive=spec.positive_class,
-        )
-
-    def order(self, steps: int, generator: torch.Generator) -> list[int]:
-        """Indices of one epoch: ``steps`` batches of whole bags."""
-        n_bags = steps * (self.batch_size // self.bag_size)
-        return bag_order(
-            self.patients, self.labels, bag_size=self.bag_size, n_bags=n_bags, generator=generator
-        )
-
-    def patient_loss(
-        self, records: Sequence[SliceRecord], probabilities: npt.NDArray[np.float64], *, k: int
-    ) -> float:
-        """Validation loss of the same kind: each patient's whole series is one bag."""
-        clipped = np.clip(probabilities, 1e-6, 1 - 1e-6)
-        log_odds = np.log(clipped / (1 - clipped))
-        patients = group_by_patient(records)
-        names = sorted(patients)
-        labels = np.array([int(records[patients[p][0]].label == self.positive) for p in names])
-        scores = np.array([np.sort(log_odds[patients[p]])[-k:].mean() for p in names])
-        losses = np.logaddexp(0.0, -scores) * labels + np.logaddexp(0.0, scores) * (1 - labels)
-        return float(losses.mean())
 
 
 def _prepare_teacher(

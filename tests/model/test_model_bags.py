@@ -6,12 +6,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from model.bags import BagLoss, bag_logits, bag_order
+from model.bags import BagLoss, BagSampler, bag_logits, bag_order
 from model.checkpoint import load_checkpoint
-from model.data import write_synthetic_dataset
+from model.data import load_records, write_synthetic_dataset
 from model.train import LOG_FILE, TrainConfig, TrainingError, train
 from tests.model.tiny import tiny_config
 
@@ -116,3 +117,25 @@ def test_bad_bag_settings_are_refused(
         setattr(config, key, value)
     with pytest.raises(TrainingError, match=message):
         train(config, progress=False)
+
+
+def test_validation_loss_scores_each_patients_whole_series_as_one_bag(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(
+        tmp_path / "toy", patients_per_class=2, slices_per_patient=6, size=32
+    )
+    records = load_records(data)
+    sampler = BagSampler.build(
+        records, positive_class="stroke", positive_index=1, bag_size=4, bag_top_k=2, batch_size=10
+    )
+    assert sampler.batch_size == 8
+    assert sorted(sampler.labels) == [0, 0, 1, 1]
+    stroke = np.array([r.label == "stroke" for r in records])
+    # One lesion slice per stroke patient is enough for a low loss with k=1 ...
+    focal = np.where(stroke, 0.01, 0.01)
+    for patient in {r.patient for r in records if r.label == "stroke"}:
+        first = next(i for i, r in enumerate(records) if r.patient == patient)
+        focal[first] = 0.99
+    assert sampler.patient_loss(records, focal, k=1) < 0.05
+    # ... and a confidently wrong verdict on every patient costs a lot.
+    wrong = np.where(stroke, 0.01, 0.99)
+    assert sampler.patient_loss(records, wrong, k=1) > 4.0
