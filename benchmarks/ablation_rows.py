@@ -35,7 +35,8 @@ def row(path: Path) -> str:
     return (
         f"| `{name}` | {config['epochs']} | {config['input_size']} "
         f"| {metrics['roc_auc']:.3f} ({low:.3f}-{high:.3f}) "
-        f"| {tp / (tp + fn):.2%} ({tp}/{tp + fn}) | {tn / (tn + fp):.2%} ({tn}/{tn + fp}) "
+        f"| {100 * tp / (tp + fn):.2f} % ({tp}/{tp + fn}) "
+        f"| {100 * tn / (tn + fp):.2f} % ({tn}/{tn + fp}) "
         f"| {result['pooled_slice_auc']:.3f} | {by_rule} |"
     )
 
