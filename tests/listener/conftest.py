@@ -110,7 +110,7 @@ def ct_dataset(
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = series_uid + ".1"
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[series_uid, "frame of reference"])
     ds.Modality = "CT"
     ds.PatientID = "TEST"
     ds.BodyPartExamined = "HEAD"
