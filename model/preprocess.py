@@ -211,6 +211,11 @@ def hu_stack_to_channels(
     if mode is ChannelMode.REPLICATE:
         return np.repeat(windowed[:, None], 3, axis=1)
     if mode is ChannelMode.MIRROR:
+        if windowed.shape[1] != windowed.shape[2]:
+            raise PreprocessError(
+                f"Mirror channels need square slices, got {windowed.shape[1:]}; "
+                "preprocess_hu_stack resizes them first."
+            )
         return mirror_channels(windowed)
     return _adjacent_channels(windowed)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model.checkpoint import random_spec
+from model.errors import PreprocessError
 from model.phantom import Lesion, head_phantom_hu, infarct_slices
 from model.preprocess import (
     ChannelMode,
@@ -105,6 +106,10 @@ def test_mirror_mode_is_the_same_from_hu_and_from_8_bit_slices() -> None:
     assert np.abs(from_hu - from_uint8).mean() < 0.01
     channels = hu_stack_to_channels(hu, windows=[WINDOW], mode=ChannelMode.MIRROR)
     assert channels.shape == (4, 3, 128, 128)
+    # Slices that are not square are refused here; preprocess_hu_stack resizes them first.
+    with pytest.raises(PreprocessError, match="square"):
+        hu_stack_to_channels(hu[:, :, :100], windows=[WINDOW], mode=ChannelMode.MIRROR)
+    assert preprocess_hu_stack(hu[:, :, :100], spec).shape == from_hu.shape
 
 
 def test_a_map_drawn_on_the_aligned_frame_lands_back_on_the_slice() -> None:
