@@ -22,9 +22,10 @@ import torch
 
 from model.aggregate import aggregate
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, load_checkpoint
-from model.data import group_by_patient, load_records
-from model.evaluate import predict_records
-from model.inference import Classifier, cpu_supports_bf16
+from model.device import cpu_supports_bf16
+from model.inference import Classifier
+from model.training.data import group_by_patient, load_records
+from model.training.evaluate import predict_records
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from db import crud  # noqa: E402
+import db.jobs  # noqa: E402
 from db.engine import create_engine_for, make_session_factory  # noqa: E402
 from db.models import Instance, Series  # noqa: E402
 
@@ -166,7 +166,7 @@ def main() -> int:
                     .where(Series.series_instance_uid == pydicom.dcmread(copy[0]).SeriesInstanceUID)
                     .group_by(Series.id)
                 ).one()
-                (job,) = [j for j in crud.list_jobs(session=session) if j.series_id == series_id]
+                (job,) = [j for j in db.jobs.list_jobs(session=session) if j.series_id == series_id]
                 last = last.replace(tzinfo=UTC) if last.tzinfo is None else last
                 stages = [
                     last,

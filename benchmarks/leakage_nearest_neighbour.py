@@ -7,10 +7,11 @@ comes for free; under a patient-grouped split it has to come from the image.
 
 Splits, all on the same slices and pixels:
 
-- ``paper split``: ``model.data.random_slice_split`` with seed 0, the very 80/10/10 split of
-  ``stroke-triage cross-validate --protocol paper`` (test = its 10 %, train = its 80 %);
+- ``paper split``: ``model.training.data.random_slice_split`` with seed 0, the very 80/10/10
+  split of ``stroke-triage cross-validate --protocol paper`` (test = its 10 %, train = its 80 %);
 - ``random 5-fold``: slices shuffled into 5 folds (stratified by label), every slice tested once;
-- ``patient-grouped 5-fold``: ``model.data.patient_group_kfold``, the grouped protocol's folds.
+- ``patient-grouped 5-fold``: ``model.training.data.patient_group_kfold``, the grouped
+  protocol's folds.
 
 Usage::
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from model.data import (
+from model.training.data import (
     SliceRecord,
     decode_slice,
     load_records,

@@ -206,14 +206,12 @@ def measure(
 
 def durable_write_ms(template: list[Path], folder: Path, *, fsync: bool) -> float:
     """Milliseconds per slice for the listener's own atomic write, alone, in this process."""
-    from pathlib import PurePath
-
-    from listener.storage import write_atomic
+    from stroke_triage.edge import write_atomic
 
     payloads = [path.read_bytes() for path in template]
     start = time.perf_counter()
     for index, payload in enumerate(payloads):
-        write_atomic(folder, PurePath("floor") / f"{index}.dcm", payload, fsync=fsync)  # type: ignore[arg-type]
+        write_atomic(folder / "floor" / f"{index}.dcm", payload, fsync=fsync)
     return (time.perf_counter() - start) / len(payloads) * 1e3
 
 

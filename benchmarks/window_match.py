@@ -31,7 +31,8 @@ import pydicom
 from PIL import Image
 from scipy import ndimage
 
-from model.preprocess import WINDOW_PRESETS, dataset_to_hu
+from model.dicom import dataset_to_hu
+from model.spec import WINDOW_PRESETS
 
 BINS = 256
 JPEG_BONE = 250

@@ -1,102 +1,15 @@
 """stroke-triage: db. SQLAlchemy models, Alembic migrations and keyword-only data access.
 
-Imports nothing of ours; the listener and the worker use it.
+Imports nothing of ours; the listener and the worker use it. This package re-exports nothing,
+so that importing one of its light modules (``db.enums``) never loads SQLAlchemy or Alembic.
+
+Modules:
+    engine: engines, session factories, migrations and the schema revision check.
+    receiving: studies, series and instances as the listener stores them.
+    jobs: the job outbox and each job's life cycle.
+    results: classification results and the results overview.
+    exports: the outbox of DICOM objects sent back to the PACS.
+    retention: which series may have their stored files deleted.
+    rows: the row types those functions return, for annotations outside db.
+    enums, errors, models, types: states, exceptions, the ORM models and column types.
 """
-
-from db.crud import (
-    InstanceRecord,
-    ResultRow,
-    claim_export,
-    create_job,
-    due_exports,
-    ensure_export,
-    fail_job,
-    finish_job,
-    get_export,
-    get_job,
-    get_result,
-    get_series,
-    list_exports,
-    list_jobs,
-    list_results,
-    mark_export_failed,
-    mark_export_sent,
-    mark_job_queued,
-    pending_jobs,
-    quiet_series,
-    record_instances,
-    record_result,
-    requeue_job,
-    result_exports,
-    retry_export,
-    series_instances,
-    skip_job,
-    skip_series,
-    stage_timings,
-    start_job,
-)
-from db.engine import (
-    HEAD_REVISION,
-    create_engine_for,
-    current_revision,
-    make_session_factory,
-    migrate,
-)
-from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
-from db.errors import DbError, JobStateError, MigrationError, NotFoundError, ResultConflictError
-from db.models import Base, Export, Instance, Job, Result, Series, SliceScore, Study
-
-__all__ = [
-    "HEAD_REVISION",
-    "Base",
-    "DbError",
-    "Export",
-    "ExportKind",
-    "ExportStatus",
-    "Instance",
-    "InstanceRecord",
-    "Job",
-    "JobStateError",
-    "JobStatus",
-    "MigrationError",
-    "NotFoundError",
-    "Result",
-    "ResultConflictError",
-    "ResultRow",
-    "Series",
-    "SeriesStatus",
-    "SliceScore",
-    "Study",
-    "claim_export",
-    "create_engine_for",
-    "create_job",
-    "current_revision",
-    "due_exports",
-    "ensure_export",
-    "fail_job",
-    "finish_job",
-    "get_export",
-    "get_job",
-    "get_result",
-    "get_series",
-    "list_exports",
-    "list_jobs",
-    "list_results",
-    "make_session_factory",
-    "mark_export_failed",
-    "mark_export_sent",
-    "mark_job_queued",
-    "migrate",
-    "pending_jobs",
-    "quiet_series",
-    "record_instances",
-    "record_result",
-    "requeue_job",
-    "result_exports",
-    "retry_export",
-    "series_instances",
-    "skip_job",
-    "skip_series",
-    "stage_timings",
-    "start_job",
-]

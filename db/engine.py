@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from alembic import command
 from alembic.config import Config
@@ -17,12 +17,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from db.errors import MigrationError
+from db.errors import MigrationError, SchemaRevisionError
+
+__all__ = [
+    "HEAD_REVISION",
+    "Engine",
+    "Session",
+    "SessionFactory",
+    "check_revision",
+    "create_engine_for",
+    "current_revision",
+    "make_session_factory",
+    "migrate",
+]
 
 logger = logging.getLogger(__name__)
 
+#: A factory of database sessions; ``with factory() as session:`` opens one.
+SessionFactory: TypeAlias = sessionmaker[Session]
+
 #: Revision id of the newest migration shipped with this package.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0007"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -85,7 +100,7 @@ def create_engine_for(url: str | URL) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine) -> SessionFactory:
     """Return a session factory whose objects stay usable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -162,3 +177,16 @@ def current_revision(engine: Engine) -> str | None:
     """Return the schema revision of the database, or None before the first migration."""
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_revision(engine: Engine) -> None:
+    """Make sure the database schema is at :data:`HEAD_REVISION`, without migrating it.
+
+    For read-only use: a schema upgrade is left to ``migrate``.
+
+    Raises:
+        SchemaRevisionError: The schema is at another revision, or was never created.
+    """
+    current = current_revision(engine)
+    if current != HEAD_REVISION:
+        raise SchemaRevisionError(current=current, needed=HEAD_REVISION)

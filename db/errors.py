@@ -1,4 +1,14 @@
-"""Exceptions raised by the db package."""
+"""Exceptions raised by the db package, and the driver errors callers may want to catch."""
+
+from typing import TypeAlias
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+#: Base of every error raised while talking to the database (SQLAlchemy's own base class).
+DatabaseAccessError: TypeAlias = SQLAlchemyError
+
+#: The database cannot be reached or is busy (connection lost, lock timeout): worth a retry.
+DatabaseUnavailableError: TypeAlias = OperationalError
 
 
 class DbError(Exception):
@@ -19,3 +29,14 @@ class ResultConflictError(DbError):
 
 class MigrationError(DbError):
     """The database schema could not be brought up to date."""
+
+
+class SchemaRevisionError(DbError):
+    """The database schema is not at the revision this version of the code needs."""
+
+    def __init__(self, *, current: str | None, needed: str) -> None:
+        """Build the error from the database's revision (None: never migrated) and ours."""
+        self.current = current
+        self.needed = needed
+        shown = "no revision (never migrated)" if current is None else current
+        super().__init__(f"The database schema is at {shown}, this version needs {needed}.")

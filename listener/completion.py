@@ -15,12 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from db import crud
-from db.enums import SeriesStatus
-from db.models import Series
+import db.jobs
+import db.receiving
+from db.engine import Session, SessionFactory
+from db.rows import Series
 from listener.config import ListenerConfig
 from listener.dispatch import TaskDispatcher
 from listener.errors import DispatchError
@@ -37,6 +36,29 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def publish_job(
+    *,
+    dispatcher: TaskDispatcher,
+    session_factory: SessionFactory,
+    job_id: int,
+    series_instance_uid: str,
+) -> str:
+    """Publish a job from the outbox to the broker and record it as queued.
+
+    Returns:
+        The id of the published task.
+
+    Raises:
+        DispatchError: The broker did not take it; the job stays in the outbox.
+    """
+    task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_instance_uid)
+    with session_factory() as session:
+        db.jobs.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
+        session.commit()
+    log.info("Job %d for series %s queued as task %s", job_id, series_instance_uid, task_id)
+    return task_id
+
+
 class CompletionMonitor:
     """Judges quiet series complete and keeps the outbox drained."""
 
@@ -44,7 +66,7 @@ class CompletionMonitor:
         self,
         *,
         config: ListenerConfig,
-        session_factory: sessionmaker[Session],
+        session_factory: SessionFactory,
         storage_dir: Path,
         dispatcher: TaskDispatcher,
         before_judging: Callable[[], object] | None = None,
@@ -68,9 +90,7 @@ class CompletionMonitor:
         now = now or _utcnow()
         job_ids: list[int] = []
         with self._sessions() as session:
-            receiving = session.scalars(
-                select(Series).where(Series.status == SeriesStatus.RECEIVING)
-            ).all()
+            receiving = db.receiving.receiving_series(session=session)
             due = [series for series in receiving if self._is_due(series, now)]
             for series in due:
                 job_id = self._judge(session, series, now)
@@ -87,7 +107,7 @@ class CompletionMonitor:
         with self._sessions() as session:
             pending = [
                 (job.id, job.series.series_instance_uid)
-                for job in crud.pending_jobs(session=session, older_than=older_than)
+                for job in db.jobs.pending_jobs(session=session, older_than=older_than)
             ]
         sent = 0
         for job_id, series_uid in pending:
@@ -116,10 +136,10 @@ class CompletionMonitor:
 
     def _judge(self, session: Session, series: Series, now: datetime) -> int | None:
         uid = series.series_instance_uid
-        instances = crud.series_instances(session=session, series_instance_uid=uid)
+        instances = db.receiving.series_instances(session=session, series_instance_uid=uid)
         header = self._read_header(instances[0].path) if instances else None
         if header is None:
-            crud.skip_series(
+            db.receiving.skip_series(
                 session=session, series_instance_uid=uid, reason="no readable instance", now=now
             )
             session.commit()
@@ -128,13 +148,13 @@ class CompletionMonitor:
             header, instance_count=len(instances), min_slices=self._config.min_slices
         )
         if not selection.classify:
-            crud.skip_series(
+            db.receiving.skip_series(
                 session=session, series_instance_uid=uid, reason=selection.reason, now=now
             )
             session.commit()
             log.info("Series %s skipped: %s (%d instances)", uid, selection.reason, len(instances))
             return None
-        job = crud.create_job(session=session, series_instance_uid=uid, now=now)
+        job = db.jobs.create_job(session=session, series_instance_uid=uid, now=now)
         session.commit()
         log.info(
             "Series %s complete with %d instances: job %d in outbox",
@@ -149,7 +169,7 @@ class CompletionMonitor:
             return []
         with self._sessions() as session:
             return [
-                (job_id, crud.get_job(session=session, job_id=job_id).series.series_instance_uid)
+                (job_id, db.jobs.get_job(session=session, job_id=job_id).series.series_instance_uid)
                 for job_id in job_ids
             ]
 
@@ -162,14 +182,15 @@ class CompletionMonitor:
 
     def _publish(self, job_id: int, series_uid: str) -> int:
         try:
-            task_id = self._dispatcher.send(job_id=job_id, series_instance_uid=series_uid)
+            publish_job(
+                dispatcher=self._dispatcher,
+                session_factory=self._sessions,
+                job_id=job_id,
+                series_instance_uid=series_uid,
+            )
         except DispatchError as exc:
             log.warning("%s", exc)
             return 0
-        with self._sessions() as session:
-            crud.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
-            session.commit()
-        log.info("Job %d for series %s queued as task %s", job_id, series_uid, task_id)
         return 1
 
     # Thread ----------------------------------------------------------------------------

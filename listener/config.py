@@ -8,23 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-AE_TITLE_MAX = 16
-
-
-def _check_ae_title(value: str) -> str:
-    text = value.strip()
-    if not text or len(text) > AE_TITLE_MAX or "\\" in text or not text.isprintable():
-        raise ValueError(
-            f"AE title {value!r} is not valid: "
-            "it must be 1 to 16 printable characters, no backslash."
-        )
-    return text
+from stroke_triage.edge import AETitle
 
 
 class ListenerConfig(BaseModel):
     """How the DICOM listener receives and when it judges a series complete."""
 
-    ae_title: str = Field("STROKETRIAGE", description="Our AE title (called AE).")
+    ae_title: AETitle = Field("STROKETRIAGE", description="Our AE title (called AE).")
     host: str = Field("0.0.0.0", description="Address the listener binds to.")
     port: int = Field(11112, ge=1, le=65535, description="DICOM port the listener binds to.")
     quiet_period_s: float = Field(
@@ -42,13 +32,13 @@ class ListenerConfig(BaseModel):
         10.0, gt=0, description="How often unqueued jobs in the outbox are sent again."
     )
     max_associations: int = Field(10, ge=1, description="Concurrent associations accepted.")
-    allowed_calling_ae_titles: list[str] = Field(
+    allowed_calling_ae_titles: list[AETitle] = Field(
         default_factory=list, description="Calling AE allow-list; empty accepts any caller."
     )
     network_timeout_s: float = Field(60.0, gt=0, description="TCP inactivity timeout.")
     acse_timeout_s: float = Field(30.0, gt=0, description="Association negotiation timeout.")
     dimse_timeout_s: float = Field(60.0, gt=0, description="DIMSE message timeout.")
-    calling_ae_addresses: dict[str, list[str]] = Field(
+    calling_ae_addresses: dict[AETitle, list[str]] = Field(
         default_factory=dict,
         description="IP pinning: a calling AE listed here is accepted only from these "
         "addresses or networks (CIDR).",
@@ -79,23 +69,13 @@ class ListenerConfig(BaseModel):
         "(the file is always durable first).",
     )
 
-    @field_validator("ae_title")
-    @classmethod
-    def _valid_ae_title(cls, value: str) -> str:
-        return _check_ae_title(value)
-
-    @field_validator("allowed_calling_ae_titles")
-    @classmethod
-    def _valid_allow_list(cls, values: list[str]) -> list[str]:
-        return [_check_ae_title(value) for value in values]
-
     @field_validator("calling_ae_addresses")
     @classmethod
     def _valid_addresses(cls, values: dict[str, list[str]]) -> dict[str, list[str]]:
         for networks in values.values():
             for network in networks:
                 ipaddress.ip_network(network, strict=False)
-        return {_check_ae_title(title): networks for title, networks in values.items()}
+        return values
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ListenerConfig:

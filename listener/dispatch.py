@@ -8,16 +8,9 @@ from typing import Any
 from celery import Celery
 
 from listener.errors import DispatchError
+from stroke_triage.edge import PROCESS_SERIES_TASK, process_series_kwargs
 
 log = logging.getLogger(__name__)
-
-#: The worker registers its task under this exact name; a test checks that both agree.
-PROCESS_SERIES_TASK = "stroke_triage.process_series"
-
-
-def process_series_kwargs(*, job_id: int, series_instance_uid: str) -> dict[str, Any]:
-    """The task's signature: ids only, never objects."""
-    return {"job_id": job_id, "series_instance_uid": series_instance_uid}
 
 
 class TaskDispatcher:

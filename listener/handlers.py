@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
@@ -14,7 +13,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
-from db import crud
+import db.receiving
 from listener.errors import (
     ImageTooLargeError,
     InvalidInstanceError,
@@ -26,7 +25,7 @@ from listener.inspection import inspect_dataset
 from listener.recorder import InstanceRecorder, PendingRecord
 from listener.resources import ResourceGuard
 from listener.status import StoreStatus
-from listener.storage import write_atomic
+from stroke_triage.edge import set_tcp_nodelay, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,7 @@ def handle_connection_open(event: Event) -> None:
     Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms).
     """
     event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
-    transport = event.assoc.dul.socket
-    try:
-        if transport is not None and transport.socket is not None:
-            transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError as exc:
-        log.debug("Could not set TCP_NODELAY: %s", exc)
+    set_tcp_nodelay(event)
 
 
 def handle_store(event: Event, context: StoreContext) -> int:
@@ -88,7 +82,7 @@ def handle_store(event: Event, context: StoreContext) -> int:
         )
         meta = PREAMBLE + encode_file_meta(event.file_meta)
         with stream.getbuffer() as body:
-            write_atomic(context.storage_dir, instance.relpath, [meta, body], fsync=context.fsync)
+            write_atomic(context.storage_dir / instance.relpath, [meta, body], fsync=context.fsync)
             size = len(meta) + body.nbytes
     except OutOfResourcesError as exc:
         return _refuse(StoreStatus.OUT_OF_RESOURCES, calling_ae, sop_instance_uid, exc)
@@ -107,7 +101,7 @@ def handle_store(event: Event, context: StoreContext) -> int:
         PendingRecord(
             instance=instance,
             calling_ae_title=calling_ae,
-            record=crud.InstanceRecord(
+            record=db.receiving.InstanceRecord(
                 sop_instance_uid=instance.sop_instance_uid,
                 sop_class_uid=instance.sop_class_uid,
                 path=instance.relpath.as_posix(),

@@ -14,10 +14,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-
-from db import crud
+import db.receiving
+from db.engine import SessionFactory
+from db.errors import DatabaseAccessError
 from listener.inspection import ReceivedInstance
 
 log = logging.getLogger(__name__)
@@ -34,10 +33,10 @@ class PendingRecord:
 
     instance: ReceivedInstance
     calling_ae_title: str
-    record: crud.InstanceRecord
+    record: db.receiving.InstanceRecord
 
 
-def commit_records(session_factory: sessionmaker[Session], pending: list[PendingRecord]) -> None:
+def commit_records(session_factory: SessionFactory, pending: list[PendingRecord]) -> None:
     """Record instances in one transaction, one ``record_instances`` call per series."""
     by_series: dict[str, list[PendingRecord]] = defaultdict(list)
     for item in pending:
@@ -45,7 +44,7 @@ def commit_records(session_factory: sessionmaker[Session], pending: list[Pending
     with session_factory() as session:
         for series_uid, items in by_series.items():
             first = items[0]
-            crud.record_instances(
+            db.receiving.record_instances(
                 session=session,
                 study_instance_uid=first.instance.study_instance_uid,
                 series_instance_uid=series_uid,
@@ -60,9 +59,7 @@ def commit_records(session_factory: sessionmaker[Session], pending: list[Pending
 class InstanceRecorder:
     """A single writer thread that commits instance records in batches."""
 
-    def __init__(
-        self, *, session_factory: sessionmaker[Session], batch_window_s: float = 0.05
-    ) -> None:
+    def __init__(self, *, session_factory: SessionFactory, batch_window_s: float = 0.05) -> None:
         """Create the recorder; it waits ``batch_window_s`` after a first record for others."""
         self._sessions = session_factory
         self._batch_window_s = batch_window_s
@@ -124,7 +121,7 @@ class InstanceRecorder:
                 batch = self._queue[:MAX_BATCH]
             try:
                 commit_records(self._sessions, batch)
-            except SQLAlchemyError as exc:
+            except DatabaseAccessError as exc:
                 log.error(
                     "Could not record %d stored instances (kept, retrying): %s", len(batch), exc
                 )

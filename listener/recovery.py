@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from db import crud
-from db.models import Instance
+import db.receiving
+from db.engine import SessionFactory
 from listener.errors import ListenerError
 from listener.inspection import ReceivedInstance
 from listener.recorder import PendingRecord, commit_records
@@ -41,10 +39,10 @@ def remove_partial_files(storage_dir: Path) -> int:
     return removed
 
 
-def record_unrecorded(storage_dir: Path, session_factory: sessionmaker[Session]) -> int:
+def record_unrecorded(storage_dir: Path, session_factory: SessionFactory) -> int:
     """Record every stored instance that has no database row; return how many."""
     with session_factory() as session:
-        known = set(session.scalars(select(Instance.path)))
+        known = db.receiving.instance_paths(session=session)
     pending: list[PendingRecord] = []
     recovered = 0
     for path in sorted(storage_dir.glob("*/*/*.dcm")):
@@ -95,7 +93,7 @@ def _pending_record(storage_dir: Path, relpath: Path) -> PendingRecord | None:
     return PendingRecord(
         instance=instance,
         calling_ae_title=RECOVERED_AE_TITLE,
-        record=crud.InstanceRecord(
+        record=db.receiving.InstanceRecord(
             sop_instance_uid=sop_instance_uid,
             sop_class_uid=instance.sop_class_uid,
             path=relpath.as_posix(),

@@ -9,12 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-
-from db.enums import JobStatus
-from db.models import Job
+import db.jobs
+from db.engine import SessionFactory
+from db.errors import DatabaseAccessError
 from listener.errors import OutOfResourcesError
 
 log = logging.getLogger(__name__)
@@ -30,13 +27,10 @@ def free_disk_mb(path: Path) -> float:
     return stats.f_bavail * stats.f_frsize / MB
 
 
-def waiting_jobs(session_factory: sessionmaker[Session]) -> int:
+def waiting_jobs(session_factory: SessionFactory) -> int:
     """Jobs in the outbox or on the broker, not yet taken by a worker."""
     with session_factory() as session:
-        statement = select(func.count(Job.id)).where(
-            Job.status.in_((JobStatus.PENDING, JobStatus.QUEUED))
-        )
-        return int(session.execute(statement).scalar_one())
+        return db.jobs.count_waiting_jobs(session=session)
 
 
 class _Cached:
@@ -65,7 +59,7 @@ class ResourceGuard:
         *,
         storage_dir: Path,
         min_free_disk_mb: float,
-        session_factory: sessionmaker[Session],
+        session_factory: SessionFactory,
         queue_high_water: int,
     ) -> None:
         self._min_free_disk_mb = min_free_disk_mb
@@ -90,7 +84,7 @@ class ResourceGuard:
             return
         try:
             waiting = int(self._waiting.get())
-        except SQLAlchemyError as exc:
+        except DatabaseAccessError as exc:
             raise OutOfResourcesError(f"The database cannot be reached: {exc}") from exc
         if waiting >= self._queue_high_water:
             raise OutOfResourcesError(

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
-ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
-CLASSIFIABLE_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE})
+from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES, ENHANCED_CT_IMAGE_STORAGE
 
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CEREBR", "NEURO", "CRANI", "STROKE")
 OTHER_BODY_PARTS = ("CHEST", "ABDOMEN", "PELVIS", "SPINE", "LSPINE", "CSPINE", "TSPINE", "KNEE")

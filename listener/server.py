@@ -9,9 +9,8 @@ from typing import Any, cast
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy import Engine
 
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import Engine, create_engine_for, make_session_factory, migrate
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.completion import CompletionMonitor
 from listener.config import ListenerConfig, ListenerRuntime

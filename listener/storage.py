@@ -1,18 +1,20 @@
-"""Durable, atomic storage of received instances: temp file, fsync, rename."""
+"""Where received instances are stored: validated UIDs make the path.
+
+The bytes are written by :func:`stroke_triage.edge.write_atomic` (temp file, fsync, rename).
+"""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from listener.errors import InvalidUIDError
+from stroke_triage.edge import PART_SUFFIX
 
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UID_MAX_LENGTH = 64
-#: Suffix of temporary files; they are never counted as received.
-PART_SUFFIX = ".part"
+
+__all__ = ["PART_SUFFIX", "UID_MAX_LENGTH", "instance_relpath", "validate_uid"]
 
 
 def validate_uid(uid: str, *, what: str) -> str:
@@ -35,45 +37,3 @@ def instance_relpath(
         / validate_uid(series_instance_uid, what="Series Instance UID")
         / f"{validate_uid(sop_instance_uid, what='SOP Instance UID')}.dcm"
     )
-
-
-def write_atomic(
-    root: Path, relpath: Path, data: bytes | Sequence[bytes | memoryview], *, fsync: bool = True
-) -> Path:
-    """Write ``data`` (bytes, or pieces in order) to ``root / relpath``, whole or not at all.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, and the
-    file is renamed over the target. A crash or an aborted association leaves at most a
-    ``.part`` file, which is never counted as received.
-    """
-    target = root / relpath
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    pieces = [data] if isinstance(data, bytes) else data
-    try:
-        for piece in pieces:
-            view = memoryview(piece)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temp, target)
-    if fsync:
-        _fsync_dir(folder)
-    return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,8 +18,7 @@ from torch import nn
 
 from model.errors import CheckpointError, CheckpointNotFoundError
 from model.network import build_network
-from model.preprocess import WINDOW_PRESETS, ChannelMode
-from model.spec import AggregationSpec, ModelSpec, WindowSpec
+from model.spec import WINDOW_PRESETS, AggregationSpec, ChannelMode, ModelSpec, WindowSpec
 
 logger = logging.getLogger(__name__)
 

@@ -21,3 +21,7 @@ class CheckpointNotFoundError(CheckpointError):
 
 class DeviceUnavailableError(ModelError):
     """The requested compute device is not available on this machine."""
+
+
+class PrecisionError(ModelError, ValueError):
+    """The requested numeric precision is not one this code knows."""

@@ -8,13 +8,20 @@ the usual choice for Grad-CAM on ViTs (``blocks[-1].norm1`` in pytorch-grad-cam)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pydicom
 import torch
 from torch import nn
 
+from model.dicom import SortedSeries
 from model.errors import ModelError
+from model.inference import preprocess_sorted
+from model.pixels import apply_window, input_alignment
+from model.spec import ModelSpec, Window
+from model.symmetry import unalign
 
 
 class ExplainError(ModelError):
@@ -88,3 +95,54 @@ def explain(
     peak = cam.flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
     heat = (cam / peak[:, None, None]).clamp(0.0, 1.0)
     return np.ascontiguousarray(heat.cpu().numpy(), dtype=np.float32)
+
+
+def explain_slices(
+    *,
+    network: nn.Module,
+    spec: ModelSpec,
+    datasets: Sequence[pydicom.Dataset],
+    indices: Sequence[int],
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Windowed images and Grad-CAM heat maps of some slices of one series.
+
+    Each slice is preprocessed exactly as for classification (``model.inference``), with its
+    neighbours where the spec's channel mode needs them. Where the input frame is not the
+    slice's own (mirror mode turns and scales each slice onto its midline), the heat map is
+    mapped back onto the slice.
+
+    Args:
+        network: The classifier's network.
+        spec: Its spec.
+        datasets: The whole series, in any order, with pixel data.
+        indices: Indices into ``datasets`` of the slices to show.
+
+    Returns:
+        Images (2-D, [0, 1], brain window when the spec has one) and heat maps (2-D, [0, 1]),
+        in the order of ``indices``.
+    """
+    series = SortedSeries(datasets)
+    position = {index: rank for rank, index in enumerate(series.order)}
+    display = _display_window(spec)
+    images: list[np.ndarray] = []
+    inputs: list[np.ndarray] = []
+    alignments: list[np.ndarray | None] = []
+    for index in indices:
+        rank = position[index]
+        hu, network_input = preprocess_sorted(series.hu, len(series), rank, rank + 1, spec)
+        inputs.append(network_input[0])
+        images.append(apply_window(hu[0], display))
+        alignments.append(input_alignment(hu[0], spec))
+    heatmaps = explain(network, np.stack(inputs), class_index=spec.positive_index)
+    placed = [
+        heat if alignment is None else unalign(heat, alignment, image.shape)
+        for heat, alignment, image in zip(heatmaps, alignments, images, strict=True)
+    ]
+    return images, placed
+
+
+def _display_window(spec: ModelSpec) -> Window:
+    """The spec's brain window when it has one (what a reader expects), else its first."""
+    windows = spec.window_objects()
+    named = zip(windows, spec.windows, strict=True)
+    return next((window for window, stored in named if stored.name == "brain"), windows[0])

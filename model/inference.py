@@ -15,76 +15,45 @@ import torch
 
 from model.aggregate import aggregate
 from model.checkpoint import LoadedModel, load_checkpoint
-from model.errors import DeviceUnavailableError, PreprocessError
-from model.preprocess import (
-    ChannelMode,
-    dataset_to_hu,
-    preprocess_hu_stack,
-    sort_slices,
-)
-from model.spec import ModelSpec
+from model.device import autocast, resolve_precision, select_device
+from model.dicom import SortedSeries
+from model.errors import PreprocessError
+from model.pixels import preprocess_hu_stack
+from model.spec import ChannelMode, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+HuLoader = Callable[[int, int], np.ndarray]
+"""Returns the HU of sorted slices ``lo`` to ``hi`` (exclusive) as ``(hi - lo, H, W)``."""
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """Pick the compute device.
+def context_slices(spec: ModelSpec) -> int:
+    """Neighbours on each side that one slice's network input is made from."""
+    return 1 if spec.channel_mode is ChannelMode.ADJACENT else 0
+
+
+def preprocess_sorted(
+    load: HuLoader, n: int, start: int, stop: int, spec: ModelSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """HU and network input of sorted slices ``start`` to ``stop`` of a stack of ``n``.
+
+    The slices are loaded with the neighbours the spec's channel mode needs, so the inputs equal
+    those of preprocessing the whole stack at once.
 
     Args:
-        preference: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
-            ``"cuda:N"``.
+        load: Loads a range of sorted slices as HU.
+        n: Slices in the stack.
+        start: First sorted slice wanted.
+        stop: One past the last sorted slice wanted.
+        spec: The model's spec.
 
     Returns:
-        The device.
-
-    Raises:
-        DeviceUnavailableError: If CUDA is asked for but not available.
+        ``(stop - start, H, W)`` HU and ``(stop - start, 3, S, S)`` float32 network input.
     """
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(
-            f"Device {preference!r} was requested but CUDA is not available on this machine."
-        )
-    return device
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether the CPU has native bfloat16 arithmetic (AMX or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags: set[str] = set()
-            for line in handle:
-                if line.startswith("flags"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        flags = set()
-    if flags:
-        return bool(flags & {"amx_bf16", "avx512_bf16"})
-    # No /proc/cpuinfo (not Linux): ask oneDNN.
-    mkldnn: Any = torch.backends.mkldnn
-    checker: Any = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(mkldnn.is_available() and checker is not None and checker())
-    except RuntimeError:
-        return False
-
-
-def _resolve_precision(precision: str, device: torch.device, spec: ModelSpec) -> str:
-    if precision in PRECISIONS:
-        return precision
-    if precision != "auto":
-        raise ValueError(f"Unknown precision {precision!r}; expected 'auto', 'fp32' or 'bf16'.")
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    # On CPU, bf16 only where it is fast and where evaluation showed it gives the same answers.
-    if cpu_supports_bf16() and spec.metrics.get("bf16_agrees_with_fp32") is True:
-        return "bf16"
-    return "fp32"
+    context = context_slices(spec)
+    lo, hi = max(0, start - context), min(n, stop + context)
+    hu = load(lo, hi)
+    return hu[start - lo : stop - lo], preprocess_hu_stack(hu, spec)[start - lo : stop - lo]
 
 
 @dataclass(frozen=True)
@@ -129,7 +98,12 @@ class Classifier:
         self._spec = loaded.spec
         self._sha256 = loaded.sha256
         self._network = loaded.network.to(self._device).eval()
-        self._precision = _resolve_precision(precision, self._device, loaded.spec)
+        # On CPU, bf16 only where evaluation showed it gives the same answers as fp32.
+        self._precision = resolve_precision(
+            precision,
+            self._device,
+            bf16_vetted=loaded.spec.metrics.get("bf16_agrees_with_fp32") is True,
+        )
         self._batch_size = batch_size
         logger.info(
             "Classifier ready: model %s version %s on %s (%s)",
@@ -180,16 +154,13 @@ class Classifier:
             )
         out = np.empty(batch.shape[0], dtype=np.float32)
         positive = self._spec.positive_index
-        use_bf16 = self._precision == "bf16"
         with torch.inference_mode():
             for start in range(0, batch.shape[0], self._batch_size):
                 chunk = np.ascontiguousarray(
                     batch[start : start + self._batch_size], dtype=np.float32
                 )
                 tensor = torch.from_numpy(chunk).to(self._device)
-                with torch.autocast(
-                    device_type=self._device.type, dtype=torch.bfloat16, enabled=use_bf16
-                ):
+                with autocast(self._device, self._precision):
                     logits = self._network(tensor)
                 probs = torch.softmax(logits.float(), dim=-1)[:, positive]
                 out[start : start + chunk.shape[0]] = probs.cpu().numpy()
@@ -208,19 +179,13 @@ class Classifier:
             raise PreprocessError(f"Expected a non-empty HU stack (N, H, W), got {hu.shape}.")
         return self._predict_sorted(hu.shape[0], lambda lo, hi: hu[lo:hi])
 
-    def _predict_sorted(self, n: int, load: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """Predict chunk by chunk so a long series never sits in memory as float32 images.
-
-        Adjacent-slice mode needs one neighbour on each side, so each chunk is loaded with one
-        slice of context; the result equals preprocessing the whole stack at once.
-        """
-        context = 1 if self._spec.channel_mode is ChannelMode.ADJACENT else 0
+    def _predict_sorted(self, n: int, load: HuLoader) -> np.ndarray:
+        """Predict chunk by chunk so a long series never sits in memory as float32 images."""
         out = np.empty(n, dtype=np.float32)
         for start in range(0, n, self._batch_size):
             stop = min(n, start + self._batch_size)
-            lo, hi = max(0, start - context), min(n, stop + context)
-            inputs = preprocess_hu_stack(load(lo, hi), self._spec)
-            out[start:stop] = self.predict_probabilities(inputs[start - lo : stop - lo])
+            _, inputs = preprocess_sorted(load, n, start, stop, self._spec)
+            out[start:stop] = self.predict_probabilities(inputs)
         return out
 
     def predict_series(self, datasets: Sequence[pydicom.Dataset]) -> SeriesPrediction:
@@ -239,21 +204,9 @@ class Classifier:
         if len(datasets) == 0:
             raise PreprocessError("Cannot classify a series with no slices.")
         began = time.perf_counter()
-        order = sort_slices(datasets)
-        shape: tuple[int, ...] | None = None
-
-        def load(lo: int, hi: int) -> np.ndarray:
-            nonlocal shape
-            slices = [dataset_to_hu(datasets[i]) for i in order[lo:hi]]
-            for hu in slices:
-                shape = shape or hu.shape
-                if hu.shape != shape:
-                    raise PreprocessError(
-                        f"All slices of a series must have one size; found {shape} and {hu.shape}."
-                    )
-            return np.stack(slices)
-
-        sorted_probs = self._predict_sorted(len(datasets), load)
+        series = SortedSeries(datasets)
+        order = series.order
+        sorted_probs = self._predict_sorted(len(datasets), series.hu)
         slice_probs = np.empty_like(sorted_probs)
         slice_probs[np.asarray(order)] = sorted_probs
         rule = self._spec.aggregation

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.preprocess import ChannelMode, Window
-
 FORMAT_VERSION = 1
 """The newest spec format this code reads and writes."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A CT display window in Hounsfield units."""
+
+    center: float
+    width: float
+
+
+WINDOW_PRESETS: dict[str, Window] = {
+    "brain": Window(center=40.0, width=80.0),
+    "stroke": Window(center=40.0, width=40.0),
+    "stroke_narrow": Window(center=32.0, width=8.0),
+    "subdural": Window(center=80.0, width=200.0),
+    "bone": Window(center=600.0, width=2800.0),
+}
+
+
+class ChannelMode(StrEnum):
+    """How the three input channels of the network are filled."""
+
+    REPLICATE = "replicate"
+    """One window, copied into all three channels."""
+    MULTI_WINDOW = "multi_window"
+    """Three windows of the same slice, one per channel."""
+    ADJACENT = "adjacent"
+    """Slices k-1, k, k+1 of the sorted stack under one window; edges repeat the edge slice."""
+    MIRROR = "mirror"
+    """One window, aligned on the midline: the slice, its mirror image, their difference.
+
+    The slice is first resized to the input size, then aligned (``model.symmetry``)."""
 
 
 class WindowSpec(BaseModel):
@@ -85,7 +117,7 @@ class ModelSpec(BaseModel):
         return self.class_names.index(self.positive_class)
 
     def window_objects(self) -> list[Window]:
-        """The windows as preprocessing ``Window`` objects, in channel order."""
+        """The windows as ``Window`` objects, in channel order."""
         return [Window(center=w.center, width=w.width) for w in self.windows]
 
     def to_json(self) -> str:

@@ -6,13 +6,28 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from db import crud
-from db.engine import create_engine_for, make_session_factory, migrate
+import db.exports
+import db.jobs
+import db.results
+from db.engine import (
+    SessionFactory,
+    check_revision,
+    create_engine_for,
+    make_session_factory,
+    migrate,
+)
 from db.enums import ExportStatus, JobStatus
+from db.errors import SchemaRevisionError
+from listener.completion import publish_job
 from listener.dispatch import TaskDispatcher
 from stroke_triage.retention import purge_storage
+from stroke_triage.service import ServiceError
 from stroke_triage.settings import Settings
 from worker.routing import inference_queue
+
+
+class SchemaNotReadyError(ServiceError):
+    """The database schema is not the one this version reads; a migration is due."""
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -27,16 +42,36 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+def _sessions(settings: Settings) -> SessionFactory:
+    """Sessions for a command that writes: the schema is brought up to date first."""
     engine = create_engine_for(settings.resolved_database_url)
     migrate(engine)
     return make_session_factory(engine)
 
 
+def _read_only_sessions(settings: Settings) -> SessionFactory:
+    """Sessions for a command that only reads: the schema is checked, never migrated.
+
+    Raises:
+        SchemaNotReadyError: The schema is behind (or ahead of) this version.
+    """
+    engine = create_engine_for(settings.resolved_database_url)
+    try:
+        check_revision(engine)
+    except SchemaRevisionError as exc:
+        engine.dispose()
+        current = "no revision (never migrated)" if exc.current is None else exc.current
+        raise SchemaNotReadyError(
+            f"The database schema is at {current}, this version needs {exc.needed}: "
+            "run `stroke-triage migrate` or start the service once."
+        ) from exc
+    return make_session_factory(engine)
+
+
 def print_results(settings: Settings, *, limit: int) -> int:
     """Print the newest results as a table."""
-    with _sessions(settings)() as session:
-        rows = crud.list_results(session=session, limit=limit)
+    with _read_only_sessions(settings)() as session:
+        rows = db.results.list_results(session=session, limit=limit)
     if not rows:
         print("No results yet.")
         return 0
@@ -75,8 +110,8 @@ def print_results(settings: Settings, *, limit: int) -> int:
 def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
     """Print jobs, optionally only those in one state (``failed`` lists dead letters)."""
     wanted = JobStatus(status.lower()) if status else None
-    with _sessions(settings)() as session:
-        jobs = crud.list_jobs(session=session, status=wanted, limit=limit)
+    with _read_only_sessions(settings)() as session:
+        jobs = db.jobs.list_jobs(session=session, status=wanted, limit=limit)
         rows = [
             [
                 job.id,
@@ -113,7 +148,7 @@ def requeue(settings: Settings, *, job_id: int) -> int:
     """Put a failed job back in the outbox and publish it."""
     sessions = _sessions(settings)
     with sessions() as session:
-        job = crud.requeue_job(session=session, job_id=job_id)
+        job = db.jobs.requeue_job(session=session, job_id=job_id)
         series_uid = job.series.series_instance_uid
         session.commit()
     runtime = settings.listener_runtime()
@@ -123,12 +158,14 @@ def requeue(settings: Settings, *, job_id: int) -> int:
         queue=inference_queue(settings.worker, runtime.task_queue),
     )
     try:
-        task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_uid)
+        task_id = publish_job(
+            dispatcher=dispatcher,
+            session_factory=sessions,
+            job_id=job_id,
+            series_instance_uid=series_uid,
+        )
     finally:
         dispatcher.close()
-    with sessions() as session:
-        crud.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
-        session.commit()
     print(f"Job {job_id} queued again as task {task_id}.")
     return 0
 
@@ -156,7 +193,7 @@ def purge(settings: Settings, *, older_than_days: float, dry_run: bool) -> int:
 def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
     """Print exports, optionally only those in one state (``dead`` lists dead letters)."""
     wanted = ExportStatus(status.lower()) if status else None
-    with _sessions(settings)() as session:
+    with _read_only_sessions(settings)() as session:
         rows = [
             [
                 export.id,
@@ -168,7 +205,7 @@ def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
                 f"{export.next_attempt_at:%Y-%m-%d %H:%M:%S}" if export.next_attempt_at else "-",
                 (export.last_error or "")[:80],
             ]
-            for export in crud.list_exports(session=session, status=wanted, limit=limit)
+            for export in db.exports.list_exports(session=session, status=wanted, limit=limit)
         ]
     if not rows:
         print("No exports.")
@@ -183,10 +220,10 @@ def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bo
     with _sessions(settings)() as session:
         ids = list(export_ids)
         if all_dead:
-            dead = crud.list_exports(session=session, status=ExportStatus.DEAD, limit=10_000)
+            dead = db.exports.list_exports(session=session, status=ExportStatus.DEAD, limit=10_000)
             ids += [export.id for export in dead]
         for export_id in ids:
-            crud.retry_export(session=session, export_id=export_id)
+            db.exports.retry_export(session=session, export_id=export_id)
         session.commit()
     print(f"{len(ids)} export(s) back in the outbox.")
     return 0

@@ -99,11 +99,11 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from db.engine import create_engine_for, migrate
+    from db.engine import migrate
 
     settings = _settings(args)
     settings.ensure_dirs()
-    migrate(create_engine_for(settings.resolved_database_url))
+    migrate(settings.resolved_database_url)
     print("Database is at the latest schema.")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -15,17 +14,13 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from stroke_triage.edge import set_tcp_nodelay, write_atomic
+
 log = logging.getLogger(__name__)
 
 
 class PeerError(Exception):
     """A DICOM exchange with a peer failed."""
-
-
-def _nodelay(event: Event) -> None:
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def echo(*, host: str, port: int, called_ae_title: str, timeout_s: float = 5.0) -> bool:
@@ -60,7 +55,7 @@ def send_files(
     ):
         ae.add_requested_context(sop_class, [syntax])
     assoc = ae.associate(
-        host, port, ae_title=called_ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)]
+        host, port, ae_title=called_ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)]
     )
     if not assoc.is_established:
         raise PeerError(f"{called_ae_title}@{host}:{port} refused the association.")
@@ -104,10 +99,7 @@ class FolderPacs:
 
     def _store(self, event: Event) -> int:
         uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
-        target = self.folder / f"{uid}.dcm"
-        temp = target.with_suffix(".part")
-        temp.write_bytes(event.encoded_dataset())
-        temp.replace(target)
+        write_atomic(self.folder / f"{uid}.dcm", event.encoded_dataset(), fsync=False)
         return 0x0000
 
     def received(self) -> list[Path]:

@@ -15,130 +15,48 @@ log = logging.getLogger(__name__)
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="folder with manifest.csv")
-    parser.add_argument("--arch", default="vit_base_patch16_224", help="timm architecture name")
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument(
-        "--model-kwargs",
-        default="{}",
-        help='extra timm kwargs as JSON, e.g. \'{"embed_dim": 96, "depth": 4, "num_heads": 3}\'',
-    )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=int, default=1)
-    parser.add_argument("--patience", type=int, default=5, help="early stopping; 0 = never")
-    parser.add_argument(
-        "--early-stopping",
-        choices=["val_loss", "val_auc"],
-        default="val_loss",
-        help="validation metric that picks the best epoch and drives early stopping",
-    )
-    parser.add_argument("--augment", choices=["none", "light", "full"], default="light")
-    parser.add_argument(
-        "--channel-mode",
-        choices=["replicate", "adjacent", "mirror", "multi_window"],
-        default="replicate",
-    )
-    parser.add_argument(
-        "--shuffle-slice-order",
-        action="store_true",
-        help="control: neighbours in random order within each patient (adjacent mode)",
-    )
-    parser.add_argument(
-        "--window",
-        action="append",
-        default=None,
-        help="window stored for inference on HU: preset or name=center/width "
-        "(default: the one matching the Kaggle JPEGs, kaggle_jpeg=36/150)",
-    )
-    parser.add_argument(
-        "--no-class-balance",
-        action="store_true",
-        help="plain cross-entropy instead of class-balanced weights",
-    )
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--limit", type=int, default=None, help="use at most this many slices")
-    parser.add_argument("--version", default=None, help="version label stored in the spec")
+    """One option per ``TrainConfig`` field that has one; the defaults stay in the config."""
+    from model.training.config import cli_fields
+
+    for item in cli_fields():
+        option = item.option
+        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS}
+        help_text = option.help or ""
+        if item.kind is bool:
+            kwargs["action"] = "store_false" if option.negated else "store_true"
+        elif item.kind is list:
+            kwargs["action"] = "append"
+            help_text += f" (default: {' '.join(item.default)})"
+        elif item.kind is dict:
+            help_text += f" (default: {json.dumps(item.default)})"
+        else:
+            kwargs["type"] = item.kind
+            if option.choices is not None:
+                kwargs["choices"] = list(option.choices)
+            if not option.required and item.default is not None:
+                help_text += f" (default: {item.default})"
+        if option.required:
+            kwargs["required"] = True
+        if item.kind is not bool and option.choices is None:
+            kwargs["metavar"] = option.flag.lstrip("-").replace("-", "_").upper()
+        kwargs["help"] = help_text.strip() or None
+        parser.add_argument(option.flag, **kwargs)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--teacher",
-        default=None,
-        help="timm CNN (e.g. resnet18) trained first on the same slices as a DeiT-style teacher",
-    )
-    parser.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
-    parser.add_argument("--distillation", choices=["hard", "soft"], default="hard")
-    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of teacher loss")
-    parser.add_argument("--distill-temperature", type=float, default=1.0, help="soft mode only")
-    parser.add_argument(
-        "--objective",
-        choices=["slice", "bag"],
-        default="slice",
-        help="slice: every slice has its patient's label; bag: bags of one patient's slices "
-        "scored by their top-k mean (multiple-instance learning)",
-    )
-    parser.add_argument("--bag-size", type=int, default=8, help="slices per bag (bag objective)")
-    parser.add_argument("--bag-top-k", type=int, default=2, help="slices that score a bag")
-    parser.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=0,
-        help="masked-autoencoder pretraining of the ViT on the training slices first (plain ViT)",
-    )
-    parser.add_argument("--pretrain-mask-ratio", type=float, default=0.75)
 
 
 def _train_config(args: argparse.Namespace, output: Path) -> Any:
-    from model.train import TrainConfig
+    from model.training.config import TrainConfig, cli_fields
 
-    try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as error:
-        raise ModelError(f"--model-kwargs is not valid JSON: {error}.") from error
-    if not isinstance(model_kwargs, dict):
-        raise ModelError("--model-kwargs must be a JSON object.")
-    windows = {"windows": args.window} if args.window else {}
-    return TrainConfig(
-        data_dir=args.data,
-        output_dir=output,
-        architecture=args.arch,
-        input_size=args.input_size,
-        model_kwargs=model_kwargs,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        patience=args.patience,
-        early_stopping_metric=args.early_stopping,
-        augmentation=args.augment,
-        channel_mode=args.channel_mode,
-        shuffle_slice_order=args.shuffle_slice_order,
-        val_fraction=args.val_fraction,
-        class_balanced=not args.no_class_balance,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        num_threads=args.threads,
-        limit=args.limit,
-        version=args.version,
-        teacher_architecture=args.teacher,
-        teacher_epochs=args.teacher_epochs,
-        distillation=args.distillation,
-        distill_weight=args.distill_weight,
-        objective=args.objective,
-        bag_size=args.bag_size,
-        bag_top_k=args.bag_top_k,
-        pretrain_epochs=args.pretrain_epochs,
-        pretrain_mask_ratio=args.pretrain_mask_ratio,
-        distill_temperature=args.distill_temperature,
-        **windows,
-    )
+    values = {item.name: getattr(args, item.name) for item in cli_fields() if item.name in args}
+    if "model_kwargs" in values:
+        try:
+            model_kwargs = json.loads(values["model_kwargs"])
+        except json.JSONDecodeError as error:
+            raise ModelError(f"--model-kwargs is not valid JSON: {error}.") from error
+        if not isinstance(model_kwargs, dict):
+            raise ModelError("--model-kwargs must be a JSON object.")
+        values["model_kwargs"] = model_kwargs
+    return TrainConfig(output_dir=output, **values)
 
 
 def _configure_logging() -> None:
@@ -154,7 +72,7 @@ def _fail(error: Exception) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a checkpoint."""
-    from model.train import train
+    from model.training.train import train
 
     _configure_logging()
     try:
@@ -167,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a data folder."""
-    from model.evaluate import evaluate
+    from model.training.evaluate import evaluate
 
     _configure_logging()
     try:
@@ -191,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_cross_validate(args: argparse.Namespace) -> int:
     """Cross-validate a training config under the paper's or the grouped protocol."""
-    from model.crossval import cross_validate
+    from model.training.crossval import cross_validate
 
     _configure_logging()
     try:
@@ -211,9 +129,14 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the model commands to the `stroke-triage` parser."""
+    from model.training.config import TrainConfig
+
     train = subparsers.add_parser("train", help="train a ViT checkpoint on a JPEG slice folder")
     _add_training_options(train)
-    train.add_argument("--output", type=Path, default=Path("runs/train"))
+    default_output = TrainConfig.__dataclass_fields__["output_dir"].default
+    train.add_argument(
+        "--output", type=Path, default=default_output, help=f"(default: {default_output})"
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a data folder")

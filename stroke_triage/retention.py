@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from db import crud
+import db.receiving
+import db.retention
+from db.engine import SessionFactory
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class PurgeReport:
 
 
 def purge_storage(
-    sessions: sessionmaker[Session],
+    sessions: SessionFactory,
     storage_dir: Path,
     *,
     older_than: timedelta,
@@ -65,14 +65,14 @@ def purge_storage(
     report = PurgeReport()
     root = storage_dir.resolve()
     with sessions() as session:
-        candidates = crud.purgeable_series(session=session, received_before=cutoff)
+        candidates = db.retention.purgeable_series(session=session, received_before=cutoff)
     for uid in candidates:
         with sessions() as session:
-            if not crud.claim_series_for_purge(
+            if not db.retention.claim_series_for_purge(
                 session=session, series_instance_uid=uid, received_before=cutoff, now=now
             ):
                 continue  # an instance arrived meanwhile: the series is live again
-            instances = crud.series_instances(session=session, series_instance_uid=uid)
+            instances = db.receiving.series_instances(session=session, series_instance_uid=uid)
             files = size = missing = 0
             for instance in instances:
                 path = (root / instance.path).resolve()

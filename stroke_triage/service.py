@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from db.engine import create_engine_for, migrate
+from db.engine import migrate
 from listener.server import start_listener
 from stroke_triage.settings import Settings
 
@@ -58,7 +58,12 @@ def run_worker(settings: Settings) -> int:
     """Run a Celery worker on the task queue until it is told to stop."""
     settings.ensure_dirs()
     check_checkpoint(settings)
-    migrate(create_engine_for(settings.resolved_database_url))
+    migrate(settings.resolved_database_url)
+    return _worker_main(settings)
+
+
+def _worker_main(settings: Settings) -> int:
+    """Run the Celery worker; the folders, the checkpoint and the schema are checked already."""
     from worker.celery_app import create_celery_app
 
     app = create_celery_app(settings.worker, settings.worker_runtime())
@@ -79,12 +84,16 @@ def run_worker(settings: Settings) -> int:
 
 
 def run_all(settings: Settings) -> int:
-    """Listener and worker in one process (the embedded default)."""
+    """Listener and worker in one process (the embedded default).
+
+    The folders and the checkpoint are checked once, and the listener migrates the database
+    once, before the worker starts.
+    """
     settings.ensure_dirs()
     check_checkpoint(settings)
     listener = start_listener(settings.listener, settings.listener_runtime())
     try:
-        return run_worker(settings)
+        return _worker_main(settings)
     finally:
         listener.stop()
 

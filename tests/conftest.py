@@ -1,35 +1,39 @@
-"""Shared fixtures: where the third-party data lives, free ports, real services."""
+"""Shared fixtures: strict DICOM validation, the third-party data, real services.
+
+Plain helper functions (``require_peer``, ``free_port``, ``postgres_schema``...) live in
+``tests/helpers.py``; tests import them from there, never from a ``conftest``.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+import pydicom.config
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REDIS_URL, postgres_schema, require_peer, shared_data_dir
 
 
-def shared_data_dir() -> Path:
-    """The folder of third-party data (never committed), from STROKE_TRIAGE_SHARED_DATA."""
-    configured = os.environ.get("STROKE_TRIAGE_SHARED_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate DICOM strictly while reading and writing, as highdicom's test suite does.
+
+    A test that must read or write an invalid value on purpose relaxes this locally with
+    ``tests.helpers.relaxed_dicom_validation``, saying why.
+    """
+    pydicom.config.settings.reading_validation_mode = pydicom.config.RAISE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data folder; skips the test where it is absent (a user's fresh clone)."""
+    """The shared data folder; skips the test where it is absent (fails in CI)."""
     path = shared_data_dir()
     if not (path / "dicom").is_dir():
-        pytest.skip(
-            f"shared test data not found at {path}: set STROKE_TRIAGE_SHARED_DATA to the folder "
-            "holding dicom/ and brain-stroke-ct/"
+        require_peer(
+            "the shared test data",
+            f"it was not found at {path}: set STROKE_TRIAGE_SHARED_DATA to the folder "
+            "holding dicom/ and brain-stroke-ct/.",
         )
     return path
 
@@ -40,38 +44,20 @@ def ge_head_ct(shared_data: Path) -> Path:
     return shared_data / "dicom" / "ge-head-ct"
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture
+def postgres_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a fresh schema in the real PostgreSQL, dropped afterwards."""
+    with postgres_schema(request.node.module.__name__.rsplit(".", 1)[-1][:20]) as url:
+        yield url
 
 
-POSTGRES_URL = os.environ.get(
-    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-"""The real PostgreSQL that tests use (``.ci/run`` starts it); its schemas are throwaway."""
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis, checked reachable (skip, or fail in CI, when it is not)."""
+    import redis
 
-
-@contextmanager
-def postgres_schema(prefix: str) -> Iterator[str]:
-    """URL of a new, empty schema in the real PostgreSQL, dropped afterwards.
-
-    Skips the test, saying why, when PostgreSQL is not reachable.
-    """
-    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
     try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc.orig}).")
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        require_peer("Redis", f"it is not reachable at {REDIS_URL} ({exc}).")
+    return REDIS_URL

@@ -10,7 +10,7 @@ import yaml
 
 from listener import dispatch
 from stroke_triage.cli import build_parser
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from worker import tasks
 
 

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+import pytest
+from alembic import command
 
-
-def _run(
-    args: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stroke_triage", *args],
-        env={**clean, **env},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+import db.jobs
+import db.receiving
+from db.engine import (
+    HEAD_REVISION,
+    _alembic_config,
+    create_engine_for,
+    current_revision,
+    make_session_factory,
+    migrate,
+)
+from db.enums import JobStatus
+from stroke_triage import admin, service
+from stroke_triage.settings import load_settings
+from tests.helpers import REPO_ROOT
+from tests.helpers import run_cli as _run
 
 
 def test_worker_refuses_to_start_without_a_checkpoint(tmp_path: Path) -> None:
@@ -81,6 +82,141 @@ def test_settings_file_is_read(tmp_path: Path) -> None:
 
 
 def test_results_on_an_empty_database(tmp_path: Path) -> None:
-    done = _run(["results"], {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data")})
+    env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data")}
+    assert _run(["migrate"], env).returncode == 0
+    done = _run(["results"], env)
     assert done.returncode == 0, done.stderr
     assert "No results yet." in done.stdout
+
+
+def test_help_loads_neither_sqlalchemy_nor_alembic() -> None:
+    code = (
+        "import sys\n"
+        "from stroke_triage.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["results", "jobs", "exports"])
+def test_read_only_commands_refuse_a_schema_never_migrated(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "data"
+    done = _run([command], {"STROKE_TRIAGE_DATA_DIR": str(data)})
+    assert done.returncode == 2
+    assert f"this version needs {HEAD_REVISION}" in done.stderr
+    assert "run `stroke-triage migrate` or start the service once" in done.stderr
+    assert "Traceback" not in done.stderr
+    engine = create_engine_for(f"sqlite:///{data / 'stroke-triage.db'}")
+    try:
+        assert current_revision(engine) is None  # read-only: nothing was migrated
+    finally:
+        engine.dispose()
+
+
+def test_read_only_commands_refuse_a_schema_behind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    engine = create_engine_for(f"sqlite:///{data / 'stroke-triage.db'}")
+    try:
+        config = _alembic_config()
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.commit()
+        done = _run(["jobs"], {"STROKE_TRIAGE_DATA_DIR": str(data)})
+        assert done.returncode == 2
+        assert (
+            f"The database schema is at 0001, this version needs {HEAD_REVISION}: "
+            "run `stroke-triage migrate` or start the service once."
+        ) in done.stderr
+        assert current_revision(engine) == "0001"
+        assert _run(["migrate"], {"STROKE_TRIAGE_DATA_DIR": str(data)}).returncode == 0
+        assert current_revision(engine) == HEAD_REVISION
+        done = _run(["jobs"], {"STROKE_TRIAGE_DATA_DIR": str(data)})
+        assert done.returncode == 0, done.stderr
+        assert "No jobs." in done.stdout
+    finally:
+        engine.dispose()
+
+
+def test_up_checks_the_checkpoint_once_and_leaves_migration_to_the_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    class FakeListener:
+        def stop(self) -> None:
+            calls.append("stop listener")
+
+    def fake_start_listener(*args: object) -> FakeListener:
+        calls.append("start listener")  # the real one migrates the database
+        return FakeListener()
+
+    monkeypatch.setattr(service, "check_checkpoint", lambda _: calls.append("checkpoint"))
+    monkeypatch.setattr(service, "migrate", lambda _: calls.append("migrate"))
+    monkeypatch.setattr(service, "start_listener", fake_start_listener)
+
+    def fake_worker_main(_: object) -> int:
+        calls.append("worker")
+        return 0
+
+    monkeypatch.setattr(service, "_worker_main", fake_worker_main)
+    settings = load_settings(data_dir=tmp_path / "data")
+    assert service.run_all(settings) == 0
+    assert calls == ["checkpoint", "start listener", "worker", "stop listener"]
+
+    calls.clear()
+    assert service.run_worker(settings) == 0
+    assert calls == ["checkpoint", "migrate", "worker"]
+
+
+def test_requeue_publishes_through_the_listener_and_marks_the_job_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    engine = create_engine_for(settings.resolved_database_url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        db.receiving.record_instances(
+            session=session,
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.4",
+            modality="CT",
+            series_description=None,
+            calling_ae_title="SCANNER",
+            instances=[],
+        )
+        job = db.jobs.create_job(session=session, series_instance_uid="1.2.3.4")
+        db.jobs.start_job(session=session, job_id=job.id)
+        db.jobs.fail_job(session=session, job_id=job.id, error="boom", final=True)
+        session.commit()
+        job_id = job.id
+    sent: list[tuple[int, str]] = []
+
+    class FakeDispatcher:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def send(self, *, job_id: int, series_instance_uid: str) -> str:
+            sent.append((job_id, series_instance_uid))
+            return "task-42"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(admin, "TaskDispatcher", FakeDispatcher)
+    assert admin.requeue(settings, job_id=job_id) == 0
+    assert sent == [(job_id, "1.2.3.4")]
+    with sessions() as session:
+        again = db.jobs.get_job(session=session, job_id=job_id)
+        assert (again.status, again.task_id, again.attempts) == (JobStatus.QUEUED, "task-42", 0)
+    engine.dispose()

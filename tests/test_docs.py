@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stroke_triage.settings_doc import settings_table
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_readme_settings_table_is_current() -> None:

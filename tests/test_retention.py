@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import crud
+import db.jobs
+import db.receiving
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import SeriesStatus
 from stroke_triage.retention import purge_storage
-from tests.test_cli import _run
+from tests.helpers import run_cli as _run
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STUDY = "1.2.826.0.1.3680043.10.7"
@@ -31,7 +32,7 @@ def _series(
         path.write_bytes(b"x" * 1000)
         paths.append(path)
         records.append(
-            crud.InstanceRecord(
+            db.receiving.InstanceRecord(
                 sop_instance_uid=f"{uid}.{n}",
                 sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
                 path=str(path.relative_to(storage)),
@@ -41,7 +42,7 @@ def _series(
             )
         )
     with sessions() as session:
-        crud.record_instances(
+        db.receiving.record_instances(
             session=session,
             study_instance_uid=STUDY,
             series_instance_uid=uid,
@@ -50,10 +51,10 @@ def _series(
             calling_ae_title="SCANNER",
             instances=records,
         )
-        job = crud.create_job(session=session, series_instance_uid=uid, now=at)
+        job = db.jobs.create_job(session=session, series_instance_uid=uid, now=at)
         if finish:
-            crud.start_job(session=session, job_id=job.id, now=at)
-            crud.finish_job(session=session, job_id=job.id, now=at)
+            db.jobs.start_job(session=session, job_id=job.id, now=at)
+            db.jobs.finish_job(session=session, job_id=job.id, now=at)
         session.commit()
     return uid, paths
 
@@ -84,11 +85,13 @@ def test_purge_deletes_old_finished_series_only(
     assert not old_files[0].parent.exists()  # the emptied series folder goes too
     assert all(p.exists() for p in waiting_files + recent_files)
     with sessions() as session:
-        series = crud.get_series(session=session, series_instance_uid=old_done)
+        series = db.receiving.get_series(session=session, series_instance_uid=old_done)
         assert series.purged_at == now
         assert series.status == SeriesStatus.DONE
         # The record of what was received stays.
-        assert len(crud.series_instances(session=session, series_instance_uid=old_done)) == 3
+        assert (
+            len(db.receiving.series_instances(session=session, series_instance_uid=old_done)) == 3
+        )
     again = purge_storage(sessions, storage, older_than=timedelta(days=30), now=now)
     assert again.series == 0
     with pytest.raises(ValueError, match="negative"):

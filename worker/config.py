@@ -5,26 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-
-class PacsDestination(BaseModel):
-    """A DICOM node that receives our reports by C-STORE."""
-
-    ae_title: str = Field(description="The PACS's AE title (called AE).")
-    host: str
-    port: int = Field(ge=1, le=65535)
-
-    @field_validator("ae_title")
-    @classmethod
-    def _valid_ae_title(cls, value: str) -> str:
-        text = value.strip()
-        if not text or len(text) > 16 or "\\" in text:
-            raise ValueError(f"AE title {value!r} is not valid: 1 to 16 characters, no backslash.")
-        return text
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+from stroke_triage.edge import AETitle, PacsDestination
 
 
 class WorkerConfig(BaseModel):
@@ -45,7 +28,7 @@ class WorkerConfig(BaseModel):
     pacs: list[PacsDestination] = Field(
         default_factory=list, description="Where SRs are sent; empty keeps them on disk only."
     )
-    calling_ae_title: str = Field("STROKETRIAGE", description="Our AE title when we send.")
+    calling_ae_title: AETitle = Field("STROKETRIAGE", description="Our AE title when we send.")
     export_max_attempts: int = Field(
         5, ge=1, description="Tries per PACS before an export is a dead letter."
     )

@@ -11,10 +11,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
-from db.engine import create_engine_for, make_session_factory
+from db.engine import SessionFactory, create_engine_for, make_session_factory
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, load_checkpoint
 from model.inference import Classifier
 from worker.config import WorkerConfig, WorkerRuntime
@@ -33,13 +32,13 @@ class WorkerContext:
 
     config: WorkerConfig
     runtime: WorkerRuntime
-    _sessions: sessionmaker[Session] | None = field(default=None, init=False, repr=False)
+    _sessions: SessionFactory | None = field(default=None, init=False, repr=False)
     _classifier: Classifier | None = field(default=None, init=False, repr=False)
     _network: nn.Module | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
-    def sessions(self) -> sessionmaker[Session]:
+    def sessions(self) -> SessionFactory:
         """The session factory (engine created on first use, after any fork)."""
         with self._lock:
             if self._sessions is None:

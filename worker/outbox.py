@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from db import crud
+import db.exports
+import db.jobs
+from db.engine import Session, SessionFactory
 from db.enums import ExportKind, ExportStatus
 from db.errors import JobStateError
+from stroke_triage.edge import PacsDestination
 from worker.config import WorkerConfig
-from worker.export import Destination, ExportError, send_datasets
+from worker.export import ExportError, send_datasets
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,12 @@ class OutputFile:
         return self.path.stem
 
 
-def destinations(config: WorkerConfig) -> list[Destination]:
-    """The configured PACS destinations."""
-    return [Destination(ae_title=d.ae_title, host=d.host, port=d.port) for d in config.pacs]
-
-
 def queue_exports(
     session: Session,
     *,
     result_id: int,
     outputs: Sequence[OutputFile],
-    targets: Sequence[Destination],
+    targets: Sequence[PacsDestination],
 ) -> list[int]:
     """Put every output for every destination in the outbox (existing rows are kept).
 
@@ -61,7 +57,7 @@ def queue_exports(
     unsent: list[int] = []
     for target in targets:
         for output in outputs:
-            export = crud.ensure_export(
+            export = db.exports.ensure_export(
                 session=session,
                 result_id=result_id,
                 kind=output.kind,
@@ -74,33 +70,95 @@ def queue_exports(
     return unsent
 
 
-def deliver(sessions: sessionmaker[Session], *, export_id: int, config: WorkerConfig) -> bool:
-    """Claim one export, send it, and record the outcome.
+def export_outputs(
+    sessions: SessionFactory,
+    *,
+    job_id: int,
+    result_id: int,
+    outputs: Sequence[OutputFile],
+    config: WorkerConfig,
+) -> None:
+    """Queue the outputs for every destination and try each once now; the sweeper retries.
 
-    When the last export of a result is sent, its job is finished (``exported_at``).
+    Queueing and claiming share one transaction, so no sweeper takes an export this call is
+    about to send. The job is finished (``exported_at``) once every export is sent, or at
+    once when there is nothing (left) to send.
+    """
+    with sessions() as session:
+        unsent = queue_exports(session, result_id=result_id, outputs=outputs, targets=config.pacs)
+        claims = [c for e in unsent if (c := claim(session, export_id=e)) is not None]
+        if not unsent:
+            db.jobs.finish_job(session=session, job_id=job_id)
+        session.commit()
+    sent = sum(send_claimed(sessions, claimed, config=config) for claimed in claims)
+    if not unsent:
+        return
+    if sent == len(unsent):
+        # send_claimed() finished the job with the result's last export; this also covers
+        # exports to destinations no longer configured.
+        with sessions() as session:
+            db.jobs.finish_job(session=session, job_id=job_id)
+            session.commit()
+    else:
+        log.warning(
+            "Job %d: %d of %d exports not sent yet; the outbox will retry them",
+            job_id,
+            len(unsent) - sent,
+            len(unsent),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An export this sender may send now (its claim holds for ``CLAIM_LEASE_S``)."""
+
+    export_id: int
+    path: Path
+    destination: str
+    sop_instance_uid: str
+
+
+def claim(session: Session, *, export_id: int) -> Claim | None:
+    """Claim one export in the caller's transaction; None if it is not due or already held."""
+    if not db.exports.claim_export(session=session, export_id=export_id, lease_s=CLAIM_LEASE_S):
+        return None
+    export = db.exports.get_export(session=session, export_id=export_id)
+    return Claim(export_id, Path(export.path), export.destination, export.sop_instance_uid)
+
+
+def deliver(sessions: SessionFactory, *, export_id: int, config: WorkerConfig) -> bool:
+    """Claim one export, send it, and record the outcome.
 
     Returns:
         True if the object was sent now; False if another sender holds it, it is not due, or
         the send failed (then it is rescheduled or dead).
     """
     with sessions() as session:
-        if not crud.claim_export(session=session, export_id=export_id, lease_s=CLAIM_LEASE_S):
-            session.commit()
-            return False
-        export = crud.get_export(session=session, export_id=export_id)
-        path, destination, uid = Path(export.path), export.destination, export.sop_instance_uid
+        claimed = claim(session, export_id=export_id)
         session.commit()
+    return claimed is not None and send_claimed(sessions, claimed, config=config)
+
+
+def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConfig) -> bool:
+    """Send a claimed export and record the outcome (one transaction).
+
+    When the last export of a result is sent, its job is finished (``exported_at``).
+
+    Returns:
+        True if sent; False if the send failed (then it is rescheduled or dead).
+    """
+    export_id, path, uid = claimed.export_id, claimed.path, claimed.sop_instance_uid
     try:
         if not path.is_file():
             raise ExportError(f"The file {path} of instance {uid} is missing.")
         send_datasets(
             datasets=[path],
-            destination=Destination.parse(destination),
+            destination=PacsDestination.parse(claimed.destination),
             calling_ae_title=config.calling_ae_title,
         )
     except (ExportError, ValueError, OSError) as exc:
         with sessions() as session:
-            crud.mark_export_failed(
+            db.exports.mark_export_failed(
                 session=session,
                 export_id=export_id,
                 error=f"{type(exc).__name__}: {exc}",
@@ -110,31 +168,31 @@ def deliver(sessions: sessionmaker[Session], *, export_id: int, config: WorkerCo
             session.commit()
         return False
     with sessions() as session:
-        export = crud.mark_export_sent(session=session, export_id=export_id)
-        log.info("Export %d: %s %s sent to %s", export_id, export.kind, uid, destination)
+        export = db.exports.mark_export_sent(session=session, export_id=export_id)
+        log.info("Export %d: %s %s sent to %s", export_id, export.kind, uid, claimed.destination)
         _finish_if_all_sent(session, export.result_id)
         session.commit()
     return True
 
 
 def _finish_if_all_sent(session: Session, result_id: int) -> None:
-    exports = crud.result_exports(session=session, result_id=result_id)
+    exports = db.exports.result_exports(session=session, result_id=result_id)
     if exports and all(export.status == ExportStatus.SENT for export in exports):
         job_id = exports[0].result.job_id
         try:
-            crud.finish_job(session=session, job_id=job_id)
+            db.jobs.finish_job(session=session, job_id=job_id)
         except JobStateError as exc:
             log.info("Job %d not finished after its exports: %s", job_id, exc)
 
 
-def sweep(sessions: sessionmaker[Session], *, config: WorkerConfig, limit: int = 50) -> int:
+def sweep(sessions: SessionFactory, *, config: WorkerConfig, limit: int = 50) -> int:
     """Send the exports that are due: pending and unclaimed, or failed and past their backoff.
 
     Returns:
         How many were sent.
     """
     with sessions() as session:
-        due = [export.id for export in crud.due_exports(session=session, limit=limit)]
+        due = [export.id for export in db.exports.due_exports(session=session, limit=limit)]
         session.commit()
     sent = sum(deliver(sessions, export_id=export_id, config=config) for export_id in due)
     if due:

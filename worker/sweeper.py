@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy.orm import Session, sessionmaker
-
+from db.engine import SessionFactory
 from worker.config import WorkerConfig
 from worker.outbox import sweep
 
@@ -17,7 +16,7 @@ class ExportSweeper:
     """Calls :func:`worker.outbox.sweep` every ``interval_s`` until stopped."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], config: WorkerConfig, *, interval_s: float
+        self, sessions: SessionFactory, config: WorkerConfig, *, interval_s: float
     ) -> None:
         """Prepare the sweeper; :meth:`start` runs it."""
         self._sessions = sessions

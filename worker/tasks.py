@@ -7,28 +7,30 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from sqlalchemy.exc import OperationalError
 
-from db import crud
-from db.errors import JobStateError
+import db.jobs
+from db.errors import DatabaseUnavailableError, JobStateError
+from stroke_triage.edge import PROCESS_SERIES_TASK
 from worker.context import WorkerContext
 from worker.export import ExportError
 from worker.pipeline import Outcome, process_series
 
 log = logging.getLogger(__name__)
 
-#: Must equal listener.dispatch.PROCESS_SERIES_TASK (checked by a test).
-PROCESS_SERIES_TASK = "stroke_triage.process_series"
-
 #: Errors worth another try: the PACS or the database may come back.
-TRANSIENT_ERRORS = (ExportError, OperationalError, ConnectionError, TimeoutError)
+TRANSIENT_ERRORS = (ExportError, DatabaseUnavailableError, ConnectionError, TimeoutError)
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     """Register the tasks on ``app``, bound to this process's context."""
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=PROCESS_SERIES_TASK, bind=True, max_retries=ctx.config.task_max_retries
+        name=PROCESS_SERIES_TASK,
+        bind=True,
+        max_retries=ctx.config.task_max_retries,
+        # Not shared: a shared task joins every Celery app created later in this process,
+        # bound to the first app's context (its database, its model).
+        shared=False,
     )
     def process_series_task(self: Task, *, job_id: int, series_instance_uid: str) -> dict[str, Any]:
         try:
@@ -65,7 +67,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
 def _record_failure(ctx: WorkerContext, job_id: int, exc: BaseException, *, final: bool) -> None:
     try:
         with ctx.sessions() as session:
-            crud.fail_job(
+            db.jobs.fail_job(
                 session=session, job_id=job_id, error=f"{type(exc).__name__}: {exc}", final=final
             )
             session.commit()

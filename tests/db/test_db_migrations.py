@@ -6,6 +6,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -15,12 +16,14 @@ from db.engine import (
     HEAD_REVISION,
     MIGRATIONS_DIR,
     _alembic_config,
+    check_revision,
     create_engine_for,
     current_revision,
     migrate,
 )
+from db.errors import SchemaRevisionError
 from db.models import Base
-from tests.conftest import postgres_schema
+from tests.helpers import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,8 +95,6 @@ def test_concurrent_migrations_on_a_fresh_database_both_succeed(empty_db_url: st
 
 
 def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
-    from alembic import command
-
     url = f"sqlite:///{tmp_path / 'triage.db'}"
     engine = create_engine_for(url)
     try:
@@ -105,5 +106,26 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         migrate(engine)
         assert _differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_check_revision_refuses_an_old_or_empty_schema(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'triage.db'}")
+    try:
+        with pytest.raises(SchemaRevisionError) as empty:
+            check_revision(engine)
+        assert (empty.value.current, empty.value.needed) == (None, HEAD_REVISION)
+        config = _alembic_config()
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.commit()
+        with pytest.raises(
+            SchemaRevisionError, match=f"at 0001, this version needs {HEAD_REVISION}"
+        ):
+            check_revision(engine)
+        migrate(engine)
+        check_revision(engine)
     finally:
         engine.dispose()

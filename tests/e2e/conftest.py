@@ -1,60 +1,20 @@
-"""Fixtures for end-to-end tests: a stand-in PACS, a tiny model, service processes."""
+"""Fixtures for end-to-end tests: a stand-in PACS, a tiny model, service processes.
+
+Their classes and the scanner (``storescu``) are in ``tests/e2e/helpers.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.conftest import free_port, postgres_schema
-
-LISTENER_AE = "STROKETRIAGE"
-
-
-class PacsStub:
-    """A pynetdicom storage SCP written for the tests: it plays the PACS."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.ae_title = "TESTPACS"
-        ae = AE(ae_title=self.ae_title)
-        ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
-        self.port = int(self.server.server_address[1])
-
-    def _on_store(self, event: evt.Event) -> int:
-        target = self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
-        partial = target.with_suffix(".part")  # wait_for() must never see half a file
-        partial.write_bytes(event.encoded_dataset())
-        partial.replace(target)
-        return 0x0000
-
-    def wait_for(self, count: int = 1, timeout_s: float = 120.0) -> list[Path]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            files = sorted(self.folder.glob("*.dcm"))
-            if len(files) >= count:
-                return files
-            time.sleep(0.2)
-        raise AssertionError(
-            f"the PACS received {len(list(self.folder.glob('*.dcm')))} "
-            f"objects in {timeout_s} s, expected {count}"
-        )
+from tests.e2e.helpers import PacsStub, Service
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -72,63 +32,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.checkpoint import create_random_checkpoint
 
     return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
-
-
-@dataclass
-class Service:
-    """Service processes started for one test, stopped and logged at the end."""
-
-    workdir: Path
-    env: dict[str, str]
-    processes: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
-
-    def start(self, command: str) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"{command}-{len(self.processes)}.log"
-        handle = log.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stroke_triage", command],
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-        self.processes.append((process, log))
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
-            for _, log in self.processes
-        )
-
-    def wait_listening(self, port: int, timeout_s: float = 60.0) -> None:
-        echoscu = shutil.which("echoscu")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for process, _ in self.processes:
-                if process.poll() is not None:
-                    raise AssertionError(f"a service process exited early:\n{self.logs()}")
-            if echoscu:
-                done = subprocess.run(
-                    [echoscu, "-aec", LISTENER_AE, "127.0.0.1", str(port)],
-                    capture_output=True,
-                    check=False,
-                    env={**os.environ, "TCP_NODELAY": "1"},
-                )
-                if done.returncode == 0:
-                    return
-            time.sleep(0.3)
-        raise AssertionError(f"the listener never answered C-ECHO:\n{self.logs()}")
-
-    def stop(self) -> None:
-        for process, _ in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process, _ in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture
@@ -156,38 +59,3 @@ def service(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Service]:
     svc = Service(workdir=tmp_path, env=service_env)
     yield svc
     svc.stop()
-
-
-def storescu(files: list[Path], port: int, *, calling_ae: str = "SCANNER") -> None:
-    """Send files with DCMTK's storescu, the way a scanner would."""
-    binary = shutil.which("storescu")
-    if binary is None:
-        pytest.skip("DCMTK storescu is not installed (apt-get install dcmtk)")
-    done = subprocess.run(
-        [binary, "-aet", calling_ae, "-aec", LISTENER_AE, "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "TCP_NODELAY": "1"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-
-
-@pytest.fixture
-def postgres_schema_url() -> Iterator[str]:
-    """A fresh schema in the real PostgreSQL, dropped afterwards."""
-    with postgres_schema("e2e") as url:
-        yield url
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis is not reachable at {url}: {exc}")
-    return url

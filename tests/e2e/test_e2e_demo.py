@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.slow
 
 
 def test_make_demo_prints_a_verdict(tmp_path: Path) -> None:
-    make = shutil.which("make")
-    if make is None:
-        pytest.skip("make is not installed")
+    make = require_tool("make", "make")
     done = subprocess.run(
         [make, "--no-print-directory", "demo", f"ARGS=--workdir {tmp_path / 'demo'}"],
         cwd=REPO_ROOT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -14,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from db import crud
+import db.exports
 from db.engine import create_engine_for, make_session_factory
 from db.enums import ExportKind, ExportStatus
-from tests.conftest import free_port
-from tests.e2e.conftest import LISTENER_AE, Service
+from tests.e2e.helpers import LISTENER_AE, Service
+from tests.helpers import free_port, require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -56,9 +55,7 @@ class Orthanc:
         (self.folder / "config.json").write_text(json.dumps(config))
 
     def start(self) -> None:
-        binary = shutil.which("Orthanc")
-        if binary is None:
-            pytest.skip("Orthanc is not installed (apt-get install orthanc)")
+        binary = require_tool("Orthanc", "orthanc")
         log = (self.folder / "orthanc.log").open("ab")
         self.process = subprocess.Popen(
             [binary, str(self.folder / "config.json")], stdout=log, stderr=subprocess.STDOUT
@@ -182,7 +179,7 @@ def test_export_survives_pacs_outage_and_arrives_once(
             with sessions() as session:
                 failed = [
                     e
-                    for e in crud.list_exports(session=session)
+                    for e in db.exports.list_exports(session=session)
                     if e.status == ExportStatus.FAILED and e.attempts >= 2
                 ]
             time.sleep(0.3)
@@ -195,7 +192,7 @@ def test_export_survives_pacs_outage_and_arrives_once(
         assert sr_series["ID"] == found["SR"]["ID"]
         assert len(sr_series["Instances"]) == 1
         with sessions() as session:
-            (export,) = crud.list_exports(session=session)
+            (export,) = db.exports.list_exports(session=session)
             assert export.kind == ExportKind.SR
             assert export.status == ExportStatus.SENT and export.attempts >= 3
             instance = orthanc.get(f"/instances/{sr_series['Instances'][0]}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,10 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from db import crud
+import db.results
 from db.engine import create_engine_for, make_session_factory
-from tests.e2e.conftest import PacsStub, Service, storescu
+from tests.e2e.helpers import PacsStub, Service, storescu
+from tests.helpers import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -43,10 +43,8 @@ def _check_report(report: Path, sources: list[Path]) -> None:
         "AI STROKE TRIAGE: NOT SUSPECTED",
     }
 
-    dciodvfy = shutil.which("dciodvfy")
-    dsrdump = shutil.which("dsrdump")
-    if dciodvfy is None or dsrdump is None:
-        pytest.skip("dicom3tools dciodvfy or DCMTK dsrdump is not installed")
+    dciodvfy = require_tool("dciodvfy", "dicom3tools")
+    dsrdump = require_tool("dsrdump", "dcmtk")
     verified = subprocess.run([dciodvfy, str(report)], capture_output=True, text=True, check=False)
     errors = [
         line
@@ -63,7 +61,9 @@ def _check_database(url: str, series_uid: str) -> None:
     engine = create_engine_for(url)
     with make_session_factory(engine)() as session:
         rows = [
-            r for r in crud.list_results(session=session) if r.series_instance_uid == series_uid
+            r
+            for r in db.results.list_results(session=session)
+            if r.series_instance_uid == series_uid
         ]
     engine.dispose()
     assert len(rows) == 1

@@ -14,13 +14,14 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import crud
+import db.jobs
+import db.results
 from db.engine import create_engine_for, make_session_factory
 from db.enums import JobStatus
 from db.models import Job
 from model.phantom import write_phantom_series
 from stroke_triage.dicom_peers import send_files
-from tests.e2e.conftest import PacsStub, Service, storescu
+from tests.e2e.helpers import PacsStub, Service, storescu
 
 pytestmark = pytest.mark.slow
 
@@ -85,20 +86,20 @@ def test_two_workers_share_redis_and_postgres(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with sessions() as session:
-                jobs = crud.list_jobs(session=session)
+                jobs = db.jobs.list_jobs(session=session)
             if len(jobs) == 4 and {job.status for job in jobs} == {JobStatus.DONE}:
                 break
             time.sleep(0.2)
         with sessions() as session:
-            jobs = crud.list_jobs(session=session)
+            jobs = db.jobs.list_jobs(session=session)
             assert len(jobs) == 4
             assert {job.status for job in jobs} == {JobStatus.DONE}
             assert all(job.attempts == 1 for job in jobs)
             workers = {job.worker for job in jobs}
             assert len(workers) == 2, workers
-            assert len(crud.list_results(session=session)) == 4
+            assert len(db.results.list_results(session=session)) == 4
             for job in jobs:
-                timings = crud.stage_timings(session=session, job_id=job.id)
+                timings = db.jobs.stage_timings(session=session, job_id=job.id)
                 assert None not in timings.values(), timings
         assert len({pydicom.dcmread(p).SOPInstanceUID for p in reports}) == 4
 
@@ -117,7 +118,7 @@ def test_two_workers_share_redis_and_postgres(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with sessions() as session:
-                again = crud.get_job(session=session, job_id=job.id)
+                again = db.jobs.get_job(session=session, job_id=job.id)
             if again.status == JobStatus.FAILED and again.started_at != first_start:
                 break
             time.sleep(0.3)
@@ -148,7 +149,7 @@ def _wait_for_job(
         with sessions() as session:
             jobs = [
                 job
-                for job in crud.list_jobs(session=session)
+                for job in db.jobs.list_jobs(session=session)
                 if job.series.series_instance_uid == series_uid
             ]
         if jobs and jobs[0].status == status:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from db import crud
+import db.jobs
 from db.enums import JobStatus
 from db.models import Job
-from tests.conftest import free_port
-from tests.listener.conftest import RunningListener, storescu, wait_until, write_series
+from tests.helpers import free_port, require_tool
+from tests.listener.helpers import RunningListener, storescu, wait_until, write_series
 
 Start = Callable[..., RunningListener]
 
@@ -24,10 +23,7 @@ class RedisServer:
     """A private redis-server without persistence, which the test stops and starts."""
 
     def __init__(self, port: int) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = require_tool("redis-server", "redis-server")
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -64,7 +60,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 def _jobs(running: RunningListener) -> list[Job]:
     with running.sessions() as session:
-        return crud.list_jobs(session=session)
+        return db.jobs.list_jobs(session=session)
 
 
 def test_reconciler_queues_the_job_when_the_broker_is_back(
@@ -88,7 +84,7 @@ def test_reconciler_queues_the_job_when_the_broker_is_back(
 
     def queued() -> bool:
         with running.sessions() as session:
-            return crud.get_job(session=session, job_id=job_id).status == JobStatus.QUEUED
+            return db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.QUEUED
 
     wait_until(queued, timeout_s=60)
     client = redis.Redis(port=redis_server.port)

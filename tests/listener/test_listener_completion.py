@@ -10,17 +10,18 @@ import pydicom
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from db import crud
+import db.jobs
+import db.receiving
 from db.enums import JobStatus, SeriesStatus
 from db.models import Series
-from tests.listener.conftest import RunningListener, storescu, wait_until, write_series
+from tests.listener.helpers import RunningListener, storescu, wait_until, write_series
 
 Start = Callable[..., RunningListener]
 
 
 def _series(running: RunningListener, uid: str) -> tuple[SeriesStatus, str | None, int]:
     with running.sessions() as session:
-        series = crud.get_series(session=session, series_instance_uid=uid)
+        series = db.receiving.get_series(session=session, series_instance_uid=uid)
         return series.status, series.skip_reason, series.instance_count
 
 
@@ -28,7 +29,7 @@ def _jobs(running: RunningListener, uid: str) -> list[tuple[JobStatus, int]]:
     with running.sessions() as session:
         return [
             (job.status, job.instance_count)
-            for job in sorted(crud.list_jobs(session=session, limit=100), key=lambda j: j.id)
+            for job in sorted(db.jobs.list_jobs(session=session, limit=100), key=lambda j: j.id)
             if job.series.series_instance_uid == uid
         ]
 
@@ -91,10 +92,12 @@ def test_philips_study_classifies_exactly_one_series(
     running.listener.monitor.judge_quiet_series(now=datetime.now(UTC) + timedelta(hours=2))
 
     with running.sessions() as session:
-        jobs = crud.list_jobs(session=session)
+        jobs = db.jobs.list_jobs(session=session)
         all_series = {job.series.series_instance_uid for job in jobs}
         assert len(jobs) == 1
-        classified = crud.get_series(session=session, series_instance_uid=next(iter(all_series)))
+        classified = db.receiving.get_series(
+            session=session, series_instance_uid=next(iter(all_series))
+        )
         assert classified.instance_count == 28
         assert jobs[0].instance_count == 28
         skipped = session.scalars(select(Series).where(Series.status == SeriesStatus.SKIPPED)).all()

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from db.models import Instance, Series
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.status import StoreStatus
-from tests.listener.conftest import (
+from tests.listener.helpers import (
     DCMTK_ENV,
     LISTENER_AE,
     RunningListener,

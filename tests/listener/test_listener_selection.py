@@ -6,7 +6,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from listener.selection import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, select_series
+from listener.selection import select_series
+from stroke_triage.edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
 
 
 def _axial_head_ct() -> Dataset:

@@ -25,9 +25,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from db import crud
+import db.receiving
 from listener.status import StoreStatus
-from tests.listener.conftest import RunningListener, ct_dataset, dcmtk, scu, storescu
+from tests.listener.helpers import RunningListener, ct_dataset, dcmtk, scu, storescu
 
 Start = Callable[..., RunningListener]
 
@@ -102,7 +102,7 @@ def test_each_transfer_syntax_is_stored_as_sent(
         recorded = {
             instance.sop_instance_uid: instance
             for uid in {str(pydicom.dcmread(p).SeriesInstanceUID) for p in sources.values()}
-            for instance in crud.series_instances(session=session, series_instance_uid=uid)
+            for instance in db.receiving.series_instances(session=session, series_instance_uid=uid)
         }
     assert {uid: recorded[uid].transfer_syntax_uid for uid in expected} == expected
     for instance in recorded.values():

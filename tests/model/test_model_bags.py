@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.bags import BagLoss, BagSampler, bag_logits, bag_order
 from model.checkpoint import load_checkpoint
-from model.data import load_records, write_synthetic_dataset
-from model.train import LOG_FILE, TrainConfig, TrainingError, train
+from model.training.bags import BagLoss, BagSampler, bag_logits, bag_order
+from model.training.config import TrainConfig, TrainingError
+from model.training.data import load_records, write_synthetic_dataset
+from model.training.train import LOG_FILE, train
 from tests.model.tiny import tiny_config
 
 PATIENTS = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]

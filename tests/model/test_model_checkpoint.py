@@ -22,8 +22,7 @@ from model.checkpoint import (
 )
 from model.errors import CheckpointError, CheckpointNotFoundError
 from model.network import build_network
-from model.preprocess import ChannelMode, Window
-from model.spec import ModelSpec, WindowSpec
+from model.spec import ChannelMode, ModelSpec, Window, WindowSpec
 
 
 @pytest.fixture(scope="module")

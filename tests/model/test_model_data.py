@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import (
-    Augmentation,
+from model.spec import AggregationSpec, ChannelMode, ModelSpec, WindowSpec
+from model.training.config import Augmentation
+from model.training.data import (
     DataError,
     SliceDataset,
     decode_slice,
@@ -22,8 +23,7 @@ from model.data import (
     random_slice_split,
     write_synthetic_dataset,
 )
-from model.preprocess import ChannelMode
-from model.spec import AggregationSpec, ModelSpec, WindowSpec
+from tests.helpers import require_peer
 
 
 def _spec(mode: ChannelMode = ChannelMode.REPLICATE, size: int = 32) -> ModelSpec:
@@ -168,7 +168,7 @@ def test_augmentation_is_seeded_by_epoch_and_index(toy: Path) -> None:
 def test_shared_training_set_manifest(shared_data: Path) -> None:
     folder = shared_data / "brain-stroke-ct"
     if not (folder / "manifest.csv").is_file():
-        pytest.skip(f"the Kaggle training set is not at {folder}")
+        require_peer("the Kaggle training set", f"its manifest.csv is not in {folder}.")
     records = load_records(folder)
     assert len(records) == 2095
     patients = {r.patient for r in records}

@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.crossval import cross_validate
-from model.data import load_records, write_synthetic_dataset
-from model.evaluate import evaluate, score_records
-from model.metrics import (
+from model.training.config import TrainConfig
+from model.training.crossval import cross_validate
+from model.training.data import load_records, write_synthetic_dataset
+from model.training.evaluate import evaluate, score_records
+from model.training.metrics import (
     binary_metrics,
     bootstrap_ci,
     confusion,
     roc_auc,
     threshold_for_sensitivity,
 )
-from model.train import TrainConfig, train
+from model.training.train import train
 from stroke_triage import model_commands
 from tests.model.tiny import tiny_config
 

@@ -10,12 +10,14 @@ import pydicom
 import pytest
 import torch
 
-from model import inference
+from model import device as model_device
 from model.checkpoint import create_random_checkpoint, load_checkpoint, random_spec
+from model.device import select_device
 from model.errors import DeviceUnavailableError, PreprocessError
-from model.inference import Classifier, select_device
+from model.inference import Classifier
 from model.phantom import Lesion, head_phantom_hu, write_phantom_series
-from model.preprocess import ChannelMode, preprocess_hu_stack
+from model.pixels import preprocess_hu_stack
+from model.spec import ChannelMode
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,12 @@ def test_auto_precision_on_cpu_needs_validation_metric(
     checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = load_checkpoint(checkpoint)
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(model_device, "cpu_supports_bf16", lambda: True)
     assert Classifier(loaded, device="cpu").precision == "fp32"
     validated = loaded.spec.model_copy(update={"metrics": {"bf16_agrees_with_fp32": True}})
     vetted = type(loaded)(network=loaded.network, spec=validated, sha256=loaded.sha256)
     assert Classifier(vetted, device="cpu").precision == "bf16"
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(model_device, "cpu_supports_bf16", lambda: False)
     assert Classifier(vetted, device="cpu").precision == "fp32"
     with pytest.raises(ValueError, match="Unknown precision"):
         Classifier(loaded, device="cpu", precision="fp16")

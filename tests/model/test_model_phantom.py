@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from model.dicom import dataset_to_hu, sort_slices
 from model.phantom import (
     HAEMORRHAGE_HU,
     INFARCT_HU,
@@ -18,7 +18,7 @@ from model.phantom import (
     infarct_slices,
     write_phantom_series,
 )
-from model.preprocess import dataset_to_hu, sort_slices
+from tests.helpers import require_tool
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,7 @@ def test_series_joins_a_given_study(tmp_path: Path) -> None:
 
 
 def test_dciodvfy_finds_no_errors(written: list[Path]) -> None:
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dicom3tools' dciodvfy is not installed")
+    require_tool("dciodvfy", "dicom3tools")
     for path in (written[0], written[3]):
         result = subprocess.run(
             ["dciodvfy", str(path)], check=False, capture_output=True, text=True

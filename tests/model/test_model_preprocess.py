@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,21 +13,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from model.checkpoint import random_spec
+from model.dicom import dataset_to_hu, sort_slices
 from model.errors import PreprocessError
-from model.preprocess import (
-    WINDOW_PRESETS,
-    ChannelMode,
-    Window,
+from model.pixels import (
     apply_window,
-    dataset_to_hu,
     hu_stack_to_channels,
     normalize,
     preprocess_hu_stack,
     preprocess_windowed_uint8,
     resize_batch,
-    sort_slices,
 )
-from model.spec import WindowSpec
+from model.spec import WINDOW_PRESETS, ChannelMode, Window, WindowSpec
+from tests.helpers import require_tool
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +98,7 @@ def test_jpeg2000_lossy_matches_its_decompressed_copy_and_is_close_to_original(
 
 
 def _dcmtk(tool: str, source: Path, target: Path, *args: str) -> Path:
-    if shutil.which(tool) is None:
-        pytest.skip(f"DCMTK's {tool} is not installed")
+    require_tool(tool, "dcmtk")
     subprocess.run([tool, *args, str(source), str(target)], check=True, capture_output=True)
     return target
 

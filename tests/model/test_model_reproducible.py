@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from model.checkpoint import load_checkpoint
-from model.data import write_synthetic_dataset
-from model.train import train
+from model.training.data import write_synthetic_dataset
+from model.training.train import train
 from tests.model.tiny import tiny_config
 
 

@@ -9,15 +9,13 @@ import torch
 from model.checkpoint import random_spec
 from model.errors import PreprocessError
 from model.phantom import Lesion, head_phantom_hu, infarct_slices
-from model.preprocess import (
-    ChannelMode,
-    Window,
+from model.pixels import (
     apply_window,
     hu_stack_to_channels,
     preprocess_hu_stack,
     preprocess_windowed_uint8,
 )
-from model.spec import WindowSpec
+from model.spec import ChannelMode, Window, WindowSpec
 from model.symmetry import align_to_midline, midline_transform, mirror_channels, unalign
 
 WINDOW = Window(center=36.0, width=150.0)

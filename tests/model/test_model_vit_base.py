@@ -10,7 +10,7 @@ import torch
 from model.checkpoint import load_checkpoint, random_spec, save_checkpoint
 from model.inference import Classifier
 from model.network import build_network
-from model.train import TrainConfig
+from model.training.config import TrainConfig
 
 
 def test_default_training_architecture_is_the_papers() -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from model.train import TrainConfig
+from model.training.config import TrainConfig
 
 TINY_VIT = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
 """A one-block ViT with 16 tokens at 32 px."""

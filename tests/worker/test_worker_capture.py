@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
 from model.phantom import write_phantom_series
+from tests.helpers import require_tool
 from worker.capture import BANNER_HEIGHT, SERIES_DESCRIPTION, TILE_SIZE, build_heatmap_capture
 from worker.errors import ReportError
 
@@ -64,9 +64,7 @@ def test_capture_is_a_valid_rgb_mosaic(tmp_path: Path, top_slices: list[pydicom.
     tiles = pixels[BANNER_HEIGHT:].astype(int)
     assert np.abs(tiles[..., 0] - tiles[..., 2]).max() > 50
 
-    dciodvfy = shutil.which("dciodvfy")
-    if dciodvfy is None:
-        pytest.skip("dciodvfy is not installed (apt: dicom3tools)")
+    dciodvfy = require_tool("dciodvfy", "dicom3tools")
     completed = subprocess.run(
         [dciodvfy, str(path)], capture_output=True, text=True, check=False, timeout=60
     )

@@ -14,8 +14,9 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, 
 from pynetdicom import AE, evt
 
 from model.phantom import write_phantom_series
+from stroke_triage.edge import PacsDestination
 from worker.capture import build_heatmap_capture
-from worker.export import Destination, ExportError, send_datasets
+from worker.export import ExportError, send_datasets
 from worker.report import AlgorithmInfo, Finding, build_structured_report
 
 SCP_AE_TITLE = "TESTPACS"
@@ -54,11 +55,11 @@ StoreHandler = Callable[[evt.Event], int]
 
 
 @pytest.fixture
-def storage_scp() -> Iterator[Callable[[StoreHandler], Destination]]:
+def storage_scp() -> Iterator[Callable[[StoreHandler], PacsDestination]]:
     """Starts Storage SCPs on free ports; each answers C-STORE with the given handler."""
     servers: list[Any] = []
 
-    def start(handler: StoreHandler) -> Destination:
+    def start(handler: StoreHandler) -> PacsDestination:
         ae = AE(ae_title=SCP_AE_TITLE)
         ae.require_called_aet = True
         for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
@@ -68,7 +69,9 @@ def storage_scp() -> Iterator[Callable[[StoreHandler], Destination]]:
         )
         assert server is not None
         servers.append(server)
-        return Destination(SCP_AE_TITLE, "127.0.0.1", int(server.server_address[1]))
+        return PacsDestination(
+            ae_title=SCP_AE_TITLE, host="127.0.0.1", port=int(server.server_address[1])
+        )
 
     yield start
     for server in servers:
@@ -78,7 +81,7 @@ def storage_scp() -> Iterator[Callable[[StoreHandler], Destination]]:
 def test_delivers_report_and_capture(
     tmp_path: Path,
     outputs: list[pydicom.Dataset],
-    storage_scp: Callable[[StoreHandler], Destination],
+    storage_scp: Callable[[StoreHandler], PacsDestination],
 ) -> None:
     received: list[str] = []
 
@@ -99,7 +102,7 @@ def test_delivers_report_and_capture(
 def test_client_socket_has_tcp_nodelay(
     monkeypatch: pytest.MonkeyPatch,
     outputs: list[pydicom.Dataset],
-    storage_scp: Callable[[StoreHandler], Destination],
+    storage_scp: Callable[[StoreHandler], PacsDestination],
 ) -> None:
     associations: list[Any] = []
     original = AE.associate
@@ -124,7 +127,7 @@ def test_client_socket_has_tcp_nodelay(
 
 
 def test_failure_status_raises_with_the_code(
-    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], Destination]
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], PacsDestination]
 ) -> None:
     destination = storage_scp(lambda event: 0xA700)
     with pytest.raises(ExportError, match="0xA700") as caught:
@@ -136,25 +139,25 @@ def test_closed_port_raises(outputs: list[pydicom.Dataset]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    destination = Destination("NOBODY", "127.0.0.1", port)
+    destination = PacsDestination(ae_title="NOBODY", host="127.0.0.1", port=port)
     with pytest.raises(ExportError, match=r"No association with NOBODY@127\.0\.0\.1"):
         send_datasets(datasets=outputs[:1], destination=destination, timeout_s=5)
 
 
 def test_rejected_association_raises(
-    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], Destination]
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], PacsDestination]
 ) -> None:
     served = storage_scp(lambda event: 0x0000)
-    destination = Destination("WRONGAET", served.host, served.port)
+    destination = PacsDestination(ae_title="WRONGAET", host=served.host, port=served.port)
     with pytest.raises(ExportError, match="rejected"):
         send_datasets(datasets=outputs[:1], destination=destination, timeout_s=10)
 
 
 def test_destination_parses_and_prints() -> None:
-    destination = Destination.parse("ORTHANC@pacs.example.org:4242")
-    assert destination == Destination("ORTHANC", "pacs.example.org", 4242)
+    destination = PacsDestination.parse("ORTHANC@pacs.example.org:4242")
+    assert destination == PacsDestination(ae_title="ORTHANC", host="pacs.example.org", port=4242)
     assert str(destination) == "ORTHANC@pacs.example.org:4242"
-    assert Destination.parse(str(destination)) == destination
+    assert PacsDestination.parse(str(destination)) == destination
 
 
 @pytest.mark.parametrize(
@@ -162,4 +165,4 @@ def test_destination_parses_and_prints() -> None:
 )
 def test_destination_refuses_malformed_text(text: str) -> None:
     with pytest.raises(ValueError, match=r"AE@host:port|outside"):
-        Destination.parse(text)
+        PacsDestination.parse(text)

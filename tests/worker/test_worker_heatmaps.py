@@ -13,7 +13,7 @@ from torch import nn
 from model.checkpoint import LoadedModel, create_random_checkpoint, load_checkpoint
 from model.explain import ExplainError, explain
 from model.phantom import write_phantom_series
-from model.preprocess import ChannelMode
+from model.spec import ChannelMode
 from worker.heatmaps import top_slice_heatmaps
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,21 +17,24 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from db import crud
+import db.exports
+import db.jobs
+import db.receiving
+import db.results
 from db.engine import create_engine_for, migrate
 from db.enums import ExportKind, ExportStatus, JobStatus
 from db.models import Result, SliceScore
 from model.checkpoint import create_random_checkpoint
 from model.phantom import write_phantom_series
+from stroke_triage.edge import PROCESS_SERIES_TASK, PacsDestination
 from stroke_triage.retention import purge_storage
-from tests.conftest import free_port
-from tests.worker.test_worker_report import dciodvfy_errors
+from tests.helpers import dciodvfy_errors, free_port, require_tool
 from worker.celery_app import create_celery_app
-from worker.config import PacsDestination, WorkerConfig, WorkerRuntime
+from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
+from worker.inputs import SeriesMismatchError, SeriesUnreadableError
 from worker.outbox import sweep
-from worker.pipeline import SeriesUnreadableError, process_series
-from worker.tasks import PROCESS_SERIES_TASK
+from worker.pipeline import process_series
 
 
 class Pacs:
@@ -108,7 +111,7 @@ def _record(ctx: WorkerContext, paths: list[Path]) -> tuple[int, str]:
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
     now = datetime.now(UTC)
     records = [
-        crud.InstanceRecord(
+        db.receiving.InstanceRecord(
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             path=str(path.relative_to(ctx.runtime.storage_dir)),
@@ -120,7 +123,7 @@ def _record(ctx: WorkerContext, paths: list[Path]) -> tuple[int, str]:
     ]
     series_uid = str(headers[0].SeriesInstanceUID)
     with ctx.sessions() as session:
-        crud.record_instances(
+        db.receiving.record_instances(
             session=session,
             study_instance_uid=str(headers[0].StudyInstanceUID),
             series_instance_uid=series_uid,
@@ -129,8 +132,8 @@ def _record(ctx: WorkerContext, paths: list[Path]) -> tuple[int, str]:
             calling_ae_title="SCANNER",
             instances=records,
         )
-        job = crud.create_job(session=session, series_instance_uid=series_uid)
-        crud.mark_job_queued(session=session, job_id=job.id, task_id="t")
+        job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
+        db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
         session.commit()
         return job.id, series_uid
 
@@ -159,11 +162,11 @@ def test_same_task_three_times_gives_one_result_and_one_report(
     assert _count(ctx, SliceScore) == 6
     assert len(pacs.uids("SR")) == 1
     with ctx.sessions() as session:
-        job = crud.get_job(session=session, job_id=job_id)
+        job = db.jobs.get_job(session=session, job_id=job_id)
         assert job.status == JobStatus.DONE and job.worker == "w1"
-        timings = crud.stage_timings(session=session, job_id=job_id)
+        timings = db.jobs.stage_timings(session=session, job_id=job_id)
         assert all(value is not None and value >= 0 for value in timings.values()), timings
-        result = crud.get_result(session=session, job_id=job_id)
+        result = db.results.get_result(session=session, job_id=job_id)
         assert result is not None and len(result.model_sha256) == 64
 
 
@@ -195,7 +198,7 @@ def test_a_late_instance_gives_a_report_that_names_the_one_it_replaces(
         == 6
     )
     with ctx.sessions() as session:
-        assert crud.get_job(session=session, job_id=second_job).status == JobStatus.DONE
+        assert db.jobs.get_job(session=session, job_id=second_job).status == JobStatus.DONE
         superseded = session.get(Result, first.result_id)
         assert superseded is not None and superseded.superseded
     # The file written for the PACS is the one checked by DICOM's own validator.
@@ -216,8 +219,8 @@ def test_rerun_after_failed_export_reuses_result_and_sweeper_sends_once(
         time.sleep(0.2)
     assert _count(ctx, Result) == 1
     with ctx.sessions() as session:
-        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.INFERRED
-        (export,) = crud.list_exports(session=session)
+        assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.INFERRED
+        (export,) = db.exports.list_exports(session=session)
         assert export.status == ExportStatus.FAILED and export.attempts == 2
         assert export.last_error and "No association" in export.last_error
     late = Pacs(port=port, ae_title="LATEPACS")
@@ -229,9 +232,9 @@ def test_rerun_after_failed_export_reuses_result_and_sweeper_sends_once(
     finally:
         late.stop()
     with ctx.sessions() as session:
-        job = crud.get_job(session=session, job_id=job_id)
+        job = db.jobs.get_job(session=session, job_id=job_id)
         assert job.status == JobStatus.DONE and job.exported_at is not None
-        (export,) = crud.list_exports(session=session)
+        (export,) = db.exports.list_exports(session=session)
         assert export.status == ExportStatus.SENT and export.attempts == 3
 
 
@@ -245,12 +248,12 @@ def test_export_becomes_dead_letter_and_can_be_retried(
     time.sleep(0.05)
     sweep(ctx.sessions, config=ctx.config)
     with ctx.sessions() as session:
-        (dead,) = crud.list_exports(session=session, status=ExportStatus.DEAD)
+        (dead,) = db.exports.list_exports(session=session, status=ExportStatus.DEAD)
         assert dead.attempts == 2
-        assert crud.due_exports(session=session) == []
-        crud.retry_export(session=session, export_id=dead.id)
+        assert db.exports.due_exports(session=session) == []
+        db.exports.retry_export(session=session, export_id=dead.id)
         session.commit()
-        assert [e.id for e in crud.due_exports(session=session)] == [dead.id]
+        assert [e.id for e in db.exports.due_exports(session=session)] == [dead.id]
 
 
 def test_secondary_capture_and_two_destinations(
@@ -272,12 +275,10 @@ def test_secondary_capture_and_two_destinations(
     finally:
         second.stop()
     with ctx.sessions() as session:
-        kinds = sorted(e.kind for e in crud.list_exports(session=session))
+        kinds = sorted(e.kind for e in db.exports.list_exports(session=session))
         assert kinds == [ExportKind.SC, ExportKind.SC, ExportKind.SR, ExportKind.SR]
-        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.DONE
-    dciodvfy = shutil.which("dciodvfy")
-    if dciodvfy is None:
-        pytest.skip("dicom3tools dciodvfy is not installed")
+        assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+    dciodvfy = require_tool("dciodvfy", "dicom3tools")
     (path,) = (runtime.reports_dir).glob(f"*/{capture.SOPInstanceUID}.dcm")
     checked = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
     errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
@@ -305,18 +306,20 @@ def test_task_dead_letter_after_last_retry_and_requeue(
     assert outcome.failed()
     assert len(calls) == 3  # the first try and two retries
     with ctx.sessions() as session:
-        job = crud.get_job(session=session, job_id=job_id)
+        job = db.jobs.get_job(session=session, job_id=job_id)
         assert job.status == JobStatus.FAILED
         assert job.last_error is not None and "database went away" in job.last_error
-        assert [j.id for j in crud.list_jobs(session=session, status=JobStatus.FAILED)] == [job_id]
-        crud.requeue_job(session=session, job_id=job_id)
+        assert [j.id for j in db.jobs.list_jobs(session=session, status=JobStatus.FAILED)] == [
+            job_id
+        ]
+        db.jobs.requeue_job(session=session, job_id=job_id)
         session.commit()
     done = app.tasks[PROCESS_SERIES_TASK].apply(
         kwargs={"job_id": job_id, "series_instance_uid": series_uid}
     )
     assert done.successful() and done.result["result_id"] is not None
     with ctx.sessions() as session:
-        assert crud.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+        assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.DONE
 
 
 def test_a_job_for_a_purged_series_fails_with_the_reason(
@@ -330,8 +333,43 @@ def test_a_job_for_a_purged_series_fails_with_the_reason(
     )
     assert report.files == 6
     with ctx.sessions() as session:
-        job = crud.create_job(session=session, series_instance_uid=series_uid)
+        job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
         session.commit()
         stale_job = job.id
     with pytest.raises(SeriesUnreadableError, match="retention policy"):
         process_series(ctx, job_id=stale_job, series_instance_uid=series_uid, worker="w1")
+
+
+def test_a_task_naming_another_series_than_its_job_is_refused(
+    runtime: WorkerRuntime, checkpoint: Path
+) -> None:
+    ctx = _context(runtime, checkpoint)
+    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    with pytest.raises(
+        SeriesMismatchError, match=rf"is for series {series_uid}.*names series 1\.2\.3"
+    ):
+        process_series(ctx, job_id=job_id, series_instance_uid="1.2.3")
+    with ctx.sessions() as session:
+        job = db.jobs.get_job(session=session, job_id=job_id)
+        assert job.status == JobStatus.QUEUED and job.attempts == 0
+    assert _count(ctx, Result) == 0
+
+
+def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -> None:
+    ctx = _context(runtime, checkpoint, secondary_capture=True)
+    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    with mock.patch("stroke_triage.edge.durable.os.fsync", counting_fsync):
+        outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    assert outcome.report_path is not None
+    assert outcome.report_path.parent.parent == runtime.reports_dir
+    written = sorted(path.name for path in runtime.reports_dir.rglob("*") if path.is_file())
+    assert len(written) == 2 and all(name.endswith(".dcm") for name in written), written
+    assert len(synced) == 4  # each file, then its folder
+    assert pydicom.dcmread(outcome.report_path).Modality == "SR"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from model.phantom import write_phantom_series
+from tests.helpers import dciodvfy_errors, require_peer, require_tool
 from worker.errors import ReportError
 from worker.report import (
     NOT_SUSPECTED_TEXT,
@@ -33,20 +33,7 @@ ALGORITHM = AlgorithmInfo(
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (apt: dicom3tools for dciodvfy, dcmtk for dsrdump)")
-    return path
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Runs dciodvfy on a file; prints its warnings and returns its error lines."""
-    completed = subprocess.run(
-        [_tool("dciodvfy"), str(path)], capture_output=True, text=True, check=False, timeout=60
-    )
-    lines = (completed.stdout + completed.stderr).splitlines()
-    print("\n".join(line for line in lines if line.startswith("Warning")))
-    return [line for line in lines if line.startswith("Error")]
+    return require_tool(name, "dicom3tools" if name == "dciodvfy" else "dcmtk")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +47,10 @@ def phantom_datasets(tmp_path_factory: pytest.TempPathFactory) -> list[pydicom.D
 def ge_datasets(ge_head_ct: Path) -> list[pydicom.Dataset]:
     paths = sorted(ge_head_ct.glob("*.dcm"))
     if len(paths) != 28:
-        pytest.skip(f"expected the 28-slice GE series in {ge_head_ct}, found {len(paths)} files")
+        require_peer(
+            "the GE head CT series",
+            f"expected its 28 slices in {ge_head_ct}, found {len(paths)} files.",
+        )
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
 
 

@@ -14,19 +14,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from model.device import autocast
 from model.errors import ModelError
-from model.schedule import warmup_cosine
+from model.training.config import TrainConfig, TrainingError
+from model.training.loop import batches, optimiser, train_epoch
+from model.training.state import atomic_torch_save, load_own
 
 logger = logging.getLogger(__name__)
+
+PRETRAINED_FILE = "pretrained.pt"
 
 
 class PretrainError(ModelError):
@@ -135,7 +139,7 @@ def pretrain_encoder(
     mask_ratio: float,
     seed: int,
     device: torch.device,
-    autocast: Callable[[], AbstractContextManager[Any]],
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Pretrains ``network`` in place (its classification head is left untouched).
 
@@ -149,7 +153,7 @@ def pretrain_encoder(
         mask_ratio: Share of patches hidden from the encoder.
         seed: Seeds the masks and the order of slices.
         device: Where to train.
-        autocast: Returns the mixed-precision context for each step.
+        precision: ``bf16`` for autocast, else fp32.
 
     Returns:
         A summary for the checkpoint's spec: epochs, mask ratio, first and last loss.
@@ -157,30 +161,35 @@ def pretrain_encoder(
     if epochs < 1 or not 0.0 < mask_ratio < 1.0:
         raise PretrainError(f"Need epochs >= 1 and 0 < mask_ratio < 1, got {epochs}, {mask_ratio}.")
     model = MaskedAutoencoder(network).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
-
-    scheduler = warmup_cosine(
-        optimizer, warmup_steps=steps_per_epoch, total_steps=epochs * steps_per_epoch
+    optimizer, scheduler = optimiser(
+        model.parameters(),
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=steps_per_epoch,
+        total_steps=epochs * steps_per_epoch,
     )
     generator = torch.Generator().manual_seed(seed)
+
+    def step_loss(images: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            loss: torch.Tensor = model(images, mask_ratio=mask_ratio, generator=generator)
+        return loss
+
     losses: list[float] = []
-    model.train()
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         order = torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]
-        running, seen = 0.0, 0
-        for batch, _ in DataLoader(dataset, batch_size=batch_size, sampler=order):
-            images = batch.to(device)
-            with autocast():
-                loss = model(images, mask_ratio=mask_ratio, generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running += float(loss.item()) * len(images)
-            seen += len(images)
-        losses.append(running / max(1, seen))
+        losses.append(
+            train_epoch(
+                model,
+                batches(dataset, order, batch_size),
+                step_loss=step_loss,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                device=device,
+            )
+        )
         logger.info(
             "Pretraining epoch %s/%s: reconstruction loss %.4f (%.1f s)",
             epoch,
@@ -195,3 +204,45 @@ def pretrain_encoder(
         "first_loss": losses[0],
         "final_loss": losses[-1],
     }
+
+
+def prepare_pretraining(
+    config: TrainConfig,
+    network: nn.Module,
+    train_set: Dataset[tuple[torch.Tensor, int]],
+    *,
+    path: Path,
+    resumed: bool,
+    device: torch.device,
+    precision: str,
+) -> dict[str, Any] | None:
+    """Pretrains the encoder once; ``pretrained.pt`` keeps it for a run that resumes.
+
+    Returns:
+        The pretraining summary for the spec, or None when the config asks for none.
+    """
+    if config.pretrain_epochs <= 0:
+        return None
+    check_encoder(network)
+    if path.is_file():
+        saved = load_own(path)
+        if not resumed:  # a resumed run already holds these weights, trained further
+            network.load_state_dict(saved["model"])
+        summary: dict[str, Any] = saved["summary"]
+        return summary
+    if resumed:
+        raise TrainingError(f"{path} is missing, so this run cannot resume; start a new one.")
+    summary = pretrain_encoder(
+        network,
+        train_set,
+        epochs=config.pretrain_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        mask_ratio=config.pretrain_mask_ratio,
+        seed=config.seed,
+        device=device,
+        precision=precision,
+    )
+    atomic_torch_save({"model": network.state_dict(), "summary": summary}, path)
+    return summary

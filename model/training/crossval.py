@@ -20,17 +20,20 @@ import numpy as np
 
 from model.aggregate import AGGREGATION_RULES
 from model.checkpoint import load_checkpoint
-from model.data import (
+from model.inference import Classifier
+from model.training.config import TrainConfig
+from model.training.data import (
     DataError,
     SliceRecord,
+    limit_records,
     load_records,
     patient_group_kfold,
     random_slice_split,
 )
-from model.evaluate import markdown_table, score_records, score_with_spec
-from model.inference import Classifier
-from model.metrics import binary_metrics, bootstrap_ci, roc_auc
-from model.train import TrainConfig, limit_records, series_scores, train
+from model.training.evaluate import markdown_table, score_records, score_with_spec
+from model.training.metrics import binary_metrics, bootstrap_ci, roc_auc
+from model.training.scoring import series_scores
+from model.training.train import train
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from model.errors import ModelError
-from model.preprocess import ChannelMode, preprocess_windowed_uint8, resize_batch
-from model.spec import ModelSpec
+from model.pixels import preprocess_windowed_uint8, resize_batch
+from model.spec import ChannelMode, ModelSpec
+from model.training.config import Augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +37,6 @@ MANIFEST_COLUMNS = ("path", "label", "patient", "slice", "sha256")
 
 class DataError(ModelError):
     """A data folder or its manifest cannot be used."""
-
-
-class Augmentation(StrEnum):
-    """How much random augmentation the training data gets."""
-
-    NONE = "none"
-    """No augmentation: the evaluation setting."""
-    LIGHT = "light"
-    """Horizontal flip and a small rotation, shift and zoom."""
-    FULL = "full"
-    """Light plus intensity (brightness and contrast) jitter and a larger affine range."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +146,26 @@ def group_by_patient(records: Sequence[SliceRecord]) -> dict[str, list[int]]:
     for i in sorted(range(len(records)), key=lambda j: (records[j].patient, records[j].slice)):
         groups.setdefault(records[i].patient, []).append(i)
     return groups
+
+
+def limit_records(records: Sequence[SliceRecord], limit: int) -> list[SliceRecord]:
+    """At most ``limit`` slices as whole patients, alternating between the labels."""
+    by_label: dict[str, list[list[SliceRecord]]] = {}
+    for indices in group_by_patient(records).values():
+        members = [records[i] for i in indices]
+        by_label.setdefault(members[0].label, []).append(members)
+    queues = [iter(by_label[label]) for label in sorted(by_label)]
+    chosen: list[SliceRecord] = []
+    while queues:
+        for queue in list(queues):
+            patient = next(queue, None)
+            if patient is None:
+                queues.remove(queue)
+            elif len(chosen) + len(patient) <= limit or not chosen:
+                chosen.extend(patient)
+            else:
+                queues.remove(queue)
+    return chosen
 
 
 def patient_group_kfold(

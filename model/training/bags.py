@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from model.data import SliceRecord, group_by_patient
+from model.training.data import SliceRecord, group_by_patient
 
 
 def bag_order(

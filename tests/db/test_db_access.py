@@ -8,13 +8,17 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import crud
-from db.crud import InstanceRecord
+import db.exports
+import db.jobs
+import db.receiving
+import db.results
+import db.retention
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
-from tests.conftest import postgres_schema
+from db.receiving import InstanceRecord
+from tests.helpers import postgres_schema
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 STUDY = "1.2.826.0.1.3680043.10.1"
@@ -75,7 +79,7 @@ def _records(numbers: range, *, at: datetime = T0, folder: str = "a") -> list[In
 
 
 def _receive(session: Session, records: list[InstanceRecord], series: str = SERIES) -> int:
-    return crud.record_instances(
+    return db.receiving.record_instances(
         session=session,
         study_instance_uid=STUDY,
         series_instance_uid=series,
@@ -87,7 +91,7 @@ def _receive(session: Session, records: list[InstanceRecord], series: str = SERI
 
 
 def _result(session: Session, job_id: int, fingerprint: str, probability: float = 0.8) -> Result:
-    return crud.record_result(
+    return db.results.record_result(
         session=session,
         job_id=job_id,
         probability=probability,
@@ -110,14 +114,14 @@ def test_record_instances_is_idempotent(session: Session) -> None:
     assert _receive(session, resent + resent[:1]) == 4
     session.commit()
 
-    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    series = db.receiving.get_series(session=session, series_instance_uid=SERIES)
     assert series.status == SeriesStatus.RECEIVING
     assert series.series_description is not None and len(series.series_description) == 64
     assert series.study.study_instance_uid == STUDY
     assert series.first_received_at == T0 + timedelta(seconds=1)
     assert series.last_received_at == T0 + timedelta(minutes=1, seconds=4)
     assert series.last_received_at.tzinfo is not None
-    instances = crud.series_instances(session=session, series_instance_uid=SERIES)
+    instances = db.receiving.series_instances(session=session, series_instance_uid=SERIES)
     assert [i.path for i in instances] == ["a/1.dcm", "b/2.dcm", "b/3.dcm", "b/4.dcm"]
     assert session.execute(select(func.count(Instance.id))).scalar_one() == 4
 
@@ -143,57 +147,66 @@ def test_concurrent_receivers_do_not_duplicate(factory: sessionmaker[Session]) -
         thread.join(timeout=60)
     assert errors == []
     with factory() as session:
-        assert crud.get_series(session=session, series_instance_uid=SERIES).instance_count == 20
+        assert (
+            db.receiving.get_series(session=session, series_instance_uid=SERIES).instance_count
+            == 20
+        )
         assert session.execute(select(func.count(Instance.id))).scalar_one() == 20
 
 
 def test_series_state_machine_and_supersede(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
-    first = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    first = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
     assert first.status == JobStatus.PENDING
     assert first.instance_count == 3
     statuses = [first.series.status]
-    crud.mark_job_queued(session=session, job_id=first.id, task_id="task-1", now=T0)
+    db.jobs.mark_job_queued(session=session, job_id=first.id, task_id="task-1", now=T0)
     statuses.append(first.series.status)
-    crud.start_job(session=session, job_id=first.id, now=T0)
+    db.jobs.start_job(session=session, job_id=first.id, now=T0)
     statuses.append(first.series.status)
     assert statuses == [SeriesStatus.COMPLETE, SeriesStatus.QUEUED, SeriesStatus.PROCESSING]
     _result(session, first.id, "f1")
-    assert crud.finish_job(session=session, job_id=first.id, now=T0).status == JobStatus.DONE
+    assert db.jobs.finish_job(session=session, job_id=first.id, now=T0).status == JobStatus.DONE
     session.commit()
-    assert crud.get_series(session=session, series_instance_uid=SERIES).status == SeriesStatus.DONE
+    assert (
+        db.receiving.get_series(session=session, series_instance_uid=SERIES).status
+        == SeriesStatus.DONE
+    )
 
     # Re-sending a known instance changes nothing; a new one reopens the series.
     _receive(session, _records(range(3, 4)))
-    assert crud.get_series(session=session, series_instance_uid=SERIES).status == SeriesStatus.DONE
+    assert (
+        db.receiving.get_series(session=session, series_instance_uid=SERIES).status
+        == SeriesStatus.DONE
+    )
     assert _receive(session, _records(range(4, 5))) == 4
-    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    series = db.receiving.get_series(session=session, series_instance_uid=SERIES)
     assert series.status == SeriesStatus.RECEIVING
     assert series.completed_at is None
 
-    second = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
-    third = crud.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    second = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    third = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
     session.commit()
-    assert crud.get_job(session=session, job_id=first.id).status == JobStatus.DONE
-    assert crud.get_job(session=session, job_id=second.id).status == JobStatus.SUPERSEDED
+    assert db.jobs.get_job(session=session, job_id=first.id).status == JobStatus.DONE
+    assert db.jobs.get_job(session=session, job_id=second.id).status == JobStatus.SUPERSEDED
     assert third.instance_count == 4
     with pytest.raises(JobStateError):
-        crud.start_job(session=session, job_id=second.id)
+        db.jobs.start_job(session=session, job_id=second.id)
     # A superseded job finishing late does not move the series.
-    crud.finish_job(session=session, job_id=second.id)
-    assert crud.get_series(session=session, series_instance_uid=SERIES).status == (
+    db.jobs.finish_job(session=session, job_id=second.id)
+    assert db.receiving.get_series(session=session, series_instance_uid=SERIES).status == (
         SeriesStatus.COMPLETE
     )
     with pytest.raises(NotFoundError):
-        crud.get_job(session=session, job_id=999_999)
+        db.jobs.get_job(session=session, job_id=999_999)
     with pytest.raises(NotFoundError):
-        crud.get_series(session=session, series_instance_uid="9.9.9")
+        db.receiving.get_series(session=session, series_instance_uid="9.9.9")
 
 
 def test_record_result_is_idempotent(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
-    crud.start_job(session=session, job_id=job.id)
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    db.jobs.start_job(session=session, job_id=job.id)
     first = _result(session, job.id, "f1")
     session.commit()
     again = _result(session, job.id, "f1", probability=0.1)
@@ -205,46 +218,46 @@ def test_record_result_is_idempotent(session: Session) -> None:
     assert session.execute(select(func.count(SliceScore.id))).scalar_one() == 3
     ranked = [(s.rank, s.sop_instance_uid) for s in again.slice_scores]
     assert ranked == [(1, f"{SERIES}.2"), (2, f"{SERIES}.3"), (3, f"{SERIES}.1")]
-    assert crud.get_job(session=session, job_id=job.id).status == JobStatus.INFERRED
+    assert db.jobs.get_job(session=session, job_id=job.id).status == JobStatus.INFERRED
 
 
 def test_mark_inferred_moves_only_active_jobs(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
-    crud.start_job(session=session, job_id=job.id)
-    marked = crud.mark_inferred(session=session, job_id=job.id, now=T0)
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    db.jobs.start_job(session=session, job_id=job.id)
+    marked = db.jobs.mark_inferred(session=session, job_id=job.id, now=T0)
     session.commit()
     assert marked.status == JobStatus.INFERRED
     assert marked.inferred_at is not None
-    crud.finish_job(session=session, job_id=job.id)
+    db.jobs.finish_job(session=session, job_id=job.id)
     session.commit()
-    assert crud.mark_inferred(session=session, job_id=job.id).status == JobStatus.DONE
+    assert db.jobs.mark_inferred(session=session, job_id=job.id).status == JobStatus.DONE
     with pytest.raises(NotFoundError):
-        crud.mark_inferred(session=session, job_id=999_999)
+        db.jobs.mark_inferred(session=session, job_id=999_999)
 
 
 def test_new_fingerprint_supersedes_older_results(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
-    old_job = crud.create_job(session=session, series_instance_uid=SERIES)
+    old_job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
     old = _result(session, old_job.id, "f1", probability=0.9)
-    crud.finish_job(session=session, job_id=old_job.id)
+    db.jobs.finish_job(session=session, job_id=old_job.id)
     _receive(session, _records(range(4, 6)))
-    new_job = crud.create_job(session=session, series_instance_uid=SERIES)
+    new_job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
     new = _result(session, new_job.id, "f2", probability=0.1)
     session.commit()
 
     session.refresh(old)
     assert old.superseded is True
     assert new.superseded is False
-    rows = crud.list_results(session=session)
+    rows = db.results.list_results(session=session)
     assert [(r.result_id, r.instance_count, r.suspected) for r in rows] == [(new.id, 5, False)]
 
 
 def test_export_backoff_until_dead(session: Session) -> None:
     _receive(session, _records(range(1, 4)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
     result = _result(session, job.id, "f1")
-    export = crud.ensure_export(
+    export = db.exports.ensure_export(
         session=session,
         result_id=result.id,
         kind=ExportKind.SR,
@@ -252,7 +265,7 @@ def test_export_backoff_until_dead(session: Session) -> None:
         sop_instance_uid="2.25.1",
         path="exports/sr1.dcm",
     )
-    same = crud.ensure_export(
+    same = db.exports.ensure_export(
         session=session,
         result_id=result.id,
         kind=ExportKind.SR,
@@ -264,16 +277,16 @@ def test_export_backoff_until_dead(session: Session) -> None:
     assert same.id == export.id
     assert same.sop_instance_uid == "2.25.1"
     assert export.status == ExportStatus.PENDING
-    assert [e.id for e in crud.due_exports(session=session, now=T0)] == [export.id]
-    assert crud.due_exports(session=session, pending_older_than=T0) == []
+    assert [e.id for e in db.exports.due_exports(session=session, now=T0)] == [export.id]
+    assert db.exports.due_exports(session=session, pending_older_than=T0) == []
 
-    failed = crud.mark_export_failed(
+    failed = db.exports.mark_export_failed(
         session=session, export_id=export.id, error="refused", max_attempts=3, backoff_s=10, now=T0
     )
     assert (failed.status, failed.attempts) == (ExportStatus.FAILED, 1)
     assert failed.next_attempt_at == T0 + timedelta(seconds=10)
     later = T0 + timedelta(seconds=10)
-    failed = crud.mark_export_failed(
+    failed = db.exports.mark_export_failed(
         session=session,
         export_id=export.id,
         error="refused",
@@ -283,11 +296,11 @@ def test_export_backoff_until_dead(session: Session) -> None:
     )
     assert failed.next_attempt_at == later + timedelta(seconds=20)
     session.commit()
-    assert crud.due_exports(session=session, now=later + timedelta(seconds=19)) == []
-    due = crud.due_exports(session=session, now=later + timedelta(seconds=20))
+    assert db.exports.due_exports(session=session, now=later + timedelta(seconds=19)) == []
+    due = db.exports.due_exports(session=session, now=later + timedelta(seconds=20))
     assert [e.id for e in due] == [export.id]
 
-    dead = crud.mark_export_failed(
+    dead = db.exports.mark_export_failed(
         session=session,
         export_id=export.id,
         error="refused",
@@ -297,8 +310,8 @@ def test_export_backoff_until_dead(session: Session) -> None:
     )
     session.commit()
     assert (dead.status, dead.attempts, dead.next_attempt_at) == (ExportStatus.DEAD, 3, None)
-    assert crud.due_exports(session=session, now=later + timedelta(days=1)) == []
-    assert [e.id for e in crud.list_exports(session=session, status=ExportStatus.DEAD)] == [
+    assert db.exports.due_exports(session=session, now=later + timedelta(days=1)) == []
+    assert [e.id for e in db.exports.list_exports(session=session, status=ExportStatus.DEAD)] == [
         export.id
     ]
 
@@ -307,8 +320,8 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
     rows = []
     for n, series_uid in enumerate(("1.2.3.1", "1.2.3.2", "1.2.3.3")):
         _receive(session, _records(range(n * 10, n * 10 + 2)), series=series_uid)
-        job = crud.create_job(session=session, series_instance_uid=series_uid)
-        result = crud.record_result(
+        job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
+        result = db.results.record_result(
             session=session,
             job_id=job.id,
             probability=0.1 * (n + 1),
@@ -325,7 +338,7 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
         )
         rows.append(result)
     for kind, destination in ((ExportKind.SR, "A@h:1"), (ExportKind.SC, "A@h:1")):
-        export = crud.ensure_export(
+        export = db.exports.ensure_export(
             session=session,
             result_id=rows[0].id,
             kind=kind,
@@ -334,8 +347,8 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
             path="x.dcm",
         )
         if kind == ExportKind.SR:
-            crud.mark_export_sent(session=session, export_id=export.id)
-    crud.ensure_export(
+            db.exports.mark_export_sent(session=session, export_id=export.id)
+    db.exports.ensure_export(
         session=session,
         result_id=rows[1].id,
         kind=ExportKind.SR,
@@ -345,14 +358,14 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
     )
     session.commit()
 
-    listed = crud.list_results(session=session)
+    listed = db.results.list_results(session=session)
     assert [r.series_instance_uid for r in listed] == ["1.2.3.3", "1.2.3.2", "1.2.3.1"]
     assert [r.export_status for r in listed] == [None, ExportStatus.PENDING, ExportStatus.SENT]
     assert listed[0].study_instance_uid == STUDY
     assert listed[0].probability == pytest.approx(0.3)
     assert listed[0].job_status == JobStatus.INFERRED
     assert listed[0].created_at == T0 + timedelta(minutes=2)
-    assert len(crud.list_results(session=session, limit=2)) == 2
+    assert len(db.results.list_results(session=session, limit=2)) == 2
 
 
 def test_outbox_pending_jobs(session: Session) -> None:
@@ -360,63 +373,65 @@ def test_outbox_pending_jobs(session: Session) -> None:
     for n, series_uid in enumerate(("1.2.4.1", "1.2.4.2")):
         _receive(session, _records(range(n * 10, n * 10 + 1)), series=series_uid)
         jobs.append(
-            crud.create_job(
+            db.jobs.create_job(
                 session=session, series_instance_uid=series_uid, now=T0 + timedelta(minutes=n)
             )
         )
     session.commit()
-    pending = crud.pending_jobs(session=session)
+    pending = db.jobs.pending_jobs(session=session)
     assert [j.id for j in pending] == [jobs[0].id, jobs[1].id]
-    older = crud.pending_jobs(session=session, older_than=T0 + timedelta(seconds=30))
+    older = db.jobs.pending_jobs(session=session, older_than=T0 + timedelta(seconds=30))
     assert [j.id for j in older] == [jobs[0].id]
 
-    crud.mark_job_queued(session=session, job_id=jobs[0].id, task_id="t-1")
+    db.jobs.mark_job_queued(session=session, job_id=jobs[0].id, task_id="t-1")
     session.commit()
-    assert [j.id for j in crud.pending_jobs(session=session)] == [jobs[1].id]
-    assert crud.get_job(session=session, job_id=jobs[0].id).task_id == "t-1"
-    listed = crud.list_jobs(session=session, status=JobStatus.QUEUED)
+    assert [j.id for j in db.jobs.pending_jobs(session=session)] == [jobs[1].id]
+    assert db.jobs.get_job(session=session, job_id=jobs[0].id).task_id == "t-1"
+    listed = db.jobs.list_jobs(session=session, status=JobStatus.QUEUED)
     assert [j.id for j in listed] == [jobs[0].id]
 
 
 def test_fail_and_requeue(session: Session) -> None:
     _receive(session, _records(range(1, 3)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
-    crud.start_job(session=session, job_id=job.id)
-    crud.fail_job(session=session, job_id=job.id, error="OOM", final=False)
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    db.jobs.start_job(session=session, job_id=job.id)
+    db.jobs.fail_job(session=session, job_id=job.id, error="OOM", final=False)
     assert (job.status, job.last_error) == (JobStatus.STARTED, "OOM")
-    crud.start_job(session=session, job_id=job.id)
-    crud.fail_job(session=session, job_id=job.id, error="OOM again", final=True)
+    db.jobs.start_job(session=session, job_id=job.id)
+    db.jobs.fail_job(session=session, job_id=job.id, error="OOM again", final=True)
     session.commit()
     assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
-    assert crud.get_series(session=session, series_instance_uid=SERIES).status == (
+    assert db.receiving.get_series(session=session, series_instance_uid=SERIES).status == (
         SeriesStatus.FAILED
     )
     with pytest.raises(JobStateError):
-        crud.start_job(session=session, job_id=job.id)
+        db.jobs.start_job(session=session, job_id=job.id)
 
-    crud.requeue_job(session=session, job_id=job.id)
+    db.jobs.requeue_job(session=session, job_id=job.id)
     session.commit()
     assert (job.status, job.attempts, job.started_at) == (JobStatus.PENDING, 0, None)
-    assert [j.id for j in crud.pending_jobs(session=session)] == [job.id]
+    assert [j.id for j in db.jobs.pending_jobs(session=session)] == [job.id]
 
 
 def test_skip_series_skips_its_jobs(session: Session) -> None:
     _receive(session, _records(range(1, 3)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
-    series = crud.skip_series(session=session, series_instance_uid=SERIES, reason="Not a head CT.")
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    series = db.receiving.skip_series(
+        session=session, series_instance_uid=SERIES, reason="Not a head CT."
+    )
     session.commit()
     assert (series.status, series.skip_reason) == (SeriesStatus.SKIPPED, "Not a head CT.")
-    assert crud.get_job(session=session, job_id=job.id).status == JobStatus.SKIPPED
+    assert db.jobs.get_job(session=session, job_id=job.id).status == JobStatus.SKIPPED
 
 
 def test_stage_timings(session: Session) -> None:
     _receive(session, _records(range(0, 1)))
-    job = crud.create_job(
+    job = db.jobs.create_job(
         session=session, series_instance_uid=SERIES, now=T0 + timedelta(seconds=5)
     )
-    crud.mark_job_queued(session=session, job_id=job.id, now=T0 + timedelta(seconds=6))
-    crud.start_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=8))
-    crud.record_result(
+    db.jobs.mark_job_queued(session=session, job_id=job.id, now=T0 + timedelta(seconds=6))
+    db.jobs.start_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=8))
+    db.results.record_result(
         session=session,
         job_id=job.id,
         probability=0.7,
@@ -432,12 +447,12 @@ def test_stage_timings(session: Session) -> None:
         now=T0 + timedelta(seconds=11),
     )
     session.commit()
-    before_export = crud.stage_timings(session=session, job_id=job.id)
+    before_export = db.jobs.stage_timings(session=session, job_id=job.id)
     assert before_export["inferred_to_exported"] is None
     assert before_export["total"] is None
-    crud.finish_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=15))
+    db.jobs.finish_job(session=session, job_id=job.id, now=T0 + timedelta(seconds=15))
     session.commit()
-    assert crud.stage_timings(session=session, job_id=job.id) == {
+    assert db.jobs.stage_timings(session=session, job_id=job.id) == {
         "received_to_completed": 5.0,
         "completed_to_queued": 1.0,
         "queued_to_started": 2.0,
@@ -452,7 +467,7 @@ def test_datetimes_come_back_as_aware_utc(factory: sessionmaker[Session]) -> Non
     local = datetime(2026, 3, 1, 12, 0, tzinfo=berlin_summer)
     with factory() as session:
         _receive(session, _records(range(1, 2), at=local - timedelta(seconds=1)))
-        crud.create_job(session=session, series_instance_uid=SERIES, now=local)
+        db.jobs.create_job(session=session, series_instance_uid=SERIES, now=local)
         session.commit()
     with factory() as session:
         job = session.execute(select(Job)).scalar_one()
@@ -461,47 +476,31 @@ def test_datetimes_come_back_as_aware_utc(factory: sessionmaker[Session]) -> Non
         assert job.received_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
-def test_quiet_series(session: Session) -> None:
-    _receive(session, _records(range(1, 3)))
-    _receive(session, _records(range(5, 6), at=T0 + timedelta(minutes=10)), series="1.2.5.1")
-    session.commit()
-    assert crud.quiet_series(session=session, received_before=T0 + timedelta(seconds=1)) == []
-    # Naive times are taken as UTC.
-    naive = (T0 + timedelta(seconds=2)).replace(tzinfo=None)
-    quiet = crud.quiet_series(session=session, received_before=naive)
-    assert [s.series_instance_uid for s in quiet] == [SERIES]
-    crud.create_job(session=session, series_instance_uid=SERIES)
-    later = T0 + timedelta(hours=1)
-    assert [
-        s.series_instance_uid for s in crud.quiet_series(session=session, received_before=later)
-    ] == ["1.2.5.1"]
-
-
 def test_only_ended_series_past_the_cut_off_are_purged_and_a_resend_revives_them(
     session: Session,
 ) -> None:
     later = T0 + timedelta(days=30)
     _receive(session, _records(range(1, 4)))
-    job = crud.create_job(session=session, series_instance_uid=SERIES)
-    crud.start_job(session=session, job_id=job.id)
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    db.jobs.start_job(session=session, job_id=job.id)
     session.commit()
     # A series whose job is still running is never purged, however old.
-    assert crud.purgeable_series(session=session, received_before=later) == []
+    assert db.retention.purgeable_series(session=session, received_before=later) == []
     _result(session, job.id, "f1")
-    crud.finish_job(session=session, job_id=job.id)
+    db.jobs.finish_job(session=session, job_id=job.id)
     session.commit()
     # Finished, but its last instance arrived after the cut-off: kept.
-    assert crud.purgeable_series(session=session, received_before=T0) == []
-    assert crud.purgeable_series(session=session, received_before=later) == [SERIES]
+    assert db.retention.purgeable_series(session=session, received_before=T0) == []
+    assert db.retention.purgeable_series(session=session, received_before=later) == [SERIES]
 
-    assert crud.claim_series_for_purge(
+    assert db.retention.claim_series_for_purge(
         session=session, series_instance_uid=SERIES, received_before=later, now=later
     )
     session.commit()
-    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    series = db.receiving.get_series(session=session, series_instance_uid=SERIES)
     assert series.purged_at == later
-    assert crud.purgeable_series(session=session, received_before=later) == []
-    assert not crud.claim_series_for_purge(
+    assert db.retention.purgeable_series(session=session, received_before=later) == []
+    assert not db.retention.claim_series_for_purge(
         session=session, series_instance_uid=SERIES, received_before=later
     )
     session.rollback()
@@ -509,6 +508,69 @@ def test_only_ended_series_past_the_cut_off_are_purged_and_a_resend_revives_them
     # The scanner sends the same images again: the series is received (and classified) anew.
     _receive(session, _records(range(1, 4), at=later))
     session.commit()
-    series = crud.get_series(session=session, series_instance_uid=SERIES)
+    series = db.receiving.get_series(session=session, series_instance_uid=SERIES)
     assert series.purged_at is None
     assert series.status == SeriesStatus.RECEIVING
+
+
+def test_receiving_series_and_instance_paths(session: Session) -> None:
+    _receive(session, _records(range(1, 3)))
+    _receive(session, _records(range(5, 6), folder="b"), series="1.2.5.1")
+    session.commit()
+    assert {s.series_instance_uid for s in db.receiving.receiving_series(session=session)} == {
+        SERIES,
+        "1.2.5.1",
+    }
+    assert db.receiving.instance_paths(session=session) == {"a/1.dcm", "a/2.dcm", "b/5.dcm"}
+    db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    session.commit()
+    assert [s.series_instance_uid for s in db.receiving.receiving_series(session=session)] == [
+        "1.2.5.1"
+    ]
+
+
+def test_count_waiting_jobs_counts_pending_and_queued_only(session: Session) -> None:
+    assert db.jobs.count_waiting_jobs(session=session) == 0
+    jobs = []
+    for n, series_uid in enumerate(("1.2.6.1", "1.2.6.2", "1.2.6.3")):
+        _receive(session, _records(range(n * 10, n * 10 + 1)), series=series_uid)
+        jobs.append(db.jobs.create_job(session=session, series_instance_uid=series_uid))
+    db.jobs.mark_job_queued(session=session, job_id=jobs[1].id, task_id="t")
+    db.jobs.start_job(session=session, job_id=jobs[2].id)
+    session.commit()
+    assert db.jobs.count_waiting_jobs(session=session) == 2
+
+
+def test_find_result_matches_series_input_and_model(session: Session) -> None:
+    _receive(session, _records(range(1, 4)))
+    first = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    stored = _result(session, first.id, "f1")
+    session.commit()
+    # A later job of the same series finds the result of the same input and model.
+    second = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+    session.commit()
+    found = db.results.find_result(
+        session=session, job_id=second.id, input_fingerprint="f1", model_sha256=MODEL_SHA
+    )
+    assert found is not None and found.id == stored.id
+    for fingerprint, sha in (("f2", MODEL_SHA), ("f1", "b" * 64)):
+        assert (
+            db.results.find_result(
+                session=session, job_id=second.id, input_fingerprint=fingerprint, model_sha256=sha
+            )
+            is None
+        )
+    with pytest.raises(NotFoundError):
+        db.results.find_result(
+            session=session, job_id=999_999, input_fingerprint="f1", model_sha256=MODEL_SHA
+        )
+
+
+def test_naive_times_are_taken_as_utc(session: Session) -> None:
+    _receive(session, _records(range(1, 2)))
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    session.commit()
+    naive = T0.replace(tzinfo=None)
+    assert db.jobs.pending_jobs(session=session, older_than=naive) == []
+    later = (T0 + timedelta(seconds=1)).replace(tzinfo=None)
+    assert [j.id for j in db.jobs.pending_jobs(session=session, older_than=later)] == [job.id]

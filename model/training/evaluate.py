@@ -15,10 +15,16 @@ import numpy as np
 import numpy.typing as npt
 
 from model.aggregate import aggregate
-from model.data import SliceDataset, SliceRecord, fingerprint, group_by_patient, load_records
 from model.inference import Classifier
-from model.metrics import METRIC_NAMES, binary_metrics, bootstrap_ci
-from model.plots import plot_calibration, plot_confusion, plot_roc
+from model.training.data import (
+    SliceDataset,
+    SliceRecord,
+    fingerprint,
+    group_by_patient,
+    load_records,
+)
+from model.training.metrics import METRIC_NAMES, binary_metrics, bootstrap_ci
+from model.training.plots import plot_calibration, plot_confusion, plot_roc
 
 logger = logging.getLogger(__name__)
 

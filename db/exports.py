@@ -1,0 +1,252 @@
+"""Exports: the outbox of DICOM objects (SR, Secondary Capture) sent back to the PACS.
+
+Every function takes the caller's ``session``, flushes, and never commits: the caller owns the
+transaction. Senders claim an export before sending it, so two workers never send it at once.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from db._query import export_for_update, insert, one, utc
+from db.enums import ExportKind, ExportStatus
+from db.errors import DbError
+from db.models import Export, Result
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_export(
+    *,
+    session: Session,
+    result_id: int,
+    kind: ExportKind,
+    destination: str,
+    sop_instance_uid: str,
+    path: str,
+) -> Export:
+    """Return the export of a result to a destination, creating it ``PENDING`` if new.
+
+    An existing row is returned unchanged, so a retried task re-sends the same SOP Instance UID.
+    """
+    now = utc(None)
+    session.execute(
+        insert(session, Export)
+        .values(
+            result_id=result_id,
+            kind=kind,
+            destination=destination,
+            sop_instance_uid=sop_instance_uid,
+            path=path,
+            status=ExportStatus.PENDING,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Export.result_id, Export.kind, Export.destination])
+    )
+    statement = select(Export).where(
+        Export.result_id == result_id, Export.kind == kind, Export.destination == destination
+    )
+    return one(session, statement, f"export of result {result_id}")
+
+
+def get_export(*, session: Session, export_id: int) -> Export:
+    """Return the export with this id.
+
+    Raises:
+        NotFoundError: No such export.
+    """
+    return one(session, select(Export).where(Export.id == export_id), f"export {export_id}")
+
+
+def mark_export_sent(*, session: Session, export_id: int, now: datetime | None = None) -> Export:
+    """Record that the destination accepted the object."""
+    now = utc(now)
+    export = export_for_update(session, export_id)
+    export.attempts += 1
+    export.status = ExportStatus.SENT
+    export.sent_at = now
+    export.next_attempt_at = None
+    export.updated_at = now
+    session.flush()
+    return export
+
+
+def mark_export_failed(
+    *,
+    session: Session,
+    export_id: int,
+    error: str,
+    max_attempts: int,
+    backoff_s: float,
+    now: datetime | None = None,
+) -> Export:
+    """Record a failed send and schedule the next one with exponential backoff.
+
+    After ``max_attempts`` failures the export is ``DEAD``; otherwise it is ``FAILED`` with
+    ``next_attempt_at = now + backoff_s * 2 ** (attempts - 1)``. A sent export stays sent.
+    """
+    now = utc(now)
+    export = export_for_update(session, export_id)
+    if export.status == ExportStatus.SENT:
+        logger.warning("Export %s failed after it was sent; kept as sent: %s", export_id, error)
+        return export
+    export.attempts += 1
+    export.last_error = error
+    export.updated_at = now
+    if export.attempts >= max_attempts:
+        export.status = ExportStatus.DEAD
+        export.next_attempt_at = None
+        logger.error(
+            "Export %s to %s is dead after %s attempts: %s",
+            export_id,
+            export.destination,
+            export.attempts,
+            error,
+        )
+    else:
+        export.status = ExportStatus.FAILED
+        export.next_attempt_at = now + timedelta(seconds=backoff_s * 2 ** (export.attempts - 1))
+        logger.warning(
+            "Export %s to %s failed (attempt %s), next try at %s: %s",
+            export_id,
+            export.destination,
+            export.attempts,
+            export.next_attempt_at.isoformat(),
+            error,
+        )
+    session.flush()
+    return export
+
+
+def due_exports(
+    *,
+    session: Session,
+    now: datetime | None = None,
+    limit: int = 100,
+    pending_older_than: datetime | None = None,
+) -> list[Export]:
+    """Return exports to (re)send: ``PENDING`` ones and ``FAILED`` ones whose time has come.
+
+    Args:
+        session: Database session.
+        now: Current time.
+        limit: Most rows returned.
+        pending_older_than: If given, only ``PENDING`` exports created before this time (so that a
+            sweeper leaves alone the ones a worker is sending right now).
+
+    Returns:
+        The exports, the longest waiting first.
+    """
+    now = utc(now)
+    # A pending export with a future next_attempt_at is claimed by a sender (see claim_export).
+    pending: ColumnElement[bool] = and_(
+        Export.status == ExportStatus.PENDING,
+        or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
+    )
+    if pending_older_than is not None:
+        pending = and_(pending, Export.created_at < utc(pending_older_than))
+    statement = (
+        select(Export)
+        .where(
+            or_(
+                pending,
+                and_(Export.status == ExportStatus.FAILED, Export.next_attempt_at <= now),
+            )
+        )
+        .order_by(func.coalesce(Export.next_attempt_at, Export.created_at), Export.id)
+        .limit(limit)
+    )
+    return list(session.execute(statement).scalars())
+
+
+def claim_export(
+    *, session: Session, export_id: int, lease_s: float, now: datetime | None = None
+) -> bool:
+    """Claim a due export for one sender, so that two workers never send it at once.
+
+    The claim is one conditional ``UPDATE``: it moves ``next_attempt_at`` to ``now + lease_s``
+    if the export is ``PENDING`` (and not claimed) or ``FAILED`` and due. Exactly one of several
+    racing callers wins. A sender that dies leaves the claim to expire after ``lease_s``.
+
+    Returns:
+        True if this caller may send the export now.
+    """
+    now = utc(now)
+    due = or_(
+        and_(
+            Export.status == ExportStatus.PENDING,
+            or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
+        ),
+        and_(Export.status == ExportStatus.FAILED, Export.next_attempt_at <= now),
+    )
+    claimed = session.execute(
+        update(Export)
+        .where(Export.id == export_id, due)
+        .values(next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now)
+        .returning(Export.id)
+    ).all()
+    session.flush()
+    return bool(claimed)
+
+
+def retry_export(*, session: Session, export_id: int, now: datetime | None = None) -> Export:
+    """Give a dead (or failed) export a fresh start: ``PENDING``, no attempts (admin action).
+
+    Raises:
+        NotFoundError: No such export.
+        DbError: The export was already sent.
+    """
+    now = utc(now)
+    export = export_for_update(session, export_id)
+    if export.status == ExportStatus.SENT:
+        raise DbError(f"Export {export_id} was already sent and cannot be retried.")
+    export.status = ExportStatus.PENDING
+    export.attempts = 0
+    export.next_attempt_at = None
+    export.updated_at = now
+    session.flush()
+    logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)
+    return export
+
+
+def result_exports(*, session: Session, result_id: int) -> list[Export]:
+    """Return every export of one result, oldest first."""
+    statement = select(Export).where(Export.result_id == result_id).order_by(Export.id)
+    return list(session.execute(statement).scalars())
+
+
+def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
+    """Files of the SRs that earlier, now superseded results of this result's series produced.
+
+    One path per SR instance (several destinations share one file), oldest result first.
+    """
+    result = one(session, select(Result).where(Result.id == result_id), f"result {result_id}")
+    rows = session.execute(
+        select(Export.sop_instance_uid, Export.path)
+        .join(Result, Export.result_id == Result.id)
+        .where(
+            Result.series_id == result.series_id,
+            Result.id != result_id,
+            Result.superseded.is_(True),
+            Export.kind == ExportKind.SR,
+        )
+        .order_by(Result.id, Export.id)
+    ).all()
+    paths: dict[str, str] = {}
+    for uid, path in rows:
+        paths.setdefault(uid, path)
+    return list(paths.values())
+
+
+def list_exports(
+    *, session: Session, status: ExportStatus | None = None, limit: int = 50
+) -> list[Export]:
+    """Return exports, newest first, optionally of one status."""
+    statement = select(Export)
+    if status is not None:
+        statement = statement.where(Export.status == status)
+    return list(session.execute(statement.order_by(Export.id.desc()).limit(limit)).scalars())

@@ -1,0 +1,21 @@
+"""API tokens and the audit log (issue 14).
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Placeholder: filled in by the change that needs it."""
+
+
+def downgrade() -> None:
+    """Placeholder: filled in by the change that needs it."""

@@ -1,0 +1,9 @@
+"""The row types that the data-access functions return, for annotations outside db.
+
+Code outside db reads these objects' attributes; it never queries them itself (the queries live
+in ``db.receiving``, ``db.jobs``, ``db.results``, ``db.exports`` and ``db.retention``).
+"""
+
+from db.models import Export, Instance, Job, Result, Series, SliceScore, Study
+
+__all__ = ["Export", "Instance", "Job", "Result", "Series", "SliceScore", "Study"]

@@ -1,0 +1,94 @@
+"""Where the network runs and in which precision: one picker for serving and training."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from model.errors import DeviceUnavailableError, PrecisionError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """Pick the compute device.
+
+    Args:
+        preference: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        DeviceUnavailableError: If CUDA is asked for but not available.
+    """
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"Device {preference!r} was requested but CUDA is not available on this machine."
+        )
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU has native bfloat16 arithmetic (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags: set[str] = set()
+            for line in handle:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        flags = set()
+    if flags:
+        return bool(flags & {"amx_bf16", "avx512_bf16"})
+    # No /proc/cpuinfo (not Linux): ask oneDNN.
+    mkldnn: Any = torch.backends.mkldnn
+    checker: Any = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(mkldnn.is_available() and checker is not None and checker())
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device, *, bf16_vetted: bool) -> str:
+    """Turn ``"auto"`` into ``"fp32"`` or ``"bf16"``; pass explicit choices through.
+
+    ``auto`` picks bf16 on CUDA where the GPU supports it. On CPU it picks bf16 only where the
+    CPU has native bf16 (elsewhere it is emulated and slow) and ``bf16_vetted`` says bf16 may
+    decide: serving passes whether evaluation found that bf16 gives the same answers as fp32
+    (the spec's ``bf16_agrees_with_fp32``); training passes True, as it measures that itself.
+
+    Args:
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
+        device: The device the network runs on.
+        bf16_vetted: Whether bf16 may be chosen automatically on a CPU.
+
+    Returns:
+        ``"fp32"`` or ``"bf16"``.
+
+    Raises:
+        PrecisionError: If ``precision`` is none of the three.
+    """
+    if precision in PRECISIONS:
+        return precision
+    if precision != "auto":
+        raise PrecisionError(f"Unknown precision {precision!r}; expected 'auto', 'fp32' or 'bf16'.")
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if bf16_vetted and cpu_supports_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """The mixed-precision context of one forward pass: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()

@@ -1,0 +1,60 @@
+"""Durable, atomic file writes: temporary file, fsync, rename, fsync of the folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+PART_SUFFIX = ".part"
+"""Suffix of temporary files; a file with it is never whole."""
+
+
+def write_atomic(
+    path: Path, data: bytes | Sequence[bytes | memoryview], *, fsync: bool = True
+) -> Path:
+    """Write ``data`` (bytes, or pieces in order) to ``path``, whole or not at all.
+
+    The bytes go to a hidden temporary file in the same folder, are flushed to disk, and the
+    file is renamed over ``path``; then the folder is flushed so that the rename survives a
+    power cut. A crash leaves at most a ``.<name>.<pid>.<random>.part`` file.
+
+    Args:
+        path: The file to write; its folder is created if missing.
+        data: The content, as bytes or as a sequence of pieces.
+        fsync: Whether to flush the file and its folder to disk (off only for benchmarks
+            and throw-away data).
+
+    Returns:
+        ``path``.
+    """
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    pieces = [data] if isinstance(data, bytes) else data
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+    if fsync:
+        _fsync_dir(folder)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,256 @@
+"""Plain helpers shared by the tests (no fixtures, no tests): import them from here.
+
+Fixtures live in the ``conftest.py`` files; a test never imports a ``conftest`` or another test
+module by name (pytest imports those itself, and a second import is a second copy).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import NoReturn
+
+import pydicom.config
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+POSTGRES_URL = os.environ.get(
+    "STROKE_TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+"""The real PostgreSQL that tests use (``.ci/run`` starts it); its schemas are throwaway."""
+
+REDIS_URL = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The real Redis that tests use (``.ci/run`` starts it)."""
+
+
+def in_ci() -> bool:
+    """True when the CI runner runs the suite (``CI=true``): missing peers fail there."""
+    return os.environ.get("CI") == "true"
+
+
+def require_peer(name: str, reason: str) -> NoReturn:
+    """Stop a test whose peer (a service, a tool, the shared data) is missing.
+
+    On a developer's machine the test is skipped with ``reason``; in CI (``CI=true``) it fails,
+    because a CI run that silently skips its real-service tests proves nothing.
+
+    Args:
+        name: The missing peer, e.g. ``"PostgreSQL"`` or ``"DCMTK storescu"``.
+        reason: Why it is missing and how to get it, as a full sentence.
+    """
+    message = f"{name} is not available: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true, so a missing peer fails the run)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of a command-line tool, or :func:`require_peer` naming its Debian package."""
+    path = shutil.which(tool)
+    if path is None:
+        require_peer(tool, f"{tool} is not on PATH (apt-get install {package}).")
+    return path
+
+
+@contextmanager
+def relaxed_dicom_validation() -> Iterator[None]:
+    """Only warn about invalid DICOM values inside this block (the session raises).
+
+    For a test that reads a real third-party file known to be slightly invalid, or that builds
+    an invalid instance on purpose; say which, and why, where it is used.
+    """
+    settings = pydicom.config.settings
+    saved = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = pydicom.config.WARN
+    settings.writing_validation_mode = pydicom.config.WARN
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = saved
+
+
+def shared_data_dir() -> Path:
+    """The folder of third-party data (never committed), from STROKE_TRIAGE_SHARED_DATA."""
+    configured = os.environ.get("STROKE_TRIAGE_SHARED_DATA")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+@contextmanager
+def postgres_schema(prefix: str) -> Iterator[str]:
+    """URL of a new, empty schema in the real PostgreSQL, dropped afterwards.
+
+    Calls :func:`require_peer` (skip, or fail in CI) when PostgreSQL is not reachable.
+    """
+    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect():
+            pass
+    except OperationalError as exc:
+        admin.dispose()
+        require_peer("PostgreSQL", f"it is not reachable at {POSTGRES_URL} ({exc.orig}).")
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Run dciodvfy on a file; print its warnings and return its error lines."""
+    completed = subprocess.run(
+        [require_tool("dciodvfy", "dicom3tools"), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    lines = (completed.stdout + completed.stderr).splitlines()
+    print("\n".join(line for line in lines if line.startswith("Warning")))
+    return [line for line in lines if line.startswith("Error")]
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stroke_triage ARGS`` as a user would, with only ``env``'s settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "stroke_triage", *args],
+        env={**clean, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class TcpProxy:
+    """A TCP forwarder on a free local port that a test can cut and restore.
+
+    Put it between a client and a real server to simulate a network or server outage without
+    touching the server (the shared PostgreSQL and Redis must never be stopped). While cut, it
+    closes every open connection and refuses new ones (connection refused).
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, accepting: bool = True) -> None:
+        """Listen on a free port; forward to the target while ``accepting``."""
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._closed = False
+        self.connections = 0
+        if accepting:
+            self.restore()
+
+    def restore(self) -> None:
+        """Accept and forward connections again."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close every forwarded connection and stop listening (new ones are refused)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            _close(listener)
+        for sock in sockets:
+            _close(sock)
+
+    def close(self) -> None:
+        """Cut for good."""
+        self._closed = True
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._sockets.update((client, upstream))
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        pair = {client: upstream, upstream: client}
+        try:
+            while True:
+                readable, _, _ = select.select(list(pair), [], [], 0.5)
+                with self._lock:
+                    if client not in self._sockets:
+                        return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    pair[sock].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            with self._lock:
+                self._sockets.discard(client)
+                self._sockets.discard(upstream)
+            _close(client)
+            _close(upstream)
+
+
+def _close(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

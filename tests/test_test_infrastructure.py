@@ -1,0 +1,95 @@
+"""The test suite's own rules: missing peers fail in CI, DICOM is validated strictly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pydicom.config
+import pytest
+from pydicom.dataset import Dataset
+
+from tests.helpers import REPO_ROOT, relaxed_dicom_validation, require_peer, require_tool
+
+
+def test_missing_peer_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Orthanc is not available: gone"):
+        require_peer("Orthanc", "gone")
+
+
+def test_missing_peer_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"Orthanc is not available: gone.*CI=true"):
+        require_peer("Orthanc", "gone")
+
+
+def test_missing_tool_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(pytest.fail.Exception, match=r"apt-get install dcmtk"):
+        require_tool("storescu", "dcmtk")
+
+
+def test_present_tool_is_found() -> None:
+    assert Path(require_tool("sh", "dash")).name == "sh"
+
+
+PROBE = """
+def test_probe(shared_data):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome", "returncode"), [("true", "1 error", 1), ("", "1 skipped", 0)]
+)
+def test_missing_shared_data_fixture_fails_only_in_ci(
+    tmp_path: Path, ci: str, outcome: str, returncode: int
+) -> None:
+    """The real fixture, loaded from tests/conftest.py into a separate pytest run."""
+    (tmp_path / "test_probe.py").write_text(PROBE)
+    env = {**os.environ, "CI": ci, "STROKE_TRIAGE_SHARED_DATA": str(tmp_path / "absent")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rfs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.conftest",
+            f"--rootdir={tmp_path}",
+            str(tmp_path / "test_probe.py"),
+        ],
+        cwd=REPO_ROOT,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert outcome in done.stdout, done.stdout + done.stderr
+    assert done.returncode == returncode
+    assert "the shared test data is not available" in done.stdout
+
+
+def test_dicom_validation_is_strict_in_the_session() -> None:
+    settings = pydicom.config.settings
+    assert settings.reading_validation_mode == pydicom.config.RAISE
+    assert settings.writing_validation_mode == pydicom.config.RAISE
+    ds = Dataset()
+    with pytest.raises(ValueError, match=r"SeriesDescription|LO"):
+        ds.SeriesDescription = "x" * 65  # LO holds at most 64 characters
+
+
+def test_relaxed_validation_is_local() -> None:
+    ds = Dataset()
+    with relaxed_dicom_validation(), pytest.warns(UserWarning):
+        ds.SeriesDescription = "x" * 65
+    assert pydicom.config.settings.writing_validation_mode == pydicom.config.RAISE

@@ -1,0 +1,107 @@
+"""Step 2 of the pipeline: classify the series, or reuse the result stored for it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import db.exports
+import db.jobs
+import db.results
+from db.engine import Session
+from db.rows import Result
+from worker.context import WorkerContext
+from worker.inputs import SeriesInputs
+from worker.report import Finding
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The stored result of a series, as the outputs need it.
+
+    Attributes:
+        result_id: The result row.
+        finding: What the SR and the capture say.
+        predecessor_paths: Files of the SRs that this result's SR replaces.
+    """
+
+    result_id: int
+    finding: Finding
+    predecessor_paths: list[str]
+
+
+def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
+    """Return the result for these instances and this model, classifying only if none exists.
+
+    Same instances, same model (a retry or a duplicate delivery): the stored result is reused,
+    never recomputed, so the SR keeps its UIDs. One transaction.
+    """
+    classifier = ctx.classifier
+    with ctx.sessions() as session:
+        result = db.results.find_result(
+            session=session,
+            job_id=inputs.job_id,
+            input_fingerprint=inputs.fingerprint,
+            model_sha256=classifier.sha256,
+        )
+        if result is None:
+            result, top = _classify(ctx, inputs, session=session)
+        else:
+            log.info(
+                "Job %d: result %d already exists for these instances", inputs.job_id, result.id
+            )
+            db.jobs.mark_inferred(session=session, job_id=inputs.job_id)
+            top = _top_slices(result, classifier.spec.aggregation.k)
+        verdict = Verdict(
+            result_id=result.id,
+            finding=Finding(
+                probability=result.probability,
+                suspected=result.suspected,
+                threshold=result.threshold,
+                top_instance_uids=top,
+            ),
+            predecessor_paths=db.exports.superseded_report_paths(
+                session=session, result_id=result.id
+            ),
+        )
+        session.commit()
+    return verdict
+
+
+def _classify(
+    ctx: WorkerContext, inputs: SeriesInputs, *, session: Session
+) -> tuple[Result, list[str]]:
+    classifier = ctx.classifier
+    spec = classifier.spec
+    uids = inputs.sop_instance_uids
+    prediction = classifier.predict_series(inputs.datasets)
+    result = db.results.record_result(
+        session=session,
+        job_id=inputs.job_id,
+        probability=prediction.probability,
+        suspected=prediction.suspected,
+        threshold=prediction.threshold,
+        model_name=spec.name,
+        model_version=spec.version,
+        model_sha256=classifier.sha256,
+        input_fingerprint=inputs.fingerprint,
+        precision=classifier.precision,
+        device=str(classifier.device),
+        slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
+    )
+    log.info(
+        "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
+        inputs.series_instance_uid,
+        prediction.probability,
+        "suspected" if prediction.suspected else "not suspected",
+        prediction.threshold,
+        len(uids),
+    )
+    return result, [uids[i] for i in prediction.top_slices]
+
+
+def _top_slices(result: Result, count: int) -> list[str]:
+    scores = sorted(result.slice_scores, key=lambda score: score.rank)
+    return [score.sop_instance_uid for score in scores[:count]]

@@ -1,0 +1,111 @@
+"""Step 3 of the pipeline: write the SR (and the heat-map capture) durably to the reports folder.
+
+UIDs are derived from the inputs and the model, so the same result always yields the same
+objects: a re-run or a retried export can never put a second copy in the PACS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from db.enums import ExportKind
+from stroke_triage.edge import write_atomic
+from worker.capture import build_heatmap_capture
+from worker.classification import Verdict
+from worker.context import WorkerContext
+from worker.heatmaps import top_slice_heatmaps
+from worker.inputs import SeriesInputs
+from worker.outbox import OutputFile
+from worker.report import AlgorithmInfo, build_structured_report
+
+log = logging.getLogger(__name__)
+
+CAPTURE_SLICES = 3
+"""Most suspicious slices shown in the heat-map Secondary Capture."""
+
+
+def software_version() -> str:
+    """This package's version, for provenance."""
+    try:
+        return version("stroke-triage")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) -> list[OutputFile]:
+    """Write the SR, and the Secondary Capture when configured; the SR comes first."""
+    seed = [inputs.fingerprint, ctx.classifier.sha256]
+    outputs = [OutputFile(ExportKind.SR, _write_report(ctx, inputs, verdict, seed))]
+    if ctx.config.secondary_capture:
+        outputs.append(OutputFile(ExportKind.SC, _write_capture(ctx, inputs, verdict, seed)))
+    return outputs
+
+
+def _write_report(
+    ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict, seed: Sequence[str]
+) -> Path:
+    spec = ctx.classifier.spec
+    sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
+    report = build_structured_report(
+        source_datasets=inputs.datasets,
+        finding=verdict.finding,
+        algorithm=AlgorithmInfo(
+            name=spec.name,
+            version=spec.version,
+            software_version=software_version(),
+            model_sha256=ctx.classifier.sha256,
+        ),
+        series_instance_uid=generate_uid(entropy_srcs=[*seed, "sr-series"]),
+        sop_instance_uid=sop_uid,
+        institution_name=ctx.config.institution_name,
+        previous_versions=_read_predecessors(verdict.predecessor_paths),
+    )
+    return _save(ctx, report, inputs, sop_uid)
+
+
+def _read_predecessors(paths: Sequence[str]) -> list[pydicom.Dataset]:
+    """The SRs this one replaces (a late instance changed the series), as far as still on disk."""
+    found: list[pydicom.Dataset] = []
+    for path in paths:
+        try:
+            found.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            log.warning("Earlier report %s cannot be read, so it is not referenced: %s", path, exc)
+    return found
+
+
+def _write_capture(
+    ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict, seed: Sequence[str]
+) -> Path:
+    datasets, finding = inputs.datasets, verdict.finding
+    by_uid = {uid: index for index, uid in enumerate(inputs.sop_instance_uids)}
+    top = [by_uid[uid] for uid in finding.top_instance_uids[:CAPTURE_SLICES] if uid in by_uid]
+    images, heatmaps = top_slice_heatmaps(
+        network=ctx.network, spec=ctx.classifier.spec, datasets=datasets, top_indices=top
+    )
+    sop_uid = generate_uid(entropy_srcs=[*seed, "sc-instance"])
+    capture = build_heatmap_capture(
+        source_datasets=[datasets[i] for i in top],
+        images=images,
+        heatmaps=heatmaps,
+        probability=finding.probability,
+        suspected=finding.suspected,
+        series_instance_uid=generate_uid(entropy_srcs=[*seed, "sc-series"]),
+        sop_instance_uid=sop_uid,
+    )
+    return _save(ctx, capture, inputs, sop_uid)
+
+
+def _save(ctx: WorkerContext, dataset: pydicom.Dataset, inputs: SeriesInputs, sop_uid: str) -> Path:
+    """Write a DICOM file durably: reports/<study>/<sop>.dcm appears whole or not at all."""
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    study_uid = str(inputs.datasets[0].StudyInstanceUID)
+    return write_atomic(ctx.runtime.reports_dir / study_uid / f"{sop_uid}.dcm", buffer.getvalue())
