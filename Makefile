@@ -2,7 +2,11 @@
 # Both create .venv on first use (Python 3.11 and make are all they need).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
+# TORCH=lean (default) installs torch without triton, its GPU kernel compiler (897 MB), which
+# nothing here needs to import or run torch, CPU or GPU. TORCH=full installs all torch asks for
+# (use it for torch.compile on a GPU). Changing it needs `make clean` first.
+TORCH ?= lean
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
@@ -14,7 +18,18 @@ ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(TORCH),full)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+else ifeq ($(TORCH),lean)
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed -c constraints.txt \
+		--report $(VENV)/resolved.json -e '.[dev]'
+	$(BIN)/python deploy/pinned_requirements.py --without triton \
+		$(VENV)/resolved.json > $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+else
+	$(error TORCH must be lean or full, not $(TORCH))
+endif
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -22,7 +22,13 @@ T = TypeVar("T")
 CHUNK_SIZE = 500
 
 #: Job states in which a job may still do work.
-ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.INFERRED)
+ACTIVE_JOB_STATUSES = (
+    JobStatus.PENDING,
+    JobStatus.QUEUED,
+    JobStatus.STARTED,
+    JobStatus.INFERRED,
+    JobStatus.EXPORT_FAILED,
+)
 
 
 def utc(now: datetime | None) -> datetime:

@@ -3,6 +3,15 @@
 from enum import StrEnum
 
 
+class OutcomeKey(StrEnum):
+    """What an outcome (the radiologists' ground truth) is keyed by."""
+
+    STUDY = "study_instance_uid"
+    """The Study Instance UID."""
+    ACCESSION = "accession_sha256"
+    """The sha256 of the Accession Number (the number itself is never stored)."""
+
+
 class SeriesStatus(StrEnum):
     """Where a received series stands."""
 
@@ -33,6 +42,8 @@ class JobStatus(StrEnum):
     """Taken by a worker (also while waiting for a retry)."""
     INFERRED = "inferred"
     """A result is stored; export is under way."""
+    EXPORT_FAILED = "export_failed"
+    """A result is stored, but an export gave up (dead letter); ``retry-export`` sends it again."""
     DONE = "done"
     """Result stored and exported."""
     FAILED = "failed"
@@ -69,3 +80,34 @@ class ExportStatus(StrEnum):
 FINAL_JOB_STATUSES: frozenset[JobStatus] = frozenset(
     {JobStatus.DONE, JobStatus.FAILED, JobStatus.SKIPPED, JobStatus.SUPERSEDED}
 )
+
+
+class TokenScope(StrEnum):
+    """What an API token may do."""
+
+    READ = "read"
+    """Read the worklist, results, jobs, exports and stats; no patient name or ID."""
+    ADMIN = "admin"
+    """Everything ``read`` may, plus re-queue, re-send and patient name and ID."""
+
+
+class NotificationEvent(StrEnum):
+    """What a notification tells the stroke team."""
+
+    SUSPECTED = "suspected"
+    """The model flags the series: suspected stroke."""
+    NOT_SUSPECTED = "not_suspected"
+    """The model does not flag the series."""
+    FAILED = "failed"
+    """The series could not be classified, or its report could not be delivered."""
+
+
+class NotificationChannel(StrEnum):
+    """How a notification is delivered."""
+
+    WEBHOOK = "webhook"
+    """Signed HTTPS POST of a JSON document."""
+    EMAIL = "email"
+    """E-mail over SMTP with STARTTLS."""
+    HL7 = "hl7"
+    """HL7 v2.5.1 ORU^R01 over MLLP."""

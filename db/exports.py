@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+import db.jobs
 from db._query import export_for_update, insert, one, utc
 from db.enums import ExportKind, ExportStatus
 from db.errors import DbError
@@ -100,6 +101,8 @@ def mark_export_failed(
     if export.attempts >= max_attempts:
         export.status = ExportStatus.DEAD
         export.next_attempt_at = None
+        # The job shows it (`jobs --status export_failed`) until retry-export clears it.
+        db.jobs.flag_export_failed(session=session, job_id=export.result.job_id, now=now)
         logger.error(
             "Export %s to %s is dead after %s attempts: %s",
             export_id,
@@ -208,6 +211,7 @@ def retry_export(*, session: Session, export_id: int, now: datetime | None = Non
     export.attempts = 0
     export.next_attempt_at = None
     export.updated_at = now
+    db.jobs.clear_export_failed(session=session, job_id=export.result.job_id, now=now)
     session.flush()
     logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)
     return export

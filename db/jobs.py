@@ -5,9 +5,11 @@ transaction. State changes take the job's row lock first.
 """
 
 import logging
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db._query import (
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: Stage timestamps of a job, in the order the stages happen.
 STAGES = ("received", "completed", "queued", "started", "inferred", "exported")
+
+#: Job states that hold a lease: the job is on the broker or a worker runs it.
+LEASED_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED)
 
 
 def create_job(*, session: Session, series_instance_uid: str, now: datetime | None = None) -> Job:
@@ -96,24 +101,232 @@ def count_waiting_jobs(*, session: Session) -> int:
 
 
 def mark_job_queued(
-    *, session: Session, job_id: int, task_id: str | None = None, now: datetime | None = None
+    *,
+    session: Session,
+    job_id: int,
+    task_id: str | None = None,
+    lease_s: float | None = None,
+    now: datetime | None = None,
 ) -> Job:
-    """Record that a job was sent to the broker.
+    """Record that a job was sent (or sent again) to the broker, and give it a lease.
 
-    A job that a worker already picked up keeps its later status.
+    A job that a worker already picked up, and still holds, keeps its later status. A started
+    job whose lease expired (its worker was lost) is ``QUEUED`` again.
+
+    Args:
+        session: Database session.
+        job_id: The job.
+        task_id: Id of the published task.
+        lease_s: How long the job may wait on the broker before the reconciler publishes it
+            again. A job published again waits at least as long as it has waited already, so
+            a long backlog is not flooded with copies. None: no lease (published again at the
+            reconciler's next pass unless a worker takes it).
+        now: Current time.
     """
     now = utc(now)
     job = job_for_update(session, job_id)
     if job.queued_at is None:
         job.queued_at = now if job.started_at is None else min(now, job.started_at)
-    if task_id is not None:
-        job.task_id = task_id
-    if job.status == JobStatus.PENDING:
-        job.status = JobStatus.QUEUED
-        set_series_status(session, job, SeriesStatus.QUEUED, only_from=[SeriesStatus.COMPLETE])
+    if job.status in (JobStatus.PENDING, JobStatus.QUEUED) or _is_lost(job, now):
+        if task_id is not None:
+            job.task_id = task_id
+        if job.status != JobStatus.QUEUED:
+            job.status = JobStatus.QUEUED
+            set_series_status(
+                session,
+                job,
+                SeriesStatus.QUEUED,
+                only_from=[SeriesStatus.COMPLETE, SeriesStatus.PROCESSING],
+            )
+        job.heartbeat_at = None
+        job.lease_expires_at = (
+            None
+            if lease_s is None
+            else now + max(timedelta(seconds=lease_s), now - utc(job.queued_at))
+        )
     job.updated_at = now
     session.flush()
     return job
+
+
+@dataclass(frozen=True)
+class LostJob:
+    """A queued or started job whose lease expired: its message or its worker is gone."""
+
+    job_id: int
+    series_instance_uid: str
+    status: JobStatus
+    attempts: int
+
+
+def lost_jobs(*, session: Session, now: datetime | None = None, limit: int = 100) -> list[LostJob]:
+    """Return the jobs whose lease expired, oldest first.
+
+    They are queued or started jobs whose lease expired (or that never had one), and inferred
+    jobs whose worker died before it queued their exports (lease set and expired).
+    """
+    now = utc(now)
+    statement = (
+        select(Job)
+        .where(
+            or_(
+                and_(
+                    Job.status.in_(LEASED_JOB_STATUSES),
+                    or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+                ),
+                and_(Job.status == JobStatus.INFERRED, Job.lease_expires_at < now),
+            )
+        )
+        .order_by(Job.id)
+        .limit(limit)
+    )
+    return [
+        LostJob(job.id, job.series.series_instance_uid, job.status, job.attempts)
+        for job in session.execute(statement).scalars()
+    ]
+
+
+def take_lease(
+    *,
+    session: Session,
+    job_id: int,
+    task_id: str,
+    lease_s: float,
+    worker: str | None = None,
+    now: datetime | None = None,
+) -> str | None:
+    """Take the job's lease for the task about to run it (the job becomes ``STARTED``).
+
+    A job that another task holds (started, lease not expired) is left alone: this delivery is
+    a stale copy. Jobs past the broker (inferred, done, failed...) are left to the pipeline,
+    which knows what to do with them.
+
+    Args:
+        session: Database session.
+        job_id: The job.
+        task_id: Id of the task about to run it (a Celery retry keeps its id).
+        lease_s: Lease length; the worker renews it with :func:`renew_lease`.
+        worker: Name of the worker, recorded on the job.
+        now: Current time.
+
+    Returns:
+        None when the task may run the job; otherwise why it must not (a full sentence).
+
+    Raises:
+        NotFoundError: No such job.
+    """
+    now = utc(now)
+    job = job_for_update(session, job_id)
+    if job.status == JobStatus.EXPORT_FAILED:
+        return (
+            f"Job {job_id} is {job.status}: its result is stored and `stroke-triage "
+            "retry-export` sends its reports again."
+        )
+    if job.status not in (JobStatus.PENDING, *LEASED_JOB_STATUSES, JobStatus.INFERRED):
+        return None
+    running = job.status in (JobStatus.STARTED, JobStatus.INFERRED)
+    if running and job.task_id != task_id and not _lease_expired(job, now):
+        return (
+            f"Job {job_id} is held by task {job.task_id} until "
+            f"{utc(job.lease_expires_at):%H:%M:%S} UTC; this copy of it is dropped."
+        )
+    if job.status != JobStatus.INFERRED:  # the pipeline reuses an inferred job's result
+        job.status = JobStatus.STARTED
+    job.task_id = task_id
+    if worker is not None:
+        job.worker = worker[:128]
+    job.lease_expires_at = now + timedelta(seconds=lease_s)
+    job.heartbeat_at = now
+    job.updated_at = now
+    session.flush()
+    return None
+
+
+def renew_lease(
+    *, session: Session, job_id: int, task_id: str, lease_s: float, now: datetime | None = None
+) -> bool:
+    """Extend the lease of a job that ``task_id`` still runs (the worker's heartbeat).
+
+    Returns:
+        False when the task no longer holds it: the job ended or another task took it.
+    """
+    now = utc(now)
+    renewed = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.task_id == task_id,
+            Job.status.in_((JobStatus.STARTED, JobStatus.INFERRED)),
+        )
+        .values(lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now)
+        .returning(Job.id)
+    ).all()
+    session.flush()
+    return bool(renewed)
+
+
+def release_lease(
+    *,
+    session: Session,
+    job_id: int,
+    task_id: str,
+    hold_s: float | None = None,
+    now: datetime | None = None,
+) -> None:
+    """End the lease of ``task_id`` on the job when its task returns.
+
+    Args:
+        session: Database session.
+        job_id: The job.
+        task_id: The task that held the lease; a lease taken since by another task is kept.
+        hold_s: Keep the lease this much longer (a Celery retry comes back after a countdown);
+            None clears it.
+        now: Current time.
+    """
+    now = utc(now)
+    expires = None if hold_s is None else now + timedelta(seconds=hold_s)
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.task_id == task_id).values(lease_expires_at=expires)
+    )
+    session.flush()
+
+
+def flag_export_failed(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
+    """Mark an inferred job ``EXPORT_FAILED``: one of its exports is a dead letter."""
+    job = job_for_update(session, job_id)
+    if job.status == JobStatus.INFERRED:
+        job.status = JobStatus.EXPORT_FAILED
+        job.updated_at = utc(now)
+        session.flush()
+        logger.error("Job %s: an export gave up; the job is %s.", job_id, job.status)
+    return job
+
+
+def clear_export_failed(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
+    """Put an ``EXPORT_FAILED`` job back to ``INFERRED`` (its exports are retried)."""
+    job = job_for_update(session, job_id)
+    if job.status == JobStatus.EXPORT_FAILED:
+        job.status = JobStatus.INFERRED
+        job.updated_at = utc(now)
+        session.flush()
+    return job
+
+
+def _lease_expired(job: Job, now: datetime) -> bool:
+    return job.lease_expires_at is None or utc(job.lease_expires_at) < now
+
+
+def _is_lost(job: Job, now: datetime) -> bool:
+    """Whether a running job's worker is gone: its lease expired.
+
+    An inferred job without a lease is not lost: its task ended and the export outbox
+    sends what is left.
+    """
+    if job.status == JobStatus.STARTED:
+        return _lease_expired(job, now)
+    if job.status == JobStatus.INFERRED:
+        return job.lease_expires_at is not None and _lease_expired(job, now)
+    return False
 
 
 def start_job(
@@ -207,6 +420,7 @@ def fail_job(
         logger.warning("Job %s failed after it became %s: %s", job_id, job.status, error)
     elif final:
         job.status = JobStatus.FAILED
+        job.lease_expires_at = None
         set_series_status(session, job, SeriesStatus.FAILED)
         logger.error("Job %s failed for good after %s attempts: %s", job_id, job.attempts, error)
     else:
@@ -234,6 +448,7 @@ def requeue_job(*, session: Session, job_id: int, now: datetime | None = None) -
     job.attempts = 0
     job.task_id = None
     job.queued_at = job.started_at = job.inferred_at = job.exported_at = None
+    job.lease_expires_at = job.heartbeat_at = None
     job.updated_at = now
     set_series_status(session, job, SeriesStatus.COMPLETE)
     session.flush()
@@ -241,11 +456,18 @@ def requeue_job(*, session: Session, job_id: int, now: datetime | None = None) -
     return job
 
 
-def list_jobs(*, session: Session, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
-    """Return jobs, newest first, optionally of one status."""
+def list_jobs(
+    *,
+    session: Session,
+    status: JobStatus | None = None,
+    statuses: Sequence[JobStatus] = (),
+    limit: int = 50,
+) -> list[Job]:
+    """Return jobs, newest first, optionally of one status (or of any of ``statuses``)."""
     statement = select(Job)
-    if status is not None:
-        statement = statement.where(Job.status == status)
+    wanted = [*statuses, *([status] if status is not None else [])]
+    if wanted:
+        statement = statement.where(Job.status.in_(wanted))
     return list(session.execute(statement.order_by(Job.id.desc()).limit(limit)).scalars())
 
 

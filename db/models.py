@@ -11,10 +11,20 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
+from db.enums import (
+    ExportKind,
+    ExportStatus,
+    JobStatus,
+    NotificationChannel,
+    NotificationEvent,
+    OutcomeKey,
+    SeriesStatus,
+    TokenScope,
+)
 from db.types import StrEnumType, UTCDateTime
 
 #: Length of DICOM UI values (VR UI is at most 64 characters).
@@ -48,6 +58,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accession_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    """sha256 of the Accession Number, to match imported outcomes (the number is not stored)."""
 
 
 class Series(Base):
@@ -69,6 +81,12 @@ class Series(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     """When the retention policy deleted its stored instances (their rows stay, as a record)."""
+    interrupted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When a delivery of it last ended with an abort; its quiet period restarts from there."""
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    convolution_kernel: Mapped[str | None] = mapped_column(String(64))
+    slice_thickness_mm: Mapped[float | None] = mapped_column(Float)
+    """Recorded by the worker from the slices it classified (drift monitoring)."""
 
     study: Mapped[Study] = relationship(lazy="joined", innerjoin=True)
 
@@ -108,6 +126,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     inferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """While queued or started: when the job counts as lost and is published again."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When the worker running the job last renewed its lease."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -134,6 +156,8 @@ class Result(Base):
     device: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Made in shadow mode: stored, sent only to PACS marked shadow."""
 
     job: Mapped[Job] = relationship(lazy="joined", innerjoin=True)
     slice_scores: Mapped[list["SliceScore"]] = relationship(
@@ -174,3 +198,115 @@ class Export(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     result: Mapped[Result] = relationship(lazy="joined", innerjoin=True)
+
+
+class ChallengerResult(Base):
+    """A challenger model's verdict on a series: stored beside the live result, never sent."""
+
+    __tablename__ = "challenger_results"
+    __table_args__ = (UniqueConstraint("series_id", "input_fingerprint", "model_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    suspected: Mapped[bool] = mapped_column(Boolean)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    input_fingerprint: Mapped[str] = mapped_column(String(64))
+    precision: Mapped[str] = mapped_column(String(8))
+    device: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Outcome(Base):
+    """The radiologists' ground truth for a study (by Study Instance UID or accession)."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (UniqueConstraint("key_kind", "key_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_kind: Mapped[OutcomeKey] = mapped_column(StrEnumType(OutcomeKey, length=32))
+    key_value: Mapped[str] = mapped_column(String(UID_LENGTH))
+    stroke: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(256))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OutcomeChange(Base):
+    """A changed label of an outcome, with its time (the history of corrections)."""
+
+    __tablename__ = "outcome_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outcome_id: Mapped[int] = mapped_column(
+        ForeignKey("outcomes.id", ondelete="CASCADE"), index=True
+    )
+    previous_stroke: Mapped[bool] = mapped_column(Boolean)
+    stroke: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(256))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token of the admin API; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[TokenScope] = mapped_column(StrEnumType(TokenScope, length=8))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One admin action: who (token name), what, on what, when, and how it ended."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Notification(Base):
+    """One message (webhook, e-mail, HL7) about one event, to one notification destination.
+
+    Identifiers of the patient are never stored: the sender reads them, when a destination
+    needs them, from ``source_path`` (a stored instance or the SR) at the time it sends.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("event_key", "destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    event: Mapped[NotificationEvent] = mapped_column(StrEnumType(NotificationEvent))
+    event_key: Mapped[str] = mapped_column(String(64))
+    """What happened, once: ``result:<id>``, ``job:<id>`` (failed) or ``export:<id>`` (dead)."""
+    destination: Mapped[str] = mapped_column(String(64))
+    """The destination's name in the settings."""
+    channel: Mapped[NotificationChannel] = mapped_column(StrEnumType(NotificationChannel))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    """Sent with the message (HL7 MSH-10, webhook payload, e-mail Message-ID)."""
+    source_path: Mapped[str | None] = mapped_column(String(1024))
+    payload: Mapped[str] = mapped_column(Text)
+    """The message content as JSON, frozen when the row is written, so a resend is identical."""
+    status: Mapped[ExportStatus] = mapped_column(StrEnumType(ExportStatus), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db._query import ACTIVE_JOB_STATUSES, chunks, insert, one, series_for_update, utc
@@ -189,6 +189,41 @@ def series_instances(*, session: Session, series_instance_uid: str) -> list[Inst
         .order_by(Instance.id)
     )
     return list(session.execute(statement).scalars())
+
+
+def record_interruption(
+    *, session: Session, series_instance_uids: Sequence[str], at: datetime | None = None
+) -> int:
+    """Record that a delivery of these series was cut short (an aborted association) at ``at``.
+
+    The completion monitor counts a series' quiet period from the latest of its last instance and
+    this time, whichever receiving process saw the abort. An earlier time never replaces a later
+    one; series not (yet) recorded are left alone.
+
+    Args:
+        session: Database session.
+        series_instance_uids: The series the interrupted association stored instances of.
+        at: When the delivery ended (now).
+
+    Returns:
+        How many series rows were updated.
+    """
+    at = utc(at)
+    updated = 0
+    for chunk in chunks(list(dict.fromkeys(series_instance_uids))):
+        result = session.execute(
+            update(Series)
+            .where(
+                Series.series_instance_uid.in_(chunk),
+                or_(Series.interrupted_at.is_(None), Series.interrupted_at < at),
+            )
+            .values(interrupted_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        updated += int(getattr(result, "rowcount", 0) or 0)
+    session.flush()
+    logger.debug("Interrupted delivery recorded at %s for %s series.", at.isoformat(), updated)
+    return updated
 
 
 def instance_paths(*, session: Session) -> set[str]:

@@ -53,6 +53,7 @@ class ResultRow:
     export_status: ExportStatus | None
     result_id: int
     job_id: int
+    shadow: bool = False
 
 
 def record_result(
@@ -70,6 +71,7 @@ def record_result(
     device: str,
     slice_scores: Sequence[tuple[str, float]],
     now: datetime | None = None,
+    shadow: bool = False,
 ) -> Result:
     """Store the result of a job, once.
 
@@ -92,6 +94,7 @@ def record_result(
         device: Device that ran the model (e.g. ``cpu``).
         slice_scores: ``(sop_instance_uid, probability)`` per slice, in any order.
         now: Current time.
+        shadow: Made in shadow mode (nothing sent but to PACS marked shadow).
 
     Returns:
         The stored result.
@@ -128,6 +131,7 @@ def record_result(
                 device=device,
                 created_at=now,
                 superseded=False,
+                shadow=shadow,
             )
             .on_conflict_do_nothing()
             .returning(Result.id)
@@ -224,6 +228,7 @@ def list_results(*, session: Session, limit: int = 50) -> list[ResultRow]:
             Result.created_at,
             Result.id,
             Job.id,
+            Result.shadow,
         )
         .join(Job, Result.job_id == Job.id)
         .join(Series, Result.series_id == Series.id)
@@ -260,6 +265,7 @@ def list_results(*, session: Session, limit: int = 50) -> list[ResultRow]:
             export_status=best(row[10]),
             result_id=row[10],
             job_id=row[11],
+            shadow=row[12],
         )
         for row in rows
     ]

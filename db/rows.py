@@ -4,6 +4,28 @@ Code outside db reads these objects' attributes; it never queries them itself (t
 in ``db.receiving``, ``db.jobs``, ``db.results``, ``db.exports`` and ``db.retention``).
 """
 
-from db.models import Export, Instance, Job, Result, Series, SliceScore, Study
+from db.models import (
+    ApiToken,
+    AuditEntry,
+    Export,
+    Instance,
+    Job,
+    Notification,
+    Result,
+    Series,
+    SliceScore,
+    Study,
+)
 
-__all__ = ["Export", "Instance", "Job", "Result", "Series", "SliceScore", "Study"]
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Export",
+    "Instance",
+    "Job",
+    "Notification",
+    "Result",
+    "Series",
+    "SliceScore",
+    "Study",
+]

@@ -15,6 +15,7 @@ from enum import IntEnum
 from pynetdicom import evt
 from pynetdicom.events import Event
 
+import listener.metrics
 from listener.config import ListenerConfig
 from listener.errors import OutOfResourcesError
 from listener.resources import ResourceGuard
@@ -97,6 +98,7 @@ def handle_association_request(event: Event, policy: AdmissionPolicy) -> None:
     log.warning(
         "Association from %s at %s rejected: %s", title or "(none)", address, rejection.reason
     )
+    listener.metrics.association_refused(rejection)
     assoc.acse.send_reject(int(rejection.result), rejection.source, rejection.diagnostic)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()

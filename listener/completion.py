@@ -4,6 +4,12 @@ A series is complete after a quiet period with no new instance (per calling AE),
 it has been arriving for longer than the forced cut-off. The job is committed to the
 database before the task is published, so a broker outage loses nothing: the reconciler
 publishes whatever is still pending once the broker is back.
+
+The database, not the broker, is the source of truth for work in flight: a queued job holds a
+lease (``queued_lease_s``) and a running one a lease its worker renews. The reconciler also
+publishes every queued or started job whose lease expired (the broker lost the message, or
+the worker died), and fails a job for good once its worker was lost ``job_max_attempts``
+times.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import pydicom
 
 import db.jobs
 import db.receiving
+import listener.metrics
 from db.engine import Session, SessionFactory
 from db.rows import Series
 from listener.config import ListenerConfig
 from listener.dispatch import TaskDispatcher
 from listener.errors import DispatchError
-from listener.selection import select_series
+from listener.interruptions import QuietPeriods
+from stroke_triage.edge import select_instances
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,16 @@ def publish_job(
     session_factory: SessionFactory,
     job_id: int,
     series_instance_uid: str,
+    lease_s: float,
 ) -> str:
-    """Publish a job from the outbox to the broker and record it as queued.
+    """Publish a job from the outbox (or a lost job) to the broker and record it as queued.
+
+    Args:
+        dispatcher: Sends the task.
+        session_factory: Database sessions.
+        job_id: The job.
+        series_instance_uid: Its series.
+        lease_s: How long the job may wait on the broker before it counts as lost.
 
     Returns:
         The id of the published task.
@@ -53,7 +69,7 @@ def publish_job(
     """
     task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_instance_uid)
     with session_factory() as session:
-        db.jobs.mark_job_queued(session=session, job_id=job_id, task_id=task_id)
+        db.jobs.mark_job_queued(session=session, job_id=job_id, task_id=task_id, lease_s=lease_s)
         session.commit()
     log.info("Job %d for series %s queued as task %s", job_id, series_instance_uid, task_id)
     return task_id
@@ -70,9 +86,15 @@ class CompletionMonitor:
         storage_dir: Path,
         dispatcher: TaskDispatcher,
         before_judging: Callable[[], object] | None = None,
+        quiet_periods: QuietPeriods | None = None,
     ) -> None:
-        """Create the monitor; ``before_judging`` runs first in each pass (flush the records)."""
+        """Create the monitor; ``before_judging`` runs first in each pass (flush the records).
+
+        ``quiet_periods`` says when each series' quiet period starts; by default no earlier
+        than now, so that series left receiving by a crash are not judged at once.
+        """
         self._config = config
+        self._quiet_periods = quiet_periods or QuietPeriods()
         self._before_judging = before_judging
         self._sessions = session_factory
         self._storage_dir = storage_dir
@@ -80,6 +102,11 @@ class CompletionMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
+
+    @property
+    def quiet_periods(self) -> QuietPeriods:
+        """When each series' quiet period starts (restarted after a crash or an abort)."""
+        return self._quiet_periods
 
     # One pass --------------------------------------------------------------------------
 
@@ -101,7 +128,15 @@ class CompletionMonitor:
         return job_ids
 
     def reconcile(self, now: datetime | None = None) -> int:
-        """Publish jobs left in the outbox (the broker was down); return how many went."""
+        """Publish jobs left in the outbox (the broker was down) and lost jobs.
+
+        A queued or started job whose lease expired is lost: the broker dropped its message
+        (a restart without persistence) or its worker died. It is published again, unless its
+        worker was lost ``job_max_attempts`` times already: then it fails for good.
+
+        Returns:
+            How many jobs were published.
+        """
         now = now or _utcnow()
         older_than = now - timedelta(seconds=self._config.reconcile_interval_s)
         with self._sessions() as session:
@@ -109,18 +144,38 @@ class CompletionMonitor:
                 (job.id, job.series.series_instance_uid)
                 for job in db.jobs.pending_jobs(session=session, older_than=older_than)
             ]
+            lost = db.jobs.lost_jobs(session=session, now=now)
         sent = 0
         for job_id, series_uid in pending:
             sent += self._publish(job_id, series_uid)
         if pending:
             log.info("Reconciler: %d of %d pending jobs published", sent, len(pending))
-        return sent
+        again = 0
+        for job in lost:
+            if job.attempts >= self._config.job_max_attempts:
+                self._give_up(job)
+                continue
+            log.warning(
+                "Job %d (%s, %d attempts) lost its lease: publishing it again",
+                job.job_id,
+                job.status,
+                job.attempts,
+            )
+            again += self._publish(job.job_id, job.series_instance_uid)
+        if lost:
+            log.info("Reconciler: %d of %d lost jobs published again", again, len(lost))
+        return sent + again
 
     # Internals -------------------------------------------------------------------------
 
     def _is_due(self, series: Series, now: datetime) -> bool:
         quiet = self._config.quiet_period_for(series.calling_ae_title or "")
-        last = _aware(series.last_received_at)
+        interrupted = series.interrupted_at
+        last = self._quiet_periods.quiet_since(
+            series.series_instance_uid,
+            _aware(series.last_received_at),
+            None if interrupted is None else _aware(interrupted),
+        )
         first = _aware(series.first_received_at)
         if now - last >= timedelta(seconds=quiet):
             return True
@@ -136,31 +191,33 @@ class CompletionMonitor:
 
     def _judge(self, session: Session, series: Series, now: datetime) -> int | None:
         uid = series.series_instance_uid
+        self._quiet_periods.forget(uid)
         instances = db.receiving.series_instances(session=session, series_instance_uid=uid)
-        header = self._read_header(instances[0].path) if instances else None
-        if header is None:
-            db.receiving.skip_series(
-                session=session, series_instance_uid=uid, reason="no readable instance", now=now
-            )
-            session.commit()
-            return None
-        selection = select_series(
-            header, instance_count=len(instances), min_slices=self._config.min_slices
-        )
+        # Every instance is looked at: a series may mix axial slices with reformats or
+        # localizers in any order (the worker applies the same selection to the job).
+        headers = [
+            header
+            for header in (self._read_header(instance.path) for instance in instances)
+            if header is not None
+        ]
+        selection = select_instances(headers, min_slices=self._config.min_slices)
         if not selection.classify:
             db.receiving.skip_series(
                 session=session, series_instance_uid=uid, reason=selection.reason, now=now
             )
             session.commit()
             log.info("Series %s skipped: %s (%d instances)", uid, selection.reason, len(instances))
+            listener.metrics.series_skipped(selection.reason)
             return None
         job = db.jobs.create_job(session=session, series_instance_uid=uid, now=now)
         session.commit()
+        listener.metrics.series_completed()
         log.info(
-            "Series %s complete with %d instances: job %d in outbox",
+            "Series %s complete with %d instances: job %d in outbox (%s)",
             uid,
             job.instance_count,
             job.id,
+            selection.reason,
         )
         return job.id
 
@@ -180,6 +237,15 @@ class CompletionMonitor:
             log.warning("Cannot read stored instance %s: %s", relpath, exc)
             return None
 
+    def _give_up(self, job: db.jobs.LostJob) -> None:
+        error = (
+            f"Its worker was lost {job.attempts} times (killed, out of memory, or gone); "
+            f"the job is not retried again (job_max_attempts = {self._config.job_max_attempts})."
+        )
+        with self._sessions() as session:
+            db.jobs.fail_job(session=session, job_id=job.job_id, error=error, final=True)
+            session.commit()
+
     def _publish(self, job_id: int, series_uid: str) -> int:
         try:
             publish_job(
@@ -187,6 +253,7 @@ class CompletionMonitor:
                 session_factory=self._sessions,
                 job_id=job_id,
                 series_instance_uid=series_uid,
+                lease_s=self._config.queued_lease_s,
             )
         except DispatchError as exc:
             log.warning("%s", exc)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from stroke_triage.edge import AETitle
+
+Durability = Literal["fsync", "os"]
+"""When a C-STORE is answered: after fsync of file and folder, or once the OS has the bytes."""
+
+#: Most receiving processes chosen by default (``processes = 0``).
+DEFAULT_MAX_PROCESSES = 4
 
 
 class ListenerConfig(BaseModel):
@@ -17,6 +24,10 @@ class ListenerConfig(BaseModel):
     ae_title: AETitle = Field("STROKETRIAGE", description="Our AE title (called AE).")
     host: str = Field("0.0.0.0", description="Address the listener binds to.")
     port: int = Field(11112, ge=1, le=65535, description="DICOM port the listener binds to.")
+    metrics_host: str = Field("127.0.0.1", description="Address the listener's metrics bind to.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the listener; 0: off."
+    )
     quiet_period_s: float = Field(
         5.0, gt=0, description="A series is complete after this many seconds with no new instance."
     )
@@ -29,7 +40,20 @@ class ListenerConfig(BaseModel):
     min_slices: int = Field(5, ge=1, description="Fewest axial CT slices worth classifying.")
     check_interval_s: float = Field(0.5, gt=0, description="How often completion is checked.")
     reconcile_interval_s: float = Field(
-        10.0, gt=0, description="How often unqueued jobs in the outbox are sent again."
+        10.0,
+        gt=0,
+        description="How often unqueued jobs in the outbox, and lost jobs, are sent again.",
+    )
+    queued_lease_s: float = Field(
+        45.0,
+        gt=0,
+        description="A queued job no worker has taken after this long is published again "
+        "(then after as long as it has waited, at least).",
+    )
+    job_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="A job whose worker is lost after this many attempts fails for good.",
     )
     max_associations: int = Field(10, ge=1, description="Concurrent associations accepted.")
     allowed_calling_ae_titles: list[AETitle] = Field(
@@ -68,6 +92,18 @@ class ListenerConfig(BaseModel):
         description="Answer C-STORE only after the database record is committed "
         "(the file is always durable first).",
     )
+    durability: Durability = Field(
+        "fsync",
+        description="fsync: a C-STORE is answered once the file and its folder are on disk; "
+        "os: once the operating system has the bytes (faster, a power cut can lose them).",
+    )
+    processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Receiving processes sharing the port (SO_REUSEPORT); 0: one per core, "
+        "at most 4.",
+    )
 
     @field_validator("calling_ae_addresses")
     @classmethod
@@ -89,6 +125,18 @@ class ListenerConfig(BaseModel):
     def tls_enabled(self) -> bool:
         """Whether associations are accepted over DICOM TLS only."""
         return self.tls_cert_file is not None
+
+    @property
+    def fsync(self) -> bool:
+        """Whether received files are flushed to disk before success is answered."""
+        return self.durability == "fsync"
+
+    @property
+    def receiving_processes(self) -> int:
+        """How many processes receive: ``processes``, or one per core (at most 4) when 0."""
+        if self.processes:
+            return self.processes
+        return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_PROCESSES))
 
     def quiet_period_for(self, calling_ae_title: str) -> float:
         """The quiet period that applies to one calling AE."""

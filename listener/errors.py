@@ -17,6 +17,15 @@ class NotAnImageError(InvalidInstanceError):
     """An object sent as an image has no image (no rows, columns or pixel data)."""
 
 
+class MissingImageAttributeError(InvalidInstanceError):
+    """A CT image lacks (or has an unusable) Type 1 attribute that HU or geometry relies on."""
+
+    def __init__(self, message: str, *, keywords: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.keywords = keywords
+        """The attributes at fault (DICOM keywords)."""
+
+
 class ImageTooLargeError(InvalidInstanceError):
     """An image's dimensions are beyond the configured limit (absurd or hostile)."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import cast
 
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
@@ -18,10 +20,12 @@ from listener.errors import (
     ImageTooLargeError,
     InvalidInstanceError,
     InvalidUIDError,
+    MissingImageAttributeError,
     NotAnImageError,
     OutOfResourcesError,
 )
 from listener.inspection import inspect_dataset
+from listener.interruptions import AssociationSeries, QuietPeriods
 from listener.recorder import InstanceRecorder, PendingRecord
 from listener.resources import ResourceGuard
 from listener.status import StoreStatus
@@ -30,6 +34,7 @@ from stroke_triage.edge import set_tcp_nodelay, write_atomic
 log = logging.getLogger(__name__)
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
+ERROR_COMMENT_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,12 @@ class StoreContext:
     wait_for_database: bool = False
     record_timeout_s: float = 30.0
     fsync: bool = True
+    quiet_periods: QuietPeriods = field(default_factory=QuietPeriods)
+    """Shared with the completion monitor: restarted when an association is aborted."""
+    associations: AssociationSeries = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "associations", AssociationSeries(self.quiet_periods))
 
 
 def handle_echo(event: Event) -> int:
@@ -64,7 +75,17 @@ def handle_connection_open(event: Event) -> None:
     set_tcp_nodelay(event)
 
 
-def handle_store(event: Event, context: StoreContext) -> int:
+def handle_released(event: Event, context: StoreContext) -> None:
+    """EVT_RELEASED: the sender ended the association normally."""
+    context.associations.released(event)
+
+
+def handle_connection_close(event: Event, context: StoreContext) -> None:
+    """EVT_CONN_CLOSE: an association that ends without release restarts its series' quiet."""
+    context.associations.closed(event)
+
+
+def handle_store(event: Event, context: StoreContext) -> int | Dataset:
     """Store one instance durably, queue its record, and only then answer success."""
     calling_ae = str(event.assoc.requestor.ae_title).strip()
     request = cast(C_STORE, event.request)
@@ -90,6 +111,10 @@ def handle_store(event: Event, context: StoreContext) -> int:
         return _refuse(StoreStatus.INVALID_UID, calling_ae, sop_instance_uid, exc)
     except NotAnImageError as exc:
         return _refuse(StoreStatus.NOT_AN_IMAGE, calling_ae, sop_instance_uid, exc)
+    except MissingImageAttributeError as exc:
+        return _refuse(
+            StoreStatus.MISSING_CT_ATTRIBUTE, calling_ae, sop_instance_uid, exc, exc.keywords
+        )
     except ImageTooLargeError as exc:
         return _refuse(StoreStatus.IMAGE_TOO_LARGE, calling_ae, sop_instance_uid, exc)
     except InvalidInstanceError as exc:
@@ -97,6 +122,7 @@ def handle_store(event: Event, context: StoreContext) -> int:
     except OSError as exc:
         return _refuse(StoreStatus.OUT_OF_RESOURCES, calling_ae, sop_instance_uid, exc)
 
+    context.associations.stored(event, instance.series_instance_uid)
     ticket = context.recorder.submit(
         PendingRecord(
             instance=instance,
@@ -120,7 +146,14 @@ def handle_store(event: Event, context: StoreContext) -> int:
     return StoreStatus.SUCCESS
 
 
-def _refuse(status: StoreStatus, calling_ae: str, sop_instance_uid: str, exc: Exception) -> int:
+def _refuse(
+    status: StoreStatus,
+    calling_ae: str,
+    sop_instance_uid: str,
+    exc: Exception,
+    offending: tuple[str, ...] = (),
+) -> Dataset:
+    """Log a refusal and answer it with the status, an Error Comment and the offending tags."""
     log.warning(
         "C-STORE of %s from %s refused with 0x%04X (%s): %s",
         sop_instance_uid[:64],
@@ -129,4 +162,15 @@ def _refuse(status: StoreStatus, calling_ae: str, sop_instance_uid: str, exc: Ex
         status.name,
         exc,
     )
-    return int(status)
+    answer = Dataset()
+    answer.Status = int(status)
+    # Error Comment is LO: 64 characters, no backslash or control characters.
+    answer.ErrorComment = _printable(str(exc))[:ERROR_COMMENT_LENGTH]
+    tags = [Tag(keyword) for keyword in offending]
+    if tags:
+        answer.OffendingElement = tags
+    return answer
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" and c != "\\" else " " for c in text).strip()

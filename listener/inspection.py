@@ -1,11 +1,15 @@
 """Reads what the listener needs from a received data set, and refuses what it must not store.
 
 The data set is parsed from the bytes as they arrived, up to the pixel data, without decoding
-pixels: parsing stays cheap whatever the transfer syntax.
+pixels: parsing stays cheap whatever the transfer syntax. The pixel data's encapsulation is
+checked against the transfer syntax on the encoded bytes (item headers only), and a CT image
+must carry every attribute its HU conversion and geometry rely on.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -17,12 +21,39 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from listener.errors import ImageTooLargeError, InvalidInstanceError, NotAnImageError
+from listener.errors import (
+    ImageTooLargeError,
+    InvalidInstanceError,
+    MissingImageAttributeError,
+    NotAnImageError,
+)
 from listener.storage import instance_relpath, validate_uid
+from stroke_triage.edge import CT_IMAGE_STORAGE
 
+PIXEL_DATA = 0x7FE00010
 #: Pixel Data, Float Pixel Data and Double Float Pixel Data.
-PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+PIXEL_TAGS = frozenset({PIXEL_DATA, 0x7FE00008, 0x7FE00009})
 UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+#: Explicit VRs whose element header has a 32-bit length (12 bytes in all).
+LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+
+
+@dataclass(frozen=True)
+class _PixelElement:
+    """Where the (unread) pixel data element lies in the received bytes."""
+
+    tag: int
+    length: int
+    value_offset: int
+    buffer: BytesIO
+    end: int
+
+    @property
+    def remaining(self) -> int:
+        """Bytes from the start of the value to the end of the data set."""
+        return self.end - self.value_offset
 
 
 @dataclass(frozen=True)
@@ -59,9 +90,12 @@ def inspect_dataset(
         InvalidUIDError: A UID that would become part of a path is not valid.
         NotAnImageError: An image storage object has no image.
         ImageTooLargeError: The image is larger than ``max_image_pixels``.
-        InvalidInstanceError: The data set cannot be parsed or lacks a required UID.
+        MissingImageAttributeError: A CT image lacks an attribute HU or geometry needs.
+        InvalidInstanceError: The data set cannot be parsed, lacks a required UID, or its
+            pixel data does not match the transfer syntax (encapsulated or native).
     """
-    header, pixel_length, remaining = _parse(stream, UID(transfer_syntax_uid))
+    syntax = UID(transfer_syntax_uid)
+    header, pixels = _parse(stream, syntax)
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
         if not header.get(keyword):
             raise InvalidInstanceError(f"The data set has no {keyword}.")
@@ -75,7 +109,9 @@ def inspect_dataset(
             f"{sop_class_uid}."
         )
     if _is_image_class(sop_class_uid):
-        _check_image(header, pixel_length, remaining, max_image_pixels)
+        _check_image(header, pixels, syntax, max_image_pixels)
+    if sop_class_uid.strip() == CT_IMAGE_STORAGE and not _is_localizer(header):
+        check_ct_attributes(header)
     description = header.get("SeriesDescription")
     return ReceivedInstance(
         study_instance_uid=study_uid,
@@ -88,8 +124,8 @@ def inspect_dataset(
     )
 
 
-def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, int | None, int]:
-    """Parse up to the pixel data; return the header, the pixel data length and bytes left."""
+def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, _PixelElement | None]:
+    """Parse up to the pixel data; return the header and where the pixel data element lies."""
     buffer = stream if isinstance(stream, BytesIO) else BytesIO(stream)
     buffer.seek(0)
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -97,14 +133,13 @@ def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, int | None, i
             buffer = BytesIO(zlib.decompress(buffer.getbuffer(), -zlib.MAX_WBITS))
         except zlib.error as exc:
             raise InvalidInstanceError(f"The deflated data set cannot be inflated: {exc}") from exc
-    size = buffer.getbuffer().nbytes
     if not syntax.is_transfer_syntax:
         raise InvalidInstanceError(f"The transfer syntax {syntax} is not known.")
-    found: list[int] = []
+    found: list[tuple[int, str | None, int]] = []
 
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
         if tag in PIXEL_TAGS:
-            found.append(length)
+            found.append((int(tag), vr, length))
             return True
         return False
 
@@ -117,8 +152,20 @@ def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, int | None, i
             header.get(keyword)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InvalidInstanceError(f"The data set cannot be parsed: {exc}") from exc
-    remaining = size - buffer.tell()
-    return header, (found[0] if found else None), remaining
+    if not found:
+        return header, None
+    tag, vr, length = found[0]
+    # pydicom rewinds to the start of the element: skip its header (8 bytes, or 12 for an
+    # explicit VR with a 32-bit length such as OB and OW).
+    header_length = 12 if not syntax.is_implicit_VR and vr in LONG_LENGTH_VRS else 8
+    element = _PixelElement(
+        tag=tag,
+        length=length,
+        value_offset=buffer.tell() + header_length,
+        buffer=buffer,
+        end=buffer.getbuffer().nbytes,
+    )
+    return header, element
 
 
 def _is_image_class(sop_class_uid: str) -> bool:
@@ -127,7 +174,7 @@ def _is_image_class(sop_class_uid: str) -> bool:
 
 
 def _check_image(
-    header: Dataset, pixel_length: int | None, remaining: int, max_image_pixels: int
+    header: Dataset, pixels: _PixelElement | None, syntax: UID, max_image_pixels: int
 ) -> None:
     try:
         rows = int(header.get("Rows") or 0)
@@ -138,28 +185,162 @@ def _check_image(
         raise InvalidInstanceError(f"The image dimensions cannot be read: {exc}") from exc
     if rows <= 0 or columns <= 0:
         raise NotAnImageError("The object is sent as an image but has no rows or columns.")
-    if pixel_length is None:
+    if pixels is None:
         raise NotAnImageError("The object is sent as an image but has no pixel data.")
-    pixels = rows * columns * max(frames, 1) * max(samples, 1)
-    if pixels > max_image_pixels:
+    count = rows * columns * max(frames, 1) * max(samples, 1)
+    if count > max_image_pixels:
         raise ImageTooLargeError(
             f"The image has {rows} x {columns} pixels x {frames} frames x {samples} samples, "
             f"more than the {max_image_pixels} pixels accepted."
         )
-    # The pixel data element's header is still in the buffer (8 or 12 bytes).
-    if pixel_length != UNDEFINED_LENGTH and remaining < pixel_length + 8:
+    if syntax.is_encapsulated and pixels.tag == PIXEL_DATA:
+        _check_encapsulated(pixels, syntax)
+        return
+    if pixels.length == UNDEFINED_LENGTH:
         raise InvalidInstanceError(
-            f"The pixel data is truncated: {remaining} bytes left for {pixel_length}."
+            "Encapsulated pixel data (undefined length) under the native (uncompressed) "
+            f"transfer syntax {syntax.name}."
         )
-    if pixel_length != UNDEFINED_LENGTH:
-        # Native (uncompressed) pixels: the element must hold every pixel it claims.
-        try:
-            bits = int(header.get("BitsAllocated") or 0)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInstanceError(f"Bits Allocated cannot be read: {exc}") from exc
-        needed = (pixels * bits + 7) // 8
-        if pixel_length < needed:
-            raise NotAnImageError(
-                f"The pixel data holds {pixel_length} bytes, but {rows} x {columns} pixels x "
-                f"{frames} frames x {samples} samples at {bits} bits need {needed}."
+    if pixels.remaining < pixels.length:
+        raise InvalidInstanceError(
+            f"The pixel data is truncated: {pixels.remaining} bytes left for {pixels.length}."
+        )
+    # Native (uncompressed) pixels: the element holds exactly the pixels it claims (plus
+    # the one padding byte that makes an odd length even, PS3.5 7.1.1).
+    try:
+        bits = int(header.get("BitsAllocated") or 0)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInstanceError(f"Bits Allocated cannot be read: {exc}") from exc
+    if bits <= 0:
+        raise NotAnImageError("The image has pixel data but no Bits Allocated.")
+    needed = (count * bits + 7) // 8
+    if pixels.length not in (needed, needed + needed % 2):
+        raise NotAnImageError(
+            f"The pixel data holds {pixels.length} bytes, but {rows} x {columns} pixels x "
+            f"{frames} frames x {samples} samples at {bits} bits are exactly {needed}."
+        )
+
+
+def _check_encapsulated(pixels: _PixelElement, syntax: UID) -> None:
+    """Walk the item headers of encapsulated pixel data (PS3.5 A.4) without reading pixels.
+
+    The value is a Basic Offset Table item, one or more fragment items, then a sequence
+    delimiter; a file that claims a compressed syntax but holds native pixels has a defined
+    length instead, and fails here rather than in the worker.
+    """
+    if pixels.length != UNDEFINED_LENGTH:
+        raise InvalidInstanceError(
+            f"Native pixel data ({pixels.length} bytes, defined length) under the "
+            f"encapsulated (compressed) transfer syntax {syntax.name}."
+        )
+    with pixels.buffer.getbuffer() as data:
+        _walk_items(data, pixels.value_offset, pixels.end)
+
+
+def _walk_items(data: memoryview, start: int, end: int) -> None:
+    position = start
+    items = 0
+    while True:
+        if position + 8 > end:
+            raise InvalidInstanceError(
+                "The encapsulated pixel data is truncated: it ends without a sequence delimiter."
             )
+        group, element, length = struct.unpack_from("<HHI", data, position)
+        tag = group << 16 | element
+        position += 8
+        if tag == SEQUENCE_DELIMITER and items >= 2:
+            return
+        if tag == ITEM and length != UNDEFINED_LENGTH and position + length > end:
+            raise InvalidInstanceError(
+                f"The encapsulated pixel data is truncated: an item of {length} bytes has "
+                f"{end - position} left."
+            )
+        if tag != ITEM or length == UNDEFINED_LENGTH:
+            what = "a Basic Offset Table item" if items == 0 else "a fragment item"
+            if tag == SEQUENCE_DELIMITER:
+                what = "at least one fragment"
+            raise InvalidInstanceError(
+                f"The encapsulated pixel data is malformed: expected {what} at byte "
+                f"{position - 8 - start} of the pixel data, found "
+                f"({group:04X},{element:04X}) with length {length}."
+            )
+        position += length
+        items += 1
+
+
+def _is_localizer(header: Dataset) -> bool:
+    image_type = header.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any(str(value).strip().upper() in ("LOCALIZER", "SCOUT") for value in values)
+
+
+def _numbers(header: Dataset, keyword: str, count: int) -> list[float] | None:
+    """The values of a numeric attribute if it has exactly ``count`` finite numbers."""
+    value = header.get(keyword)
+    if value is None or value == "":
+        return None
+    values = [value] if isinstance(value, str | int | float) else list(value)
+    try:
+        numbers = [float(item) for item in values]
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(number) for number in numbers):
+        return None
+    return numbers
+
+
+def check_ct_attributes(header: Dataset) -> None:
+    """Refuse a CT image that lacks what HU conversion and geometry rely on.
+
+    Rescale Slope and Intercept (CT Image module), Rows, Columns, Bits Stored, Pixel
+    Representation and Photometric Interpretation (Image Pixel), Pixel Spacing and Image
+    Orientation and Position (Image Plane) are all Type 1: without them, raw stored values
+    would be read as HU and slices could not be ordered or measured.
+
+    Raises:
+        MissingImageAttributeError: Naming every missing or unusable attribute.
+    """
+    problems: list[tuple[str, str]] = []
+    slope = _numbers(header, "RescaleSlope", 1)
+    if slope is None or slope[0] == 0:
+        problems.append(("RescaleSlope", "missing" if slope is None else "zero"))
+    if _numbers(header, "RescaleIntercept", 1) is None:
+        problems.append(("RescaleIntercept", "missing"))
+    for keyword in ("Rows", "Columns"):
+        size = _numbers(header, keyword, 1)
+        if size is None or size[0] <= 0:
+            problems.append((keyword, "missing"))
+    spacing = _numbers(header, "PixelSpacing", 2)
+    if spacing is None or min(spacing) <= 0:
+        problems.append(("PixelSpacing", "missing" if spacing is None else "not positive"))
+    orientation = _numbers(header, "ImageOrientationPatient", 6)
+    if orientation is None or not _unit_orthogonal(orientation):
+        problems.append(
+            ("ImageOrientationPatient", "missing" if orientation is None else "not orthonormal")
+        )
+    if _numbers(header, "ImagePositionPatient", 3) is None:
+        problems.append(("ImagePositionPatient", "missing"))
+    bits_stored = _numbers(header, "BitsStored", 1)
+    bits_allocated = _numbers(header, "BitsAllocated", 1)
+    if bits_stored is None or not 0 < bits_stored[0] <= (bits_allocated or [64.0])[0]:
+        problems.append(("BitsStored", "missing" if bits_stored is None else "out of range"))
+    representation = _numbers(header, "PixelRepresentation", 1)
+    if representation is None or representation[0] not in (0, 1):
+        problems.append(("PixelRepresentation", "missing"))
+    photometric = str(header.get("PhotometricInterpretation") or "").strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        problems.append(("PhotometricInterpretation", photometric or "missing"))
+    if problems:
+        described = ", ".join(f"{keyword} ({why})" for keyword, why in problems)
+        raise MissingImageAttributeError(
+            f"CT attributes missing or unusable: {described}. HU conversion and geometry "
+            "need them (Type 1).",
+            keywords=tuple(keyword for keyword, _ in problems),
+        )
+
+
+def _unit_orthogonal(orientation: list[float]) -> bool:
+    row, column = orientation[:3], orientation[3:]
+    norms = [math.sqrt(sum(v * v for v in vector)) for vector in (row, column)]
+    dot = sum(a * b for a, b in zip(row, column, strict=True))
+    return all(abs(norm - 1.0) < 0.01 for norm in norms) and abs(dot) < 0.01

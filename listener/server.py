@@ -1,30 +1,50 @@
-"""The DICOM listener: a pynetdicom Storage SCP, its recorder and the completion monitor."""
+"""The DICOM listener: pynetdicom Storage SCPs, their recorders and the completion monitor.
+
+With ``processes = N`` the listener's process and N - 1 children (:mod:`listener.supervisor`)
+each run an SCP on the same port (``SO_REUSEPORT``); the leader (:mod:`listener.leader`) alone
+recovers files at start-up and runs completion and the reconciler.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
-from db.engine import Engine, create_engine_for, make_session_factory, migrate
+from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
+from listener import metrics
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.completion import CompletionMonitor
 from listener.config import ListenerConfig, ListenerRuntime
 from listener.dispatch import TaskDispatcher
 from listener.handlers import (
     StoreContext,
+    handle_connection_close,
     handle_connection_open,
     handle_echo,
+    handle_released,
     handle_store,
 )
+from listener.interruptions import QuietPeriods
+from listener.leader import LeaderElection, LeaderLock
 from listener.recorder import InstanceRecorder
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.resources import ResourceGuard
+from listener.supervisor import FLUSH, ReceiverGroup
 from listener.tls import server_ssl_context
+from stroke_triage.edge import PART_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +68,37 @@ def build_ae(config: ListenerConfig) -> AE:
     return ae
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other processes may bind too (``SO_REUSEPORT``)."""
+
+    def server_bind(self) -> None:
+        """Set ``SO_REUSEPORT``, then bind as pynetdicom does."""
+        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 @dataclass
-class Listener:
-    """A running listener; stop() shuts everything down."""
+class Receiving:
+    """One process's SCP and recorder."""
 
     server: ThreadedAssociationServer
-    monitor: CompletionMonitor
-    dispatcher: TaskDispatcher
     recorder: InstanceRecorder
-    engine: Engine
+    context: StoreContext
 
     @property
     def port(self) -> int:
-        """The TCP port actually bound (useful when configured as 0)."""
+        """The TCP port actually bound."""
         return int(self.server.server_address[1])
 
     def stop(self) -> None:
-        """Stop accepting, commit queued records, stop the monitor, release the broker."""
-        self.server.shutdown()
+        """Stop accepting, then commit the queued records."""
+        self.server.shutdown()  # pynetdicom's also closes the socket
         self.recorder.stop()
-        self.monitor.stop()
-        self.dispatcher.close()
-        self.engine.dispose()
 
 
-def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener:
-    """Migrate, recover unrecorded files, start the SCP and the monitor (non-blocking)."""
-    storage_dir = runtime.storage_dir
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(runtime.database_url)
-    migrate(engine)
-    sessions = make_session_factory(engine)
-    remove_partial_files(storage_dir)
-    record_unrecorded(storage_dir, sessions)
+def _prepare_receiving(
+    config: ListenerConfig, storage_dir: Path, sessions: SessionFactory
+) -> tuple[StoreContext, ResourceGuard]:
     recorder = InstanceRecorder(
         session_factory=sessions,
         # A caller waiting for the commit must not wait for a batch window as well.
@@ -93,11 +111,6 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         session_factory=sessions,
         queue_high_water=config.queue_high_water,
     )
-    dispatcher = TaskDispatcher(
-        broker_url=runtime.broker_url,
-        transport_options=runtime.broker_transport_options,
-        queue=runtime.task_queue,
-    )
     context = StoreContext(
         storage_dir=storage_dir,
         recorder=recorder,
@@ -105,37 +118,237 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         max_image_pixels=config.max_image_pixels,
         wait_for_database=config.wait_for_database,
         record_timeout_s=config.dimse_timeout_s,
+        fsync=config.fsync,
+        # An abort seen here is committed to the database, where the leader reads it.
+        quiet_periods=QuietPeriods(session_factory=sessions, flush_records=recorder.flush),
     )
+    return context, guard
+
+
+def _serve(
+    config: ListenerConfig, context: StoreContext, guard: ResourceGuard, *, shared_port: bool
+) -> Receiving:
     policy = AdmissionPolicy(config=config, guard=guard)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_connection_open),
         (evt.EVT_REQUESTED, handle_association_request, [policy]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [context]),
+        (evt.EVT_C_STORE, metrics.timed_store(handle_store), [context]),
+        (evt.EVT_CONN_OPEN, metrics.connection_opened),
+        (evt.EVT_CONN_CLOSE, metrics.connection_closed),
+        (evt.EVT_ACCEPTED, metrics.association_accepted),
+        (evt.EVT_RELEASED, handle_released, [context]),
+        (evt.EVT_CONN_CLOSE, handle_connection_close, [context]),
     ]
-    server = build_ae(config).start_server(
+    ae = build_ae(config)
+    server = ae.make_server(
         (config.host, config.port),
-        block=False,
         evt_handlers=handlers,
         ssl_context=server_ssl_context(config),
+        server_class=SharedPortServer if shared_port else ThreadedAssociationServer,
     )
-    assert server is not None
+    ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
+    threading.Thread(
+        target=make_target(server.serve_forever), name="dicom-acceptor", daemon=True
+    ).start()
+    return Receiving(server=server, recorder=context.recorder, context=context)
+
+
+def serve_receiver(
+    config: ListenerConfig, runtime: ListenerRuntime, metrics_dir: Path, control: Connection
+) -> None:
+    """A child receiving process: serve on the shared port until told to stop.
+
+    Its metrics go to files in ``metrics_dir``, which the listener's metrics port serves.
+
+    Sends the bound port on ``control`` once serving. Answers ``(FLUSH, n)`` with
+    ``(n, committed)`` once every record queued so far is committed (the leader judges series
+    from committed state only); stops when anything else arrives or when it closes (the
+    listener's process died).
+    """
+    metrics.use_children_dir(metrics_dir)
+    engine = create_engine_for(runtime.database_url)
+    sessions = make_session_factory(engine)
+    context, guard = _prepare_receiving(config, runtime.storage_dir, sessions)
+    receiving = _serve(config, context, guard, shared_port=True)
+    try:
+        control.send(receiving.port)
+        while (message := control.recv())[0] == FLUSH:
+            control.send((message[1], receiving.recorder.flush(FLUSH_TIMEOUT_S)))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        receiving.stop()
+        engine.dispose()
+
+
+@dataclass
+class Listener:
+    """A running listener; stop() shuts everything down."""
+
+    receiving: Receiving
+    monitor: CompletionMonitor
+    dispatcher: TaskDispatcher
+    engine: Engine
+    election: LeaderElection
+    receivers: ReceiverGroup | None = None
+    stopped: bool = False
+
+    @property
+    def server(self) -> ThreadedAssociationServer:
+        """This process's association server."""
+        return self.receiving.server
+
+    @property
+    def recorder(self) -> InstanceRecorder:
+        """This process's recorder (children have their own)."""
+        return self.receiving.recorder
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful when configured as 0)."""
+        return self.receiving.port
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process runs completion, the reconciler and recovery."""
+        return self.election.is_leader
+
+    def stop(self) -> None:
+        """Stop the children, stop accepting, commit queued records, stop the monitor."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.receivers is not None:
+            self.receivers.stop()
+        self.receiving.stop()
+        self.monitor.stop()
+        self.election.stop()
+        self.dispatcher.close()
+        self.engine.dispose()
+
+
+def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener:
+    """Migrate, elect, recover, start the SCPs and (as leader) the monitor; non-blocking."""
+    storage_dir = runtime.storage_dir
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(runtime.database_url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    context, guard = _prepare_receiving(config, storage_dir, sessions)
+    dispatcher = TaskDispatcher(
+        broker_url=runtime.broker_url,
+        transport_options=runtime.broker_transport_options,
+        queue=runtime.task_queue,
+    )
+    receivers: ReceiverGroup | None = None
+
+    def flush_records() -> None:
+        # Every receiving process's records, so that quiet periods count from committed state.
+        context.recorder.flush(FLUSH_TIMEOUT_S)
+        if receivers is not None:
+            receivers.flush(FLUSH_TIMEOUT_S)
+
     monitor = CompletionMonitor(
         config=config,
         session_factory=sessions,
         storage_dir=storage_dir,
         dispatcher=dispatcher,
-        before_judging=lambda: recorder.flush(FLUSH_TIMEOUT_S),
+        before_judging=flush_records,
+        # Series left receiving by a crash, or by an aborted association, get a fresh quiet
+        # period (counted from start-up, or from the abort) before they are judged.
+        quiet_periods=context.quiet_periods,
     )
-    monitor.start()
+    lock = LeaderLock(storage_dir)
+    recovered = lock.try_acquire()
+    if recovered:
+        # Before anyone here receives: later, partial files may be writes in progress.
+        remove_partial_files(storage_dir)
+        record_unrecorded(storage_dir, sessions)
+
+    def lead() -> None:
+        if not recovered:  # took over from another listener on this folder
+            record_unrecorded(storage_dir, sessions)
+        # Nothing was judged here until now: every series' quiet period starts afresh.
+        monitor.quiet_periods.restart_all()
+        monitor.start()
+
+    count = config.receiving_processes
+    receiving = _serve(config, context, guard, shared_port=count > 1)
+    election = LeaderElection(lock, lead, retry_s=config.check_interval_s)
+    if count > 1:
+        child_config = config.model_copy(update={"port": receiving.port})
+
+        metrics_dir = metrics.prepare_children_dir(
+            storage_dir.parent / "metrics" / f"listener-{os.getpid()}"
+        )
+
+        def after_death(pid: int) -> None:
+            metrics.child_died(pid)
+            _recover_after_death(storage_dir, sessions, pid, leader=election.is_leader)
+
+        receivers = ReceiverGroup(
+            count=count - 1,
+            target=serve_receiver,
+            args=(child_config, runtime, metrics_dir),
+            on_death=after_death,
+        )
+        # The fork server imports prometheus_client once, from this environment: with the
+        # variable set, its children's samples are file-backed (each child names its folder).
+        with _environment(metrics.ENV, str(metrics_dir)):
+            receivers.start()
+    # Completion starts once every receiver serves (their start-up is not quiet time).
+    election.start()
     log.info(
-        "Listening as %s on %s:%d (TLS %s, quiet period %.1f s)",
+        "Listening as %s on %s:%d with %d process(es) (TLS %s, durability %s, quiet period "
+        "%.1f s, %s)",
         config.ae_title,
         config.host,
-        server.server_address[1],
+        receiving.port,
+        count,
         "on" if config.tls_enabled else "off",
+        config.durability,
         config.quiet_period_s,
+        "leader" if election.is_leader else "standby",
     )
     return Listener(
-        server=server, monitor=monitor, dispatcher=dispatcher, recorder=recorder, engine=engine
+        receiving=receiving,
+        monitor=monitor,
+        dispatcher=dispatcher,
+        engine=engine,
+        election=election,
+        receivers=receivers,
+    )
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable (unless set) for the block only."""
+    if os.environ.get(name):
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def _recover_after_death(
+    storage_dir: Path, sessions: SessionFactory, pid: int, *, leader: bool
+) -> None:
+    """Remove a dead receiver's temporary files; record the files it stored but not recorded.
+
+    Its temporary file names carry its pid (see :func:`stroke_triage.edge.write_atomic`).
+    """
+    removed = 0
+    for part in storage_dir.glob(f"*/*/.*.{pid}.*{PART_SUFFIX}"):
+        part.unlink(missing_ok=True)
+        removed += 1
+    recorded = record_unrecorded(storage_dir, sessions) if leader else 0
+    log.warning(
+        "Receiving process %d died: removed %d partial files, recorded %d instances",
+        pid,
+        removed,
+        recorded,
     )

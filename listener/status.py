@@ -1,4 +1,8 @@
-"""The DIMSE status codes the listener answers, and the error each one stands for."""
+"""The DIMSE status codes the listener answers, and the error each one stands for.
+
+Every refusal also carries an Error Comment (0000,0902) saying why; a refused CT image names
+the attributes at fault in Offending Element (0000,0901).
+"""
 
 from enum import IntEnum
 
@@ -11,9 +15,16 @@ class StoreStatus(IntEnum):
     OUT_OF_RESOURCES = 0xA700
     """Storage nearly full, a write failed, or the database did not take the record: retry."""
     NOT_AN_IMAGE = 0xA900
-    """Sent as an image, but has no rows, columns or pixel data (data set does not match)."""
+    """Data set does not match SOP class: sent as an image, but has no rows, columns or pixel
+    data, or native pixel data of the wrong length."""
+    MISSING_CT_ATTRIBUTE = 0xA901
+    """Data set does not match SOP class: a CT image (not a localizer) lacks a Type 1 attribute
+    that HU conversion or geometry needs (Rescale Slope/Intercept, Rows/Columns, Pixel
+    Spacing, Image Orientation/Position, Bits Stored, Pixel Representation, Photometric
+    Interpretation), or holds an unusable value."""
     CANNOT_UNDERSTAND = 0xC210
-    """The data set cannot be parsed, is truncated, or lacks Study or Series Instance UID."""
+    """The data set cannot be parsed, is truncated, lacks Study or Series Instance UID, or its
+    pixel data's encapsulation does not match the transfer syntax."""
     INVALID_UID = 0xC212
     """A UID that names the stored file is not a valid DICOM UID."""
     IMAGE_TOO_LARGE = 0xC213

@@ -6,6 +6,7 @@ The vendor and codec quirks live here, so that ``model.pixels`` only ever sees n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,8 +40,8 @@ def dataset_to_hu(ds: pydicom.Dataset) -> np.ndarray:
         A float32 ``(rows, columns)`` array in HU; padding and anything below -1024 is -1024.
 
     Raises:
-        PreprocessError: If the dataset is not a single-frame, single-sample CT image or its
-            pixel data cannot be decoded.
+        PreprocessError: If the dataset is not a single-frame, single-sample CT image, its
+            pixel data cannot be decoded, or it lacks Rescale Slope or Intercept.
     """
     modality = ds.get("Modality")
     if modality != "CT":
@@ -74,8 +75,7 @@ def dataset_to_hu(ds: pydicom.Dataset) -> np.ndarray:
     if raw.ndim != 2:
         raise PreprocessError(f"Expected a 2-D frame but decoded an array of shape {raw.shape}.")
 
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = rescale(ds)
     hu = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     padding = _padding_mask(ds, raw)
     if padding is not None:
@@ -84,6 +84,48 @@ def dataset_to_hu(ds: pydicom.Dataset) -> np.ndarray:
     # without declaring it) or lossy-compression ringing around such padding.
     np.maximum(hu, np.float32(AIR_HU), out=hu)
     return hu
+
+
+def rescale(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The Rescale Slope and Intercept that turn stored values into HU.
+
+    Both are Type 1 in the CT Image module (in the Pixel Value Transformation functional group
+    of enhanced CT). Without them the stored values are not HU, and reading them as if they
+    were changes every score, so a missing or unusable value is an error, never a default.
+
+    Raises:
+        PreprocessError: If either is missing, not a number, or the slope is zero.
+    """
+    source = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else _transformation(ds)
+    uid = ds.get("SOPInstanceUID", "?")
+    values: list[float] = []
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = None if source is None else source.get(keyword)
+        try:
+            number = float(value) if value not in (None, "") else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise PreprocessError(
+                f"SOP instance {uid} has no usable {keyword} ({value!r}); it is Type 1 in the "
+                "CT Image module, and without it the stored values cannot be read as HU."
+            )
+        values.append(number)
+    if values[0] == 0:
+        raise PreprocessError(f"SOP instance {uid} has a Rescale Slope of 0.")
+    return values[0], values[1]
+
+
+def _transformation(ds: pydicom.Dataset) -> pydicom.Dataset | None:
+    """The Pixel Value Transformation item of an enhanced CT object (shared, else frame 1)."""
+    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(keyword)
+        try:
+            item: pydicom.Dataset = groups[0].PixelValueTransformationSequence[0]
+        except (TypeError, IndexError, AttributeError):
+            continue
+        return item
+    return None
 
 
 def _transfer_syntax_name(ds: pydicom.Dataset) -> str:

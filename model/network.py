@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import timm
 from torch import nn
 
@@ -17,6 +20,9 @@ def build_network(spec: ModelSpec) -> nn.Module:
     Returns:
         The network, in training mode as timm returns it.
     """
+    extra: dict[str, Any] = {}
+    if spec.layer_norm_eps is not None:
+        extra["norm_layer"] = partial(nn.LayerNorm, eps=spec.layer_norm_eps)
     network: nn.Module = timm.create_model(
         spec.architecture,
         pretrained=False,
@@ -24,5 +30,6 @@ def build_network(spec: ModelSpec) -> nn.Module:
         img_size=spec.input_size,
         in_chans=3,
         **spec.model_kwargs,
+        **extra,
     )
     return network

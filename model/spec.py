@@ -63,6 +63,67 @@ class AggregationSpec(BaseModel):
     k: int = Field(default=5, ge=1)
 
 
+class ProbabilityDistribution(BaseModel):
+    """A histogram of series probabilities: the reference that live drift is measured against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    edges: list[float] = Field(min_length=2)
+    """Bin edges, ascending, from 0 to 1."""
+    fractions: list[float]
+    """Share of series in each bin (one fewer than ``edges``)."""
+    count: int = Field(ge=0)
+    """Series the histogram was made from."""
+    source: str = ""
+    """Where it was measured, e.g. ``validate`` on a data fingerprint."""
+
+    @model_validator(mode="after")
+    def _check_bins(self) -> ProbabilityDistribution:
+        if len(self.fractions) != len(self.edges) - 1:
+            raise ValueError("A distribution needs one fraction per bin (len(edges) - 1).")
+        return self
+
+
+class SiteCalibration(BaseModel):
+    """How the threshold was chosen on a site's own labelled series (``calibrate``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_sensitivity: float = Field(gt=0.0, le=1.0)
+    threshold: float = Field(ge=0.0, le=1.0)
+    previous_threshold: float = Field(ge=0.0, le=1.0)
+    sensitivity: float
+    sensitivity_ci: tuple[float, float]
+    specificity: float
+    specificity_ci: tuple[float, float]
+    positives: int = Field(ge=0)
+    negatives: int = Field(ge=0)
+    data_fingerprint: str
+    """sha256 of the sorted (Series Instance UID, label) pairs the threshold was chosen on."""
+    calibrated_at: str
+    """ISO 8601 date and time."""
+    source_sha256: str
+    """sha256 of the weights (unchanged by calibration)."""
+
+
+class ImportedWeights(BaseModel):
+    """Provenance of weights made elsewhere and imported (``stroke-triage import-model``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_format: Literal["huggingface", "timm"]
+    file_name: str
+    """The weights file's name, without the importing machine's folders."""
+    sha256: str
+    """SHA-256 of that file, as it was read."""
+    source_architecture: str
+    """The source's own name for its class (``ViTForImageClassification``, a timm name)."""
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    """The source's image processor settings the spec's input size, mean and std came from."""
+    imported_at: str | None = None
+    """ISO 8601 date and time."""
+
+
 class ModelSpec(BaseModel):
     """Architecture, preprocessing, decision rule and provenance of one checkpoint."""
 
@@ -86,6 +147,17 @@ class ModelSpec(BaseModel):
     name: str = "stroke-triage-vit"
     created_at: str | None = None
     training: dict[str, Any] = Field(default_factory=dict)
+    calibration: SiteCalibration | None = None
+    """Set by ``calibrate``: the site threshold and what it achieved; None if never calibrated."""
+    reference_distribution: ProbabilityDistribution | None = None
+    """Series probabilities on validation data, for drift (PSI) once live; None if unknown."""
+    layer_norm_eps: float | None = Field(default=None, gt=0.0)
+    """Epsilon of every LayerNorm; None keeps timm's (1e-6). Hugging Face ViTs use 1e-12."""
+    threshold_calibrated: bool = True
+    """False when the threshold was set by hand (``import-model``), not chosen on labelled
+    series; such a checkpoint must be calibrated on the site's own data before clinical use."""
+    source: ImportedWeights | None = None
+    """Where imported weights came from (``import-model``); None for weights trained here."""
     format_version: int = FORMAT_VERSION
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import db.exports
 import db.jobs
+import db.notifications
 import db.results
 from db.engine import (
     SessionFactory,
@@ -18,12 +19,13 @@ from db.engine import (
 )
 from db.enums import ExportStatus, JobStatus
 from db.errors import SchemaRevisionError
-from listener.completion import publish_job
-from listener.dispatch import TaskDispatcher
-from stroke_triage.retention import purge_storage
 from stroke_triage.service import ServiceError
 from stroke_triage.settings import Settings
 from worker.routing import inference_queue
+
+# The read-only commands (results, jobs, exports) import this module: Celery, pynetdicom and
+# pydicom (listener.completion, listener.dispatch) and the retention code are imported by the
+# one command each that needs them, so that those commands start in well under a second.
 
 
 class SchemaNotReadyError(ServiceError):
@@ -85,6 +87,7 @@ def print_results(settings: Settings, *, limit: int) -> int:
                 "verdict",
                 "threshold",
                 "model",
+                "mode",
                 "job",
                 "export",
             ],
@@ -97,6 +100,7 @@ def print_results(settings: Settings, *, limit: int) -> int:
                     "SUSPECTED" if row.suspected else "not suspected",
                     f"{row.threshold:.3f}",
                     row.model_version,
+                    "shadow" if row.shadow else "live",
                     row.job_status,
                     row.export_status or "-",
                 ]
@@ -108,10 +112,16 @@ def print_results(settings: Settings, *, limit: int) -> int:
 
 
 def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
-    """Print jobs, optionally only those in one state (``failed`` lists dead letters)."""
-    wanted = JobStatus(status.lower()) if status else None
+    """Print jobs, optionally only those in one state.
+
+    ``failed`` lists every dead letter: failed jobs, and jobs whose result could not be
+    exported (``export_failed``, which ``retry-export`` sends again).
+    """
+    wanted = [JobStatus(status.lower())] if status else []
+    if wanted == [JobStatus.FAILED]:
+        wanted.append(JobStatus.EXPORT_FAILED)
     with _read_only_sessions(settings)() as session:
-        jobs = db.jobs.list_jobs(session=session, status=wanted, limit=limit)
+        jobs = db.jobs.list_jobs(session=session, statuses=wanted, limit=limit)
         rows = [
             [
                 job.id,
@@ -151,6 +161,9 @@ def requeue(settings: Settings, *, job_id: int) -> int:
         job = db.jobs.requeue_job(session=session, job_id=job_id)
         series_uid = job.series.series_instance_uid
         session.commit()
+    from listener.completion import publish_job
+    from listener.dispatch import TaskDispatcher
+
     runtime = settings.listener_runtime()
     dispatcher = TaskDispatcher(
         broker_url=runtime.broker_url,
@@ -163,6 +176,7 @@ def requeue(settings: Settings, *, job_id: int) -> int:
             session_factory=sessions,
             job_id=job_id,
             series_instance_uid=series_uid,
+            lease_s=settings.listener.queued_lease_s,
         )
     finally:
         dispatcher.close()
@@ -175,6 +189,8 @@ def purge(settings: Settings, *, older_than_days: float, dry_run: bool) -> int:
     if older_than_days < 0:
         print("--older-than-days must not be negative.", file=sys.stderr)
         return 2
+    from stroke_triage.retention import purge_storage
+
     report = purge_storage(
         _sessions(settings),
         settings.storage_dir,
@@ -216,7 +232,19 @@ def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
 
 
 def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bool) -> int:
-    """Put dead (or failed) exports back in the outbox; a running worker sends them soon."""
+    """Put dead (or failed) exports back in the outbox; a running worker sends them soon.
+
+    Returns:
+        0, or 2 when neither export ids nor ``all_dead`` say which exports to retry.
+    """
+    if not export_ids and not all_dead:
+        print(
+            "Say which exports to send again: `stroke-triage retry-export EXPORT [EXPORT ...]` "
+            "with ids from `stroke-triage exports --status dead`, or "
+            "`stroke-triage retry-export --all-dead`.",
+            file=sys.stderr,
+        )
+        return 2
     with _sessions(settings)() as session:
         ids = list(export_ids)
         if all_dead:
@@ -226,4 +254,62 @@ def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bo
             db.exports.retry_export(session=session, export_id=export_id)
         session.commit()
     print(f"{len(ids)} export(s) back in the outbox.")
+    return 0
+
+
+def retry_outbox(
+    settings: Settings,
+    *,
+    export_ids: Sequence[int],
+    notification_ids: Sequence[int],
+    all_dead: bool,
+) -> int:
+    """``retry-export``: put exports and notifications (webhook, e-mail, HL7) back in the outbox.
+
+    ``all_dead`` takes every dead export and every dead notification.
+    """
+    status = 0
+    if export_ids or all_dead or not notification_ids:
+        status = retry_exports(settings, export_ids=export_ids, all_dead=all_dead)
+    if status or not (notification_ids or all_dead):
+        return status
+    with _sessions(settings)() as session:
+        ids = list(notification_ids)
+        if all_dead:
+            dead = db.notifications.list_notifications(
+                session=session, status=ExportStatus.DEAD, limit=10_000
+            )
+            ids += [row.id for row in dead]
+        for notification_id in ids:
+            db.notifications.retry_notification(session=session, notification_id=notification_id)
+        session.commit()
+    print(f"{len(ids)} notification(s) back in the outbox.")
+    return 0
+
+
+def print_notifications(settings: Settings, *, status: str | None, limit: int) -> int:
+    """Print notifications (webhook, e-mail, HL7), optionally of one state (``dead``)."""
+    wanted = ExportStatus(status.lower()) if status else None
+    with _read_only_sessions(settings)() as session:
+        rows = [
+            [
+                row.id,
+                row.channel,
+                row.destination,
+                row.event,
+                row.status,
+                row.attempts,
+                row.idempotency_key,
+                f"{row.next_attempt_at:%Y-%m-%d %H:%M:%S}" if row.next_attempt_at else "-",
+                (row.last_error or "")[:80],
+            ]
+            for row in db.notifications.list_notifications(
+                session=session, status=wanted, limit=limit
+            )
+        ]
+    if not rows:
+        print("No notifications.")
+        return 0
+    headers = ["notification", "channel", "destination", "event", "status", "attempts", "key"]
+    print(format_table([*headers, "next try (UTC)", "last error"], rows))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,22 +26,29 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+# The service commands end their process once stopped (stroke_triage.shutdown.end_process):
+# the interpreter's teardown of torch and the rest took 1-3 s and had nothing left to save.
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     from stroke_triage.service import run_listener
+    from stroke_triage.shutdown import end_process
 
-    return run_listener(_settings(args))
+    end_process(run_listener(_settings(args)))
 
 
 def cmd_work(args: argparse.Namespace) -> int:
     from stroke_triage.service import run_worker
+    from stroke_triage.shutdown import end_process
 
-    return run_worker(_settings(args))
+    end_process(run_worker(_settings(args)))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from stroke_triage.service import run_all
+    from stroke_triage.shutdown import end_process
 
-    return run_all(_settings(args))
+    end_process(run_all(_settings(args)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -54,9 +62,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    if args.format != "table":
+        from stroke_triage.api.commands import print_result_records
+
+        return print_result_records(_settings(args), limit=args.limit, fmt=args.format)
     from stroke_triage.admin import print_results
 
     return print_results(_settings(args), limit=args.limit)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from stroke_triage.api.server import run_api
+
+    return run_api(_settings(args))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from stroke_triage.api import commands
+
+    settings = _settings(args)
+    if args.token_command == "create":
+        return commands.create_token(settings, name=args.name, scope=args.scope)
+    if args.token_command == "revoke":
+        return commands.revoke_token(settings, name=args.name)
+    return commands.list_tokens(settings)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from stroke_triage.api.commands import print_audit
+
+    return print_audit(_settings(args), limit=args.limit)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -78,9 +113,20 @@ def cmd_exports(args: argparse.Namespace) -> int:
 
 
 def cmd_retry_export(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import retry_exports
+    from stroke_triage.admin import retry_outbox
 
-    return retry_exports(_settings(args), export_ids=args.export_ids, all_dead=args.all_dead)
+    return retry_outbox(
+        _settings(args),
+        export_ids=args.export_ids,
+        notification_ids=args.notification,
+        all_dead=args.all_dead,
+    )
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    from stroke_triage.admin import print_notifications
+
+    return print_notifications(_settings(args), status=args.status, limit=args.limit)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -109,10 +155,103 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from stroke_triage.settings_doc import settings_table
+    if args.table:
+        from stroke_triage.settings_doc import settings_table
 
-    print(settings_table())
+        print(settings_table())
+        return 0
+    from stroke_triage.settings_effective import effective_settings
+
+    print(effective_settings(load_settings(args.config)))
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from stroke_triage.site_validation import run_validate
+
+    settings = _settings(args)
+    return run_validate(
+        settings.worker,
+        min_slices=settings.listener.min_slices,
+        series_dir=args.series,
+        labels_csv=args.labels,
+        output_dir=args.output,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from stroke_triage.calibration import run_calibrate
+
+    settings = _settings(args)
+    return run_calibrate(
+        settings.worker,
+        min_slices=settings.listener.min_slices,
+        checkpoint=args.checkpoint,
+        series_dir=args.series,
+        labels_csv=args.labels,
+        output=args.output,
+        target_sensitivity=args.target_sensitivity,
+        max_interval_width=args.max_interval_width,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_outcomes_import(args: argparse.Namespace) -> int:
+    from stroke_triage.outcomes import run_outcomes_import
+
+    return run_outcomes_import(args.file, database_url=_settings(args).resolved_database_url)
+
+
+def cmd_performance(args: argparse.Namespace) -> int:
+    from stroke_triage.performance import print_performance
+
+    settings = _settings(args)
+    return print_performance(
+        settings.resolved_database_url,
+        checkpoints=[settings.worker.checkpoint, settings.worker.challenger_checkpoint],
+        since=args.since,
+        model_version=args.model,
+    )
+
+
+def _add_site_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """validate, calibrate, outcomes import, performance (issue 13)."""
+    for name, help_text in (
+        ("validate", "score a model on labelled DICOM series as the worker would; write a report"),
+        ("calibrate", "choose the threshold on labelled series; write a NEW checkpoint"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--series", type=Path, required=True, help="DICOM files, any layout")
+        command.add_argument("--labels", type=Path, required=True, help="labels.csv")
+        command.add_argument("--output", type=Path, required=True)
+        command.add_argument("--checkpoint", type=Path, default=None, help="default: the worker's")
+        command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    validate = commands.choices["validate"]
+    validate.set_defaults(func=cmd_validate)
+    calibrate = commands.choices["calibrate"]
+    calibrate.add_argument("--target-sensitivity", type=float, default=0.95)
+    calibrate.add_argument(
+        "--max-interval-width",
+        type=float,
+        default=0.3,
+        help="refuse if the achieved sensitivity's 95 %% interval is wider",
+    )
+    calibrate.set_defaults(func=cmd_calibrate)
+    outcomes = commands.add_parser("outcomes", help="the radiologists' ground truth")
+    actions = outcomes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    importer = actions.add_parser("import", help="import outcomes from a CSV file (idempotent)")
+    importer.add_argument("file", type=Path)
+    importer.set_defaults(func=cmd_outcomes_import)
+    performance = commands.add_parser(
+        "performance", help="live accuracy per model version, and drift"
+    )
+    performance.add_argument(
+        "--since", type=datetime.fromisoformat, default=None, help="ISO date, e.g. 2026-01-31"
+    )
+    performance.add_argument("--model", default=None, help="only this model version")
+    performance.set_defaults(func=cmd_performance)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_migrate
     )
 
-    commands.add_parser("settings", help="print every setting as a Markdown table").set_defaults(
-        func=cmd_settings
+    settings = commands.add_parser("settings", help="print the effective settings (secrets masked)")
+    settings.add_argument(
+        "--table", action="store_true", help="every setting and its default, as a Markdown table"
     )
+    settings.set_defaults(func=cmd_settings)
 
     demo = commands.add_parser("demo", help="send a head CT through the whole path once")
     demo.add_argument(
@@ -156,14 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     results = commands.add_parser("results", help="list stored results")
     results.add_argument("--limit", type=int, default=50)
+    results.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="csv and json give the same rows as GET /api/results",
+    )
     results.set_defaults(func=cmd_results)
+
+    commands.add_parser("api", help="serve the admin console (REST API, dashboard)").set_defaults(
+        func=cmd_api
+    )
+    token = commands.add_parser("token", help="create, list or revoke admin console tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_commands.add_parser("create", help="create a token and print it once")
+    token_create.add_argument("--name", required=True)
+    token_create.add_argument("--scope", choices=["read", "admin"], default="read")
+    token_commands.add_parser("list", help="list tokens (never their secrets)")
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token by name")
+    token_revoke.add_argument("name")
+    token.set_defaults(func=cmd_token)
+    audit = commands.add_parser("audit", help="print the audit log of admin actions")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(func=cmd_audit)
 
     jobs = commands.add_parser("jobs", help="list jobs (failed ones are the dead letters)")
     jobs.add_argument(
         "--status",
         default=None,
         choices=[s.value for s in JobStatus],
-        help="only jobs in this state (failed = dead letters)",
+        help="only jobs in this state (failed = dead letters, with export_failed jobs)",
     )
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(func=cmd_jobs)
@@ -184,8 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     retry_export = commands.add_parser("retry-export", help="send dead exports to the PACS again")
     retry_export.add_argument("export_ids", type=int, nargs="*", metavar="EXPORT")
-    retry_export.add_argument("--all-dead", action="store_true", help="every dead export")
+    retry_export.add_argument(
+        "--all-dead", action="store_true", help="every dead export and notification"
+    )
+    retry_export.add_argument(
+        "--notification",
+        type=int,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a notification to send again (repeatable; ids from `notifications`)",
+    )
     retry_export.set_defaults(func=cmd_retry_export)
+
+    notifications = commands.add_parser(
+        "notifications", help="list webhook, e-mail and HL7 notifications (dead = dead letters)"
+    )
+    notifications.add_argument(
+        "--status", default=None, choices=[s.value for s in ExportStatus], help="only this state"
+    )
+    notifications.add_argument("--limit", type=int, default=50)
+    notifications.set_defaults(func=cmd_notifications)
 
     purge = commands.add_parser(
         "purge",
@@ -206,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--lesion", choices=["infarct", "haemorrhage"], default=None)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.set_defaults(func=cmd_phantom)
+
+    _add_site_commands(commands)
 
     try:
         from stroke_triage import model_commands

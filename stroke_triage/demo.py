@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 LISTENER_AE = "STROKETRIAGE"
 STARTUP_TIMEOUT_S = 90.0
 RESULT_TIMEOUT_S = 120.0
+CONSOLE_TIMEOUT_S = 30.0
 QUIET_PERIOD_S = 2.0
 
 
@@ -46,6 +47,7 @@ class DemoResult:
     model_trained: bool
     model_version: str
     seconds: float
+    console_lines: tuple[str, ...] = ()
 
 
 def _free_port() -> int:
@@ -80,6 +82,7 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
 
     pacs = FolderPacs(root / "pacs")
     port = _free_port()
+    api_port = _free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -93,6 +96,8 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
                 [{"ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port}]
             ),
             "STROKE_TRIAGE_LOG_LEVEL": "WARNING",
+            "STROKE_TRIAGE_API__HOST": "127.0.0.1",
+            "STROKE_TRIAGE_API__PORT": str(api_port),
         }
     )
     for key in ("STROKE_TRIAGE_DATABASE_URL", "STROKE_TRIAGE_BROKER_URL", "STROKE_TRIAGE_CONFIG"):
@@ -107,6 +112,7 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
         )
         try:
             _wait_for_listener(service, port, log_path)
+            console_lines = _open_console(env, api_port)
             stored = send_files(files, host="127.0.0.1", port=port, called_ae_title=LISTENER_AE)
             print(f"Listener stored {stored} of {len(files)} instances; waiting for the report")
             report_path = _wait_for_report(service, pacs, log_path)
@@ -128,7 +134,65 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
         spec.trained,
         spec.version,
         time.monotonic() - started,
+        console_lines,
     )
+
+
+def _open_console(env: dict[str, str], api_port: int) -> tuple[str, ...]:
+    """Wait for the admin console of the demo's service, print its URL and a read token.
+
+    Returns:
+        The lines that say, once the demo has stopped, how to browse its results again.
+    """
+    url = f"http://127.0.0.1:{api_port}/"
+    deadline = time.monotonic() + CONSOLE_TIMEOUT_S
+    while not _console_up(url):
+        if time.monotonic() > deadline:
+            print(f"The admin console did not start on {url}; the demo goes on without it.")
+            return ()
+        time.sleep(0.2)
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stroke_triage",
+            "token",
+            "create",
+            "--name",
+            "demo",
+            "--scope",
+            "read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if created.returncode != 0 or not created.stdout.strip():
+        print(f"Dashboard: {url} (no read token: {created.stderr.strip()[-300:]})")
+        return ()
+    token = created.stdout.splitlines()[0].strip()
+    print(f"Dashboard (up while the demo runs): {url}")
+    print(f"Read token (log in with it): {token}")
+    again = (
+        f"STROKE_TRIAGE_DATA_DIR={env['STROKE_TRIAGE_DATA_DIR']} "
+        f"STROKE_TRIAGE_API__PORT={api_port} stroke-triage api"
+    )
+    return (
+        "The dashboard stopped with the demo. To browse its results again (same read token):",
+        f"  {again}",
+    )
+
+
+def _console_up(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}health", timeout=1) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
 
 
 def _is_dicom(path: Path) -> bool:
@@ -145,8 +209,22 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _wait_for_listener(service: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def _log_tail(log_path: Path) -> str:
+    """The end of the service log, for an error message."""
+    try:
+        return log_path.read_text(errors="replace")[-3000:]
+    except OSError as exc:
+        return f"(the service log {log_path} cannot be read: {exc})"
+
+
+def _wait_for_listener(
+    service: subprocess.Popen[bytes],
+    port: int,
+    log_path: Path,
+    *,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service.poll() is not None:
             raise DemoError(
@@ -158,7 +236,10 @@ def _wait_for_listener(service: subprocess.Popen[bytes], port: int, log_path: Pa
         ):
             return
         time.sleep(0.3)
-    raise DemoError(f"The listener did not answer C-ECHO within {STARTUP_TIMEOUT_S:.0f} s.")
+    raise DemoError(
+        f"The listener did not answer C-ECHO within {timeout_s:.0f} s. Service log:\n"
+        + _log_tail(log_path)
+    )
 
 
 def _wait_for_report(service: subprocess.Popen[bytes], pacs: FolderPacs, log_path: Path) -> Path:
@@ -185,6 +266,8 @@ def print_result(result: DemoResult) -> None:
     print(f"Verdict: {verdict} (probability {result.probability:.3f})")
     print(f"Structured Report: {result.report_path}")
     print(f"Finished in {result.seconds:.1f} s")
+    for line in result.console_lines:
+        print(line)
     print(
         f"Model: {result.model_version}. Research software, not for clinical use; its measured "
         "accuracy and its limits are in docs/model-card.md."

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import sys
+
+#: (module, class) of the expected errors. A module is looked up only if it is loaded already:
+#: an exception of a class cannot exist before its module is imported, and importing, say,
+#: ``stroke_triage.demo`` just to test an error would load torch (15-40 s) on every failure.
+EXPECTED: tuple[tuple[str, str], ...] = (
+    ("stroke_triage.service", "ServiceError"),
+    ("stroke_triage.demo", "DemoError"),
+    ("stroke_triage.dicom_peers", "PeerError"),
+    ("model.errors", "ModelError"),
+    ("db.errors", "DbError"),
+    ("stroke_triage.site_validation", "SiteValidationError"),
+)
+
 
 def user_facing(exc: BaseException) -> str | None:
     """The message to print for an expected error, or None for a bug (show the traceback)."""
-    from db.errors import DbError
-    from model.errors import ModelError
-    from stroke_triage.demo import DemoError
-    from stroke_triage.dicom_peers import PeerError
-    from stroke_triage.service import ServiceError
-
-    expected: tuple[type[BaseException], ...] = (
-        ServiceError,
-        DemoError,
-        PeerError,
-        ModelError,
-        DbError,
-        FileNotFoundError,
-    )
-    if isinstance(exc, expected):
+    if isinstance(exc, FileNotFoundError):
         return str(exc)
+    for module_name, class_name in EXPECTED:
+        module = sys.modules.get(module_name)
+        expected = getattr(module, class_name, None) if module is not None else None
+        if isinstance(expected, type) and isinstance(exc, expected):
+            return str(exc)
     return None

@@ -1,4 +1,4 @@
-"""The `train`, `evaluate` and `cross-validate` commands: parse, build a config, call one thing."""
+"""The `train`, `evaluate`, `cross-validate` and `import-model` commands: thin wrappers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from typing import Any
 from model.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+
+TIMM_DEFAULT_CLASS_NAMES = "normal,stroke"
+"""Class names of a timm head when --class-names is not given."""
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -49,14 +53,21 @@ def _train_config(args: argparse.Namespace, output: Path) -> Any:
 
     values = {item.name: getattr(args, item.name) for item in cli_fields() if item.name in args}
     if "model_kwargs" in values:
-        try:
-            model_kwargs = json.loads(values["model_kwargs"])
-        except json.JSONDecodeError as error:
-            raise ModelError(f"--model-kwargs is not valid JSON: {error}.") from error
-        if not isinstance(model_kwargs, dict):
-            raise ModelError("--model-kwargs must be a JSON object.")
-        values["model_kwargs"] = model_kwargs
+        values["model_kwargs"] = _model_kwargs(values["model_kwargs"])
     return TrainConfig(output_dir=output, **values)
+
+
+def _model_kwargs(text: str | None) -> dict[str, Any]:
+    """``--model-kwargs``: a JSON object, or {} when not given."""
+    if not text:
+        return {}
+    try:
+        model_kwargs = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelError(f"--model-kwargs is not valid JSON: {error}.") from error
+    if not isinstance(model_kwargs, dict):
+        raise ModelError("--model-kwargs must be a JSON object.")
+    return model_kwargs
 
 
 def _configure_logging() -> None:
@@ -127,6 +138,124 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_options(args: argparse.Namespace) -> Any:
+    from model.importing.importer import ImportOptions
+    from model.spec import AggregationSpec, ChannelMode
+    from model.training.config import parse_window
+
+    return ImportOptions(
+        windows=[parse_window(text) for text in args.window or _train_default("windows")],
+        channel_mode=ChannelMode(args.channel_mode),
+        aggregation=AggregationSpec(rule=args.aggregation, k=args.top_k),
+        threshold=args.threshold,
+        positive_label=args.positive_label,
+        version=args.version,
+    )
+
+
+def _train_default(name: str) -> Any:
+    from model.training.config import TrainConfig
+
+    return getattr(TrainConfig(data_dir=Path()), name)
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    """Turn a Hugging Face ViT folder or a timm state dict into a checkpoint."""
+    from model.importing.importer import import_huggingface, import_timm
+
+    _configure_logging()
+    try:
+        options = _import_options(args)
+        if args.from_hf is not None:
+            _refuse_timm_only_options(args)
+            directory = import_huggingface(args.from_hf, args.output, options)
+        else:
+            if not args.arch:
+                raise ModelError("--from-timm needs --arch, the timm name the weights belong to.")
+            directory = import_timm(
+                args.from_timm,
+                args.output,
+                options,
+                architecture=args.arch,
+                class_names=[name.strip() for name in args.class_names.split(",")],
+                input_size=args.input_size,
+                model_kwargs=_model_kwargs(args.model_kwargs),
+                mean=args.mean,
+                std=args.std,
+            )
+    except (ModelError, ValueError) as error:
+        return _fail(error)
+    print(
+        f"checkpoint written to {directory}; its threshold is not calibrated: run it on the "
+        "site's own labelled series before clinical use"
+    )
+    return 0
+
+
+def _refuse_timm_only_options(args: argparse.Namespace) -> None:
+    """A Hugging Face folder says its own architecture, size and normalisation: never ignore
+    an option that would silently do nothing."""
+    given = [
+        flag
+        for flag, value in (
+            ("--arch", args.arch),
+            ("--input-size", args.input_size),
+            ("--model-kwargs", args.model_kwargs),
+            ("--mean", args.mean),
+            ("--std", args.std),
+        )
+        if value is not None
+    ]
+    if args.class_names != TIMM_DEFAULT_CLASS_NAMES:
+        given.append("--class-names")
+    if given:
+        raise ModelError(
+            f"{', '.join(given)} apply to --from-timm only; a Hugging Face folder takes them from "
+            "its config.json and preprocessor_config.json."
+        )
+
+
+def _register_import(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from model.spec import ChannelMode
+
+    parser = subparsers.add_parser(
+        "import-model", help="turn a Hugging Face ViT folder or timm weights into a checkpoint"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-hf", type=Path, metavar="DIR", help="ViTForImageClassification")
+    source.add_argument("--from-timm", type=Path, metavar="FILE", help="timm ViT state dict")
+    parser.add_argument("--output", type=Path, required=True, help="new checkpoint directory")
+    parser.add_argument("--arch", help="timm architecture of --from-timm weights")
+    parser.add_argument("--positive-label", help="the class that means stroke")
+    parser.add_argument(
+        "--class-names",
+        default=TIMM_DEFAULT_CLASS_NAMES,
+        help="timm head classes, comma-separated",
+    )
+    parser.add_argument("--input-size", type=int, help="timm: default from pos_embed")
+    parser.add_argument("--model-kwargs", help="timm: kwargs the weights were made with, JSON")
+    parser.add_argument("--mean", type=float, nargs=3, help="timm: default timm's for --arch")
+    parser.add_argument("--std", type=float, nargs=3, help="timm: default timm's for --arch")
+    parser.add_argument(
+        "--window",
+        action="append",
+        help="preset or name=center/width, repeatable "
+        f"(default: {' '.join(_train_default('windows'))})",
+    )
+    parser.add_argument(
+        "--channel-mode",
+        choices=[mode.value for mode in ChannelMode],
+        default=_train_default("channel_mode"),
+    )
+    parser.add_argument(
+        "--aggregation", choices=["top_k_mean", "mean", "max"], default="top_k_mean"
+    )
+    parser.add_argument("--top-k", type=int, default=_train_default("top_k"))
+    parser.add_argument("--threshold", type=float, default=0.5, help="not calibrated")
+    parser.add_argument("--version", help="version label (default: imported-<sha256>)")
+    parser.set_defaults(func=cmd_import_model)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the model commands to the `stroke-triage` parser."""
     from model.training.config import TrainConfig
@@ -157,3 +286,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     crossval.add_argument("--folds", type=int, default=5)
     crossval.add_argument("--bootstrap", type=int, default=1000)
     crossval.set_defaults(func=cmd_cross_validate)
+
+    _register_import(subparsers)

@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from listener.config import ListenerConfig, ListenerRuntime
+from stroke_triage.api.config import ApiConfig
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.routing import inference_queue
 
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @field_validator("log_level")
     @classmethod

@@ -8,10 +8,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from listener.config import ListenerConfig
+from stroke_triage.api.config import ApiConfig
 from stroke_triage.settings import ENV_PREFIX, Settings
 from worker.config import WorkerConfig
 
-NESTED: dict[str, type[BaseModel]] = {"listener": ListenerConfig, "worker": WorkerConfig}
+NESTED: dict[str, type[BaseModel]] = {
+    "listener": ListenerConfig,
+    "worker": WorkerConfig,
+    "api": ApiConfig,
+}
 
 
 def _default(field: Any) -> str:

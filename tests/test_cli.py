@@ -168,9 +168,11 @@ def test_up_checks_the_checkpoint_once_and_leaves_migration_to_the_listener(
         return 0
 
     monkeypatch.setattr(service, "_worker_main", fake_worker_main)
+    monkeypatch.setattr(service, "check_port_free", lambda *_: None)
     settings = load_settings(data_dir=tmp_path / "data")
     assert service.run_all(settings) == 0
-    assert calls == ["checkpoint", "start listener", "worker", "stop listener"]
+    # The listener answers first; torch and the checkpoint are loaded after (issue 11 item 9).
+    assert calls == ["start listener", "checkpoint", "worker", "stop listener"]
 
     calls.clear()
     assert service.run_worker(settings) == 0

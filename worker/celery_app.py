@@ -12,6 +12,7 @@ from kombu.entity import Queue
 from db.engine import create_engine_for, make_session_factory
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
+from worker.metrics import serve_metrics
 from worker.routing import cuda_available, worker_queues
 from worker.sweeper import ExportSweeper
 from worker.tasks import register_tasks
@@ -79,11 +80,17 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
         sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
         sweeper.start()
         state["sweeper"] = sweeper
+        state["metrics"] = serve_metrics(
+            host=ctx.config.metrics_host, port=ctx.config.metrics_port, sessions=sessions
+        )
 
     def shutdown(**_: Any) -> None:
         sweeper = state.pop("sweeper", None)
         if sweeper is not None:
             sweeper.stop()
+        stop_metrics = state.pop("metrics", None)
+        if stop_metrics is not None:
+            stop_metrics()
 
     signals.celeryd_after_setup.connect(after_setup, weak=False)
     signals.worker_process_init.connect(process_init, weak=False)

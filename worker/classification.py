@@ -8,10 +8,13 @@ from dataclasses import dataclass
 import db.exports
 import db.jobs
 import db.results
+import worker.metrics
 from db.engine import Session
 from db.rows import Result
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
+from worker.monitoring import record_series_attributes
+from worker.notify.queue import notify_result
 from worker.report import Finding
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,14 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
             )
             db.jobs.mark_inferred(session=session, job_id=inputs.job_id)
             top = _top_slices(result, classifier.spec.aggregation.k)
+        # In the result's transaction: a stored result always has its notifications queued.
+        notify_result(
+            session,
+            config=ctx.config,
+            storage_dir=ctx.runtime.storage_dir,
+            result=result,
+            datasets=inputs.datasets,
+        )
         verdict = Verdict(
             result_id=result.id,
             finding=Finding(
@@ -76,7 +87,8 @@ def _classify(
     classifier = ctx.classifier
     spec = classifier.spec
     uids = inputs.sop_instance_uids
-    prediction = classifier.predict_series(inputs.datasets)
+    with worker.metrics.inference_timer():
+        prediction = classifier.predict_series(inputs.datasets)
     result = db.results.record_result(
         session=session,
         job_id=inputs.job_id,
@@ -90,7 +102,9 @@ def _classify(
         precision=classifier.precision,
         device=str(classifier.device),
         slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
+        shadow=ctx.config.mode == "shadow",
     )
+    record_series_attributes(session, inputs)
     log.info(
         "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
         inputs.series_instance_uid,

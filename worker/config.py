@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from stroke_triage.edge import AETitle, PacsDestination
+from worker.notify.config import (
+    DicomWebDestination,
+    HttpUrl,
+    NotificationDestination,
+    check_unique_names,
+)
 
 
 class WorkerConfig(BaseModel):
@@ -25,6 +31,10 @@ class WorkerConfig(BaseModel):
     )
     batch_size: int = Field(32, ge=1, description="Slices per forward pass.")
     concurrency: int = Field(1, ge=1, description="Worker processes (or threads) per host.")
+    metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of each worker; 0: off."
+    )
     pacs: list[PacsDestination] = Field(
         default_factory=list, description="Where SRs are sent; empty keeps them on disk only."
     )
@@ -51,12 +61,49 @@ class WorkerConfig(BaseModel):
     export_sweep_interval_s: float = Field(
         5.0, gt=0, description="How often each worker resends due exports from the outbox."
     )
+    job_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A running job whose worker has not renewed its lease for this long is "
+        "lost and published again.",
+    )
+    job_heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="How often a worker renews the lease of the job it runs."
+    )
     secondary_capture: bool = Field(
         False, description="Also send a heat-map Secondary Capture for viewers without SR."
     )
     institution_name: str | None = Field(
         None, description="Institution Name written into the reports."
     )
+    notifications: Annotated[list[NotificationDestination], AfterValidator(check_unique_names)] = (
+        Field(
+            default_factory=list,
+            description="Webhook, e-mail and HL7 destinations told of results (see README).",
+        )
+    )
+    dicomweb: list[DicomWebDestination] = Field(
+        default_factory=list,
+        description="DICOMweb servers that get the SR (and SC) by STOW-RS, like the PACS.",
+    )
+    mode: Literal["live", "shadow"] = Field(
+        "live",
+        description="shadow: store every result, send only to PACS marked shadow = true.",
+    )
+    challenger_checkpoint: Path | None = Field(
+        None,
+        description="Second checkpoint run on each series after the SR is out; stored, never sent.",
+    )
+    console_url: HttpUrl | None = Field(
+        None,
+        description="Public base URL of the admin console; notifications link its series page.",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> WorkerConfig:
+        if self.job_heartbeat_interval_s >= self.job_lease_s:
+            raise ValueError("job_heartbeat_interval_s must be shorter than job_lease_s.")
+        return self
 
 
 class WorkerRuntime(BaseModel):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from torch import nn
 
+import worker.metrics
 from db.engine import SessionFactory, create_engine_for, make_session_factory
-from model.checkpoint import DEFAULT_CHECKPOINT_DIR, load_checkpoint
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR, LoadedModel, load_checkpoint
 from model.inference import Classifier
 from worker.config import WorkerConfig, WorkerRuntime
 
@@ -26,6 +27,37 @@ def checkpoint_dir(config: WorkerConfig) -> Path:
     return config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINT_DIR
 
 
+def build_classifier(config: WorkerConfig, loaded: LoadedModel, *, source: Path) -> Classifier:
+    """Wrap a loaded checkpoint as the worker does (device, precision, batch size from config).
+
+    ``stroke-triage validate`` calls this too, so that it classifies exactly as the worker.
+    """
+    classifier = Classifier(
+        loaded,
+        device=config.device,
+        precision=config.precision,
+        batch_size=config.batch_size,
+    )
+    spec = classifier.spec
+    log.info(
+        "Loaded model %s %s (sha256 %s) on %s, %s",
+        spec.name,
+        spec.version,
+        classifier.sha256[:12],
+        classifier.device,
+        classifier.precision,
+    )
+    if not spec.trained:
+        log.warning("The model in %s is randomly initialised: its verdicts mean nothing.", source)
+    if not spec.threshold_calibrated:
+        log.warning(
+            "The threshold of the model in %s was set by hand, not calibrated: run "
+            "`stroke-triage calibrate` on the site's own labelled series before clinical use.",
+            source,
+        )
+    return classifier
+
+
 @dataclass
 class WorkerContext:
     """Per-process state of a worker, created once and passed to every task."""
@@ -34,6 +66,7 @@ class WorkerContext:
     runtime: WorkerRuntime
     _sessions: SessionFactory | None = field(default=None, init=False, repr=False)
     _classifier: Classifier | None = field(default=None, init=False, repr=False)
+    _challenger: Classifier | None = field(default=None, init=False, repr=False)
     _network: nn.Module | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -50,31 +83,30 @@ class WorkerContext:
         """The classifier, loaded on first use."""
         with self._lock:
             if self._classifier is None:
-                directory = checkpoint_dir(self.config)
-                loaded = load_checkpoint(directory)
+                loaded = load_checkpoint(checkpoint_dir(self.config))
                 # The classifier moves this very module to its device; heat maps reuse it.
                 self._network = loaded.network
-                self._classifier = Classifier(
-                    loaded,
-                    device=self.config.device,
-                    precision=self.config.precision,
-                    batch_size=self.config.batch_size,
+                self._classifier = build_classifier(
+                    self.config, loaded, source=checkpoint_dir(self.config)
                 )
                 spec = self._classifier.spec
-                log.info(
-                    "Loaded model %s %s (sha256 %s) on %s, %s",
-                    spec.name,
-                    spec.version,
-                    self._classifier.sha256[:12],
-                    self._classifier.device,
-                    self._classifier.precision,
+                worker.metrics.model_loaded(
+                    name=spec.name, version=spec.version, sha256=self._classifier.sha256
                 )
-                if not spec.trained:
-                    log.warning(
-                        "The model in %s is randomly initialised: its verdicts mean nothing.",
-                        directory,
-                    )
             return self._classifier
+
+    @property
+    def challenger(self) -> Classifier | None:
+        """The challenger classifier (``challenger_checkpoint``), loaded on first use; or None."""
+        directory = self.config.challenger_checkpoint
+        if directory is None:
+            return None
+        with self._lock:
+            if self._challenger is None:
+                self._challenger = build_classifier(
+                    self.config, load_checkpoint(directory), source=directory
+                )
+            return self._challenger
 
     @property
     def network(self) -> nn.Module:

@@ -14,7 +14,7 @@ import pydicom
 import db.jobs
 import db.receiving
 from db.enums import JobStatus
-from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES
+from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES, select_instances
 from worker.context import WorkerContext
 from worker.errors import WorkerError
 
@@ -110,10 +110,29 @@ def load_inputs(
             f"The stored instances of series {series_instance_uid} were deleted by the retention "
             f"policy on {purged_at:%Y-%m-%d}; send the series again to classify it."
         )
-    return SeriesInputs(job_id, series_instance_uid, _read_series(paths, series_instance_uid))
+    return SeriesInputs(
+        job_id, series_instance_uid, read_series(paths, series_instance_uid=series_instance_uid)
+    )
 
 
-def _read_series(paths: Sequence[Path], series_instance_uid: str) -> list[pydicom.Dataset]:
+def read_series(paths: Sequence[Path], *, series_instance_uid: str) -> list[pydicom.Dataset]:
+    """Read a series' CT image files and keep the instances that are classified.
+
+    The one reading step of the worker, which ``stroke-triage validate`` and ``calibrate`` call
+    too: every file is read in full, then :func:`stroke_triage.edge.select_instances` (the
+    listener's own selection) keeps the axial slices of one stack, in the given order.
+
+    Args:
+        paths: The series' instances of a classifiable CT SOP class.
+        series_instance_uid: The series, for the messages.
+
+    Returns:
+        The selected datasets, ready for ``Classifier.predict_series``.
+
+    Raises:
+        SeriesUnreadableError: No path, a file that is not readable DICOM, or no slice to
+            classify (the message says why).
+    """
     if not paths:
         raise SeriesUnreadableError(f"Series {series_instance_uid} holds no CT image to classify.")
     datasets: list[pydicom.Dataset] = []
@@ -124,4 +143,12 @@ def _read_series(paths: Sequence[Path], series_instance_uid: str) -> list[pydico
             raise SeriesUnreadableError(
                 f"Instance {path.name} of series {series_instance_uid} cannot be read: {exc}"
             ) from exc
-    return datasets
+    # The listener's own selection: only the axial slices of one stack are classified.
+    selection = select_instances(datasets, min_slices=1)
+    if not selection.classify:
+        raise SeriesUnreadableError(
+            f"Series {series_instance_uid} has no slices to classify: {selection.reason}."
+        )
+    if len(selection.selected) < len(datasets):
+        log.info("Series %s: %s", series_instance_uid, selection.reason)
+    return [datasets[index] for index in selection.selected]

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import db.exports
 import db.jobs
+import worker.metrics
 from db.engine import Session, SessionFactory
 from db.enums import ExportKind, ExportStatus
 from db.errors import JobStateError
 from stroke_triage.edge import PacsDestination
 from worker.config import WorkerConfig
+from worker.dicomweb import stow
 from worker.export import ExportError, send_datasets
+from worker.notify.config import DicomWebDestination
+from worker.notify.send import send_notifications
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def queue_exports(
     *,
     result_id: int,
     outputs: Sequence[OutputFile],
-    targets: Sequence[PacsDestination],
+    targets: Sequence[PacsDestination | DicomWebDestination],
 ) -> list[int]:
     """Put every output for every destination in the outbox (existing rows are kept).
 
@@ -70,6 +74,14 @@ def queue_exports(
     return unsent
 
 
+def report_destinations(config: WorkerConfig) -> list[PacsDestination | DicomWebDestination]:
+    """Where reports go: every PACS and DICOMweb server when live; in shadow mode only the
+    PACS marked shadow."""
+    if config.mode == "shadow":
+        return [destination for destination in config.pacs if destination.shadow]
+    return [*config.pacs, *config.dicomweb]
+
+
 def export_outputs(
     sessions: SessionFactory,
     *,
@@ -85,15 +97,22 @@ def export_outputs(
     once when there is nothing (left) to send.
     """
     with sessions() as session:
-        unsent = queue_exports(session, result_id=result_id, outputs=outputs, targets=config.pacs)
+        unsent = queue_exports(
+            session, result_id=result_id, outputs=outputs, targets=report_destinations(config)
+        )
         claims = [c for e in unsent if (c := claim(session, export_id=e)) is not None]
         if not unsent:
-            db.jobs.finish_job(session=session, job_id=job_id)
+            worker.metrics.report_delivered(db.jobs.finish_job(session=session, job_id=job_id))
         session.commit()
     sent = sum(send_claimed(sessions, claimed, config=config) for claimed in claims)
-    if not unsent:
-        return
-    if sent == len(unsent):
+    if unsent:
+        _finish_or_warn(sessions, job_id=job_id, sent=sent, unsent=len(unsent))
+    # The SR goes first; then the stroke team is told (the sweeper retries what fails).
+    send_notifications(sessions, config=config, result_id=result_id)
+
+
+def _finish_or_warn(sessions: SessionFactory, *, job_id: int, sent: int, unsent: int) -> None:
+    if sent == unsent:
         # send_claimed() finished the job with the result's last export; this also covers
         # exports to destinations no longer configured.
         with sessions() as session:
@@ -103,8 +122,8 @@ def export_outputs(
         log.warning(
             "Job %d: %d of %d exports not sent yet; the outbox will retry them",
             job_id,
-            len(unsent) - sent,
-            len(unsent),
+            unsent - sent,
+            unsent,
         )
 
 
@@ -151,11 +170,7 @@ def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConf
     try:
         if not path.is_file():
             raise ExportError(f"The file {path} of instance {uid} is missing.")
-        send_datasets(
-            datasets=[path],
-            destination=PacsDestination.parse(claimed.destination),
-            calling_ae_title=config.calling_ae_title,
-        )
+        _send(path, claimed.destination, config=config)
     except (ExportError, ValueError, OSError) as exc:
         with sessions() as session:
             db.exports.mark_export_failed(
@@ -166,7 +181,9 @@ def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConf
                 backoff_s=config.export_backoff_s,
             )
             session.commit()
+        worker.metrics.export_attempt(sent=False)
         return False
+    worker.metrics.export_attempt(sent=True)
     with sessions() as session:
         export = db.exports.mark_export_sent(session=session, export_id=export_id)
         log.info("Export %d: %s %s sent to %s", export_id, export.kind, uid, claimed.destination)
@@ -175,12 +192,27 @@ def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConf
     return True
 
 
+def _send(path: Path, destination: str, *, config: WorkerConfig) -> None:
+    """C-STORE to ``AE@host:port``, or STOW-RS to a configured DICOMweb base URL."""
+    if destination.startswith(("http://", "https://")):
+        for server in config.dicomweb:
+            if server.url == destination:
+                stow(paths=[path], destination=server)
+                return
+        raise ExportError(f"The DICOMweb destination {destination} is no longer configured.")
+    send_datasets(
+        datasets=[path],
+        destination=PacsDestination.parse(destination),
+        calling_ae_title=config.calling_ae_title,
+    )
+
+
 def _finish_if_all_sent(session: Session, result_id: int) -> None:
     exports = db.exports.result_exports(session=session, result_id=result_id)
     if exports and all(export.status == ExportStatus.SENT for export in exports):
         job_id = exports[0].result.job_id
         try:
-            db.jobs.finish_job(session=session, job_id=job_id)
+            worker.metrics.report_delivered(db.jobs.finish_job(session=session, job_id=job_id))
         except JobStateError as exc:
             log.info("Job %d not finished after its exports: %s", job_id, exc)
 

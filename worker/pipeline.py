@@ -16,6 +16,7 @@ from pathlib import Path
 from worker.classification import classify_or_reuse
 from worker.context import WorkerContext
 from worker.inputs import JobSkipped, load_inputs
+from worker.monitoring import run_challenger
 from worker.outbox import export_outputs
 from worker.outputs import write_outputs
 
@@ -63,6 +64,8 @@ def process_series(
         outputs=outputs,
         config=ctx.config,
     )
+    # After the live SR has gone out (or is queued for retry): never delays it.
+    run_challenger(ctx, inputs)
     finding = verdict.finding
     return Outcome(
         job_id, verdict.result_id, finding.suspected, finding.probability, outputs[0].path

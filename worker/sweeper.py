@@ -1,4 +1,4 @@
-"""A background thread in each worker process that drains the export outbox."""
+"""A background thread in each worker process that drains the export and notification outboxes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 
 from db.engine import SessionFactory
 from worker.config import WorkerConfig
+from worker.notify.send import sweep_notifications
 from worker.outbox import sweep
 
 log = logging.getLogger(__name__)
@@ -40,5 +41,7 @@ class ExportSweeper:
         while not self._stop.wait(self._interval_s):
             try:
                 sweep(self._sessions, config=self._config)
+                # After the reports: a notification never goes before the SR it announces.
+                sweep_notifications(self._sessions, config=self._config)
             except Exception:  # the database may be away for a while; keep the thread alive
                 log.exception("Outbox sweep failed; trying again in %.1f s", self._interval_s)

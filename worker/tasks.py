@@ -9,10 +9,12 @@ from typing import Any
 from celery import Celery, Task
 
 import db.jobs
+import worker.metrics
 from db.errors import DatabaseUnavailableError, JobStateError
 from stroke_triage.edge import PROCESS_SERIES_TASK
 from worker.context import WorkerContext
 from worker.export import ExportError
+from worker.lease import JobLease, LeaseNotTakenError
 from worker.pipeline import Outcome, process_series
 
 log = logging.getLogger(__name__)
@@ -33,38 +35,68 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
         shared=False,
     )
     def process_series_task(self: Task, *, job_id: int, series_instance_uid: str) -> dict[str, Any]:
+        worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
+        lease = JobLease(
+            ctx.sessions,
+            job_id=job_id,
+            task_id=str(self.request.id),
+            lease_s=ctx.config.job_lease_s,
+            interval_s=ctx.config.job_heartbeat_interval_s,
+            worker=worker,
+        )
         try:
-            outcome = process_series(
-                ctx,
-                job_id=job_id,
-                series_instance_uid=series_instance_uid,
-                worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}",
-            )
-        except JobStateError as exc:
-            # The job moved on while we worked (superseded by a late instance): drop it.
-            log.info("Job %d dropped: %s", job_id, exc)
+            lease.take()
+        except LeaseNotTakenError as exc:
+            log.info("Job %d not run: %s", job_id, exc)
             return {"job_id": job_id, "skipped": str(exc)}
-        except TRANSIENT_ERRORS as exc:
-            final = self.request.retries >= self.max_retries
-            _record_failure(ctx, job_id, exc, final=final)
-            if final:
-                log.error(
-                    "Job %d failed for good after %d tries: %s",
-                    job_id,
-                    self.request.retries + 1,
-                    exc,
-                )
+        except DatabaseUnavailableError as exc:
+            if self.request.retries >= self.max_retries:
                 raise
             countdown = ctx.config.task_retry_backoff_s * 2**self.request.retries
             raise self.retry(exc=exc, countdown=countdown) from exc
-        except Exception as exc:
-            _record_failure(ctx, job_id, exc, final=True)
-            log.exception("Job %d failed: %s", job_id, exc)
+        with lease:
+            return _run(self, ctx, lease, series_instance_uid=series_instance_uid)
+
+
+def _run(
+    task: Task, ctx: WorkerContext, lease: JobLease, *, series_instance_uid: str
+) -> dict[str, Any]:
+    """Run the pipeline under ``lease``; transient failures become retries."""
+    job_id = lease.job_id
+    try:
+        outcome = process_series(
+            ctx, job_id=job_id, series_instance_uid=series_instance_uid, worker=None
+        )
+    except JobStateError as exc:
+        # The job moved on while we worked (superseded by a late instance): drop it.
+        log.info("Job %d dropped: %s", job_id, exc)
+        worker.metrics.job_outcome("dropped")
+        return {"job_id": job_id, "skipped": str(exc)}
+    except TRANSIENT_ERRORS as exc:
+        final = task.request.retries >= task.max_retries
+        _record_failure(ctx, job_id, exc, final=final)
+        if final:
+            log.error(
+                "Job %d failed for good after %d tries: %s",
+                job_id,
+                task.request.retries + 1,
+                exc,
+            )
             raise
-        return _summary(outcome)
+        countdown = ctx.config.task_retry_backoff_s * 2**task.request.retries
+        # The retry comes back after the countdown: keep the job's lease until then.
+        lease.hold_s = countdown + ctx.config.job_lease_s
+        raise task.retry(exc=exc, countdown=countdown) from exc
+    except Exception as exc:
+        _record_failure(ctx, job_id, exc, final=True)
+        log.exception("Job %d failed: %s", job_id, exc)
+        raise
+    worker.metrics.job_outcome("skipped" if outcome.skipped else "done")
+    return _summary(outcome)
 
 
 def _record_failure(ctx: WorkerContext, job_id: int, exc: BaseException, *, final: bool) -> None:
+    worker.metrics.job_outcome("failed" if final else "retry")
     try:
         with ctx.sessions() as session:
             db.jobs.fail_job(

@@ -212,6 +212,29 @@ class TrainConfig:
     )
     """Masked-autoencoder pretraining of the encoder on the training slices (``pretrain``)."""
     pretrain_mask_ratio: float = field(default=0.75, metadata=_cli("--pretrain-mask-ratio"))
+    init: Path | None = field(
+        default=None,
+        metadata=_cli(
+            "--init",
+            help="start from local weights: a checkpoint directory (e.g. from import-model) or "
+            "a timm state dict file (.safetensors, .pth, .bin)",
+        ),
+    )
+    """Initial weights; the head is re-initialised when its class count differs."""
+    layer_decay: float | None = field(
+        default=None,
+        metadata=_cli(
+            "--layer-decay",
+            help="layer-wise learning-rate decay, e.g. 0.75: each block from the top trains at "
+            "this factor of the one above",
+        ),
+    )
+    freeze_blocks: int = field(
+        default=0,
+        metadata=_cli(
+            "--freeze-blocks", help="freeze the patch embedding and the first N transformer blocks"
+        ),
+    )
 
     def as_json_dict(self) -> dict[str, Any]:
         """The config ready for JSON; the data folder relative to its data root.
@@ -222,6 +245,7 @@ class TrainConfig:
         values = asdict(self)
         values["data_dir"] = recorded_data_dir(self.data_dir)
         values["output_dir"] = str(self.output_dir)
+        values["init"] = Path(self.init).name if self.init is not None else None
         values["mean"] = list(self.mean)
         values["std"] = list(self.std)
         return values
@@ -346,6 +370,10 @@ def check_config(config: TrainConfig) -> None:
             "The bag objective needs 1 <= bag_top_k <= bag_size <= batch_size; got "
             f"{config.bag_top_k}, {config.bag_size} and {config.batch_size}."
         )
+    if config.layer_decay is not None and not 0.0 < config.layer_decay <= 1.0:
+        raise TrainingError(f"--layer-decay must be in (0, 1], got {config.layer_decay}.")
+    if config.freeze_blocks < 0:
+        raise TrainingError(f"--freeze-blocks must be 0 or more, got {config.freeze_blocks}.")
     if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
         raise TrainingError(
             f"Unknown early-stopping metric {config.early_stopping_metric!r}; "

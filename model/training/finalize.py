@@ -36,6 +36,8 @@ class Provenance:
     precision: str
     teacher: dict[str, Any] | None = None
     pretraining: dict[str, Any] | None = None
+    init: dict[str, Any] | None = None
+    """The initial weights' file name, sha256 and whether the head was re-initialised."""
 
 
 def finalize(
@@ -140,4 +142,6 @@ def _training_record(
         training["teacher"] = provenance.teacher
     if provenance.pretraining is not None:
         training["pretraining"] = provenance.pretraining
+    if provenance.init is not None:
+        training["init"] = provenance.init
     return training

@@ -7,6 +7,7 @@ device, steps the optimiser and the per-step schedule, and returns the epoch's m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,14 +37,17 @@ def batches(
 
 
 def optimiser(
-    parameters: Iterable[nn.Parameter],
+    parameters: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
     *,
     lr: float,
     weight_decay: float,
     warmup_steps: int,
     total_steps: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with linear warm-up and cosine decay (stepped once per batch)."""
+    """AdamW with linear warm-up and cosine decay (stepped once per batch).
+
+    ``parameters`` may be parameter groups; a group's own ``lr`` is its peak learning rate.
+    """
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
     return optimizer, scheduler

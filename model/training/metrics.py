@@ -156,6 +156,17 @@ def bootstrap_ci(
         values = binary_metrics(labels[chosen], scores[chosen], threshold)
         for name in METRIC_NAMES:
             samples[name].append(values[name])
+    return percentile_intervals(samples, confidence=confidence)
+
+
+def percentile_intervals(
+    samples: dict[str, list[float]], *, confidence: float
+) -> dict[str, tuple[float, float]]:
+    """Two-sided percentile intervals of each metric's resampled values, NaNs left out.
+
+    Returns:
+        ``{metric: (low, high)}``; NaN bounds where a metric has no finite value.
+    """
     tail = (1.0 - confidence) / 2.0 * 100.0
     intervals: dict[str, tuple[float, float]] = {}
     for name, values_list in samples.items():

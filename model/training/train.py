@@ -46,6 +46,12 @@ from model.training.data import (
 )
 from model.training.distill import distilled_step_loss, prepare_teacher
 from model.training.finalize import Provenance, finalize
+from model.training.finetune import (
+    freeze_blocks,
+    initial_network,
+    parameter_groups,
+    trainable_parameters,
+)
 from model.training.loop import StepLoss, batches, optimiser, train_epoch
 from model.training.pretrain import PRETRAINED_FILE, prepare_pretraining
 from model.training.scoring import predict, validation_aucs
@@ -87,6 +93,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     steps_per_epoch: int
+    init: dict[str, Any] | None = None
+    """The initial weights (``config.init``): file name, sha256, whether the head is new."""
 
     @property
     def output_dir(self) -> Path:
@@ -168,6 +176,7 @@ def train(
             precision=run.precision,
             teacher=teacher_summary,
             pretraining=pretrain_summary,
+            init=run.init,
         ),
     )
 
@@ -199,7 +208,19 @@ def _set_up(
     device = select_device(config.device)
     precision = resolve_precision(config.precision, device, bf16_vetted=True)
     seed_everything(config.seed)
-    network = build_network(spec).to(device)
+    init_record = None
+    if config.init is not None:
+        network, spec, init_record = initial_network(config, spec)
+    else:
+        network = build_network(spec)
+    network = network.to(device)
+    frozen = freeze_blocks(network, config.freeze_blocks)
+    if frozen:
+        logger.info(
+            "Froze %d parameter tensors; %d parameters train",
+            len(frozen),
+            trainable_parameters(network),
+        )
     train_set = SliceDataset(
         train_records,
         spec,
@@ -224,7 +245,7 @@ def _set_up(
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     optimizer, scheduler = optimiser(
-        network.parameters(),
+        parameter_groups(network, config) or network.parameters(),
         lr=config.lr,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_epochs * steps_per_epoch,
@@ -247,6 +268,7 @@ def _set_up(
         optimizer=optimizer,
         scheduler=scheduler,
         steps_per_epoch=steps_per_epoch,
+        init=init_record,
     )
 
 

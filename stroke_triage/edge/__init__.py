@@ -1,11 +1,15 @@
 """What the DICOM edge (listener) and the worker share, and nothing else of ours.
 
 The listener and the worker may import this package and no other part of ``stroke_triage``;
-it imports only the standard library, pydantic, pydicom and pynetdicom, so importing it never
-pulls in torch, the database or the CLI.
+it imports only the standard library and pydantic, so importing it never pulls in torch, the
+database, the CLI, or even pydicom and pynetdicom: the settings import it, and every command
+(``--help`` included) imports the settings. ``select_instances`` and ``SeriesSelection`` read
+pydicom datasets, so they are imported on first use.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from stroke_triage.edge.durable import PART_SUFFIX, write_atomic
 from stroke_triage.edge.network import (
@@ -22,6 +26,20 @@ from stroke_triage.edge.sop_classes import (
 )
 from stroke_triage.edge.task import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
 
+if TYPE_CHECKING:
+    from stroke_triage.edge.selection import SeriesSelection, select_instances
+
+_LAZY = {"SeriesSelection", "select_instances"}
+"""Names of stroke_triage.edge.selection (which imports pydicom), loaded on first access."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from stroke_triage.edge import selection
+
+        return getattr(selection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "AE_TITLE_MAX",
     "CLASSIFIABLE_SOP_CLASSES",
@@ -32,8 +50,10 @@ __all__ = [
     "AETitle",
     "PacsDestination",
     "ProcessSeriesArgs",
+    "SeriesSelection",
     "check_ae_title",
     "process_series_kwargs",
+    "select_instances",
     "set_tcp_nodelay",
     "write_atomic",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pynetdicom.events import Event
+
+if TYPE_CHECKING:  # only for the annotation: the settings import this module, not pynetdicom
+    from pynetdicom.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class PacsDestination(BaseModel):
     ae_title: AETitle = Field(description="The PACS's AE title (called AE).")
     host: str
     port: int = Field(ge=1, le=65535)
+    shadow: bool = Field(
+        False, description="Also receives reports in shadow mode (e.g. a test PACS)."
+    )
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import db.tokens
+from db.engine import create_engine_for, make_session_factory
+from stroke_triage.api.tokens import token_sha256
 from tests.helpers import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.slow
@@ -30,5 +33,17 @@ def test_make_demo_prints_a_verdict(tmp_path: Path) -> None:
     match = re.search(r"Structured Report: (\S+)", done.stdout)
     assert match, done.stdout
     assert Path(match.group(1)).is_file()
+    # The admin console: its URL and a read token, printed while it is up (the demo checks
+    # /health before printing), and how to serve its results again afterwards.
+    assert re.search(r"Dashboard \(up while the demo runs\): http://127\.0\.0\.1:\d+/", done.stdout)
+    token = re.search(r"Read token \(log in with it\): (\S+)", done.stdout)
+    assert token, done.stdout
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'demo' / 'data' / 'stroke-triage.db'}")
+    with make_session_factory(engine)() as session:
+        names = {t.name: t for t in db.tokens.list_tokens(session=session)}
+    engine.dispose()
+    assert str(names["demo"].scope) == "read"
+    assert names["demo"].token_sha256 == token_sha256(token.group(1))
+    assert "stroke-triage api" in done.stdout
     seconds = float(re.search(r"Finished in ([\d.]+) s", done.stdout).group(1))  # type: ignore[union-attr]
     print(f"demo took {seconds:.1f} s")

@@ -33,6 +33,7 @@ def start_listener_for_test(tmp_path: Path) -> Iterator[Callable[..., RunningLis
             "check_interval_s": 0.1,
             "min_free_disk_mb": 0.0,
             "min_slices": 3,
+            "processes": 1,
         }
         values.update(overrides)
         config = ListenerConfig(**values)

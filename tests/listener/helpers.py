@@ -179,3 +179,22 @@ def scu(calling_ae: str = "PYSCU") -> AE:
 def read_header(path: Path) -> pydicom.Dataset:
     """The header of a stored file."""
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def established_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds an established TCP connection on local ``port``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                return True
+    return False

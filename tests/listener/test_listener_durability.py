@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
@@ -22,6 +23,7 @@ from tests.listener.helpers import (
     ct_dataset,
     dcmtk,
     scu,
+    storescu,
     wait_until,
     write_series,
 )
@@ -167,3 +169,28 @@ def test_startup_records_files_that_missed_their_record(
     assert record_unrecorded(running.storage_dir, running.sessions) == 3
     assert record_unrecorded(running.storage_dir, running.sessions) == 0
     assert running.instance_count() == 3
+
+
+def test_durability_fsync_flushes_file_and_folder_and_os_does_not(
+    start_listener_for_test: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    real_fsync = os.fsync
+    flushed: list[int] = []
+
+    def counting_fsync(fd: int) -> None:
+        flushed.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    files = write_series(tmp_path / "s", 3)
+    for durability, expected in (("fsync", 6), ("os", 0)):
+        flushed.clear()
+        running = start_listener_for_test(durability=durability)
+        assert storescu(files, running.port).returncode == 0
+        # Every instance is stored whole either way (temporary file and rename).
+        assert running.instance_count() == 3
+        assert running.partial_files() == []
+        assert len(flushed) >= expected if expected else flushed == []
+        running.listener.stop()

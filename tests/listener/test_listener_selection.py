@@ -1,27 +1,52 @@
-"""Which series the listener hands to the classifier, decided from one header."""
+"""Which instances of a series are classified, decided from every header (issue 11, item 5).
+
+The listener and the worker share one function, ``stroke_triage.edge.select_instances``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from listener.selection import select_series
-from stroke_triage.edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
+from stroke_triage.edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, select_instances
+
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+SAGITTAL = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
 
 
-def _axial_head_ct() -> Dataset:
+def _slice(number: int = 1, orientation: list[float] | None = None) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = CT_IMAGE_STORAGE
     ds.Modality = "CT"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImageOrientationPatient = orientation or AXIAL
+    ds.ImagePositionPatient = [0, 0, 5.0 * number]
+    ds.Rows = ds.Columns = 64
     ds.BodyPartExamined = "HEAD"
     return ds
 
 
+def _axial(count: int) -> list[Dataset]:
+    return [_slice(number) for number in range(1, count + 1)]
+
+
+def _sagittal(count: int) -> list[Dataset]:
+    slices = []
+    for number in range(1, count + 1):
+        ds = _slice(number, SAGITTAL)
+        ds.ImagePositionPatient = [2.0 * number, 0, 0]
+        ds.ImageType = ["DERIVED", "SECONDARY", "REFORMATTED"]
+        slices.append(ds)
+    return slices
+
+
 def test_axial_head_ct_with_enough_slices_is_classified() -> None:
-    assert select_series(_axial_head_ct(), instance_count=28, min_slices=5).classify
+    selection = select_instances(_axial(28), min_slices=5)
+    assert selection.classify
+    assert selection.selected == tuple(range(28))
 
 
 @pytest.mark.parametrize(
@@ -30,27 +55,93 @@ def test_axial_head_ct_with_enough_slices_is_classified() -> None:
         ({"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, "localizer"),
         ({"SOPClassUID": SecondaryCaptureImageStorage}, "not a CT image"),
         ({"SOPClassUID": ENHANCED_CT_IMAGE_STORAGE}, "Enhanced CT"),
-        ({"ImageOrientationPatient": [0, 1, 0, 0, 0, -1]}, "not an axial"),
+        ({"ImageOrientationPatient": SAGITTAL}, "not an axial"),
         ({"BodyPartExamined": "CHEST", "StudyDescription": "CT THORAX"}, "not the head"),
         ({"Modality": "MR"}, "not CT"),
     ],
 )
 def test_other_series_are_skipped_with_a_reason(change: dict[str, object], reason: str) -> None:
-    header = _axial_head_ct()
-    for keyword, value in change.items():
-        setattr(header, keyword, value)
-    selection = select_series(header, instance_count=28, min_slices=5)
+    headers = _axial(28)
+    for header in headers:
+        for keyword, value in change.items():
+            setattr(header, keyword, value)
+    selection = select_instances(headers, min_slices=5)
     assert not selection.classify
     assert reason in selection.reason
+    assert selection.selected == ()
 
 
 def test_too_few_slices_are_skipped() -> None:
-    selection = select_series(_axial_head_ct(), instance_count=3, min_slices=5)
+    selection = select_instances(_axial(3), min_slices=5)
     assert not selection.classify
     assert "fewer than the 5" in selection.reason
 
 
 def test_tilted_gantry_still_counts_as_axial() -> None:
-    header = _axial_head_ct()
-    header.ImageOrientationPatient = [1, 0, 0, 0, 0.9483237, -0.3173047]  # GE, 18.5 degrees
-    assert select_series(header, instance_count=28, min_slices=5).classify
+    headers = _axial(28)
+    for header in headers:
+        header.ImageOrientationPatient = [1, 0, 0, 0, 0.9483237, -0.3173047]  # GE, 18.5 degrees
+    assert select_instances(headers, min_slices=5).classify
+
+
+Order = Callable[[list[Dataset], list[Dataset]], list[Dataset]]
+ORDERINGS: dict[str, Order] = {
+    "axial first": lambda axial, sagittal: axial + sagittal,
+    "sagittal first": lambda axial, sagittal: sagittal + axial,
+    "one sagittal first": lambda axial, sagittal: sagittal[:1] + axial + sagittal[1:],
+    "interleaved": lambda axial, sagittal: [
+        s for pair in zip(axial, sagittal, strict=True) for s in pair
+    ],
+}
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_axial_and_sagittal_mix_classifies_the_axial_slices_in_any_order(ordering: str) -> None:
+    axial, sagittal = _axial(12), _sagittal(12)
+    headers = ORDERINGS[ordering](axial, sagittal)
+    selection = select_instances(headers, min_slices=5)
+    assert selection.classify, selection.reason
+    assert sorted(id(headers[i]) for i in selection.selected) == sorted(map(id, axial))
+    assert "12 of 24" in selection.reason
+    assert "12 not an axial series" in selection.reason
+
+
+@pytest.mark.parametrize("chest_at", [0, 5, 11])
+def test_explicit_non_head_body_part_wins_over_a_head_description(chest_at: int) -> None:
+    headers = _axial(12)
+    for header in headers:
+        header.StudyDescription = "CT HEAD WITHOUT CONTRAST"
+        header.SeriesDescription = "HEAD 5mm"
+    headers[chest_at].BodyPartExamined = "CHEST"
+    selection = select_instances(headers, min_slices=5)
+    assert not selection.classify
+    assert "body part CHEST is not the head" in selection.reason
+
+
+def test_without_a_body_part_a_series_is_classified() -> None:
+    headers = _axial(12)
+    for header in headers:
+        del header.BodyPartExamined
+    assert select_instances(headers, min_slices=5).classify
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_axial_slices_that_are_not_one_stack_are_skipped(first: bool) -> None:
+    twice = _axial(12) + _axial(12)  # two reconstructions of the same positions
+    assert "share a position" in select_instances(twice, min_slices=5).reason
+    tilted = _axial(12)
+    odd = tilted[0 if first else -1]
+    odd.ImageOrientationPatient = [1, 0, 0, 0, 0.9483237, -0.3173047]
+    assert "different orientations" in select_instances(tilted, min_slices=5).reason
+    sizes = _axial(12)
+    sizes[0 if first else -1].Rows = 512
+    assert "different sizes" in select_instances(sizes, min_slices=5).reason
+
+
+def test_localizers_in_an_axial_series_are_left_out() -> None:
+    headers = _axial(10)
+    scout = _slice(0)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    selection = select_instances([scout, *headers], min_slices=5)
+    assert selection.classify
+    assert selection.selected == tuple(range(1, 11))

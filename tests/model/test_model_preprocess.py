@@ -176,9 +176,17 @@ def test_rescale_and_padding_range() -> None:
     assert np.array_equal(hu, expected)
 
 
-def test_slope_defaults_and_scaling() -> None:
+def test_missing_rescale_is_refused_and_scaling() -> None:
     pixels = np.array([[-1000, 20], [40, 500]], dtype=np.int16)
-    assert np.array_equal(dataset_to_hu(_tiny_ct(pixels)), pixels.astype(np.float32))
+    # Both are Type 1 in the CT Image module: raw values are never read as HU (issue 11).
+    with pytest.raises(PreprocessError, match="RescaleSlope"):
+        dataset_to_hu(_tiny_ct(pixels))
+    with pytest.raises(PreprocessError, match="RescaleIntercept"):
+        dataset_to_hu(_tiny_ct(pixels, RescaleSlope=1))
+    with pytest.raises(PreprocessError, match="Slope of 0"):
+        dataset_to_hu(_tiny_ct(pixels, RescaleSlope=0, RescaleIntercept=0))
+    unit = dataset_to_hu(_tiny_ct(pixels, RescaleSlope=1, RescaleIntercept=0))
+    assert np.array_equal(unit, pixels.astype(np.float32))
     scaled = dataset_to_hu(_tiny_ct(pixels, RescaleSlope=2, RescaleIntercept=-10))
     assert np.array_equal(scaled, np.array([[-1024, 30], [70, 990]], dtype=np.float32))
 

@@ -1,0 +1,52 @@
+"""The audit log: one row per admin action (who, what, on what, when, and the result).
+
+Every function takes the caller's ``session``, flushes, and never commits.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db._query import utc
+from db.models import AuditEntry
+
+
+def record_action(
+    *,
+    session: Session,
+    actor: str,
+    action: str,
+    target: str,
+    result: str,
+    detail: str | None = None,
+    now: datetime | None = None,
+) -> AuditEntry:
+    """Append one admin action to the audit log.
+
+    Args:
+        session: Database session.
+        actor: Who acted (the API token's name, or ``cli:<user>``).
+        action: What was done, e.g. ``job.requeue``.
+        target: On what, e.g. ``job 12``.
+        result: ``ok``, ``refused`` or ``error``.
+        detail: A sentence on the outcome (no patient data).
+        now: Current time.
+    """
+    entry = AuditEntry(
+        at=utc(now), actor=actor, action=action, target=target, result=result, detail=detail
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def list_actions(*, session: Session, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
+    """Return audit entries, newest first."""
+    statement = (
+        select(AuditEntry)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.execute(statement).scalars())

@@ -1,0 +1,92 @@
+"""Challenger results: a second model's verdict on a series, stored beside the live result.
+
+Every function takes the caller's ``session``, flushes, and never commits. A challenger result
+never supersedes anything and is never exported.
+"""
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db._query import insert, utc
+from db.jobs import get_job
+from db.models import ChallengerResult
+
+logger = logging.getLogger(__name__)
+
+
+def find_challenger_result(
+    *, session: Session, job_id: int, input_fingerprint: str, model_sha256: str
+) -> int | None:
+    """Id of the challenger result of the job's series for these instances and model, or None.
+
+    Raises:
+        NotFoundError: No such job.
+    """
+    job = get_job(session=session, job_id=job_id)
+    return session.execute(
+        select(ChallengerResult.id).where(
+            ChallengerResult.series_id == job.series_id,
+            ChallengerResult.input_fingerprint == input_fingerprint,
+            ChallengerResult.model_sha256 == model_sha256,
+        )
+    ).scalar_one_or_none()
+
+
+def record_challenger_result(
+    *,
+    session: Session,
+    job_id: int,
+    probability: float,
+    suspected: bool,
+    threshold: float,
+    model_name: str,
+    model_version: str,
+    model_sha256: str,
+    input_fingerprint: str,
+    precision: str,
+    device: str,
+    now: datetime | None = None,
+) -> int:
+    """Store a challenger's verdict once per (series, instances, model); return its id.
+
+    Raises:
+        NotFoundError: No such job.
+    """
+    job = get_job(session=session, job_id=job_id)
+    session.execute(
+        insert(session, ChallengerResult)
+        .values(
+            job_id=job.id,
+            series_id=job.series_id,
+            probability=probability,
+            suspected=suspected,
+            threshold=threshold,
+            model_name=model_name,
+            model_version=model_version,
+            model_sha256=model_sha256,
+            input_fingerprint=input_fingerprint,
+            precision=precision,
+            device=device,
+            created_at=utc(now),
+        )
+        .on_conflict_do_nothing()
+    )
+    session.flush()
+    found = find_challenger_result(
+        session=session,
+        job_id=job_id,
+        input_fingerprint=input_fingerprint,
+        model_sha256=model_sha256,
+    )
+    assert found is not None, "the challenger result was just inserted"
+    logger.info(
+        "Challenger result %s stored for job %s (model %s, p=%.3f)",
+        found,
+        job_id,
+        model_version,
+        probability,
+    )
+    return found

@@ -1,0 +1,204 @@
+"""Extra receiving processes that share the listener's port, restarted when one dies.
+
+The listener's own process receives too and is the one that supervises; each child runs its
+own pynetdicom server (bound with ``SO_REUSEPORT``, so the kernel spreads associations across
+processes), its own recorder and nothing else. Completion, the reconciler and recovery stay
+with the leader (:mod:`listener.leader`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
+
+log = logging.getLogger(__name__)
+
+#: Modules the fork server imports once, so that a (re)started receiver is ready in
+#: milliseconds instead of importing pynetdicom and SQLAlchemy again.
+PRELOAD = ["listener.server"]
+#: How long a new receiving process may take to bind the port.
+START_TIMEOUT_S = 60.0
+#: How long a receiving process may take to commit its queued records when stopped.
+STOP_TIMEOUT_S = 15.0
+#: Asks a receiving process to commit its queued records and answer when done: it receives
+#: ``(FLUSH, number)`` and answers ``(number, committed)`` (see ReceiverGroup.flush()).
+FLUSH = "flush"
+
+
+class ReceiverStartError(RuntimeError):
+    """A receiving process did not start; the message says why."""
+
+
+@dataclass
+class _Child:
+    process: BaseProcess
+    connection: Connection
+
+
+class ReceiverGroup:
+    """``count`` child processes running ``target(*args, connection)``, kept alive.
+
+    ``target`` must send one message on its connection once it serves; answer each
+    :data:`FLUSH` once its queued records are committed; and return when it receives anything
+    else (or the connection closes because this process died).
+    """
+
+    def __init__(
+        self,
+        *,
+        count: int,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        on_death: Callable[[int], object],
+    ) -> None:
+        """Prepare the group; ``on_death(pid)`` runs in this process after a child dies."""
+        self._count = count
+        self._target = target
+        self._args = args
+        self._on_death = on_death
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(PRELOAD)
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._talk = threading.Lock()  # one conversation at a time on the connections
+        self._flushes = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start every child and wait until each serves, then watch them.
+
+        Raises:
+            ReceiverStartError: A child died or did not answer in time.
+        """
+        for _ in range(self._count):
+            self._children.append(self._spawn())
+        self._watcher = threading.Thread(target=self._watch, name="receiver-watch", daemon=True)
+        self._watcher.start()
+
+    def pids(self) -> list[int]:
+        """The process ids of the live children."""
+        with self._lock:
+            return [c.process.pid for c in self._children if c.process.pid is not None]
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every child has committed the records it queued before this call.
+
+        A child that dies meanwhile counts as flushed: its files are recorded by ``on_death``.
+
+        Returns:
+            False if a child did not answer within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._talk:
+            with self._lock:
+                children = list(self._children)
+            self._flushes += 1
+            request = (FLUSH, self._flushes)
+            asked = []
+            for child in children:
+                with contextlib.suppress(OSError, ValueError):
+                    child.connection.send(request)
+                    asked.append(child)
+            flushed = True
+            for child in asked:
+                try:
+                    flushed = self._flushed(child, self._flushes, deadline) and flushed
+                except (EOFError, OSError, ValueError):
+                    continue
+        if not flushed:
+            log.warning("A receiving process did not commit its records within %.0f s", timeout_s)
+        return flushed
+
+    @staticmethod
+    def _flushed(child: _Child, number: int, deadline: float) -> bool:
+        # Answers to earlier requests that timed out may come first: skip them.
+        while child.connection.poll(max(0.0, deadline - time.monotonic())):
+            answered, committed = child.connection.recv()
+            if answered == number:
+                return bool(committed)
+        return False
+
+    def stop(self) -> None:
+        """Ask every child to stop (they commit their queued records), then reap them."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        with self._lock:
+            children = list(self._children)
+        with self._talk:
+            for child in children:
+                with contextlib.suppress(OSError, ValueError):
+                    child.connection.send(("stop", 0))
+        for child in children:
+            child.process.join(STOP_TIMEOUT_S)
+            if child.process.is_alive():
+                log.warning("Receiving process %s did not stop; killing it", child.process.pid)
+                child.process.kill()
+                child.process.join(5.0)
+            child.connection.close()
+
+    def _spawn(self) -> _Child:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=self._target, args=(*self._args, theirs), name="dicom-receiver", daemon=True
+        )
+        process.start()
+        theirs.close()
+        if not ours.poll(START_TIMEOUT_S):
+            process.kill()
+            raise ReceiverStartError(
+                f"Receiving process {process.pid} did not start within {START_TIMEOUT_S:.0f} s."
+            )
+        try:
+            ours.recv()
+        except EOFError:
+            process.join(5.0)
+            raise ReceiverStartError(
+                f"Receiving process {process.pid} exited at start-up "
+                f"(exit code {process.exitcode}); see its log."
+            ) from None
+        log.info("Receiving process %s serves", process.pid)
+        return _Child(process=process, connection=ours)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                sentinels = {c.process.sentinel: c for c in self._children}
+            ready = wait(list(sentinels), timeout=0.5)
+            if self._stopping.is_set():
+                return
+            for sentinel in ready:
+                dead = sentinels[cast(int, sentinel)]
+                dead.process.join()
+                with self._talk:
+                    dead.connection.close()
+                pid = dead.process.pid
+                log.error(
+                    "Receiving process %s died (exit code %s); restarting it",
+                    pid,
+                    dead.process.exitcode,
+                )
+                try:
+                    if pid is not None:
+                        self._on_death(pid)
+                except Exception:  # recovery must not stop the restart
+                    log.exception("Recovery after receiving process %s failed", pid)
+                try:
+                    child = self._spawn()
+                except ReceiverStartError as exc:
+                    log.error("%s Retrying.", exc)
+                    continue
+                with self._lock:
+                    self._children.remove(dead)
+                    self._children.append(child)
+                    self.restarts += 1

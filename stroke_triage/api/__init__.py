@@ -1,0 +1,1 @@
+"""The admin console: a REST API, a server-rendered dashboard and /metrics (never imports torch)."""

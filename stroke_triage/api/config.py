@@ -1,0 +1,28 @@
+"""The admin console's own typed settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ApiConfig(BaseModel):
+    """Where the admin console listens and how it behaves."""
+
+    enabled: bool = Field(True, description="`stroke-triage up` also serves the admin console.")
+    host: str = Field("127.0.0.1", description="Address the admin console binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port of the admin console.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty turns CORS off."
+    )
+    session_secret: str | None = Field(
+        None,
+        description="Key that signs dashboard cookies; default: a random key per process "
+        "(logins end when it restarts).",
+    )
+    suspected_window_h: float = Field(
+        6.0, gt=0, description="Suspected series this recent stay on top of the worklist."
+    )
+    refresh_s: int = Field(15, ge=0, description="Worklist auto-refresh period; 0: off.")
+    broker_timeout_s: float = Field(
+        1.0, gt=0, description="How long /ready waits for the broker before calling it down."
+    )

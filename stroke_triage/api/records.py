@@ -1,0 +1,83 @@
+"""The results as flat records: one builder for `GET /api/results` and `stroke-triage results`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+import db.overview
+from db.engine import Session
+from db.overview import Filters, SeriesRow
+
+#: Columns of a results record, in order (also the CSV header).
+RESULT_FIELDS = (
+    "last_received_at",
+    "study_instance_uid",
+    "series_instance_uid",
+    "calling_ae_title",
+    "instances",
+    "probability",
+    "verdict",
+    "threshold",
+    "model_name",
+    "model_version",
+    "series_status",
+    "job_status",
+    "export_status",
+    "latency_s",
+)
+
+Record = dict[str, str | int | float | None]
+
+
+def verdict(row: SeriesRow) -> str:
+    """``suspected``, ``not suspected`` or ``none`` (no result yet)."""
+    if row.suspected is None:
+        return "none"
+    return "suspected" if row.suspected else "not suspected"
+
+
+def result_record(row: SeriesRow) -> Record:
+    """One result as a flat, JSON-ready record."""
+    return {
+        "last_received_at": row.last_received_at.isoformat(),
+        "study_instance_uid": row.study_instance_uid,
+        "series_instance_uid": row.series_instance_uid,
+        "calling_ae_title": row.calling_ae_title,
+        "instances": row.instance_count,
+        "probability": None if row.probability is None else round(row.probability, 4),
+        "verdict": verdict(row),
+        "threshold": row.threshold,
+        "model_name": row.model_name,
+        "model_version": row.model_version,
+        "series_status": str(row.status),
+        "job_status": None if row.job_status is None else str(row.job_status),
+        "export_status": None if row.export_status is None else str(row.export_status),
+        "latency_s": None if row.latency_s is None else round(row.latency_s, 3),
+    }
+
+
+def result_records(
+    *, session: Session, filters: Filters | None = None, limit: int = 50, offset: int = 0
+) -> list[Record]:
+    """The current results, newest first, as records (the API and the CLI both use this)."""
+    wanted = replace(filters or Filters(), with_result=True)
+    rows = db.overview.list_series(session=session, filters=wanted, limit=limit, offset=offset)
+    return [result_record(row) for row in rows]
+
+
+def to_csv(records: Sequence[Record]) -> str:
+    """Records as CSV text with a header line."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def to_json(records: Sequence[Record]) -> str:
+    """Records as a JSON array."""
+    return json.dumps(list(records), indent=2)

@@ -1,0 +1,85 @@
+"""`stroke-triage outcomes import FILE.csv`: the radiologists' ground truth per study.
+
+The file has a key column (``study_instance_uid`` or ``accession_number``) and a ``label``
+column (stroke / normal, 1 / 0, true / false). Accession numbers are hashed before they are
+stored. Importing the same file again changes nothing; a changed label is recorded with its time.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import db.outcomes
+from db.engine import create_engine_for, make_session_factory, migrate
+from db.enums import OutcomeKey
+from stroke_triage.site_validation import LABEL_COLUMN, SiteValidationError, parse_label
+
+log = logging.getLogger(__name__)
+
+OUTCOME_KEY_COLUMNS = ("study_instance_uid", "accession_number")
+
+
+def read_outcomes(path: Path) -> tuple[list[db.outcomes.OutcomeRecord], list[str]]:
+    """Parse an outcomes file; rows with an unknown label or no key are listed, not stored.
+
+    Raises:
+        SiteValidationError: The file is missing or lacks a key or label column.
+    """
+    if not path.is_file():
+        raise SiteValidationError(f"The outcomes file {path} does not exist.")
+    records: list[db.outcomes.OutcomeRecord] = []
+    problems: list[str] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
+        keys = [c for c in OUTCOME_KEY_COLUMNS if c in columns]
+        if not keys or LABEL_COLUMN not in columns:
+            raise SiteValidationError(
+                f"The outcomes file {path} needs a key column ({' or '.join(OUTCOME_KEY_COLUMNS)})"
+                f" and a '{LABEL_COLUMN}' column; it has {', '.join(columns) or 'no columns'}."
+            )
+        for line, row in enumerate(reader, start=2):
+            raw = (row.get(LABEL_COLUMN) or "").strip()
+            stroke = parse_label(raw)
+            if stroke is None:
+                problems.append(f"line {line}: label {raw!r} is not recognised; row ignored")
+                continue
+            study = (row.get("study_instance_uid") or "").strip()
+            accession = (row.get("accession_number") or "").strip()
+            if study:
+                records.append(db.outcomes.OutcomeRecord(OutcomeKey.STUDY, study, stroke))
+            elif accession:
+                hashed = db.outcomes.accession_sha256(accession)
+                records.append(db.outcomes.OutcomeRecord(OutcomeKey.ACCESSION, hashed, stroke))
+            else:
+                problems.append(f"line {line}: no study UID or accession number; row ignored")
+    return records, problems
+
+
+def import_outcomes_file(
+    path: Path, *, database_url: str
+) -> tuple[db.outcomes.OutcomeImport, list[str]]:
+    """Read the file and store its outcomes in one transaction."""
+    records, problems = read_outcomes(path)
+    engine = create_engine_for(database_url)
+    try:
+        migrate(engine)
+        sessions = make_session_factory(engine)
+        with sessions() as session:
+            result = db.outcomes.import_outcomes(session=session, records=records, source=path.name)
+            session.commit()
+    finally:
+        engine.dispose()
+    return result, problems
+
+
+def run_outcomes_import(path: Path, *, database_url: str) -> int:
+    """`stroke-triage outcomes import`: store the file and print what changed."""
+    result, problems = import_outcomes_file(path, database_url=database_url)
+    for problem in problems:
+        print(f"{path.name}: {problem}")
+    print(f"Outcomes: {result.added} new, {result.changed} changed, {result.unchanged} unchanged.")
+    return 0

@@ -1,0 +1,64 @@
+"""The effective settings, as `stroke-triage settings` prints them: secrets masked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+from stroke_triage.settings import ENV_PREFIX, Settings
+
+MASK = "***"
+#: A setting whose name says it holds a secret is never printed.
+SECRET_NAME = re.compile(r"password|secret|token|api_key|private", re.IGNORECASE)
+#: The password in a URL such as ``postgresql+psycopg://user:password@host/db``.
+URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+@", re.IGNORECASE)
+
+
+def mask_secrets(name: str, value: Any) -> Any:
+    """``value`` with any secret in it replaced by ``***`` (recursing into lists and maps)."""
+    if value is None:
+        return None
+    if isinstance(value, SecretStr | SecretBytes) or SECRET_NAME.search(name):
+        return MASK
+    if isinstance(value, str):
+        return URL_PASSWORD.sub(rf"\g<head>{MASK}@", value)
+    if isinstance(value, BaseModel):
+        return {key: mask_secrets(key, getattr(value, key)) for key in type(value).model_fields}
+    if isinstance(value, dict):
+        return {key: mask_secrets(str(key), item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(name, item) for item in value]
+    return value
+
+
+def _rows(model: BaseModel, prefix: str) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        variable = f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            rows += _rows(value, f"{variable}__")
+        else:
+            rows.append((variable, mask_secrets(name, value)))
+    return rows
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str | Path):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
+def effective_settings(settings: Settings) -> str:
+    """One ``VARIABLE=value`` line per setting, as this process resolved them, secrets masked.
+
+    The resolved database and broker URLs (their defaults under the data folder) come last.
+    """
+    rows = _rows(settings, ENV_PREFIX)
+    rows.append(("# resolved database", mask_secrets("", settings.resolved_database_url)))
+    rows.append(("# resolved broker", mask_secrets("", settings.resolved_broker_url)))
+    return "\n".join(f"{variable}={_text(value)}" for variable, value in rows)

@@ -1,0 +1,128 @@
+"""db.tokens, db.audit and db.overview on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import db.audit
+import db.overview
+import db.tokens
+from db.engine import SessionFactory
+from db.enums import ExportStatus, JobStatus, SeriesStatus, TokenScope
+from db.errors import NotFoundError
+from tests.api.seed import T0, seed
+
+
+def test_tokens_store_hash_and_revoke(factory: SessionFactory) -> None:
+    with factory() as session:
+        db.tokens.create_token(
+            session=session, name="ops", scope=TokenScope.ADMIN, token_sha256="1" * 64
+        )
+        session.commit()
+    with factory() as session:
+        with pytest.raises(db.tokens.TokenNameTakenError):
+            db.tokens.create_token(
+                session=session, name="ops", scope=TokenScope.READ, token_sha256="2" * 64
+            )
+        session.rollback()
+        found = db.tokens.find_active_token(session=session, token_sha256="1" * 64)
+        assert found is not None and found.scope is TokenScope.ADMIN
+        assert db.tokens.find_active_token(session=session, token_sha256="3" * 64) is None
+        db.tokens.revoke_token(session=session, name="ops")
+        session.commit()
+        assert db.tokens.find_active_token(session=session, token_sha256="1" * 64) is None
+        assert [t.name for t in db.tokens.list_tokens(session=session)] == ["ops"]
+        with pytest.raises(NotFoundError):
+            db.tokens.revoke_token(session=session, name="nobody")
+
+
+def test_audit_newest_first(factory: SessionFactory) -> None:
+    with factory() as session:
+        for n in range(3):
+            db.audit.record_action(
+                session=session,
+                actor="ops",
+                action="job.requeue",
+                target=f"job {n}",
+                result="ok",
+                now=T0 + timedelta(minutes=n),
+            )
+        session.commit()
+        entries = db.audit.list_actions(session=session, limit=2)
+    assert [e.target for e in entries] == ["job 2", "job 1"]
+    assert entries[0].at == T0 + timedelta(minutes=2)
+
+
+def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
+    seeded = seed(factory)
+    with factory() as session:
+        rows = db.overview.list_series(session=session)
+        assert [r.series_instance_uid for r in rows] == [
+            seeded.skipped_series,
+            seeded.failed_series,
+            seeded.done_series,
+        ]
+        done = rows[2]
+        assert done.suspected is True and done.probability == pytest.approx(0.91)
+        assert done.job_status is JobStatus.DONE and done.export_status is ExportStatus.SENT
+        assert done.latency_s == pytest.approx(10.0)  # last instance at +2 s, exported at +12 s
+        assert rows[1].job_status is JobStatus.FAILED and rows[1].probability is None
+        assert rows[0].status is SeriesStatus.SKIPPED and rows[0].skip_reason == "too few slices"
+
+        def uids(filters: db.overview.Filters) -> list[str]:
+            return [
+                r.series_instance_uid
+                for r in db.overview.list_series(session=session, filters=filters)
+            ]
+
+        F = db.overview.Filters  # noqa: N806
+        assert uids(F(suspected=True)) == [seeded.done_series]
+        assert uids(F(suspected=False)) == []
+        assert uids(F(calling_ae_title="SCANNER2")) == [seeded.failed_series]
+        assert uids(F(series_status=SeriesStatus.SKIPPED)) == [seeded.skipped_series]
+        assert uids(F(model_version="1.0.0")) == [seeded.done_series]
+        assert uids(F(with_result=True)) == [seeded.done_series]
+        assert uids(F(since=T0 + timedelta(seconds=30))) == [
+            seeded.skipped_series,
+            seeded.failed_series,
+        ]
+        assert uids(F(until=T0 + timedelta(seconds=30))) == [seeded.done_series]
+        page = db.overview.list_series(session=session, limit=1, offset=1)
+        assert [r.series_instance_uid for r in page] == [seeded.failed_series]
+
+        urgent = db.overview.worklist(
+            session=session, suspected_within=timedelta(hours=6), now=T0 + timedelta(hours=1)
+        )
+        assert urgent[0].series_instance_uid == seeded.done_series
+        stale = db.overview.worklist(
+            session=session, suspected_within=timedelta(hours=6), now=T0 + timedelta(days=1)
+        )
+        assert stale[0].series_instance_uid == seeded.skipped_series
+
+        detail = db.overview.series_detail(session=session, series_instance_uid=seeded.done_series)
+        assert [s.rank for s in sorted(detail.slice_scores, key=lambda s: s.sop_instance_uid)] == [
+            3,
+            1,
+            2,
+        ]
+        assert {e.status for e in detail.exports} == {ExportStatus.SENT, ExportStatus.DEAD}
+        assert [s.name for s in detail.stages][:3] == ["received", "last instance", "completed"]
+        assert len(detail.instance_paths) == 3
+        with pytest.raises(NotFoundError):
+            db.overview.series_detail(session=session, series_instance_uid="9.9")
+
+        failed = db.overview.list_jobs(session=session, filters=F(job_status=JobStatus.FAILED))
+        assert [j.id for j in failed] == [seeded.failed_job]
+        dead = db.overview.list_exports(session=session, filters=F(export_status=ExportStatus.DEAD))
+        assert [e.id for e in dead] == [seeded.dead_export]
+
+        stats = db.overview.stats(
+            session=session, since=T0 - timedelta(days=1), now=T0 + timedelta(hours=1)
+        )
+        assert stats.series_per_day == [("2026-02-28", 0), ("2026-03-01", 3)]
+        assert stats.results == 1 and stats.suspected == 1 and stats.suspected_share == 1.0
+        assert stats.latency_p50_s == pytest.approx(10.0)
+        assert stats.failed_jobs == 1 and stats.dead_exports == 1
+        assert stats.skipped_by_reason == {"too few slices": 1}

@@ -1,0 +1,199 @@
+"""Several receiving processes on one port: nothing lost, one leader, a crash survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from prometheus_client import CollectorRegistry
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+import listener.metrics
+from db.models import Instance, Job, Series
+from listener.status import StoreStatus
+from tests.listener.helpers import (
+    DCMTK_ENV,
+    LISTENER_AE,
+    RunningListener,
+    ct_dataset,
+    dcmtk,
+    established_on,
+    scu,
+    wait_until,
+    write_series,
+)
+
+Start = Callable[..., RunningListener]
+
+
+def _send_all(port: int, series: list[list[Path]]) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [
+                dcmtk("storescu"),
+                "-v",
+                *("-aet", f"CT{i}", "-aec", LISTENER_AE, "127.0.0.1", str(port)),
+                *map(str, files),
+            ],
+            env=DCMTK_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i, files in enumerate(series)
+    ]
+
+
+def _db_count(running: RunningListener) -> int:
+    with running.sessions() as session:
+        return int(session.execute(select(func.count(Instance.id))).scalar_one())
+
+
+def _answered_success(output: str, files: list[Path]) -> set[str]:
+    """SOP Instance UIDs of the files storescu -v saw answered with Success."""
+    uids = {str(p): str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    answered, current = set(), None
+    for line in output.splitlines():
+        if "Sending file: " in line:
+            current = line.split("Sending file: ", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current is not None:
+            answered.add(uids[current])
+            current = None
+    return answered
+
+
+def test_two_processes_share_the_port_and_lose_nothing(
+    start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    running = start_listener_for_test(processes=2)
+    assert running.listener.receivers is not None
+    assert len(running.listener.receivers.pids()) == 1
+    study = generate_uid()
+    series = [write_series(tmp_path / f"s{i}", 200, study_uid=study) for i in range(4)]
+    for process in _send_all(running.port, series):
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output.decode()[-2000:]
+
+    # The child's recorder commits on its own; wait for it as the leader would.
+    wait_until(lambda: _db_count(running) == 800, timeout_s=30)
+    assert len(running.stored_files()) == 800
+    assert running.partial_files() == []
+    with running.sessions() as session:
+        counts = session.execute(select(Series.instance_count)).scalars().all()
+    assert sorted(counts) == [200, 200, 200, 200]
+
+
+def test_one_leader_per_data_folder_and_a_standby_takes_over(
+    start_listener_for_test: Start,
+) -> None:
+    first = start_listener_for_test()
+    second = start_listener_for_test()  # same storage folder and database
+    assert first.listener.is_leader
+    assert not second.listener.is_leader
+    assert second.listener.monitor._thread is None  # no completion in the standby
+    first.listener.stop()
+    wait_until(lambda: second.listener.is_leader, timeout_s=10)
+    assert second.listener.monitor._thread is not None
+
+
+def test_killed_receiver_loses_no_answered_instance_and_series_completes_once(
+    start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    running = start_listener_for_test(processes=2)
+    receivers = running.listener.receivers
+    assert receivers is not None
+    (child,) = receivers.pids()
+    # The kernel spreads associations by a hash of their addresses: all four land on the
+    # parent one time in sixteen. Send rounds of four series until one round reaches the child
+    # while it receives, then kill the child mid-association.
+    earlier: list[list[Path]] = []
+    for attempt in range(6):
+        series = [write_series(tmp_path / f"r{attempt}s{i}", 150) for i in range(4)]
+        senders = _send_all(running.port, series)
+        while not (established_on(child, running.port) and len(running.stored_files()) >= 40):
+            if all(s.poll() is not None for s in senders):
+                break
+            time.sleep(0.02)
+        else:
+            break
+        for sender in senders:
+            output = sender.communicate(timeout=300)[0].decode()
+            assert sender.returncode == 0, output[-2000:]
+        earlier.extend(series)
+    else:
+        pytest.fail("no round of four associations reached the child in 6 tries")
+    os.kill(child, signal.SIGKILL)
+    outputs = [s.communicate(timeout=300)[0].decode() for s in senders]
+    assert any(s.returncode != 0 for s in senders), "no association was cut by the kill"
+
+    wait_until(lambda: receivers.restarts == 1, timeout_s=30)
+    assert child not in receivers.pids()
+    answered = set().union(*(_answered_success(o, f) for o, f in zip(outputs, series, strict=True)))
+    stored = {p.stem for p in running.stored_files()}
+    assert answered <= stored
+    with running.sessions() as session:
+        recorded = set(session.execute(select(Instance.sop_instance_uid)).scalars())
+    assert answered <= recorded
+    assert running.partial_files() == []
+
+    # The sender retries what failed; the series then complete, each exactly once.
+    for sender, files in zip(senders, series, strict=True):
+        if sender.returncode != 0:
+            (retry,) = _send_all(running.port, [files])
+            output, _ = retry.communicate(timeout=300)
+            assert retry.returncode == 0, output.decode()[-2000:]
+    total = len(earlier) + len(series)
+    wait_until(lambda: _db_count(running) == 150 * total, timeout_s=30)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    running.listener.monitor.judge_quiet_series(now=later)
+    running.listener.monitor.judge_quiet_series(now=later + timedelta(hours=1))
+    with running.sessions() as session:
+        jobs = session.execute(select(Job.series_id, Job.instance_count)).all()
+        counts = session.execute(select(Series.instance_count)).scalars().all()
+    assert sorted(counts) == [150] * total
+    assert len(jobs) == total
+    assert len({series_id for series_id, _ in jobs}) == total
+    assert all(count == 150 for _, count in jobs)
+
+
+def _received(registry: CollectorRegistry) -> float:
+    value = registry.get_sample_value(
+        "stroke_triage_listener_instances_received_total", {"status": "success"}
+    )
+    return value or 0.0
+
+
+def test_the_metrics_port_counts_what_a_child_received(start_listener_for_test: Start) -> None:
+    running = start_listener_for_test(processes=2)
+    assert running.listener.receivers is not None
+    (child,) = running.listener.receivers.pids()
+    before_served = _received(listener.metrics.serving_registry(listener.metrics.REGISTRY))
+    before_own = _received(listener.metrics.REGISTRY)
+    for _ in range(40):  # until the kernel gives the child an association
+        assoc = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
+        assert assoc.is_established
+        if established_on(child, running.port):
+            break
+        assoc.release()
+    else:
+        pytest.fail("no association landed on the child in 40 tries")
+    study, series_uid = generate_uid(), generate_uid()
+    for number in (1, 2, 3):
+        dataset = ct_dataset(study_uid=study, series_uid=series_uid, number=number)
+        assert assoc.send_c_store(dataset).Status == StoreStatus.SUCCESS
+    assoc.release()
+
+    # Stored by the child only: this process's own samples did not move, the served ones did.
+    assert _received(listener.metrics.REGISTRY) == before_own
+    served = listener.metrics.serving_registry(listener.metrics.REGISTRY)
+    assert _received(served) == before_served + 3
+    assert "stroke_triage_listener_store_seconds_count" in {
+        sample.name for family in served.collect() for sample in family.samples
+    }

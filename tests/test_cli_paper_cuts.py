@@ -1,0 +1,137 @@
+"""Operator paper cuts (issue 11): retry-export without a target, dead exports, demo errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import db.engine
+import db.exports
+import db.jobs
+import db.receiving
+import db.results
+from db.enums import ExportKind, JobStatus
+from stroke_triage.demo import DemoError, _wait_for_listener
+from tests.helpers import free_port, run_cli
+
+STUDY = "1.2.826.0.1.3680043.10.43"
+SERIES = f"{STUDY}.1"
+
+
+@pytest.fixture
+def dead_export(tmp_path: Path) -> tuple[dict[str, str], int]:
+    """A database whose only job has a result and an export that gave up; its env and job id."""
+    url = f"sqlite:///{tmp_path / 'data' / 'triage.db'}"
+    env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"), "STROKE_TRIAGE_DATABASE_URL": url}
+    (tmp_path / "data").mkdir()
+    engine = db.engine.create_engine_for(url)
+    db.engine.migrate(engine)
+    with db.engine.make_session_factory(engine)() as session:
+        db.receiving.record_instances(
+            session=session,
+            study_instance_uid=STUDY,
+            series_instance_uid=SERIES,
+            modality="CT",
+            series_description="HEAD",
+            calling_ae_title="SCANNER",
+            instances=[
+                db.receiving.InstanceRecord(
+                    sop_instance_uid=f"{SERIES}.1",
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                    path="1.dcm",
+                    transfer_syntax_uid="1.2.840.10008.1.2.1",
+                    size_bytes=1000,
+                    received_at=datetime.now(UTC),
+                )
+            ],
+        )
+        job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
+        db.jobs.start_job(session=session, job_id=job.id, worker="test")
+        result = db.results.record_result(
+            session=session,
+            job_id=job.id,
+            probability=0.9,
+            suspected=True,
+            threshold=0.5,
+            model_name="tiny",
+            model_version="0",
+            model_sha256="0" * 64,
+            input_fingerprint="f" * 64,
+            precision="fp32",
+            device="cpu",
+            slice_scores=[(f"{SERIES}.1", 0.9)],
+        )
+        export = db.exports.ensure_export(
+            session=session,
+            result_id=result.id,
+            kind=ExportKind.SR,
+            destination="PACS@127.0.0.1:104",
+            sop_instance_uid=f"{STUDY}.9.1",
+            path="reports/sr.dcm",
+        )
+        db.exports.mark_export_failed(
+            session=session,
+            export_id=export.id,
+            error="Association rejected by PACS",
+            max_attempts=1,
+            backoff_s=60,
+        )
+        session.commit()
+        job_id = int(job.id)
+    engine.dispose()
+    return env, job_id
+
+
+def _job_ids(stdout: str) -> set[int]:
+    lines = stdout.strip().splitlines()
+    return {int(line.split()[0]) for line in lines[2:]} if len(lines) > 2 else set()
+
+
+def test_retry_export_without_a_target_is_an_error_that_says_what_to_type(
+    dead_export: tuple[dict[str, str], int],
+) -> None:
+    env, _ = dead_export
+    done = run_cli(["retry-export"], env)
+    assert done.returncode == 2, done.stdout
+    assert "--all-dead" in done.stderr
+    assert "retry-export EXPORT" in done.stderr
+    assert "back in the outbox" not in done.stdout
+
+
+def test_a_dead_export_shows_its_job_among_the_dead_letters_until_it_is_retried(
+    dead_export: tuple[dict[str, str], int],
+) -> None:
+    env, job_id = dead_export
+    failed = run_cli(["jobs", "--status", "failed"], env)
+    assert failed.returncode == 0, failed.stderr
+    assert _job_ids(failed.stdout) == {job_id}
+    assert JobStatus.EXPORT_FAILED.value in failed.stdout
+    only = run_cli(["jobs", "--status", "export_failed"], env)
+    assert _job_ids(only.stdout) == {job_id}
+
+    retried = run_cli(["retry-export", "--all-dead"], env)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 export(s) back in the outbox" in retried.stdout
+    after = run_cli(["jobs", "--status", "failed"], env)
+    assert _job_ids(after.stdout) == set(), after.stdout
+    assert JobStatus.INFERRED.value in run_cli(["jobs"], env).stdout
+
+
+def test_the_demo_shows_the_service_log_when_the_listener_never_answers(tmp_path: Path) -> None:
+    log_path = tmp_path / "service.log"
+    log_path.write_text("Traceback (most recent call last):\nOSError: [Errno 98] in use\n")
+    # A "service" that stays alive but never listens on the port.
+    service = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(DemoError) as raised:
+            _wait_for_listener(service, free_port(), log_path, timeout_s=1.0)
+    finally:
+        service.kill()
+        service.wait()
+    message = str(raised.value)
+    assert "did not answer C-ECHO" in message
+    assert "OSError: [Errno 98] in use" in message

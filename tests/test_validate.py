@@ -1,0 +1,437 @@
+"""`validate` and `calibrate` on labelled DICOM series, through the worker's own code."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import SecondaryCaptureImageStorage
+
+import db.jobs
+import db.receiving
+import db.results
+from db.engine import create_engine_for, migrate
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
+from model.phantom import Lesion, write_phantom_series
+from stroke_triage.calibration import CalibrationRefusedError, calibrate
+from stroke_triage.cli import main as cli_main
+from stroke_triage.site_validation import (
+    ScoredFolder,
+    SeriesRow,
+    SiteValidationError,
+    read_labels,
+    summarise,
+    validate,
+)
+from worker.config import WorkerConfig, WorkerRuntime
+from worker.context import WorkerContext
+from worker.pipeline import process_series
+
+CPU = WorkerConfig(device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+def _phantoms(root: Path, lesions: list[Lesion | None], *, start_seed: int = 0) -> list[str]:
+    uids = []
+    for i, lesion in enumerate(lesions):
+        paths = write_phantom_series(
+            root / f"p{start_seed + i}", n_slices=6, size=64, lesion=lesion, seed=start_seed + i
+        )
+        uids.append(str(pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID))
+    return uids
+
+
+def _uid(folder: Path) -> str:
+    first = next(p for p in sorted(folder.rglob("*")) if p.is_file())
+    return str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _write_labels(
+    path: Path, rows: list[tuple[str, str]], column: str = "series_instance_uid"
+) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([column, "label"])
+        writer.writerows(rows)
+    return path
+
+
+def _secondary_capture(path: Path, like: Path) -> str:
+    ds = pydicom.dcmread(like)
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SeriesInstanceUID)
+
+
+def test_validate_reports_every_series_and_every_problem(
+    tmp_path: Path, tiny: Path, shared_data: Path
+) -> None:
+    root = tmp_path / "series"
+    strokes = _phantoms(root, [Lesion.INFARCT, Lesion.HAEMORRHAGE, Lesion.INFARCT])
+    normals = _phantoms(root, [None, None], start_seed=10)
+    shutil.copytree(shared_data / "dicom" / "ge-head-ct", root / "ge")
+    philips = shared_data / "dicom" / "philips-head-phantom"
+    shutil.copytree(philips / "std-brain-5mm", root / "philips" / "axial")
+    shutil.copytree(philips / "localizer", root / "philips" / "localizer")
+    sc_uid = _secondary_capture(root / "sc" / "sc.dcm", next((root / "p0").glob("*.dcm")))
+    (root / "junk.dcm").write_bytes(b"not a DICOM file at all")
+    ge, axial, localizer = (
+        _uid(root / "ge"),
+        _uid(root / "philips" / "axial"),
+        _uid(root / "philips" / "localizer"),
+    )
+    labels = _write_labels(
+        tmp_path / "labels.csv",
+        [(u, "stroke") for u in strokes]
+        + [(u, "0") for u in normals]
+        + [(ge, "normal"), (axial, "False"), (localizer, "normal"), (sc_uid, "normal")]
+        + [("1.2.3.4.5", "stroke"), (normals[0], "maybe")],
+    )
+    report = validate(
+        series_dir=root,
+        labels_csv=labels,
+        output_dir=tmp_path / "report",
+        config=CPU,
+        checkpoint=tiny,
+        min_slices=5,
+        n_resamples=100,
+        progress=False,
+    )
+    by_uid = {row.series_instance_uid: row for row in report.rows}
+    assert by_uid[localizer].verdict == "skipped" and "localizer" in by_uid[localizer].reason
+    assert by_uid[sc_uid].verdict == "skipped" and "not a CT image" in by_uid[sc_uid].reason
+    for uid in [*strokes, *normals, ge, axial]:
+        assert by_uid[uid].probability is not None, by_uid[uid]
+    summary = report.summary
+    assert summary["series_scored"] == 7
+    assert (summary["positives"], summary["negatives"]) == (3, 4)
+    assert summary["counts"]["skipped"] == 2
+    # The junk file, and the licence text that the GE folder ships beside its slices.
+    unreadable = json.loads(report.json.read_text())["unreadable_files"]
+    assert sorted(Path(line.split(": ")[0]).name for line in unreadable) == [
+        "LICENSE.dcm_qa_ct",
+        "junk.dcm",
+    ]
+    assert summary["counts"]["unmatched_keys"] == 1
+    assert summary["counts"]["label_problems"] == 1
+    assert set(summary["metrics"]) == {"sensitivity", "specificity", "ppv", "npv", "roc_auc"}
+    assert sum(summary["confusion"].values()) == 7
+    low, high = summary["intervals_95"]["roc_auc"]
+    assert 0.0 <= low <= high <= 1.0
+    document = json.loads(report.json.read_text())
+    assert len(document["series"]) == len(report.rows)
+    markdown = report.markdown.read_text()
+    assert "junk.dcm" in markdown and "'maybe' is not recognised" in markdown
+    assert "series_instance_uid=1.2.3.4.5" in markdown
+    assert {p.name for p in report.figures} == {"roc.png", "calibration.png", "confusion.png"}
+    assert all(p.stat().st_size > 1000 for p in report.figures)
+
+
+def test_bad_inputs_get_clear_messages(tmp_path: Path, tiny: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    labels = _write_labels(tmp_path / "labels.csv", [("1.2.3", "stroke")])
+    with pytest.raises(SiteValidationError, match="is empty"):
+        validate(
+            series_dir=tmp_path / "empty",
+            labels_csv=labels,
+            output_dir=tmp_path / "out",
+            config=CPU,
+            checkpoint=tiny,
+            min_slices=5,
+        )
+    no_key = _write_labels(tmp_path / "nokey.csv", [("x", "stroke")], column="patient")
+    with pytest.raises(SiteValidationError, match="no key column"):
+        read_labels(no_key)
+
+    root = tmp_path / "series"
+    [uid] = _phantoms(root, [None])
+    study = str(pydicom.dcmread(next((root / "p0").glob("*.dcm"))).StudyInstanceUID)
+    both = tmp_path / "both.csv"
+    both.write_text(
+        f"series_instance_uid,study_instance_uid,label\n{uid},,stroke\n,{study},normal\n"
+    )
+    report = validate(
+        series_dir=root,
+        labels_csv=both,
+        output_dir=tmp_path / "out2",
+        config=CPU,
+        checkpoint=tiny,
+        min_slices=5,
+        n_resamples=10,
+        progress=False,
+    )
+    [row] = report.rows
+    assert row.verdict == "conflicting labels" and "two labels" in row.reason
+    assert report.summary["counts"]["conflicting_labels"] == 1
+
+
+def _scored(labels: np.ndarray, scores: np.ndarray) -> ScoredFolder:
+    rows = [
+        SeriesRow(f"1.2.{i}", f"1.2.{i}", bool(label), float(score), "scored")
+        for i, (label, score) in enumerate(zip(labels, scores, strict=True))
+    ]
+    return ScoredFolder(rows, [], [], [])
+
+
+def test_shuffled_labels_give_an_auc_interval_that_includes_one_half() -> None:
+    rng = np.random.default_rng(7)
+    labels = np.array([1] * 30 + [0] * 30)
+    scores = np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.1, labels.size), 0, 1)
+    real = summarise(_scored(labels, scores), threshold=0.5, n_resamples=300)
+    assert real["intervals_95"]["roc_auc"][0] > 0.5  # the control can tell the difference
+    shuffled = summarise(_scored(rng.permutation(labels), scores), threshold=0.5, n_resamples=300)
+    low, high = shuffled["intervals_95"]["roc_auc"]
+    assert low < 0.5 < high
+
+
+def test_validate_gives_the_worker_probability_on_the_ge_series(
+    tmp_path: Path, ge_head_ct: Path
+) -> None:
+    labels = _write_labels(tmp_path / "labels.csv", [(_uid(ge_head_ct), "normal")])
+    report = validate(
+        series_dir=ge_head_ct,
+        labels_csv=labels,
+        output_dir=tmp_path / "report",
+        config=CPU,
+        min_slices=5,
+        n_resamples=10,
+        progress=False,
+    )
+    [row] = report.rows
+    assert row.probability is not None
+
+    url = f"sqlite:///{tmp_path / 'triage.db'}"
+    migrate(create_engine_for(url))
+    storage = tmp_path / "storage"
+    shutil.copytree(ge_head_ct, storage / "ge")
+    runtime = WorkerRuntime(
+        storage_dir=storage,
+        reports_dir=tmp_path / "reports",
+        database_url=url,
+        broker_url="memory://",
+    )
+    ctx = WorkerContext(config=CPU, runtime=runtime)
+    paths = sorted((storage / "ge").glob("*.dcm"))
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    with ctx.sessions() as session:
+        db.receiving.record_instances(
+            session=session,
+            study_instance_uid=str(headers[0].StudyInstanceUID),
+            series_instance_uid=row.series_instance_uid,
+            modality="CT",
+            series_description="ge",
+            calling_ae_title="SCANNER",
+            instances=[
+                db.receiving.InstanceRecord(
+                    sop_instance_uid=str(h.SOPInstanceUID),
+                    sop_class_uid=str(h.SOPClassUID),
+                    path=str(p.relative_to(storage)),
+                    transfer_syntax_uid=str(h.file_meta.TransferSyntaxUID),
+                    size_bytes=p.stat().st_size,
+                    received_at=datetime.now(UTC),
+                )
+                for p, h in zip(paths, headers, strict=True)
+            ],
+        )
+        job = db.jobs.create_job(session=session, series_instance_uid=row.series_instance_uid)
+        db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
+        session.commit()
+        job_id = job.id
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=row.series_instance_uid)
+    assert outcome.probability == pytest.approx(row.probability, abs=1e-6)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@dataclass(frozen=True)
+class Site:
+    """A labelled folder with enough stroke series to calibrate on (10 stroke, 4 normal)."""
+
+    root: Path
+    strokes: list[str]
+    normals: list[str]
+    labels: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    folder = tmp_path_factory.mktemp("site")
+    root = folder / "series"
+    strokes = _phantoms(root, [Lesion.INFARCT, Lesion.HAEMORRHAGE] * 5)
+    normals = _phantoms(root, [None] * 4, start_seed=20)
+    labels = _write_labels(
+        folder / "labels.csv", [(u, "1") for u in strokes] + [(u, "0") for u in normals]
+    )
+    return Site(root, strokes, normals, labels)
+
+
+def test_calibrate_writes_a_new_checkpoint_and_never_changes_the_source(
+    tmp_path: Path, tiny: Path, site: Site
+) -> None:
+    root, strokes, normals, labels = site.root, site.strokes, site.normals, site.labels
+    before = _digest(tiny)
+    result = calibrate(
+        series_dir=root,
+        labels_csv=labels,
+        output=tmp_path / "calibrated",
+        target_sensitivity=0.9,
+        config=CPU,
+        checkpoint=tiny,
+        min_slices=5,
+        max_interval_width=1.0,
+        n_resamples=100,
+        progress=False,
+    )
+    assert _digest(tiny) == before
+    loaded = load_checkpoint(result.output)
+    assert loaded.sha256 == load_checkpoint(tiny).sha256
+    spec = loaded.spec
+    assert spec.calibration is not None and spec.reference_distribution is not None
+    assert spec.threshold == spec.calibration.threshold
+    assert spec.calibration.sensitivity >= 0.9
+    assert spec.calibration.positives == 10 and spec.calibration.negatives == 4
+    assert spec.calibration.sensitivity_ci[0] <= spec.calibration.sensitivity
+    assert len(spec.calibration.data_fingerprint) == 64
+    assert spec.reference_distribution.count == 14
+    assert spec.threshold_calibrated is True
+
+    with pytest.raises(SiteValidationError, match="not empty"):
+        calibrate(
+            series_dir=root,
+            labels_csv=labels,
+            output=tmp_path / "calibrated",
+            target_sensitivity=0.9,
+            config=CPU,
+            checkpoint=tiny,
+            min_slices=5,
+        )
+    too_few = _write_labels(
+        tmp_path / "few.csv", [(u, "1") for u in strokes[:3]] + [(u, "0") for u in normals]
+    )
+    with pytest.raises(CalibrationRefusedError, match="add 7 more"):
+        calibrate(
+            series_dir=root,
+            labels_csv=too_few,
+            output=tmp_path / "refused",
+            target_sensitivity=0.9,
+            config=CPU,
+            checkpoint=tiny,
+            min_slices=5,
+            progress=False,
+        )
+    assert not (tmp_path / "refused").exists()
+    assert DEFAULT_CHECKPOINT_DIR.is_dir()
+
+
+def test_calibrate_refuses_labels_without_a_normal_series(
+    tmp_path: Path, tiny: Path, site: Site
+) -> None:
+    # Without a normal series the specificity is undefined: the spec could not be written.
+    only_strokes = _write_labels(tmp_path / "strokes.csv", [(u, "1") for u in site.strokes])
+    with pytest.raises(CalibrationRefusedError, match="no normal"):
+        calibrate(
+            series_dir=site.root,
+            labels_csv=only_strokes,
+            output=tmp_path / "refused",
+            target_sensitivity=0.9,
+            config=CPU,
+            checkpoint=tiny,
+            min_slices=5,
+            max_interval_width=1.0,
+            n_resamples=20,
+            progress=False,
+        )
+    assert not (tmp_path / "refused").exists()
+
+
+def test_calibrate_marks_an_imported_models_threshold_calibrated(
+    tmp_path: Path, tiny: Path, site: Site
+) -> None:
+    spec = load_checkpoint(tiny).spec
+    imported = tmp_path / "imported"
+    code = cli_main(
+        [
+            "import-model",
+            "--from-timm",
+            str(tiny / "model.safetensors"),
+            "--arch",
+            spec.architecture,
+            "--model-kwargs",
+            json.dumps(spec.model_kwargs),
+            "--output",
+            str(imported),
+        ]
+    )
+    assert code == 0
+    assert load_checkpoint(imported).spec.threshold_calibrated is False
+    result = calibrate(
+        series_dir=site.root,
+        labels_csv=site.labels,
+        output=tmp_path / "calibrated",
+        target_sensitivity=0.9,
+        config=CPU,
+        checkpoint=imported,
+        min_slices=5,
+        max_interval_width=1.0,
+        n_resamples=50,
+        progress=False,
+    )
+    calibrated = load_checkpoint(result.output).spec
+    assert calibrated.threshold_calibrated is True
+    assert calibrated.calibration is not None
+    assert calibrated.threshold == calibrated.calibration.threshold
+    assert calibrated.source == load_checkpoint(imported).spec.source  # provenance kept
+    assert load_checkpoint(imported).spec.threshold_calibrated is False  # source unchanged
+
+
+def test_validate_and_calibrate_check_their_inputs_before_loading_the_model(
+    tmp_path: Path, site: Site
+) -> None:
+    # A checkpoint that does not exist: had the model been loaded first, that would be the error.
+    missing_model = tmp_path / "no-such-checkpoint"
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (site.root, tmp_path / "no-labels.csv", "labels file .* does not exist"),
+        (tmp_path / "no-folder", site.labels, "series folder .* does not exist"),
+        (tmp_path / "empty", site.labels, "is empty"),
+        (site.root, _write_labels(tmp_path / "k.csv", [("x", "1")], column="x"), "no key column"),
+    ]
+    for series_dir, labels_csv, message in cases:
+        with pytest.raises(SiteValidationError, match=message):
+            validate(
+                series_dir=series_dir,
+                labels_csv=labels_csv,
+                output_dir=tmp_path / "out",
+                config=CPU,
+                checkpoint=missing_model,
+                min_slices=5,
+            )
+        with pytest.raises(SiteValidationError, match=message):
+            calibrate(
+                series_dir=series_dir,
+                labels_csv=labels_csv,
+                output=tmp_path / "calibrated",
+                target_sensitivity=0.9,
+                config=CPU,
+                checkpoint=missing_model,
+                min_slices=5,
+            )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "calibrated").exists()

@@ -1,0 +1,172 @@
+"""Outcomes import (idempotent, changes recorded) and live performance with drift."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import db.challengers
+import db.jobs
+import db.outcomes
+import db.performance
+import db.receiving
+import db.results
+from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from db.enums import OutcomeKey
+from model.checkpoint import random_spec
+from model.training.drift import probability_distribution
+from stroke_triage.outcomes import import_outcomes_file
+from stroke_triage.performance import measure_performance, render_performance
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'triage.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema_url")
+    migrate(create_engine_for(url))
+    return url
+
+
+def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -> int:
+    study, series = f"1.2.826.0.1.{i}", f"1.2.826.0.1.{i}.1"
+    with sessions() as session:
+        db.receiving.record_instances(
+            session=session,
+            study_instance_uid=study,
+            series_instance_uid=series,
+            modality="CT",
+            series_description=None,
+            calling_ae_title="SCANNER",
+            instances=[
+                db.receiving.InstanceRecord(
+                    f"{series}.{k}",
+                    "1.2.840.10008.5.1.4.1.1.2",
+                    f"{i}/{k}",
+                    "1.2",
+                    1,
+                    datetime.now(UTC),
+                )
+                for k in range(3)
+            ],
+        )
+        job = db.jobs.create_job(session=session, series_instance_uid=series)
+        db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
+        db.jobs.start_job(session=session, job_id=job.id, worker="w")
+        db.performance.record_series_attributes(
+            session=session,
+            series_instance_uid=series,
+            manufacturer="GE" if i % 2 else "Philips",
+            convolution_kernel="STANDARD",
+            slice_thickness_mm=5.0,
+            accession_sha256=None if accession is None else db.outcomes.accession_sha256(accession),
+        )
+        session.commit()
+        return job.id
+
+
+def _verdict(sessions: SessionFactory, job_id: int, p: float, *, challenger: bool) -> None:
+    common: dict[str, Any] = dict(
+        job_id=job_id,
+        probability=p,
+        suspected=p >= 0.5,
+        threshold=0.5,
+        model_name="m",
+        input_fingerprint="f" * 64,
+        precision="fp32",
+        device="cpu",
+    )
+    with sessions() as session:
+        if challenger:
+            db.challengers.record_challenger_result(
+                session=session, model_version="v2", model_sha256="b" * 64, **common
+            )
+        else:
+            db.results.record_result(
+                session=session,
+                model_version="v1",
+                model_sha256="a" * 64,
+                slice_scores=[],
+                shadow=True,
+                **common,
+            )
+        session.commit()
+
+
+def test_outcomes_import_is_idempotent_and_records_changes(
+    database_url: str, tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "outcomes.csv"
+    csv_file.write_text(
+        "study_instance_uid,accession_number,label\n1.2.3,,stroke\n,ACC 1,normal\n1.2.4,,maybe\n"
+    )
+    first, problems = import_outcomes_file(csv_file, database_url=database_url)
+    assert (first.added, first.changed, first.unchanged) == (2, 0, 0)
+    assert len(problems) == 1 and "'maybe'" in problems[0]
+    again, _ = import_outcomes_file(csv_file, database_url=database_url)
+    assert (again.added, again.changed, again.unchanged) == (0, 0, 2)
+    csv_file.write_text("study_instance_uid,label\n1.2.3,normal\n")
+    changed, _ = import_outcomes_file(csv_file, database_url=database_url)
+    assert (changed.added, changed.changed, changed.unchanged) == (0, 1, 0)
+    sessions = make_session_factory(create_engine_for(database_url))
+    with sessions() as session:
+        [change] = db.outcomes.label_changes(session=session, key=OutcomeKey.STUDY, value="1.2.3")
+        assert (change.previous_stroke, change.stroke) == (True, False)
+        assert change.changed_at is not None
+        assert db.outcomes.count_outcomes(session=session) == 2
+
+
+def test_performance_compares_models_on_the_same_series_and_flags_drift(
+    database_url: str, tmp_path: Path
+) -> None:
+    sessions = make_session_factory(create_engine_for(database_url))
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        stroke = i % 2 == 0
+        job = _series(sessions, i, accession=f"A{i}")
+        live = float(np.clip((0.8 if stroke else 0.2) + rng.normal(0, 0.1), 0, 1))
+        _verdict(sessions, job, live, challenger=False)
+        if i < 30:  # the challenger has seen only 30 series
+            _verdict(sessions, job, float(rng.uniform()), challenger=True)
+        if i < 36:  # four series have no outcome yet; half the outcomes are by accession
+            key = f"study_instance_uid\n1.2.826.0.1.{i}" if i % 2 else f"accession_number\nA{i}"
+            column, value = key.split("\n")
+            rows.append((column, value, "stroke" if stroke else "normal"))
+    csv_file = tmp_path / "outcomes.csv"
+    csv_file.write_text(
+        "study_instance_uid,accession_number,label\n"
+        + "".join(
+            f"{v if c == 'study_instance_uid' else ''},{v if c != 'study_instance_uid' else ''},"
+            f"{label}\n"
+            for c, v, label in rows
+        )
+    )
+    import_outcomes_file(csv_file, database_url=database_url)
+    reference = probability_distribution(rng.uniform(size=200))  # v1 lives far from uniform
+    spec_v1 = random_spec().model_copy(
+        update={"version": "v1", "reference_distribution": reference}
+    )
+    report = measure_performance(sessions, specs=[spec_v1], n_resamples=200)
+    by_version = {m.model_version: m for m in report.models}
+    v1, v2 = by_version["v1"], by_version["v2"]
+    assert v1.roles == ["shadow"] and v2.roles == ["challenger"]
+    assert (v1.scored, v1.with_outcome, v1.without_outcome) == (40, 36, 4)
+    assert (v2.scored, v2.with_outcome, v2.without_outcome) == (30, 30, 0)
+    assert v1.compared == v2.compared == 30  # the same series for both
+    assert v1.metrics["roc_auc"] > 0.9 and v1.intervals_95["roc_auc"][0] > 0.5
+    assert v1.psi is not None and v1.psi > 0.2 and v1.drift
+    assert v2.psi is None  # its spec keeps no reference distribution
+    assert report.manufacturers == {"GE": 20, "Philips": 20}
+    assert report.slice_thicknesses == {"5 mm": 40}
+    text = render_performance(report)
+    assert "DRIFT" in text and "v2" in text
+    only_v2 = measure_performance(sessions, specs=[], model_version="v2", n_resamples=10)
+    assert [m.model_version for m in only_v2.models] == ["v2"]
+    later = measure_performance(sessions, specs=[], since=datetime(2999, 1, 1, tzinfo=UTC))
+    assert later.models == []

@@ -1,0 +1,99 @@
+"""What the worker records for monitoring: series attributes, and the challenger's verdict.
+
+The challenger (``challenger_checkpoint``) runs after the live SR has been sent (or queued), so
+it never delays the report; its verdict is stored per model and never sent anywhere. A failing
+challenger is logged and never fails the live job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydicom
+
+import db.challengers
+import db.outcomes
+import db.performance
+from db.engine import Session
+from worker.context import WorkerContext
+from worker.inputs import SeriesInputs
+
+log = logging.getLogger(__name__)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def record_series_attributes(session: Session, inputs: SeriesInputs) -> None:
+    """Store manufacturer, kernel, slice thickness and the hashed accession of the series."""
+    header = inputs.datasets[0]
+    thickness = header.get("SliceThickness")
+    accession = _text(header.get("AccessionNumber"))
+    try:
+        thickness_mm = None if thickness in (None, "") else float(thickness)
+    except (TypeError, ValueError):
+        thickness_mm = None
+    db.performance.record_series_attributes(
+        session=session,
+        series_instance_uid=inputs.series_instance_uid,
+        manufacturer=_text(header.get("Manufacturer")),
+        convolution_kernel=_text(header.get("ConvolutionKernel")),
+        slice_thickness_mm=thickness_mm,
+        accession_sha256=None if accession is None else db.outcomes.accession_sha256(accession),
+    )
+
+
+def run_challenger(ctx: WorkerContext, inputs: SeriesInputs) -> int | None:
+    """Classify the series with the challenger and store its verdict; None if none is set.
+
+    Idempotent: a stored verdict for the same instances and model is kept, not recomputed.
+    Errors are logged, never raised: the live result is already out.
+    """
+    if ctx.config.challenger_checkpoint is None:
+        return None
+    try:
+        challenger = ctx.challenger
+        assert challenger is not None
+        with ctx.sessions() as session:
+            existing = db.challengers.find_challenger_result(
+                session=session,
+                job_id=inputs.job_id,
+                input_fingerprint=inputs.fingerprint,
+                model_sha256=challenger.sha256,
+            )
+            session.commit()
+        if existing is not None:
+            return existing
+        prediction = challenger.predict_series(inputs.datasets)
+        spec = challenger.spec
+        with ctx.sessions() as session:
+            result_id = db.challengers.record_challenger_result(
+                session=session,
+                job_id=inputs.job_id,
+                probability=prediction.probability,
+                suspected=prediction.suspected,
+                threshold=prediction.threshold,
+                model_name=spec.name,
+                model_version=spec.version,
+                model_sha256=challenger.sha256,
+                input_fingerprint=inputs.fingerprint,
+                precision=challenger.precision,
+                device=str(challenger.device),
+            )
+            session.commit()
+    except Exception:  # the live report is out; the challenger must never fail the job
+        log.exception("Job %d: the challenger model failed (live result unaffected)", inputs.job_id)
+        return None
+    log.info(
+        "Series %s: challenger %s probability %.3f",
+        inputs.series_instance_uid,
+        spec.version,
+        prediction.probability,
+    )
+    return result_id

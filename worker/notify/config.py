@@ -1,0 +1,163 @@
+"""Settings of the notification destinations and of the DICOMweb (STOW-RS) destinations."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from stroke_triage.edge import AETitle
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+HD_LENGTH = 20
+"""HL7 v2.5.1: the namespace ID (HD.1) of MSH-3 to MSH-6 holds at most 20 characters."""
+
+
+class Trigger(StrEnum):
+    """What makes a destination send a notification."""
+
+    SUSPECTED = "suspected"
+    """The model flags the series."""
+    NOT_SUSPECTED = "not_suspected"
+    """The model does not flag the series."""
+    FAILED = "failed"
+    """The series could not be classified, or an export of its report is dead."""
+
+
+def check_url(value: str) -> str:
+    """Return an http(s) URL without a trailing slash, or raise ValueError."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"The URL {value!r} must start with http:// or https:// and name a host.")
+    if parts.username is not None or parts.password is not None:
+        # URLs appear in logs and error messages; credentials have their own secret settings.
+        raise ValueError(
+            "The URL must not carry a user name or password; use the destination's own "
+            "credential settings."
+        )
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"The URL {value!r} has a port outside 1-65535.") from exc
+    return value.strip().rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(check_url)]
+"""An http:// or https:// URL (validated, trailing slash removed)."""
+
+
+class _Destination(BaseModel):
+    """What every notification destination has: a name, triggers and filters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name (outbox rows refer to it).")
+    on: list[Trigger] = Field(default_factory=lambda: [Trigger.SUSPECTED], min_length=1)
+    calling_ae_titles: list[AETitle] = Field(
+        default_factory=list, description="Only series sent by these AEs; empty: any."
+    )
+    station_names: list[str] = Field(
+        default_factory=list, description="Only series from these Station Names; empty: any."
+    )
+
+    def accepts(self, trigger: Trigger, *, calling_ae_title: str, station_name: str) -> bool:
+        """Whether this destination wants a notification of this event from this source."""
+        if trigger not in self.on:
+            return False
+        if self.calling_ae_titles and calling_ae_title not in self.calling_ae_titles:
+            return False
+        return not self.station_names or station_name in self.station_names
+
+
+class WebhookDestination(_Destination):
+    """An HTTPS endpoint that receives a signed JSON document."""
+
+    kind: Literal["webhook"]
+    url: HttpUrl
+    secret: SecretStr = Field(description="Shared secret of the HMAC-SHA256 signature.")
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    allow_plain_http: bool = Field(
+        False, description="Allow an http:// URL (the body carries accession numbers)."
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> WebhookDestination:
+        # The document names the study and its accession number: only over TLS by default.
+        if self.url.startswith("http://") and not self.allow_plain_http:
+            raise ValueError(
+                f"The webhook URL {self.url!r} is plain http://; use https:// or set "
+                "allow_plain_http = true for a receiver on a trusted network."
+            )
+        return self
+
+
+class EmailDestination(_Destination):
+    """An SMTP server (STARTTLS and login) and the addresses to write to."""
+
+    kind: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field(min_length=3)
+    recipients: list[str] = Field(min_length=1)
+    include_patient_name: bool = False
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class Hl7Destination(_Destination):
+    """An HL7 v2 interface engine that takes ORU^R01 over MLLP and answers with an ACK."""
+
+    kind: Literal["hl7"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    # MSH-3 to MSH-6 (HD.1, IS) hold at most 20 characters: longer ones make no valid message.
+    sending_application: str = Field("STROKETRIAGE", min_length=1, max_length=HD_LENGTH)
+    sending_facility: str = Field("AI", min_length=1, max_length=HD_LENGTH)
+    receiving_application: str = Field("RIS", min_length=1, max_length=HD_LENGTH)
+    receiving_facility: str = Field("HOSPITAL", min_length=1, max_length=HD_LENGTH)
+    processing_id: Literal["P", "T", "D"] = "P"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+NotificationDestination = Annotated[
+    WebhookDestination | EmailDestination | Hl7Destination, Field(discriminator="kind")
+]
+"""One notification destination; ``kind`` says which."""
+
+
+class DicomWebDestination(BaseModel):
+    """A DICOMweb server that receives our reports by STOW-RS instead of C-STORE."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: HttpUrl = Field(max_length=128, description="Base URL of the DICOMweb service.")
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="Bearer token (instead of basic auth).")
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    timeout_s: float = Field(30.0, gt=0)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def check_unique_names(
+    destinations: list[NotificationDestination],
+) -> list[NotificationDestination]:
+    """Raise ValueError if two destinations share a name."""
+    names = [destination.name for destination in destinations]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"Notification destination names must be unique: {duplicates}.")
+    return destinations

@@ -1,0 +1,9 @@
+"""Errors of the notification channels."""
+
+from __future__ import annotations
+
+from worker.errors import WorkerError
+
+
+class NotificationError(WorkerError):
+    """A destination did not accept a notification; the outbox retries it."""

@@ -1,0 +1,160 @@
+"""What a notification says: the stored payload, and identifiers read from DICOM at send time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from db.enums import NotificationEvent
+
+log = logging.getLogger(__name__)
+
+CONTROL_ID_LENGTH = 20
+"""HL7 v2.5.1 MSH-10 (Message Control ID, ST) holds at most 20 characters."""
+
+VERDICTS = {
+    NotificationEvent.SUSPECTED: "SUSPECTED",
+    NotificationEvent.NOT_SUSPECTED: "NOT SUSPECTED",
+    NotificationEvent.FAILED: "FAILED",
+}
+
+
+def idempotency_key(*, event_key: str, destination: str, series_instance_uid: str) -> str:
+    """A key that names one event at one destination, short enough for HL7 MSH-10."""
+    text = f"{series_instance_uid}|{event_key}|{destination}"
+    return hashlib.sha256(text.encode()).hexdigest()[:CONTROL_ID_LENGTH].upper()
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_payload(
+    *,
+    key: str,
+    event: NotificationEvent,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    calling_ae_title: str,
+    probability: float | None = None,
+    threshold: float | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    received_at: datetime | None = None,
+    reported_at: datetime | None = None,
+    reason: str | None = None,
+) -> str:
+    """The JSON stored with the outbox row (no patient identifiers: those are read when sent)."""
+    document: dict[str, Any] = {
+        "idempotency_key": key,
+        "event": str(event),
+        "verdict": VERDICTS[event],
+        "study_instance_uid": study_instance_uid,
+        "series_instance_uid": series_instance_uid,
+        "calling_ae_title": calling_ae_title,
+        "probability": probability,
+        "threshold": threshold,
+        "model_name": model_name,
+        "model_version": model_version,
+        "received_at": _time(received_at),
+        "reported_at": _time(reported_at),
+        "reason": reason,
+    }
+    return json.dumps(document, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """Identifiers read from the series' DICOM when the notification is sent (never stored)."""
+
+    accession_number: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+
+
+def read_identifiers(path: str | None) -> Identifiers:
+    """Read accession number, patient ID and name from a stored instance or the SR.
+
+    A missing or unreadable file (a purged series) gives empty identifiers, not an error: the
+    stroke team is still told, by UID.
+    """
+    if not path:
+        return Identifiers()
+    try:
+        dataset = pydicom.dcmread(
+            Path(path),
+            stop_before_pixels=True,
+            specific_tags=["AccessionNumber", "PatientID", "PatientName"],
+        )
+    except (OSError, InvalidDicomError) as exc:
+        log.warning("Identifiers not readable from %s: %s", path, exc)
+        return Identifiers()
+    return Identifiers(
+        accession_number=str(dataset.get("AccessionNumber", "") or ""),
+        patient_id=str(dataset.get("PatientID", "") or ""),
+        patient_name=str(dataset.get("PatientName", "") or ""),
+    )
+
+
+def series_page_url(console_url: str | None, series_instance_uid: str) -> str | None:
+    """The admin console's page of a series, or None when no console URL is configured."""
+    if not console_url:
+        return None
+    return f"{console_url.rstrip('/')}/series/{quote(series_instance_uid, safe='')}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Everything a channel needs to write its message."""
+
+    payload: dict[str, Any]
+    identifiers: Identifiers
+    series_url: str | None = None
+    """The series page of the admin console (``worker.console_url``), or None."""
+
+    @property
+    def key(self) -> str:
+        """The idempotency key (HL7 message control ID)."""
+        return str(self.payload["idempotency_key"])
+
+    @property
+    def event(self) -> NotificationEvent:
+        """What happened."""
+        return NotificationEvent(self.payload["event"])
+
+    @property
+    def verdict(self) -> str:
+        """``SUSPECTED``, ``NOT SUSPECTED`` or ``FAILED``."""
+        return str(self.payload["verdict"])
+
+    def document(self) -> dict[str, Any]:
+        """The webhook's JSON document: the payload, the accession number and the series page
+        (``series_url``: null when no admin console URL is configured)."""
+        return {
+            **self.payload,
+            "accession_number": self.identifiers.accession_number,
+            "series_url": self.series_url,
+        }
+
+
+def load_notice(payload: str, source_path: str | None, *, console_url: str | None = None) -> Notice:
+    """The notice of one outbox row.
+
+    Args:
+        payload: The row's stored JSON.
+        source_path: A stored instance (or the SR) to read the identifiers from.
+        console_url: The admin console's public base URL; the series page link is made at send
+            time, so a console moved since the row was written is linked where it is now.
+    """
+    document = json.loads(payload)
+    url = series_page_url(console_url, str(document["series_instance_uid"]))
+    return Notice(document, read_identifiers(source_path), series_url=url)
