@@ -39,6 +39,21 @@ import db.jobs  # noqa: E402
 from db.engine import create_engine_for, make_session_factory  # noqa: E402
 from db.models import Instance, Series  # noqa: E402
 
+PROFILED_SERVICE = """
+import cProfile, runpy, sys
+import worker.tasks
+profile, run, path = cProfile.Profile(), worker.tasks.process_series, sys.argv[1]
+def profiled(*args, **kwargs):
+    try:
+        return profile.runcall(run, *args, **kwargs)
+    finally:
+        profile.dump_stats(path)
+worker.tasks.process_series = profiled
+sys.argv = ["stroke_triage", "up"]
+runpy.run_module("stroke_triage", run_name="__main__")
+"""
+"""`stroke-triage up` with every job's pipeline under cProfile (written after each job)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -107,6 +122,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quiet-period", type=float, default=2.0)
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write a cProfile of the service's main thread (the solo worker) to this file",
+    )
     shared = Path(os.environ.get("STROKE_TRIAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
     parser.add_argument("--series", type=Path, default=shared / "dicom" / "ge-head-ct")
     args = parser.parse_args()
@@ -159,8 +180,11 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    command = ["-m", "stroke_triage", "up"]
+    if args.profile:
+        command = ["-c", PROFILED_SERVICE, str(args.profile.resolve())]
     service = subprocess.Popen(
-        [sys.executable, "-m", "stroke_triage", "up"],
+        [sys.executable, *command],
         env=env,
         stdout=(work / "up.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -265,7 +289,7 @@ def main() -> int:
         orthanc.wait(30)
     print(
         f"\nmedian of {len(rows)} runs (quiet period {args.quiet_period} s, "
-        f"goal <= {args.quiet_period + 3:.1f} s):"
+        f"goal <= {args.quiet_period + 1.5:.1f} s, issue 16):"
     )
     shared_stages = ["quiet period", "complete->queued", "queued->started", "started->inferred"]
     print("| stage | SR (s) | webhook (s) |\n| --- | --- | --- |")
@@ -282,7 +306,10 @@ def main() -> int:
     load = os.getloadavg()
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", end="")
     print(f" on {os.cpu_count()} CPUs")
-    shutil.rmtree(work, ignore_errors=True)
+    if args.profile:
+        print(f"profile: {args.profile}; service log: {work / 'up.log'}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

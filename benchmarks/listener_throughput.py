@@ -1,4 +1,4 @@
-"""Listener throughput: DCMTK storescp and our listener, side by side, on the same storescu load.
+"""Listener throughput: storescp, Orthanc and our listener, side by side, on one storescu load.
 
 Usage::
 
@@ -6,15 +6,19 @@ Usage::
 
 Sends ``--count`` slices of 512 x 512 CT (the project's synthetic head phantom, new UIDs for
 every run) with DCMTK ``storescu`` over one association, then split over ``--associations``
-concurrent associations, to ``storescp`` (writing to a temporary folder) and to
-``stroke-triage listen`` (durable writes, SQLite records). ``TCP_NODELAY=1`` is set for both
-DCMTK ends. Prints images per second and our ratio to storescp. Numbers are wall-clock times of
-the storescu processes, best of ``--repeat`` runs.
+concurrent associations, to DCMTK ``storescp`` (writing to a temporary folder, no fsync), to
+Orthanc with its default storage settings (durable storage and index), and to
+``stroke-triage listen`` (SQLite records, ``--processes`` receiving processes) with
+``durability = fsync`` and with ``durability = os``. ``TCP_NODELAY=1`` is set for the DCMTK
+ends. Prints images per second, each receiver's start-up time (start to first answered C-ECHO),
+and every ratio of issue 16's goals. Numbers are wall-clock times of the storescu processes,
+best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -43,6 +47,7 @@ class Receiver:
     name: str
     port: int
     database: Path | None = None
+    startup_s: float = 0.0
 
 
 def free_port() -> int:
@@ -74,8 +79,9 @@ def fresh_copies(template: list[Path], folder: Path, groups: int) -> list[list[P
     return lists
 
 
-def wait_echo(port: int, timeout_s: float = 60.0) -> None:
-    """Wait until the receiver answers C-ECHO."""
+def wait_echo(port: int, timeout_s: float = 60.0) -> float:
+    """Wait until the receiver answers C-ECHO; return the seconds waited."""
+    start = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = subprocess.run(
@@ -85,8 +91,8 @@ def wait_echo(port: int, timeout_s: float = 60.0) -> None:
             env=DCMTK_ENV,
         )
         if done.returncode == 0:
-            return
-        time.sleep(0.2)
+            return time.perf_counter() - start
+        time.sleep(0.05)
     raise RuntimeError(f"Nothing answered C-ECHO on port {port} within {timeout_s} s.")
 
 
@@ -103,15 +109,43 @@ def storescp(workdir: Path) -> Iterator[Receiver]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_echo(port)
-        yield Receiver("DCMTK storescp", port)
+        yield Receiver("DCMTK storescp", port, startup_s=wait_echo(port))
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
 @contextmanager
-def our_listener(workdir: Path, *, wait_for_database: bool, tree: Path) -> Iterator[Receiver]:
+def orthanc(workdir: Path) -> Iterator[Receiver]:
+    """Orthanc with its default storage settings (it fsyncs its files and its SQLite index)."""
+    port, storage = free_port(), workdir / "orthanc-db"
+    config = {
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "HttpPort": free_port(),
+        "DicomPort": port,
+        "DicomAet": CALLED_AE,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
+    (workdir / "orthanc.json").write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [shutil.which("Orthanc") or "Orthanc", str(workdir / "orthanc.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield Receiver("Orthanc (default storage)", port, startup_s=wait_echo(port))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def our_listener(
+    workdir: Path, *, wait_for_database: bool, tree: Path, durability: str, processes: int
+) -> Iterator[Receiver]:
     """``stroke-triage listen`` on embedded defaults (SQLite), no series judged during the run."""
     port = free_port()
     data_dir = workdir / "listener-data"
@@ -125,6 +159,8 @@ def our_listener(workdir: Path, *, wait_for_database: bool, tree: Path) -> Itera
             "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
             "STROKE_TRIAGE_LISTENER__PORT": str(port),
             "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": "3600",
+            "STROKE_TRIAGE_LISTENER__DURABILITY": durability,
+            "STROKE_TRIAGE_LISTENER__PROCESSES": str(processes),
         }
     )
     if wait_for_database:
@@ -137,10 +173,12 @@ def our_listener(workdir: Path, *, wait_for_database: bool, tree: Path) -> Itera
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    name = "stroke-triage listener" + (" (wait for DB)" if wait_for_database else "")
+    name = f"stroke-triage {durability}, {processes} proc" + (
+        " (wait for DB)" if wait_for_database else ""
+    )
     try:
-        wait_echo(port)
-        yield Receiver(name, port, data_dir / "stroke-triage.db")
+        startup = wait_echo(port)
+        yield Receiver(name, port, data_dir / "stroke-triage.db", startup)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -232,28 +270,46 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT,
         help="run the listener from another checkout (to compare versions)",
     )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="stroke-triage receiving processes (N)"
+    )
     args = parser.parse_args(argv)
-    for tool in ("storescp", "storescu", "echoscu"):
+    for tool in ("storescp", "storescu", "echoscu", "Orthanc"):
         if shutil.which(tool) is None:
-            parser.error(f"DCMTK {tool} is not installed (apt-get install dcmtk).")
+            parser.error(f"{tool} is not installed (apt-get install dcmtk orthanc).")
 
     with tempfile.TemporaryDirectory(prefix="listener-bench-") as temp:
         workdir = Path(temp)
         template = make_template(workdir / "template", args.count)
         cases = [1, args.associations]
         rows: list[tuple[str, int, float, float | None]] = []
-        receivers = [("storescp", False), ("ours", False)]
+        startups: dict[str, float] = {}
+        receivers: list[tuple[str, str, bool]] = [
+            ("storescp", "", False),
+            ("orthanc", "", False),
+            ("ours", "fsync", False),
+            ("ours", "os", False),
+        ]
         if args.wait_for_database:
-            receivers.append(("ours", True))
-        for kind, wait in receivers:
-            folder = workdir / f"{kind}-{int(wait)}"
+            receivers.append(("ours", "fsync", True))
+        for kind, durability, wait in receivers:
+            folder = workdir / f"{kind}-{durability}-{int(wait)}"
             folder.mkdir()
             context = (
                 storescp(folder)
                 if kind == "storescp"
-                else our_listener(folder, wait_for_database=wait, tree=args.listener_tree)
+                else orthanc(folder)
+                if kind == "orthanc"
+                else our_listener(
+                    folder,
+                    wait_for_database=wait,
+                    tree=args.listener_tree,
+                    durability=durability,
+                    processes=args.processes,
+                )
             )
             with context as receiver:
+                startups[receiver.name] = receiver.startup_s
                 for groups in cases:
                     rate, lag = measure(receiver, template, folder, groups, args.repeat)
                     rows.append((receiver.name, groups, rate, lag))
@@ -261,14 +317,47 @@ def main(argv: list[str] | None = None) -> int:
         floor_synced = durable_write_ms(template, workdir / "floor-fsync", fsync=True)
         floor_cached = durable_write_ms(template, workdir / "floor-cache", fsync=False)
 
-    reference = {groups: rate for name, groups, rate, _ in rows if name == "DCMTK storescp"}
-    print(f"{args.count} slices of 512x512 CT, best of {args.repeat} runs, TCP_NODELAY=1\n")
-    print("| receiver | associations | img/s | ratio to storescp | DB records lag (s) |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, groups, rate, lag in rows:
+    rates = {(name, groups): value for name, groups, value, _ in rows}
+    reference = {groups: rates["DCMTK storescp", groups] for groups in cases}
+    durable = {groups: rates["Orthanc (default storage)", groups] for groups in cases}
+    print(
+        f"{args.count} slices of 512x512 CT, best of {args.repeat} runs, TCP_NODELAY=1, "
+        f"stroke-triage with {args.processes} receiving processes\n"
+    )
+    print(
+        "| receiver | associations | img/s | ratio to storescp | ratio to Orthanc "
+        "| DB records lag (s) | start-up to C-ECHO (s) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, groups, value, lag in rows:
         lag_text = "-" if lag is None else f"{lag:.2f}"
-        ratio = rate / reference[groups]
-        print(f"| {name} | {groups} | {rate:.0f} | {ratio:.2f}x | {lag_text} |")
+        print(
+            f"| {name} | {groups} | {value:.0f} | {value / reference[groups]:.2f}x "
+            f"| {value / durable[groups]:.2f}x | {lag_text} | {startups[name]:.2f} |"
+        )
+    ours_fsync = f"stroke-triage fsync, {args.processes} proc"
+    ours_os = f"stroke-triage os, {args.processes} proc"
+    many = args.associations
+    goals = [
+        ("1 assoc, fsync vs Orthanc", rates[ours_fsync, 1] / durable[1], 1.0),
+        ("1 assoc, os vs storescp", rates[ours_os, 1] / reference[1], 0.5),
+        (
+            f"{many} assoc vs 1 assoc, fsync, N={args.processes}",
+            rates[ours_fsync, many] / rates[ours_fsync, 1],
+            1.6,
+        ),
+        (
+            f"{many} assoc vs 1 assoc, os, N={args.processes}",
+            rates[ours_os, many] / rates[ours_os, 1],
+            1.6,
+        ),
+    ]
+    print("\n| goal (issue 16) | measured | target | met |\n| --- | --- | --- | --- |")
+    for label, measured, target in goals:
+        print(
+            f"| {label} | {measured:.2f}x | >= {target:.1f}x "
+            f"| {'yes' if measured >= target else 'NO'} |"
+        )
     ceiling = 1e3 / floor_synced
     print(
         f"\nThe durable write alone (temp file, fsync, rename, fsync of the folder) takes "
@@ -276,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\none association that waits for each response can get at most {ceiling:.0f} img/s, "
         f"{ceiling / reference[1]:.2f}x storescp (which does not fsync), before any network "
         "or DICOM work."
+    )
+    load = os.getloadavg()
+    print(
+        f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+        f"on {os.cpu_count()} CPUs"
     )
     return 0
 

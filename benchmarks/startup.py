@@ -1,9 +1,10 @@
 """Start-up times, side by side: what a user waits for before each command does something.
 
 Measures, in fresh processes of this venv's Python: the interpreter alone, `stroke-triage
---help`, a read-only command (`jobs`), the first answered C-ECHO of `listen` and of `up`, a
-loaded worker (`up` logs "Loaded model"), and, for reference, `import torch` and
-`import torch, timm`. Each is run ``--runs`` times; the median and the range are printed.
+--help`, the read-only commands `settings` and `jobs`, the first answered C-ECHO of `listen` and
+of `up`, a loaded worker (`up` logs "Loaded model"), how long `up` takes to exit after SIGTERM
+(idle, model loaded), and, for reference, `import torch` and `import torch, timm`. Each is run
+``--runs`` times; the median and the range are printed, with the load average.
 
     .venv/bin/python benchmarks/startup.py [--runs 3]
 """
@@ -71,8 +72,9 @@ def echo(port: int) -> bool:
     return bool(status) and int(status.Status) == 0
 
 
-def service_times(command: str, checkpoint: Path) -> tuple[float, float | None]:
-    """Seconds from starting ``command`` to its first C-ECHO, and to "Loaded model" (``up``)."""
+def service_times(command: str, checkpoint: Path) -> tuple[float, float | None, float | None]:
+    """Seconds from starting ``command`` to its first C-ECHO, to "Loaded model" (``up``), and
+    from SIGTERM to its exit once loaded (``up``)."""
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         port = free_port()
         log_path = Path(tmp) / "service.log"
@@ -87,12 +89,17 @@ def service_times(command: str, checkpoint: Path) -> tuple[float, float | None]:
             )
         try:
             echoed = wait(lambda: echo(port), process, log_path, start)
-            loaded = None
+            loaded = stopped = None
             if command == "up":
                 loaded = wait(
                     lambda: "Loaded model" in log_path.read_text(), process, log_path, start
                 )
-            return echoed, loaded
+                time.sleep(1.0)  # let the worker settle into its idle polling
+                signalled = time.perf_counter()
+                process.terminate()
+                process.wait(timeout=TIMEOUT_S)
+                stopped = time.perf_counter() - signalled
+            return echoed, loaded, stopped
         finally:
             process.terminate()
             try:
@@ -139,19 +146,25 @@ def main() -> int:
             print(f"run {run + 1}/{args.runs} ...", file=sys.stderr)
             add("python -c pass (the interpreter)", timed_run([sys.executable, "-c", "pass"]))
             add("stroke-triage --help", timed_run([*cli, "--help"]))
+            add("stroke-triage settings", timed_run([*cli, "settings"], migrated))
             add("stroke-triage jobs (read-only)", timed_run([*cli, "jobs"], migrated))
             add("listen: first answered C-ECHO", service_times("listen", checkpoint)[0])
-            echoed, loaded = service_times("up", checkpoint)
+            echoed, loaded, stopped = service_times("up", checkpoint)
             add("up: first answered C-ECHO", echoed)
-            assert loaded is not None
+            assert loaded is not None and stopped is not None
             add("up: worker has loaded the model", loaded)
+            add("up: SIGTERM to exit (idle)", stopped)
             add("python -c 'import torch'", timed_run([sys.executable, "-c", "import torch"]))
             add(
                 "python -c 'import torch, timm'",
                 timed_run([sys.executable, "-c", "import torch, timm"]),
             )
 
-    print(f"\nStart-up times, {args.runs} runs each (median, range), {os.cpu_count()} CPUs:")
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"\nStart-up times, {args.runs} runs each (median, range), {os.cpu_count()} CPUs, "
+        f"load average at the end {load} (1/5/15 min):"
+    )
     width = max(map(len, results))
     for name, values in results.items():
         print(f"  {name.ljust(width)}  {summary(values)}")

@@ -2,18 +2,20 @@
 
 Every function takes the caller's ``session``, flushes, and never commits: the caller owns the
 transaction. Senders claim an export before sending it, so two workers never send it at once.
+The life cycle (due, claim, backoff, dead, retry) is :mod:`db._outbox`, shared with
+:mod:`db.notifications`.
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import db.jobs
+from db import _outbox
 from db._query import export_for_update, insert, one, utc
 from db.enums import ExportKind, ExportStatus
-from db.errors import DbError
 from db.models import Export, Result
 
 logger = logging.getLogger(__name__)
@@ -65,13 +67,8 @@ def get_export(*, session: Session, export_id: int) -> Export:
 
 def mark_export_sent(*, session: Session, export_id: int, now: datetime | None = None) -> Export:
     """Record that the destination accepted the object."""
-    now = utc(now)
     export = export_for_update(session, export_id)
-    export.attempts += 1
-    export.status = ExportStatus.SENT
-    export.sent_at = now
-    export.next_attempt_at = None
-    export.updated_at = now
+    _outbox.record_sent(export, now=utc(now))
     session.flush()
     return export
 
@@ -95,32 +92,17 @@ def mark_export_failed(
     if export.status == ExportStatus.SENT:
         logger.warning("Export %s failed after it was sent; kept as sent: %s", export_id, error)
         return export
-    export.attempts += 1
-    export.last_error = error
-    export.updated_at = now
-    if export.attempts >= max_attempts:
-        export.status = ExportStatus.DEAD
-        export.next_attempt_at = None
+    dead = _outbox.record_failure(
+        export,
+        what="Export",
+        error=error,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        now=now,
+    )
+    if dead:
         # The job shows it (`jobs --status export_failed`) until retry-export clears it.
         db.jobs.flag_export_failed(session=session, job_id=export.result.job_id, now=now)
-        logger.error(
-            "Export %s to %s is dead after %s attempts: %s",
-            export_id,
-            export.destination,
-            export.attempts,
-            error,
-        )
-    else:
-        export.status = ExportStatus.FAILED
-        export.next_attempt_at = now + timedelta(seconds=backoff_s * 2 ** (export.attempts - 1))
-        logger.warning(
-            "Export %s to %s failed (attempt %s), next try at %s: %s",
-            export_id,
-            export.destination,
-            export.attempts,
-            export.next_attempt_at.isoformat(),
-            error,
-        )
     session.flush()
     return export
 
@@ -144,23 +126,11 @@ def due_exports(
     Returns:
         The exports, the longest waiting first.
     """
-    now = utc(now)
-    # A pending export with a future next_attempt_at is claimed by a sender (see claim_export).
-    pending: ColumnElement[bool] = and_(
-        Export.status == ExportStatus.PENDING,
-        or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
-    )
-    if pending_older_than is not None:
-        pending = and_(pending, Export.created_at < utc(pending_older_than))
+    older = None if pending_older_than is None else utc(pending_older_than)
     statement = (
         select(Export)
-        .where(
-            or_(
-                pending,
-                and_(Export.status == ExportStatus.FAILED, Export.next_attempt_at <= now),
-            )
-        )
-        .order_by(func.coalesce(Export.next_attempt_at, Export.created_at), Export.id)
+        .where(_outbox.due(Export, utc(now), pending_older_than=older))
+        .order_by(*_outbox.longest_waiting_first(Export))
         .limit(limit)
     )
     return list(session.execute(statement).scalars())
@@ -178,22 +148,7 @@ def claim_export(
     Returns:
         True if this caller may send the export now.
     """
-    now = utc(now)
-    due = or_(
-        and_(
-            Export.status == ExportStatus.PENDING,
-            or_(Export.next_attempt_at.is_(None), Export.next_attempt_at <= now),
-        ),
-        and_(Export.status == ExportStatus.FAILED, Export.next_attempt_at <= now),
-    )
-    claimed = session.execute(
-        update(Export)
-        .where(Export.id == export_id, due)
-        .values(next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now)
-        .returning(Export.id)
-    ).all()
-    session.flush()
-    return bool(claimed)
+    return _outbox.claim(session, Export, export_id, lease_s=lease_s, now=utc(now))
 
 
 def retry_export(*, session: Session, export_id: int, now: datetime | None = None) -> Export:
@@ -205,12 +160,7 @@ def retry_export(*, session: Session, export_id: int, now: datetime | None = Non
     """
     now = utc(now)
     export = export_for_update(session, export_id)
-    if export.status == ExportStatus.SENT:
-        raise DbError(f"Export {export_id} was already sent and cannot be retried.")
-    export.status = ExportStatus.PENDING
-    export.attempts = 0
-    export.next_attempt_at = None
-    export.updated_at = now
+    _outbox.reset(export, what="Export", now=now)
     db.jobs.clear_export_failed(session=session, job_id=export.result.job_id, now=now)
     session.flush()
     logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)

@@ -1,20 +1,21 @@
 """Notifications: the outbox of messages (webhook, e-mail, HL7) about results and failures.
 
-The same life cycle as :mod:`db.exports`: a row is written ``PENDING`` (for a result, in the
-transaction that stores the result), claimed by one sender, then ``SENT``, or ``FAILED`` with
-exponential backoff and ``DEAD`` after the last attempt. One row per event and destination.
+The same life cycle as :mod:`db.exports`, both from :mod:`db._outbox`: a row is written
+``PENDING`` (for a result, in the transaction that stores the result), claimed by one sender,
+then ``SENT``, or ``FAILED`` with exponential backoff and ``DEAD`` after the last attempt. One
+row per event and destination.
 Every function takes the caller's ``session``, flushes, and never commits.
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db import _outbox
 from db._query import insert, one, utc
 from db.enums import ExportStatus, JobStatus, NotificationChannel, NotificationEvent
-from db.errors import DbError
 from db.models import Export, Job, Notification
 
 logger = logging.getLogger(__name__)
@@ -74,23 +75,7 @@ def get_notification(*, session: Session, notification_id: int) -> Notification:
 
 
 def _for_update(session: Session, notification_id: int) -> Notification:
-    statement = (
-        select(Notification)
-        .where(Notification.id == notification_id)
-        .with_for_update(of=Notification)
-    )
-    return one(session, statement, f"notification with id {notification_id}")
-
-
-def _due(now: datetime) -> ColumnElement[bool]:
-    # A pending row with a future next_attempt_at is claimed by a sender.
-    return or_(
-        and_(
-            Notification.status == ExportStatus.PENDING,
-            or_(Notification.next_attempt_at.is_(None), Notification.next_attempt_at <= now),
-        ),
-        and_(Notification.status == ExportStatus.FAILED, Notification.next_attempt_at <= now),
-    )
+    return _outbox.for_update(session, Notification, notification_id, "notification")
 
 
 def due_notifications(
@@ -101,12 +86,10 @@ def due_notifications(
     limit: int = 100,
 ) -> list[Notification]:
     """Return notifications to (re)send, the longest waiting first; optionally of one result."""
-    statement = select(Notification).where(_due(utc(now)))
+    statement = select(Notification).where(_outbox.due(Notification, utc(now)))
     if result_id is not None:
         statement = statement.where(Notification.result_id == result_id)
-    statement = statement.order_by(
-        func.coalesce(Notification.next_attempt_at, Notification.created_at), Notification.id
-    ).limit(limit)
+    statement = statement.order_by(*_outbox.longest_waiting_first(Notification)).limit(limit)
     return list(session.execute(statement).scalars())
 
 
@@ -118,28 +101,15 @@ def claim_notification(
     Returns:
         True if this caller may send it now.
     """
-    now = utc(now)
-    claimed = session.execute(
-        update(Notification)
-        .where(Notification.id == notification_id, _due(now))
-        .values(next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now)
-        .returning(Notification.id)
-    ).all()
-    session.flush()
-    return bool(claimed)
+    return _outbox.claim(session, Notification, notification_id, lease_s=lease_s, now=utc(now))
 
 
 def mark_notification_sent(
     *, session: Session, notification_id: int, now: datetime | None = None
 ) -> Notification:
     """Record that the destination accepted the message."""
-    now = utc(now)
     notification = _for_update(session, notification_id)
-    notification.attempts += 1
-    notification.status = ExportStatus.SENT
-    notification.sent_at = now
-    notification.next_attempt_at = None
-    notification.updated_at = now
+    _outbox.record_sent(notification, now=utc(now))
     session.flush()
     return notification
 
@@ -154,36 +124,17 @@ def mark_notification_failed(
     now: datetime | None = None,
 ) -> Notification:
     """Record a failed send: ``FAILED`` with exponential backoff, ``DEAD`` after the last try."""
-    now = utc(now)
     notification = _for_update(session, notification_id)
     if notification.status == ExportStatus.SENT:
         return notification
-    notification.attempts += 1
-    notification.last_error = error
-    notification.updated_at = now
-    if notification.attempts >= max_attempts:
-        notification.status = ExportStatus.DEAD
-        notification.next_attempt_at = None
-        logger.error(
-            "Notification %s to %s is dead after %s attempts: %s",
-            notification_id,
-            notification.destination,
-            notification.attempts,
-            error,
-        )
-    else:
-        notification.status = ExportStatus.FAILED
-        notification.next_attempt_at = now + timedelta(
-            seconds=backoff_s * 2 ** (notification.attempts - 1)
-        )
-        logger.warning(
-            "Notification %s to %s failed (attempt %s), next try at %s: %s",
-            notification_id,
-            notification.destination,
-            notification.attempts,
-            notification.next_attempt_at.isoformat(),
-            error,
-        )
+    _outbox.record_failure(
+        notification,
+        what="Notification",
+        error=error,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        now=utc(now),
+    )
     session.flush()
     return notification
 
@@ -197,14 +148,8 @@ def retry_notification(
         NotFoundError: No such notification.
         DbError: It was already sent.
     """
-    now = utc(now)
     notification = _for_update(session, notification_id)
-    if notification.status == ExportStatus.SENT:
-        raise DbError(f"Notification {notification_id} was already sent and cannot be retried.")
-    notification.status = ExportStatus.PENDING
-    notification.attempts = 0
-    notification.next_attempt_at = None
-    notification.updated_at = now
+    _outbox.reset(notification, what="Notification", now=utc(now))
     session.flush()
     return notification
 

@@ -110,7 +110,13 @@ class Stats:
     latency_p50_s: float | None
     latency_p95_s: float | None
     failed_jobs: int
+    """Jobs that failed for good (dead letters) within the window."""
     dead_exports: int
+    """Exports that became dead letters within the window."""
+    failed_jobs_now: int
+    """Dead-letter jobs waiting now, of any age (not yet retried)."""
+    dead_exports_now: int
+    """Dead-letter exports waiting now, of any age (not yet retried)."""
     skipped_series: int
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -342,9 +348,11 @@ def _percentile(values: Sequence[float], share: float) -> float | None:
 
 
 def stats(*, session: Session, since: datetime, now: datetime | None = None) -> Stats:
-    """Return activity since ``since``: series and suspected results per day, latency, failures.
+    """Return activity from ``since`` to ``now``: series and results per day, latency, failures.
 
-    Latency is the time from a series' last instance to its report's export.
+    Latency is the time from a series' last instance to its report's export. Failures are given
+    twice: those of the window (by the time the job or export became a dead letter) and every
+    dead letter still waiting now, whatever its age.
     """
     until = utc(now)
     series_rows = list_series(
@@ -363,12 +371,13 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
     skipped = Counter(
         (row.skip_reason or "unknown") for row in series_rows if row.status == SeriesStatus.SKIPPED
     )
-    failed_jobs = session.execute(
-        select(func.count(Job.id)).where(Job.status == JobStatus.FAILED)
-    ).scalar_one()
-    dead_exports = session.execute(
-        select(func.count(Export.id)).where(Export.status == ExportStatus.DEAD)
-    ).scalar_one()
+    start = utc(since)
+    failed_job = Job.status == JobStatus.FAILED
+    dead_export = Export.status == ExportStatus.DEAD
+
+    def count(column: Any, *conditions: ColumnElement[bool]) -> int:
+        return int(session.execute(select(func.count(column)).where(*conditions)).scalar_one())
+
     return Stats(
         series_per_day=[(d, per_day.get(d, 0)) for d in days],
         suspected_per_day=[(d, suspected_days.get(d, 0)) for d in days],
@@ -376,8 +385,12 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
         suspected=sum(1 for row in series_rows if row.suspected),
         latency_p50_s=_percentile(latencies, 0.5),
         latency_p95_s=_percentile(latencies, 0.95),
-        failed_jobs=int(failed_jobs),
-        dead_exports=int(dead_exports),
+        failed_jobs=count(Job.id, failed_job, Job.updated_at >= start, Job.updated_at <= until),
+        dead_exports=count(
+            Export.id, dead_export, Export.updated_at >= start, Export.updated_at <= until
+        ),
+        failed_jobs_now=count(Job.id, failed_job),
+        dead_exports_now=count(Export.id, dead_export),
         skipped_series=sum(skipped.values()),
         skipped_by_reason=dict(skipped),
     )

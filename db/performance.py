@@ -119,13 +119,22 @@ def scored_series(
             found = outcomes.get((OutcomeKey.ACCESSION, accession))
         return found
 
-    found: dict[tuple[str, str], ScoredSeries] = {}
+    # One verdict per series and model identity (name, version, weights) and role: a calibrated
+    # copy shares its source's weights but not its version, and is a model of its own.
+    found: dict[tuple[str, str, str, str, str], ScoredSeries] = {}
     for statement, kind in ((live, "live"), (challenger, "challenger")):
         for row in session.execute(statement):
             verdict = row[0]
             role = "shadow" if kind == "live" and verdict.shadow else kind
             # Later rows (newer challenger inputs) replace earlier ones of the same series.
-            found[(row.series_instance_uid, verdict.model_sha256 + role)] = ScoredSeries(
+            key = (
+                row.series_instance_uid,
+                verdict.model_name,
+                verdict.model_version,
+                verdict.model_sha256,
+                role,
+            )
+            found[key] = ScoredSeries(
                 series_instance_uid=row.series_instance_uid,
                 study_instance_uid=row.study_instance_uid,
                 model_name=verdict.model_name,

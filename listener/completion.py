@@ -23,6 +23,7 @@ from pathlib import Path
 import pydicom
 
 import db.jobs
+import db.leases
 import db.receiving
 import listener.metrics
 from db.engine import Session, SessionFactory
@@ -31,7 +32,7 @@ from listener.config import ListenerConfig
 from listener.dispatch import TaskDispatcher
 from listener.errors import DispatchError
 from listener.interruptions import QuietPeriods
-from stroke_triage.edge import select_instances
+from stroke_triage.edge import SeriesSelection, select_instances
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class CompletionMonitor:
                 (job.id, job.series.series_instance_uid)
                 for job in db.jobs.pending_jobs(session=session, older_than=older_than)
             ]
-            lost = db.jobs.lost_jobs(session=session, now=now)
+            lost = db.leases.lost_jobs(session=session, now=now)
         sent = 0
         for job_id, series_uid in pending:
             sent += self._publish(job_id, series_uid)
@@ -200,7 +201,11 @@ class CompletionMonitor:
             for header in (self._read_header(instance.path) for instance in instances)
             if header is not None
         ]
-        selection = select_instances(headers, min_slices=self._config.min_slices)
+        try:
+            selection = select_instances(headers, min_slices=self._config.min_slices)
+        except Exception as exc:  # one odd series must never block the judging of the others
+            log.exception("Series %s cannot be judged", uid)
+            selection = SeriesSelection(False, f"cannot be judged ({type(exc).__name__})")
         if not selection.classify:
             db.receiving.skip_series(
                 session=session, series_instance_uid=uid, reason=selection.reason, now=now
@@ -233,11 +238,11 @@ class CompletionMonitor:
     def _read_header(self, relpath: str) -> pydicom.Dataset | None:
         try:
             return pydicom.dcmread(self._storage_dir / relpath, stop_before_pixels=True)
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            log.warning("Cannot read stored instance %s: %s", relpath, exc)
+        except Exception as exc:  # checked on arrival; a file damaged since is left out
+            log.warning("Cannot read stored instance %s: %s", relpath, type(exc).__name__)
             return None
 
-    def _give_up(self, job: db.jobs.LostJob) -> None:
+    def _give_up(self, job: db.leases.LostJob) -> None:
         error = (
             f"Its worker was lost {job.attempts} times (killed, out of memory, or gone); "
             f"the job is not retried again (job_max_attempts = {self._config.job_max_attempts})."

@@ -20,8 +20,8 @@ from model.spec import ModelSpec, SiteCalibration
 from model.training.drift import probability_distribution
 from model.training.metrics import threshold_for_sensitivity
 from model.training.series_metrics import series_metric_intervals, series_metrics
+from stroke_triage.labels_file import SiteValidationError
 from stroke_triage.site_validation import (
-    SiteValidationError,
     load_classifier,
     read_inputs,
     score_folder,
@@ -47,6 +47,7 @@ class CalibrationResult:
 
     output: Path
     calibration: SiteCalibration
+    version: str
 
 
 def more_positives_needed(positives: int, width: float, bound: float) -> int:
@@ -69,8 +70,12 @@ def calibrate(
     n_resamples: int = 1000,
     progress: bool = True,
     now: datetime | None = None,
+    version: str | None = None,
 ) -> CalibrationResult:
     """Score the site's series, pick the threshold for the target, write a new checkpoint.
+
+    The new spec gets its own version label (default :func:`calibrated_version`), so that
+    ``performance`` tells the calibrated copy (same weights, same sha256) from its source.
 
     Raises:
         SiteValidationError: Bad input, or ``output`` is the source or a non-empty folder.
@@ -82,6 +87,8 @@ def calibrate(
         raise SiteValidationError(
             f"The target sensitivity must lie in (0, 1], got {target_sensitivity}."
         )
+    if version is not None and not version.strip():
+        raise SiteValidationError("The version label of the calibrated checkpoint is empty.")
     source = checkpoint if checkpoint is not None else checkpoint_dir(config)
     if output.exists() and (output.resolve() == source.resolve() or any(output.iterdir())):
         raise SiteValidationError(
@@ -90,6 +97,16 @@ def calibrate(
         )
     inputs = read_inputs(series_dir=series_dir, labels_csv=labels_csv)
     classifier = load_classifier(config, source)
+    source_version = classifier.spec.version
+    calibrated_at = now or datetime.now(UTC)
+    new_version = (
+        version if version is not None else calibrated_version(source_version, calibrated_at)
+    )
+    if new_version == source_version:
+        raise SiteValidationError(
+            f"The calibrated checkpoint needs a version label other than its source's "
+            f"({source_version!r}): the two share their weights and would be reported as one."
+        )
     scored = score_folder(classifier, inputs, min_slices=min_slices, progress=progress)
     labels, scores, _ = scored.scored()
     positives = int(labels.sum())
@@ -130,11 +147,12 @@ def calibrate(
         positives=positives,
         negatives=negatives,
         data_fingerprint=scored.fingerprint(),
-        calibrated_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        calibrated_at=calibrated_at.isoformat(timespec="seconds"),
         source_sha256=classifier.sha256,
     )
     new_spec = spec.model_copy(
         update={
+            "version": new_version,
             "threshold": threshold,
             "threshold_calibrated": True,
             "calibration": calibration,
@@ -145,14 +163,21 @@ def calibrate(
     )
     write_calibrated(source, output, ModelSpec.model_validate(new_spec.model_dump()))
     log.info(
-        "Calibrated %s: threshold %.4f (was %.4f), sensitivity %.3f, specificity %.3f",
+        "Calibrated %s as version %s: threshold %.4f (was %.4f), sensitivity %.3f, "
+        "specificity %.3f",
         output,
+        new_version,
         threshold,
         spec.threshold,
         calibration.sensitivity,
         calibration.specificity,
     )
-    return CalibrationResult(output, calibration)
+    return CalibrationResult(output, calibration, new_version)
+
+
+def calibrated_version(source_version: str, calibrated_at: datetime) -> str:
+    """The default version label of a calibrated copy, e.g. ``1.2.0+cal20260131``."""
+    return f"{source_version}+cal{calibrated_at.astimezone(UTC):%Y%m%d}"
 
 
 def write_calibrated(source: Path, output: Path, spec: ModelSpec) -> None:
@@ -176,6 +201,7 @@ def run_calibrate(
     target_sensitivity: float,
     max_interval_width: float,
     progress: bool,
+    version: str | None = None,
 ) -> int:
     """`stroke-triage calibrate`: write the new checkpoint and print what it achieved."""
     result = calibrate(
@@ -188,6 +214,7 @@ def run_calibrate(
         checkpoint=checkpoint,
         max_interval_width=max_interval_width,
         progress=progress,
+        version=version,
     )
     c = result.calibration
     print(
@@ -196,5 +223,8 @@ def run_calibrate(
         f"({c.sensitivity_ci[0]:.3f}-{c.sensitivity_ci[1]:.3f}), specificity "
         f"{c.specificity:.3f} ({c.specificity_ci[0]:.3f}-{c.specificity_ci[1]:.3f})."
     )
-    print(f"New checkpoint: {result.output} (point STROKE_TRIAGE_WORKER__CHECKPOINT at it)")
+    print(
+        f"New checkpoint: {result.output}, version {result.version} "
+        "(point STROKE_TRIAGE_WORKER__CHECKPOINT at it)"
+    )
     return 0

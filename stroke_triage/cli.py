@@ -195,6 +195,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target_sensitivity=args.target_sensitivity,
         max_interval_width=args.max_interval_width,
         progress=not args.no_progress,
+        version=args.version,
     )
 
 
@@ -237,6 +238,11 @@ def _add_site_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=float,
         default=0.3,
         help="refuse if the achieved sensitivity's 95 %% interval is wider",
+    )
+    calibrate.add_argument(
+        "--version",
+        default=None,
+        help="version label of the new checkpoint (default: SOURCE+calYYYYMMDD)",
     )
     calibrate.set_defaults(func=cmd_calibrate)
     outcomes = commands.add_parser("outcomes", help="the radiologists' ground truth")

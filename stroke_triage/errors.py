@@ -13,7 +13,7 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("stroke_triage.dicom_peers", "PeerError"),
     ("model.errors", "ModelError"),
     ("db.errors", "DbError"),
-    ("stroke_triage.site_validation", "SiteValidationError"),
+    ("stroke_triage.labels_file", "SiteValidationError"),
 )
 
 

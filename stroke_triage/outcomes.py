@@ -7,14 +7,13 @@ stored. Importing the same file again changes nothing; a changed label is record
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 import db.outcomes
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
-from stroke_triage.site_validation import LABEL_COLUMN, SiteValidationError, parse_label
+from stroke_triage.labels_file import read_label_rows
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +26,19 @@ def read_outcomes(path: Path) -> tuple[list[db.outcomes.OutcomeRecord], list[str
     Raises:
         SiteValidationError: The file is missing or lacks a key or label column.
     """
-    if not path.is_file():
-        raise SiteValidationError(f"The outcomes file {path} does not exist.")
+    read = read_label_rows(path, key_columns=OUTCOME_KEY_COLUMNS, what="outcomes")
     records: list[db.outcomes.OutcomeRecord] = []
-    problems: list[str] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        keys = [c for c in OUTCOME_KEY_COLUMNS if c in columns]
-        if not keys or LABEL_COLUMN not in columns:
-            raise SiteValidationError(
-                f"The outcomes file {path} needs a key column ({' or '.join(OUTCOME_KEY_COLUMNS)})"
-                f" and a '{LABEL_COLUMN}' column; it has {', '.join(columns) or 'no columns'}."
-            )
-        for line, row in enumerate(reader, start=2):
-            raw = (row.get(LABEL_COLUMN) or "").strip()
-            stroke = parse_label(raw)
-            if stroke is None:
-                problems.append(f"line {line}: label {raw!r} is not recognised; row ignored")
-                continue
-            study = (row.get("study_instance_uid") or "").strip()
-            accession = (row.get("accession_number") or "").strip()
-            if study:
-                records.append(db.outcomes.OutcomeRecord(OutcomeKey.STUDY, study, stroke))
-            elif accession:
-                hashed = db.outcomes.accession_sha256(accession)
-                records.append(db.outcomes.OutcomeRecord(OutcomeKey.ACCESSION, hashed, stroke))
-            else:
-                problems.append(f"line {line}: no study UID or accession number; row ignored")
+    problems = list(read.problems)
+    for row in read.rows:
+        study = row.keys.get("study_instance_uid")
+        accession = row.keys.get("accession_number")
+        if study:
+            records.append(db.outcomes.OutcomeRecord(OutcomeKey.STUDY, study, row.stroke))
+        elif accession:
+            hashed = db.outcomes.accession_sha256(accession)
+            records.append(db.outcomes.OutcomeRecord(OutcomeKey.ACCESSION, hashed, row.stroke))
+        else:
+            problems.append(f"line {row.line}: no study UID or accession number; row ignored")
     return records, problems
 
 

@@ -120,7 +120,11 @@ def measure_performance(
                 labels, scores, threshold, n_resamples=n_resamples
             )
         spec = next(
-            (s for s in specs if s.version == version and s.reference_distribution is not None),
+            (
+                s
+                for s in specs
+                if (s.name, s.version) == (name, version) and s.reference_distribution is not None
+            ),
             None,
         )
         if spec is not None and spec.reference_distribution is not None:

@@ -13,6 +13,7 @@ Two things made `up` take 5-10 s to exit after SIGTERM, and neither did any work
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -69,8 +70,6 @@ def end_process(code: int) -> NoReturn:
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to say there
             stream.flush()
-        except (OSError, ValueError):  # closed or broken: nothing more can be said there
-            pass
     os._exit(code)

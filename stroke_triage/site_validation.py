@@ -12,13 +12,10 @@ and series matching two labels are listed in the report with the reason.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,10 @@ from model.checkpoint import load_checkpoint
 from model.errors import ModelError
 from model.inference import Classifier
 from model.training.drift import probability_distribution
-from model.training.plots import plot_calibration, plot_confusion, plot_roc
 from model.training.series_metrics import series_metric_intervals, series_metrics
 from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES, select_instances
+from stroke_triage.labels_file import SiteValidationError, read_label_rows
+from stroke_triage.site_report import format_number, write_report
 from worker.config import WorkerConfig
 from worker.context import build_classifier, checkpoint_dir
 from worker.inputs import SeriesUnreadableError, read_series
@@ -43,25 +41,11 @@ log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("series_instance_uid", "study_instance_uid", "accession_number")
 """Columns of labels.csv that name series, most specific first."""
-LABEL_COLUMN = "label"
-LABEL_VALUES = {
-    "stroke": True,
-    "1": True,
-    "true": True,
-    "normal": False,
-    "0": False,
-    "false": False,
-}
-"""Accepted labels (case-insensitive) and what they mean."""
 HEADER_KEYWORDS = {
     "series_instance_uid": "SeriesInstanceUID",
     "study_instance_uid": "StudyInstanceUID",
     "accession_number": "AccessionNumber",
 }
-
-
-class SiteValidationError(Exception):
-    """The input cannot be validated at all (an empty folder, a labels file without columns)."""
 
 
 @dataclass(frozen=True)
@@ -120,54 +104,22 @@ class ScoredFolder:
         return digest.hexdigest()
 
 
-def parse_label(text: str) -> bool | None:
-    """``True`` for stroke / 1 / true, ``False`` for normal / 0 / false, else None."""
-    return LABEL_VALUES.get(text.strip().lower())
-
-
 def read_labels(path: Path) -> LabelTable:
     """Read labels.csv: key column(s) among :data:`KEY_COLUMNS` and a ``label`` column.
 
     Raises:
         SiteValidationError: The file is missing, empty, or lacks a key or label column.
     """
-    if not path.is_file():
-        raise SiteValidationError(f"The labels file {path} does not exist.")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        keys = [c for c in KEY_COLUMNS if c in columns]
-        if not keys:
-            raise SiteValidationError(
-                f"The labels file {path} has no key column: it needs one of "
-                f"{', '.join(KEY_COLUMNS)} (found {', '.join(columns) or 'no columns'})."
-            )
-        if LABEL_COLUMN not in columns:
-            raise SiteValidationError(
-                f"The labels file {path} has no '{LABEL_COLUMN}' column "
-                "(stroke / normal, 1 / 0, true / false)."
-            )
-        labels: dict[tuple[str, str], list[bool]] = defaultdict(list)
-        problems: list[str] = []
-        rows = 0
-        for line, row in enumerate(reader, start=2):
-            rows += 1
-            raw = (row.get(LABEL_COLUMN) or "").strip()
-            label = parse_label(raw)
-            if label is None:
-                problems.append(
-                    f"line {line}: label {raw!r} is not recognised "
-                    "(use stroke / normal, 1 / 0 or true / false); the row is ignored"
-                )
-                continue
-            named = [(c, (row.get(c) or "").strip()) for c in keys if (row.get(c) or "").strip()]
-            if not named:
-                problems.append(f"line {line}: no key value; the row is ignored")
-            for column, value in named:
-                labels[(column, value)].append(label)
-    if rows == 0:
+    read = read_label_rows(path, key_columns=KEY_COLUMNS, what="labels")
+    if read.total == 0:
         raise SiteValidationError(f"The labels file {path} holds no rows.")
+    labels: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    problems = list(read.problems)
+    for row in read.rows:
+        if not row.keys:
+            problems.append(f"line {row.line}: no key value; the row is ignored")
+        for column, value in row.keys.items():
+            labels[(column, value)].append(row.stroke)
     return LabelTable(labels=dict(labels), problems=problems)
 
 
@@ -405,15 +357,6 @@ def validate(
     summary["reference_distribution"] = probability_distribution(
         scores, source=f"validate {summary['data_fingerprint'][:12]}"
     ).model_dump()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    figures: list[Path] = []
-    if labels.size:
-        curves = {"series": (labels, scores)}
-        figures = [
-            plot_roc(curves, output_dir / "roc.png"),
-            plot_calibration(curves, output_dir / "calibration.png"),
-            plot_confusion({"series": summary["confusion"]}, output_dir / "confusion.png"),
-        ]
     document = {
         **summary,
         "series": [asdict(row) for row in scored.rows],
@@ -421,72 +364,8 @@ def validate(
         "label_problems": scored.label_problems,
         "unmatched_keys": scored.unmatched_keys,
     }
-    json_path = output_dir / "report.json"
-    json_path.write_text(json.dumps(document, indent=2, allow_nan=True) + "\n")
-    markdown_path = output_dir / "report.md"
-    markdown_path.write_text(render_markdown(document, figures))
-    return ValidationReport(summary, scored.rows, markdown_path, json_path, figures)
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
-
-
-def _bullets(title: str, items: Iterable[str]) -> list[str]:
-    listed = [f"- {item}" for item in items]
-    return [f"## {title}", "", *(listed or ["none"]), ""]
-
-
-def render_markdown(document: dict[str, Any], figures: Sequence[Path]) -> str:
-    """The report as Markdown: metrics, confusion matrix, counts, problems, per-series table."""
-    model = document["model"]
-    lines = [
-        "# Site validation",
-        "",
-        f"Model {model['name']} {model['version']} (sha256 {model['sha256'][:12]}), "
-        f"threshold {document['threshold']:.4f}; {document['series_scored']} labelled series "
-        f"scored ({document['positives']} stroke, {document['negatives']} normal); "
-        f"data fingerprint {document['data_fingerprint'][:12]}.",
-        "",
-        "| metric | value | 95 % interval |",
-        "|---|---|---|",
-    ]
-    for name, value in document["metrics"].items():
-        low, high = document["intervals_95"].get(name, [float("nan"), float("nan")])
-        lines.append(f"| {name} | {_number(value)} | {_number(low)} - {_number(high)} |")
-    confusion = document["confusion"] or {"tn": 0, "fp": 0, "fn": 0, "tp": 0}
-    lines += [
-        "",
-        "## Confusion matrix at the checkpoint's threshold",
-        "",
-        "| | predicted normal | predicted stroke |",
-        "|---|---|---|",
-        f"| normal | {confusion['tn']} | {confusion['fp']} |",
-        f"| stroke | {confusion['fn']} | {confusion['tp']} |",
-        "",
-        "## Counts",
-        "",
-        *(f"- {name.replace('_', ' ')}: {count}" for name, count in document["counts"].items()),
-        "",
-        *(f"![{path.stem}]({path.name})" for path in figures),
-        "",
-    ]
-    lines += _bullets("Unreadable files", document["unreadable_files"])
-    lines += _bullets("Label problems", document["label_problems"])
-    lines += _bullets("Keys that match no series", document["unmatched_keys"])
-    lines += [
-        "## Series",
-        "",
-        "| key | series | label | probability | verdict | reason |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in document["series"]:
-        label = {True: "stroke", False: "normal", None: ""}[row["label"]]
-        lines.append(
-            f"| {row['key']} | {row['series_instance_uid']} | {label} | "
-            f"{_number(row['probability'])} | {row['verdict']} | {row['reason']} |"
-        )
-    return "\n".join(lines) + "\n"
+    written = write_report(document, labels=labels, scores=scores, output_dir=output_dir)
+    return ValidationReport(summary, scored.rows, written.markdown, written.json, written.figures)
 
 
 def run_validate(
@@ -512,7 +391,7 @@ def run_validate(
     metrics, counts = report.summary["metrics"], report.summary["counts"]
     print(
         f"{report.summary['series_scored']} labelled series scored; "
-        + ", ".join(f"{k} {_number(v)}" for k, v in metrics.items())
+        + ", ".join(f"{k} {format_number(v)}" for k, v in metrics.items())
     )
     print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
     print(f"Report: {report.markdown}")

@@ -215,7 +215,8 @@ def test_requeue_publishes_through_the_listener_and_marks_the_job_queued(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(admin, "TaskDispatcher", FakeDispatcher)
+    # admin imports the dispatcher (and Celery) only in `requeue` (issue 17: fast read-only cmds)
+    monkeypatch.setattr("listener.dispatch.TaskDispatcher", FakeDispatcher)
     assert admin.requeue(settings, job_id=job_id) == 0
     assert sent == [(job_id, "1.2.3.4")]
     with sessions() as session:

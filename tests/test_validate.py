@@ -23,10 +23,10 @@ from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, l
 from model.phantom import Lesion, write_phantom_series
 from stroke_triage.calibration import CalibrationRefusedError, calibrate
 from stroke_triage.cli import main as cli_main
+from stroke_triage.labels_file import SiteValidationError
 from stroke_triage.site_validation import (
     ScoredFolder,
     SeriesRow,
-    SiteValidationError,
     read_labels,
     summarise,
     validate,
@@ -299,11 +299,15 @@ def test_calibrate_writes_a_new_checkpoint_and_never_changes_the_source(
         max_interval_width=1.0,
         n_resamples=100,
         progress=False,
+        now=datetime(2026, 1, 31, 23, 0, tzinfo=UTC),
     )
     assert _digest(tiny) == before
     loaded = load_checkpoint(result.output)
     assert loaded.sha256 == load_checkpoint(tiny).sha256
     spec = loaded.spec
+    # Same weights, so its own version label keeps `performance` from merging it with its source.
+    source_version = load_checkpoint(tiny).spec.version
+    assert spec.version == result.version == f"{source_version}+cal20260131"
     assert spec.calibration is not None and spec.reference_distribution is not None
     assert spec.threshold == spec.calibration.threshold
     assert spec.calibration.sensitivity >= 0.9
@@ -313,6 +317,18 @@ def test_calibrate_writes_a_new_checkpoint_and_never_changes_the_source(
     assert spec.reference_distribution.count == 14
     assert spec.threshold_calibrated is True
 
+    with pytest.raises(SiteValidationError, match="version label other than"):
+        calibrate(
+            series_dir=root,
+            labels_csv=labels,
+            output=tmp_path / "same-version",
+            target_sensitivity=0.9,
+            config=CPU,
+            checkpoint=tiny,
+            min_slices=5,
+            version=source_version,
+        )
+    assert not (tmp_path / "same-version").exists()
     with pytest.raises(SiteValidationError, match="not empty"):
         calibrate(
             series_dir=root,
@@ -393,8 +409,10 @@ def test_calibrate_marks_an_imported_models_threshold_calibrated(
         max_interval_width=1.0,
         n_resamples=50,
         progress=False,
+        version="site-2026-01",
     )
     calibrated = load_checkpoint(result.output).spec
+    assert calibrated.version == "site-2026-01"  # --version overrides the default label
     assert calibrated.threshold_calibrated is True
     assert calibrated.calibration is not None
     assert calibrated.threshold == calibrated.calibration.threshold

@@ -70,12 +70,21 @@ def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -
         return job.id
 
 
-def _verdict(sessions: SessionFactory, job_id: int, p: float, *, challenger: bool) -> None:
+def _verdict(
+    sessions: SessionFactory,
+    job_id: int,
+    p: float,
+    *,
+    challenger: bool,
+    version: str | None = None,
+    sha256: str | None = None,
+    threshold: float = 0.5,
+) -> None:
     common: dict[str, Any] = dict(
         job_id=job_id,
         probability=p,
-        suspected=p >= 0.5,
-        threshold=0.5,
+        suspected=p >= threshold,
+        threshold=threshold,
         model_name="m",
         input_fingerprint="f" * 64,
         precision="fp32",
@@ -84,12 +93,15 @@ def _verdict(sessions: SessionFactory, job_id: int, p: float, *, challenger: boo
     with sessions() as session:
         if challenger:
             db.challengers.record_challenger_result(
-                session=session, model_version="v2", model_sha256="b" * 64, **common
+                session=session,
+                model_version=version or "v2",
+                model_sha256=sha256 or "b" * 64,
+                **common,
             )
         else:
             db.results.record_result(
                 session=session,
-                model_version="v1",
+                model_version=version or "v1",
                 model_sha256="a" * 64,
                 slice_scores=[],
                 shadow=True,
@@ -150,7 +162,7 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
     import_outcomes_file(csv_file, database_url=database_url)
     reference = probability_distribution(rng.uniform(size=200))  # v1 lives far from uniform
     spec_v1 = random_spec().model_copy(
-        update={"version": "v1", "reference_distribution": reference}
+        update={"name": "m", "version": "v1", "reference_distribution": reference}
     )
     report = measure_performance(sessions, specs=[spec_v1], n_resamples=200)
     by_version = {m.model_version: m for m in report.models}
@@ -170,3 +182,35 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
     assert [m.model_version for m in only_v2.models] == ["v2"]
     later = measure_performance(sessions, specs=[], since=datetime(2999, 1, 1, tzinfo=UTC))
     assert later.models == []
+
+
+def test_performance_keeps_a_calibrated_copy_apart_from_its_source(database_url: str) -> None:
+    """Same weights (sha256), another version: two models, each at its own threshold."""
+    sessions = make_session_factory(create_engine_for(database_url))
+    for i in range(6):
+        job = _series(sessions, i)
+        _verdict(sessions, job, 0.4, challenger=False, version="v1", threshold=0.5)
+        _verdict(
+            sessions,
+            job,
+            0.4,
+            challenger=True,
+            version="v1+cal20260131",
+            sha256="a" * 64,  # the source's weights
+            threshold=0.3,
+        )
+    with sessions() as session:
+        rows = db.performance.scored_series(session=session)
+    assert len(rows) == 12  # one verdict per series and model: neither folded into the other
+    reference = probability_distribution(np.random.default_rng(0).uniform(size=200))
+    calibrated = random_spec().model_copy(
+        update={"name": "m", "version": "v1+cal20260131", "reference_distribution": reference}
+    )
+    other_model = calibrated.model_copy(update={"name": "other", "version": "v1"})
+    report = measure_performance(sessions, specs=[other_model, calibrated], n_resamples=10)
+    by_version = {m.model_version: m for m in report.models}
+    assert set(by_version) == {"v1", "v1+cal20260131"}
+    assert by_version["v1"].threshold == 0.5 and by_version["v1"].scored == 6
+    assert by_version["v1+cal20260131"].threshold == 0.3
+    assert by_version["v1+cal20260131"].psi is not None
+    assert by_version["v1"].psi is None  # another model's reference is not this one's

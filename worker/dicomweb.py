@@ -8,20 +8,17 @@ auth; TLS verification on unless turned off.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import pydicom
 
+from worker import http
 from worker.errors import ExportError
 from worker.notify.config import DicomWebDestination
-from worker.notify.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +64,25 @@ def stow(*, paths: Sequence[Path], destination: DicomWebDestination) -> None:
         raise ExportError(f"STOW-RS sends one study at a time, not {sorted(study_uids)}.")
     study_uid = study_uids.pop()
     boundary = f"stroke-triage-{uuid.uuid4().hex}"
-    request = urllib.request.Request(
-        f"{destination.url}/studies/{study_uid}",
-        data=multipart_body([path.read_bytes() for path in paths], boundary),
-        method="POST",
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json",
-            "User-Agent": "stroke-triage",
-            **_auth_header(destination),
-        },
-    )
-    context = client_context(verify=destination.verify_tls, ca_file=destination.ca_file)
     try:
-        with urllib.request.urlopen(
-            request, timeout=destination.timeout_s, context=context
-        ) as response:
-            status, answer = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        raise ExportError(
-            f"STOW-RS to {destination.url} failed with HTTP {exc.code} {exc.reason}."
-        ) from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        # HTTPException: the peer answered something that is not HTTP (not an OSError).
-        raise ExportError(
-            f"STOW-RS to {destination.url} failed: {type(exc).__name__}: {exc}."
-        ) from exc
-    failed = _failed_instances(answer)
+        answer = http.post(
+            f"{destination.url}/studies/{study_uid}",
+            body=multipart_body([path.read_bytes() for path in paths], boundary),
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Accept": "application/dicom+json",
+                **_auth_header(destination),
+            },
+            target=destination,
+        )
+    except http.HttpPostError as exc:
+        if exc.status is not None:
+            raise ExportError(
+                f"STOW-RS to {destination.url} failed with HTTP {exc.status} {exc.detail}."
+            ) from exc
+        raise ExportError(f"STOW-RS to {destination.url} failed: {exc.detail}.") from exc
+    status = answer.status
+    failed = _failed_instances(answer.body)
     if status not in (200, 202) or failed:
         raise ExportError(
             f"STOW-RS to {destination.url} answered HTTP {status}; {failed} instance(s) refused."

@@ -14,6 +14,7 @@ import threading
 from types import TracebackType
 
 import db.jobs
+import db.leases
 from db.engine import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class LeaseNotTakenError(Exception):
 class JobLease:
     """Holds the lease of one job while its task runs (a context manager).
 
-    Entering takes the lease (:func:`db.jobs.take_lease`) and starts the heartbeat; leaving
+    Entering takes the lease (:func:`db.leases.take_lease`) and starts the heartbeat; leaving
     stops it and releases the lease, or keeps it for ``hold_s`` when the task will be retried.
     """
 
@@ -52,8 +53,6 @@ class JobLease:
         self._taken = False
         self.hold_s: float | None = None
         """Set before leaving to keep the lease this long (a retry follows)."""
-        self.lost = False
-        """True once a renewal found the job taken by another task or moved on."""
 
     def take(self) -> None:
         """Take the lease (one transaction).
@@ -63,7 +62,7 @@ class JobLease:
             DatabaseUnavailableError: The database is away (worth a retry).
         """
         with self._sessions() as session:
-            refusal = db.jobs.take_lease(
+            refusal = db.leases.take_lease(
                 session=session,
                 job_id=self.job_id,
                 task_id=self.task_id,
@@ -101,7 +100,7 @@ class JobLease:
             self._thread.join(self._interval_s + 5.0)
         try:
             with self._sessions() as session:
-                db.jobs.release_lease(
+                db.leases.release_lease(
                     session=session, job_id=self.job_id, task_id=self.task_id, hold_s=self.hold_s
                 )
                 session.commit()
@@ -111,7 +110,7 @@ class JobLease:
     def renew(self) -> bool:
         """Renew the lease once; False when this task no longer holds the job."""
         with self._sessions() as session:
-            held = db.jobs.renew_lease(
+            held = db.leases.renew_lease(
                 session=session, job_id=self.job_id, task_id=self.task_id, lease_s=self._lease_s
             )
             session.commit()
@@ -125,6 +124,11 @@ class JobLease:
                 log.exception("Could not renew the lease of job %d", self.job_id)
                 continue
             if not held:
-                self.lost = True
-                log.info("Job %d is no longer held by task %s", self.job_id, self.task_id)
+                # Another task took the job (this one's lease ran out) or the job moved on:
+                # both runs are idempotent, but two at once means the lease is too short.
+                log.warning(
+                    "Job %d is no longer held by task %s; its heartbeat stops",
+                    self.job_id,
+                    self.task_id,
+                )
                 return

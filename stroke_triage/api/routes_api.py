@@ -213,7 +213,11 @@ def list_exports(
 def get_stats(
     _: Caller, state: State, days: Annotated[int, Query(ge=1, le=3660)] = 7
 ) -> dict[str, Any]:
-    """Series per day, suspected share, p50/p95 last instance to SR, failures."""
+    """Series per day, suspected share, p50/p95 last instance to SR, failures.
+
+    ``failed_jobs`` and ``dead_exports`` count the dead letters of the window;
+    ``failed_jobs_now`` and ``dead_exports_now`` every dead letter waiting now, of any age.
+    """
     now = datetime.now(UTC)
     with state.sessions() as session:
         found = db.overview.stats(session=session, since=now - timedelta(days=days - 1), now=now)

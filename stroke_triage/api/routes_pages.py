@@ -207,6 +207,19 @@ def _back(series_instance_uid: str, outcome: actions.Outcome) -> RedirectRespons
     )
 
 
+def _acting_admin(
+    request: Request, state: Console, csrf: str, *, action: str, target: str
+) -> Principal:
+    """The admin behind a form (CSRF-checked); a refusal is audited and answered 403."""
+    principal = _acting(request, state, csrf)
+    if not principal.is_admin:
+        actions.audit_refusal(
+            sessions=state.sessions, actor=principal.name, action=action, target=target
+        )
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This action needs the admin scope.")
+    return principal
+
+
 @router.post("/jobs/{job_id}/requeue")
 def requeue_form(
     job_id: int,
@@ -216,15 +229,7 @@ def requeue_form(
     series: Annotated[str, Form()],
 ) -> RedirectResponse:
     """The series page's re-queue button (admin, CSRF-checked)."""
-    principal = _acting(request, state, csrf)
-    if not principal.is_admin:
-        actions.audit_refusal(
-            sessions=state.sessions,
-            actor=principal.name,
-            action="job.requeue",
-            target=f"job {job_id}",
-        )
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "This action needs the admin scope.")
+    principal = _acting_admin(request, state, csrf, action="job.requeue", target=f"job {job_id}")
     outcome = actions.requeue_job(
         sessions=state.sessions, publish=state.publish, job_id=job_id, actor=principal.name
     )
@@ -240,15 +245,9 @@ def retry_form(
     series: Annotated[str, Form()],
 ) -> RedirectResponse:
     """The series page's re-send button (admin, CSRF-checked)."""
-    principal = _acting(request, state, csrf)
-    if not principal.is_admin:
-        actions.audit_refusal(
-            sessions=state.sessions,
-            actor=principal.name,
-            action="export.retry",
-            target=f"export {export_id}",
-        )
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "This action needs the admin scope.")
+    principal = _acting_admin(
+        request, state, csrf, action="export.retry", target=f"export {export_id}"
+    )
     outcome = actions.retry_export(
         sessions=state.sessions, export_id=export_id, actor=principal.name
     )

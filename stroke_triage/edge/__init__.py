@@ -40,6 +40,7 @@ def __getattr__(name: str) -> Any:
         return getattr(selection, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "AE_TITLE_MAX",
     "CLASSIFIABLE_SOP_CLASSES",

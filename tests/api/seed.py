@@ -102,7 +102,12 @@ def seed(factory: SessionFactory, *, base: datetime = T0) -> Seeded:
             path="reports/sc.dcm",
         )
         db.exports.mark_export_failed(
-            session=session, export_id=sc.id, error="refused", max_attempts=1, backoff_s=1
+            session=session,
+            export_id=sc.id,
+            error="refused",
+            max_attempts=1,
+            backoff_s=1,
+            now=base + timedelta(seconds=11),
         )
         db.jobs.finish_job(session=session, job_id=job.id, now=base + timedelta(seconds=12))
 
@@ -113,7 +118,13 @@ def seed(factory: SessionFactory, *, base: datetime = T0) -> Seeded:
         db.jobs.start_job(
             session=session, job_id=bad.id, now=base + timedelta(minutes=1, seconds=6)
         )
-        db.jobs.fail_job(session=session, job_id=bad.id, error="boom", final=True)
+        db.jobs.fail_job(
+            session=session,
+            job_id=bad.id,
+            error="boom",
+            final=True,
+            now=base + timedelta(minutes=1, seconds=7),
+        )
 
         _series(session, skipped, at=base + timedelta(minutes=2), ae="SCANNER1", count=1)
         db.receiving.skip_series(

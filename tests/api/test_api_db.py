@@ -125,4 +125,11 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         assert stats.results == 1 and stats.suspected == 1 and stats.suspected_share == 1.0
         assert stats.latency_p50_s == pytest.approx(10.0)
         assert stats.failed_jobs == 1 and stats.dead_exports == 1
+        assert stats.failed_jobs_now == 1 and stats.dead_exports_now == 1
+        # A window after the failures: none of its own, but the dead letters still wait.
+        later = db.overview.stats(
+            session=session, since=T0 + timedelta(days=1), now=T0 + timedelta(days=2)
+        )
+        assert later.failed_jobs == 0 and later.dead_exports == 0
+        assert later.failed_jobs_now == 1 and later.dead_exports_now == 1
         assert stats.skipped_by_reason == {"too few slices": 1}

@@ -132,6 +132,7 @@ def test_lists_filter_and_paginate(
     assert results[0]["verdict"] == "suspected"
     stats = get("/api/stats?days=3650")
     assert stats["results"] == 1 and stats["failed_jobs"] == 1 and stats["dead_exports"] == 1
+    assert stats["failed_jobs_now"] == 1 and stats["dead_exports_now"] == 1
     csv_text = client.get(
         "/api/results", headers={**_bearer(tokens["reader"]), "Accept": "text/csv"}
     )

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
 import db.jobs
+import db.leases
 import db.receiving
 import db.results
 from db.engine import create_engine_for, make_session_factory, migrate
@@ -80,7 +81,7 @@ def _job(session: Session) -> int:
 
 
 def _lost(session: Session, seconds: float) -> list[int]:
-    return [lost.job_id for lost in db.jobs.lost_jobs(session=session, now=_at(seconds))]
+    return [lost.job_id for lost in db.leases.lost_jobs(session=session, now=_at(seconds))]
 
 
 def test_a_queued_job_is_lost_once_its_lease_expires_and_waits_longer_each_time(
@@ -108,7 +109,7 @@ def test_a_running_job_whose_heartbeat_stops_is_lost_and_queued_again(session: S
     job_id = _job(session)
     db.jobs.mark_job_queued(session=session, job_id=job_id, task_id="t1", lease_s=45, now=_at(1))
     assert (
-        db.jobs.take_lease(
+        db.leases.take_lease(
             session=session, job_id=job_id, task_id="t1", lease_s=30, worker="w1", now=_at(2)
         )
         is None
@@ -116,7 +117,7 @@ def test_a_running_job_whose_heartbeat_stops_is_lost_and_queued_again(session: S
     job = db.jobs.start_job(session=session, job_id=job_id, now=_at(2))
     assert (job.status, job.worker, job.attempts) == (JobStatus.STARTED, "w1", 1)
     session.commit()
-    assert db.jobs.renew_lease(
+    assert db.leases.renew_lease(
         session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(20)
     )
     session.commit()
@@ -124,7 +125,7 @@ def test_a_running_job_whose_heartbeat_stops_is_lost_and_queued_again(session: S
     assert _lost(session, 51) == [job_id]  # no heartbeat for 31 s: the worker is gone
 
     # A stale copy of the message cannot take a job another task holds.
-    refusal = db.jobs.take_lease(
+    refusal = db.leases.take_lease(
         session=session, job_id=job_id, task_id="t0", lease_s=30, now=_at(40)
     )
     assert refusal is not None and "held by task t1" in refusal
@@ -137,11 +138,11 @@ def test_a_running_job_whose_heartbeat_stops_is_lost_and_queued_again(session: S
     assert job.series.status == SeriesStatus.QUEUED
     session.commit()
     # The lost worker wakes up: its lease is gone.
-    assert not db.jobs.renew_lease(
+    assert not db.leases.renew_lease(
         session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(61)
     )
     assert (
-        db.jobs.take_lease(session=session, job_id=job_id, task_id="t2", lease_s=30, now=_at(62))
+        db.leases.take_lease(session=session, job_id=job_id, task_id="t2", lease_s=30, now=_at(62))
         is None
     )
     assert db.jobs.start_job(session=session, job_id=job_id, now=_at(62)).attempts == 2
@@ -151,7 +152,7 @@ def test_a_running_job_whose_heartbeat_stops_is_lost_and_queued_again(session: S
 def test_publishing_does_not_take_back_a_job_that_a_worker_holds(session: Session) -> None:
     job_id = _job(session)
     # The worker was faster than the listener's own record of the publication.
-    db.jobs.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(1))
+    db.leases.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(1))
     db.jobs.start_job(session=session, job_id=job_id, now=_at(1))
     job = db.jobs.mark_job_queued(
         session=session, job_id=job_id, task_id="t1", lease_s=45, now=_at(2)
@@ -162,13 +163,13 @@ def test_publishing_does_not_take_back_a_job_that_a_worker_holds(session: Sessio
 
 def test_a_retry_keeps_the_lease_and_a_finished_task_releases_it(session: Session) -> None:
     job_id = _job(session)
-    db.jobs.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(1))
-    db.jobs.release_lease(session=session, job_id=job_id, task_id="t1", hold_s=40, now=_at(5))
+    db.leases.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(1))
+    db.leases.release_lease(session=session, job_id=job_id, task_id="t1", hold_s=40, now=_at(5))
     session.commit()
     assert _lost(session, 44) == []
     # The Celery retry keeps its task id, so it takes the job again.
     assert (
-        db.jobs.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(30))
+        db.leases.take_lease(session=session, job_id=job_id, task_id="t1", lease_s=30, now=_at(30))
         is None
     )
     db.jobs.start_job(session=session, job_id=job_id, now=_at(30))
@@ -191,7 +192,7 @@ def test_a_retry_keeps_the_lease_and_a_finished_task_releases_it(session: Sessio
     session.commit()
     # The worker dies after the result but before the task ends: the job is lost too.
     assert _lost(session, 61) == [job_id]
-    db.jobs.release_lease(session=session, job_id=job_id, task_id="t1", now=_at(40))
+    db.leases.release_lease(session=session, job_id=job_id, task_id="t1", now=_at(40))
     session.commit()
     assert _lost(session, 1000) == []  # the task ended: the export outbox does the rest
 
@@ -235,8 +236,8 @@ def test_a_dead_export_flags_its_job_until_it_is_retried(session: Session) -> No
     assert db.exports.get_export(session=session, export_id=export.id).status == ExportStatus.DEAD
     flagged = db.jobs.list_jobs(session=session, status=JobStatus.EXPORT_FAILED)
     assert [job.id for job in flagged] == [job_id]
-    assert db.jobs.lost_jobs(session=session, now=_at(10_000)) == []
-    refusal = db.jobs.take_lease(session=session, job_id=job_id, task_id="t9", lease_s=30)
+    assert db.leases.lost_jobs(session=session, now=_at(10_000)) == []
+    refusal = db.leases.take_lease(session=session, job_id=job_id, task_id="t9", lease_s=30)
     assert refusal is not None and "retry-export" in refusal
 
     db.exports.retry_export(session=session, export_id=export.id)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 
 import db.jobs
+import db.leases
 from db.enums import JobStatus
 from db.rows import Job
 from tests.listener.helpers import RunningListener, storescu, wait_until, write_series
@@ -55,7 +56,8 @@ def test_lost_jobs_are_published_again_until_they_have_killed_too_many_workers(
     # A worker takes it and dies: no heartbeat renews its lease, so it is published again.
     with running.sessions() as session:
         assert (
-            db.jobs.take_lease(session=session, job_id=again.id, task_id="w1", lease_s=0.5) is None
+            db.leases.take_lease(session=session, job_id=again.id, task_id="w1", lease_s=0.5)
+            is None
         )
         db.jobs.start_job(session=session, job_id=again.id, worker="killed worker")
         session.commit()
@@ -66,7 +68,7 @@ def test_lost_jobs_are_published_again_until_they_have_killed_too_many_workers(
 
     # The second worker dies too: with job_max_attempts = 2 the job fails for good.
     with running.sessions() as session:
-        db.jobs.take_lease(session=session, job_id=again.id, task_id="w2", lease_s=0.5)
+        db.leases.take_lease(session=session, job_id=again.id, task_id="w2", lease_s=0.5)
         db.jobs.start_job(session=session, job_id=again.id, worker="killed worker")
         session.commit()
     time.sleep(0.6)

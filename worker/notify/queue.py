@@ -62,34 +62,15 @@ def queue_result_notifications(
     source = _first_instance_path(session, storage_dir, series.series_instance_uid)
     event_key = f"result:{result.id}"
     for destination in wanted:
-        key = idempotency_key(
-            event_key=event_key,
-            destination=destination.name,
-            series_instance_uid=series.series_instance_uid,
-        )
-        db.notifications.ensure_notification(
-            session=session,
-            job_id=job.id,
-            result_id=result.id,
+        _enqueue(
+            session,
+            destination,
+            job=job,
+            result=result,
             event=event,
             event_key=event_key,
-            destination=destination.name,
-            channel=NotificationChannel(destination.kind),
-            idempotency_key=key,
-            source_path=source,
-            payload=build_payload(
-                key=key,
-                event=event,
-                study_instance_uid=series.study.study_instance_uid,
-                series_instance_uid=series.series_instance_uid,
-                calling_ae_title=series.calling_ae_title,
-                probability=result.probability,
-                threshold=result.threshold,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                received_at=series.last_received_at,
-                reported_at=result.created_at,
-            ),
+            source=source,
+            reported_at=result.created_at,
         )
     log.info("Result %d: %d notification(s) in the outbox", result.id, len(wanted))
     return len(wanted)
@@ -161,37 +142,64 @@ def _queue_failure(
             series.calling_ae_title not in destination.calling_ae_titles
         ):
             continue
-        key = idempotency_key(
-            event_key=event_key,
-            destination=destination.name,
-            series_instance_uid=series.series_instance_uid,
-        )
-        db.notifications.ensure_notification(
-            session=session,
-            job_id=job.id,
-            result_id=result.id if result is not None else None,
+        _enqueue(
+            session,
+            destination,
+            job=job,
+            result=result,
             event=NotificationEvent.FAILED,
             event_key=event_key,
-            destination=destination.name,
-            channel=NotificationChannel(destination.kind),
-            idempotency_key=key,
-            source_path=source,
-            payload=build_payload(
-                key=key,
-                event=NotificationEvent.FAILED,
-                study_instance_uid=series.study.study_instance_uid,
-                series_instance_uid=series.series_instance_uid,
-                calling_ae_title=series.calling_ae_title,
-                probability=result.probability if result is not None else None,
-                threshold=result.threshold if result is not None else None,
-                model_name=result.model_name if result is not None else None,
-                model_version=result.model_version if result is not None else None,
-                received_at=series.last_received_at,
-                reason=reason,
-            ),
+            source=source,
+            reason=reason,
         )
         count += 1
     return count
+
+
+def _enqueue(
+    session: Session,
+    destination: NotificationDestination,
+    *,
+    job: Job,
+    result: Result | None,
+    event: NotificationEvent,
+    event_key: str,
+    source: str | None,
+    reported_at: datetime | None = None,
+    reason: str | None = None,
+) -> None:
+    """Write (if new) the outbox row of one event to one destination, with its payload."""
+    series = job.series
+    key = idempotency_key(
+        event_key=event_key,
+        destination=destination.name,
+        series_instance_uid=series.series_instance_uid,
+    )
+    db.notifications.ensure_notification(
+        session=session,
+        job_id=job.id,
+        result_id=result.id if result is not None else None,
+        event=event,
+        event_key=event_key,
+        destination=destination.name,
+        channel=NotificationChannel(destination.kind),
+        idempotency_key=key,
+        source_path=source,
+        payload=build_payload(
+            key=key,
+            event=event,
+            study_instance_uid=series.study.study_instance_uid,
+            series_instance_uid=series.series_instance_uid,
+            calling_ae_title=series.calling_ae_title,
+            probability=result.probability if result is not None else None,
+            threshold=result.threshold if result is not None else None,
+            model_name=result.model_name if result is not None else None,
+            model_version=result.model_version if result is not None else None,
+            received_at=series.last_received_at,
+            reported_at=reported_at,
+            reason=reason,
+        ),
+    )
 
 
 def notify_result(

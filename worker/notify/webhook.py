@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 
+from worker import http
 from worker.notify.config import WebhookDestination
 from worker.notify.errors import NotificationError
 from worker.notify.message import Notice
-from worker.notify.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -61,33 +58,29 @@ def post(destination: WebhookDestination, notice: Notice) -> None:
     """
     body = json.dumps(notice.document(), sort_keys=True).encode()
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(
-        destination.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Idempotency-Key": notice.key,
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(destination.secret.get_secret_value().encode(), timestamp, body),
-            "User-Agent": "stroke-triage",
-        },
-    )
-    context = client_context(verify=destination.verify_tls, ca_file=destination.ca_file)
     try:
-        with urllib.request.urlopen(
-            request, timeout=destination.timeout_s, context=context
-        ) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
+        answer = http.post(
+            destination.url,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": notice.key,
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(
+                    destination.secret.get_secret_value().encode(), timestamp, body
+                ),
+            },
+            target=destination,
+        )
+    except http.HttpPostError as exc:
+        if exc.status is not None:
+            raise NotificationError(
+                f"The webhook {destination.name} answered HTTP {exc.status} {exc.detail}."
+            ) from exc
         raise NotificationError(
-            f"The webhook {destination.name} answered HTTP {exc.code} {exc.reason}."
+            f"The webhook {destination.name} is not reachable: {exc.detail}."
         ) from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        # HTTPException: the peer answered something that is not HTTP (not an OSError).
-        raise NotificationError(
-            f"The webhook {destination.name} is not reachable: {type(exc).__name__}: {exc}."
-        ) from exc
+    status = answer.status
     if not 200 <= status < 300:
         raise NotificationError(f"The webhook {destination.name} answered HTTP {status}.")
     log.info("Webhook %s: notification %s accepted (%d)", destination.name, notice.key, status)
