@@ -50,7 +50,7 @@ def profile(files: list[Path], workdir: Path, *, fsync: bool) -> tuple[float, fl
     between: list[float] = []
     last: list[float] = []
 
-    def timed(event: Any, context: StoreContext) -> int:
+    def timed(event: Any, context: StoreContext) -> Any:
         start = time.perf_counter()
         if last:
             between.append(start - last[0])
@@ -63,7 +63,14 @@ def profile(files: list[Path], workdir: Path, *, fsync: bool) -> tuple[float, fl
     server.handle_store = timed  # type: ignore[attr-defined]
     settings = Settings(
         data_dir=workdir / f"data-{int(fsync)}",
-        listener={"host": "127.0.0.1", "port": free_port(), "quiet_period_s": 3600},
+        # One receiving process: the timed handler is patched into this process only.
+        listener={
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "quiet_period_s": 3600,
+            "processes": 1,
+            "durability": "fsync" if fsync else "os",
+        },
     )
     settings.ensure_dirs()
     running = start_listener(settings.listener, settings.listener_runtime())
@@ -93,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument(
+        "--durability",
+        choices=("both", "fsync", "os"),
+        default="both",
+        help="profile one durability only (e.g. under py-spy)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("storescu") is None:
         parser.error("DCMTK storescu is not installed (apt-get install dcmtk).")
@@ -102,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.count} slices of 512x512 CT, one association\n")
         print("| writes | img/s | handler (median ms) | between handlers (median ms) |")
         print("| --- | --- | --- | --- |")
-        for fsync in (True, False):
+        modes = {"both": (True, False), "fsync": (True,), "os": (False,)}[args.durability]
+        for fsync in modes:
             rate, inside, between = profile(files, workdir, fsync=fsync)
             label = "durable (fsync)" if fsync else "no fsync (comparison only)"
             print(f"| {label} | {rate:.0f} | {inside:.2f} | {between:.2f} |")

@@ -164,8 +164,6 @@ def migrate(url_or_engine: str | URL | Engine) -> None:
     Raises:
         MigrationError: The upgrade failed.
     """
-    from alembic import command
-
     if isinstance(url_or_engine, Engine):
         engine, owned = url_or_engine, False
     else:
@@ -174,6 +172,12 @@ def migrate(url_or_engine: str | URL | Engine) -> None:
         with _migration_lock(engine), engine.connect() as connection:
             before = _read_revision(connection)
             connection.rollback()
+            if before == HEAD_REVISION:
+                # The common start-up: nothing to upgrade, so Alembic is not even imported.
+                logger.info("Database schema at %s.", HEAD_REVISION)
+                return
+            from alembic import command
+
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

@@ -9,13 +9,14 @@ The life cycle (due, claim, backoff, dead, retry) is :mod:`db._outbox`, shared w
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, aliased
 
 import db.jobs
 from db import _outbox
 from db._query import export_for_update, insert, one, utc
 from db.enums import ExportKind, ExportStatus
+from db.errors import NotFoundError
 from db.models import Export, Result
 
 logger = logging.getLogger(__name__)
@@ -176,23 +177,34 @@ def result_exports(*, session: Session, result_id: int) -> list[Export]:
 def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
     """Files of the SRs that earlier, now superseded results of this result's series produced.
 
-    One path per SR instance (several destinations share one file), oldest result first.
+    One path per SR instance (several destinations share one file), oldest result first. One
+    query: the result itself, outer-joined to its series' superseded results and their SRs.
+
+    Raises:
+        NotFoundError: No result has this id.
     """
-    result = one(session, select(Result).where(Result.id == result_id), f"result {result_id}")
+    current, earlier = aliased(Result), aliased(Result)
     rows = session.execute(
         select(Export.sop_instance_uid, Export.path)
-        .join(Result, Export.result_id == Result.id)
-        .where(
-            Result.series_id == result.series_id,
-            Result.id != result_id,
-            Result.superseded.is_(True),
-            Export.kind == ExportKind.SR,
+        .select_from(current)
+        .outerjoin(
+            earlier,
+            and_(
+                earlier.series_id == current.series_id,
+                earlier.id != current.id,
+                earlier.superseded.is_(True),
+            ),
         )
-        .order_by(Result.id, Export.id)
+        .outerjoin(Export, and_(Export.result_id == earlier.id, Export.kind == ExportKind.SR))
+        .where(current.id == result_id)
+        .order_by(earlier.id, Export.id)
     ).all()
+    if not rows:
+        raise NotFoundError(f"No result {result_id} exists.")
     paths: dict[str, str] = {}
     for uid, path in rows:
-        paths.setdefault(uid, path)
+        if uid is not None:
+            paths.setdefault(uid, path)
     return list(paths.values())
 
 

@@ -36,6 +36,11 @@ from stroke_triage.edge import SeriesSelection, select_instances
 
 log = logging.getLogger(__name__)
 
+#: The shortest sleep between two passes of the monitor thread, so that it never busy-loops.
+MIN_WAIT_S = 0.01
+#: Added to the wait for the earliest due series, so that the pass finds it due, not nearly due.
+DUE_MARGIN_S = 0.002
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -103,6 +108,7 @@ class CompletionMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
+        self._next_due: datetime | None = None
 
     @property
     def quiet_periods(self) -> QuietPeriods:
@@ -120,6 +126,8 @@ class CompletionMonitor:
         with self._sessions() as session:
             receiving = db.receiving.receiving_series(session=session)
             due = [series for series in receiving if self._is_due(series, now)]
+            waiting = [series for series in receiving if series not in due]
+            self._next_due = min((self._due_at(series) for series in waiting), default=None)
             for series in due:
                 job_id = self._judge(session, series, now)
                 if job_id is not None:
@@ -169,14 +177,25 @@ class CompletionMonitor:
 
     # Internals -------------------------------------------------------------------------
 
-    def _is_due(self, series: Series, now: datetime) -> bool:
-        quiet = self._config.quiet_period_for(series.calling_ae_title or "")
+    def _quiet_since(self, series: Series) -> datetime:
         interrupted = series.interrupted_at
-        last = self._quiet_periods.quiet_since(
+        return self._quiet_periods.quiet_since(
             series.series_instance_uid,
             _aware(series.last_received_at),
             None if interrupted is None else _aware(interrupted),
         )
+
+    def _due_at(self, series: Series) -> datetime:
+        """When the series will be due if nothing new arrives (its quiet period, or cut-off)."""
+        quiet = self._config.quiet_period_for(series.calling_ae_title or "")
+        return min(
+            self._quiet_since(series) + timedelta(seconds=quiet),
+            _aware(series.first_received_at) + timedelta(seconds=self._config.max_series_wait_s),
+        )
+
+    def _is_due(self, series: Series, now: datetime) -> bool:
+        quiet = self._config.quiet_period_for(series.calling_ae_title or "")
+        last = self._quiet_since(series)
         first = _aware(series.first_received_at)
         if now - last >= timedelta(seconds=quiet):
             return True
@@ -278,10 +297,24 @@ class CompletionMonitor:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def seconds_to_next_pass(self, now: datetime | None = None) -> float:
+        """How long the thread sleeps before its next pass.
+
+        Until the earliest moment a series seen in the last pass becomes due (its quiet period
+        ends, or its cut-off), so that a series is judged as soon as it is quiet rather than
+        up to ``check_interval_s`` later; never longer than ``check_interval_s`` (new series,
+        the outbox) and never shorter than :data:`MIN_WAIT_S` (no busy loop).
+        """
+        wait = self._config.check_interval_s
+        if self._next_due is not None:
+            until_due = (self._next_due - (now or _utcnow())).total_seconds() + DUE_MARGIN_S
+            wait = min(wait, until_due)
+        return max(wait, MIN_WAIT_S)
+
     def _run(self) -> None:
         import time
 
-        while not self._stop.wait(self._config.check_interval_s):
+        while not self._stop.wait(self.seconds_to_next_pass()):
             try:
                 self.judge_quiet_series()
                 if time.monotonic() - self._last_reconcile >= self._config.reconcile_interval_s:

@@ -12,7 +12,6 @@ from typing import cast
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 import db.receiving
@@ -29,11 +28,11 @@ from listener.interruptions import AssociationSeries, QuietPeriods
 from listener.recorder import InstanceRecorder, PendingRecord
 from listener.resources import ResourceGuard
 from listener.status import StoreStatus
+from listener.storage import file_meta_bytes
 from stroke_triage.edge import set_tcp_nodelay, write_atomic
 
 log = logging.getLogger(__name__)
 
-PREAMBLE = b"\x00" * 128 + b"DICM"
 ERROR_COMMENT_LENGTH = 64
 
 
@@ -101,7 +100,11 @@ def handle_store(event: Event, context: StoreContext) -> int | Dataset:
             sop_instance_uid=sop_instance_uid,
             max_image_pixels=context.max_image_pixels,
         )
-        meta = PREAMBLE + encode_file_meta(event.file_meta)
+        meta = file_meta_bytes(
+            sop_class_uid=instance.sop_class_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+            transfer_syntax_uid=syntax,
+        )
         with stream.getbuffer() as body:
             write_atomic(context.storage_dir / instance.relpath, [meta, body], fsync=context.fsync)
             size = len(meta) + body.nbytes

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -69,6 +70,41 @@ class ReceivedInstance:
     relpath: Path
 
 
+#: The attributes the listener reads: keyword, tag, VR (for implicit VR) and the value's kind.
+_WANTED: dict[int, tuple[str, str]] = {
+    0x00080008: ("ImageType", "CS"),
+    0x00080016: ("SOPClassUID", "UI"),
+    0x00080060: ("Modality", "CS"),
+    0x0008103E: ("SeriesDescription", "LO"),
+    0x0020000D: ("StudyInstanceUID", "UI"),
+    0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200032: ("ImagePositionPatient", "DS"),
+    0x00200037: ("ImageOrientationPatient", "DS"),
+    0x00280002: ("SamplesPerPixel", "US"),
+    0x00280004: ("PhotometricInterpretation", "CS"),
+    0x00280008: ("NumberOfFrames", "IS"),
+    0x00280010: ("Rows", "US"),
+    0x00280011: ("Columns", "US"),
+    0x00280030: ("PixelSpacing", "DS"),
+    0x00280100: ("BitsAllocated", "US"),
+    0x00280101: ("BitsStored", "US"),
+    0x00280103: ("PixelRepresentation", "US"),
+    0x00281052: ("RescaleIntercept", "DS"),
+    0x00281053: ("RescaleSlope", "DS"),
+}
+_KEYWORDS = tuple(keyword for keyword, _ in _WANTED.values())
+_ITEM_DELIMITER = 0xFFFEE00D
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
+
+Value = str | int | list[str] | list[int]
+Header = dict[str, Value]
+"""The attributes the listener reads, by keyword: text (one value), a list (several), or int."""
+
+
+class _UnusualError(Exception):
+    """The fast scan met something it leaves to pydicom (the slower, general parser)."""
+
+
 def inspect_dataset(
     stream: bytes | BytesIO,
     *,
@@ -99,10 +135,10 @@ def inspect_dataset(
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
         if not header.get(keyword):
             raise InvalidInstanceError(f"The data set has no {keyword}.")
-    study_uid = validate_uid(str(header.StudyInstanceUID), what="Study Instance UID")
-    series_uid = validate_uid(str(header.SeriesInstanceUID), what="Series Instance UID")
+    study_uid = validate_uid(_text(header["StudyInstanceUID"]), what="Study Instance UID")
+    series_uid = validate_uid(_text(header["SeriesInstanceUID"]), what="Series Instance UID")
     sop_uid = validate_uid(sop_instance_uid, what="SOP Instance UID")
-    dataset_class = str(header.get("SOPClassUID", "")).strip()
+    dataset_class = _text(header.get("SOPClassUID", "")).strip()
     if dataset_class and dataset_class != sop_class_uid.strip():
         raise InvalidInstanceError(
             f"The data set's SOP Class UID {dataset_class} differs from the request's "
@@ -118,14 +154,27 @@ def inspect_dataset(
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         sop_class_uid=validate_uid(sop_class_uid, what="SOP Class UID"),
-        modality=str(header.get("Modality", ""))[:16],
-        series_description=None if description is None else str(description)[:64],
+        modality=_text(header.get("Modality", ""))[:16],
+        series_description=None if description is None else _text(description)[:64],
         relpath=instance_relpath(study_uid, series_uid, sop_uid),
     )
 
 
-def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, _PixelElement | None]:
-    """Parse up to the pixel data; return the header and where the pixel data element lies."""
+def _text(value: Value) -> str:
+    """One value as text; several values joined as DICOM encodes them (backslash)."""
+    if isinstance(value, list):
+        return "\\".join(str(item) for item in value)
+    return str(value)
+
+
+def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Header, _PixelElement | None]:
+    """Read the wanted attributes; return them and where the pixel data element lies.
+
+    Little endian data sets (nearly all) are scanned element by element with ``struct``,
+    converting only the attributes in ``_WANTED``; anything unusual (big endian, an unknown
+    length inside a UN element, a VR other than the expected one, a truncated element) is
+    parsed by pydicom instead, which also words the error when the data set is malformed.
+    """
     buffer = stream if isinstance(stream, BytesIO) else BytesIO(stream)
     buffer.seek(0)
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -135,6 +184,130 @@ def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, _PixelElement
             raise InvalidInstanceError(f"The deflated data set cannot be inflated: {exc}") from exc
     if not syntax.is_transfer_syntax:
         raise InvalidInstanceError(f"The transfer syntax {syntax} is not known.")
+    if syntax.is_little_endian:
+        try:
+            return _scan(buffer, implicit=syntax.is_implicit_VR)
+        except _UnusualError:
+            pass
+    return _parse_with_pydicom(buffer, syntax)
+
+
+def _scan(buffer: BytesIO, *, implicit: bool) -> tuple[Header, _PixelElement | None]:
+    """The fast path of :func:`_parse`: top-level elements only, sequences skipped."""
+    header: Header = {}
+    with buffer.getbuffer() as data:
+        end = data.nbytes
+        position = 0
+        while position < end:
+            if position + 8 > end:
+                raise _UnusualError
+            group, element = struct.unpack_from("<HH", data, position)
+            tag = group << 16 | element
+            if implicit:
+                vr = _WANTED[tag][1] if tag in _WANTED else ""
+                (length,) = struct.unpack_from("<I", data, position + 4)
+                start = position + 8
+            else:
+                vr = bytes(data[position + 4 : position + 6]).decode("latin-1")
+                if vr in LONG_LENGTH_VRS:
+                    if position + 12 > end:
+                        raise _UnusualError
+                    (length,) = struct.unpack_from("<I", data, position + 8)
+                    start = position + 12
+                else:
+                    (length,) = struct.unpack_from("<H", data, position + 6)
+                    start = position + 8
+            if tag in PIXEL_TAGS:
+                pixels = _PixelElement(
+                    tag=tag, length=length, value_offset=start, buffer=buffer, end=end
+                )
+                return header, pixels
+            if length == UNDEFINED_LENGTH:
+                if tag in _WANTED or (not implicit and vr != "SQ"):
+                    raise _UnusualError
+                position = _skip_sequence(data, start, end, implicit=implicit)
+                continue
+            if start + length > end:
+                raise _UnusualError
+            if tag in _WANTED:
+                keyword, expected = _WANTED[tag]
+                if vr != expected:
+                    raise _UnusualError
+                header[keyword] = _value(data[start : start + length], expected)
+            elif tag > PIXEL_DATA:
+                break
+            position = start + length
+    return header, None
+
+
+def _skip_sequence(data: memoryview, start: int, end: int, *, implicit: bool) -> int:
+    """Skip a sequence of undefined length; return where the next element starts."""
+    position = start
+    while True:
+        if position + 8 > end:
+            raise _UnusualError
+        group, element, length = struct.unpack_from("<HHI", data, position)
+        tag = group << 16 | element
+        position += 8
+        if tag == SEQUENCE_DELIMITER:
+            return position
+        if tag != ITEM:
+            raise _UnusualError
+        if length != UNDEFINED_LENGTH:
+            position += length
+            continue
+        position = _skip_item(data, position, end, implicit=implicit)
+
+
+def _skip_item(data: memoryview, start: int, end: int, *, implicit: bool) -> int:
+    """Skip the elements of an item of undefined length, up to its delimiter."""
+    position = start
+    while True:
+        if position + 8 > end:
+            raise _UnusualError
+        group, element = struct.unpack_from("<HH", data, position)
+        tag = group << 16 | element
+        if tag == _ITEM_DELIMITER:
+            return position + 8
+        vr = "" if implicit else bytes(data[position + 4 : position + 6]).decode("latin-1")
+        if implicit:
+            (length,) = struct.unpack_from("<I", data, position + 4)
+            position += 8
+        elif vr in LONG_LENGTH_VRS:
+            (length,) = struct.unpack_from("<I", data, position + 8)
+            position += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, position + 6)
+            position += 8
+        if length == UNDEFINED_LENGTH:
+            if not implicit and vr != "SQ":
+                raise _UnusualError
+            position = _skip_sequence(data, position, end, implicit=implicit)
+        else:
+            position += length
+        if position > end:
+            raise _UnusualError
+
+
+def _value(raw: memoryview, vr: str) -> Value:
+    """Convert one wanted value: text (split on backslash when several) or unsigned shorts."""
+    if vr == "US":
+        if len(raw) % 2:
+            raise _UnusualError
+        numbers = [number for (number,) in struct.iter_unpack("<H", raw)]
+        if not numbers:
+            return ""
+        return numbers[0] if len(numbers) == 1 else numbers
+    text = bytes(raw).decode("latin-1")
+    if vr == "UI":
+        text = text.rstrip("\x00")
+    parts = [part.strip(" \x00") for part in text.split("\\")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _parse_with_pydicom(buffer: BytesIO, syntax: UID) -> tuple[Header, _PixelElement | None]:
+    """The general path of :func:`_parse`: pydicom reads up to the pixel data."""
+    buffer.seek(0)
     found: list[tuple[int, str | None, int]] = []
 
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -144,12 +317,11 @@ def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, _PixelElement
         return False
 
     try:
-        header = read_dataset(
+        dataset = read_dataset(
             buffer, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=at_pixels
         )
-        # Touch the values we use so that a malformed one fails here, not later.
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "Modality"):
-            header.get(keyword)
+        # Convert the values we use here, so that a malformed one fails here, not later.
+        header = _plain(dataset)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InvalidInstanceError(f"The data set cannot be parsed: {exc}") from exc
     if not found:
@@ -168,19 +340,39 @@ def _parse(stream: bytes | BytesIO, syntax: UID) -> tuple[Dataset, _PixelElement
     return header, element
 
 
+def _plain(dataset: Dataset) -> Header:
+    """The wanted attributes of a pydicom data set, as the fast scan gives them."""
+    header: Header = {}
+    for keyword in _KEYWORDS:
+        value = dataset.get(keyword)
+        if value is None:
+            continue
+        if isinstance(value, MultiValue | list | tuple):
+            items = list(value)
+            if all(isinstance(item, int) and not isinstance(item, str) for item in items):
+                header[keyword] = [int(item) for item in items]
+            else:
+                header[keyword] = [str(item) for item in items]
+        elif isinstance(value, int) and not isinstance(value, str):
+            header[keyword] = int(value)
+        else:
+            header[keyword] = str(value)
+    return header
+
+
 def _is_image_class(sop_class_uid: str) -> bool:
     name = UID(sop_class_uid.strip()).name
     return name.endswith("Image Storage") and "Presentation" not in name
 
 
 def _check_image(
-    header: Dataset, pixels: _PixelElement | None, syntax: UID, max_image_pixels: int
+    header: Header, pixels: _PixelElement | None, syntax: UID, max_image_pixels: int
 ) -> None:
     try:
-        rows = int(header.get("Rows") or 0)
-        columns = int(header.get("Columns") or 0)
-        frames = int(header.get("NumberOfFrames") or 1)
-        samples = int(header.get("SamplesPerPixel") or 1)
+        rows = _int(header, "Rows", 0)
+        columns = _int(header, "Columns", 0)
+        frames = _int(header, "NumberOfFrames", 1)
+        samples = _int(header, "SamplesPerPixel", 1)
     except (TypeError, ValueError) as exc:
         raise InvalidInstanceError(f"The image dimensions cannot be read: {exc}") from exc
     if rows <= 0 or columns <= 0:
@@ -208,7 +400,7 @@ def _check_image(
     # Native (uncompressed) pixels: the element holds exactly the pixels it claims (plus
     # the one padding byte that makes an odd length even, PS3.5 7.1.1).
     try:
-        bits = int(header.get("BitsAllocated") or 0)
+        bits = _int(header, "BitsAllocated", 0)
     except (TypeError, ValueError) as exc:
         raise InvalidInstanceError(f"Bits Allocated cannot be read: {exc}") from exc
     if bits <= 0:
@@ -219,6 +411,19 @@ def _check_image(
             f"The pixel data holds {pixels.length} bytes, but {rows} x {columns} pixels x "
             f"{frames} frames x {samples} samples at {bits} bits are exactly {needed}."
         )
+
+
+def _int(header: Header, keyword: str, default: int) -> int:
+    """One integer attribute, ``default`` when absent or empty.
+
+    Raises:
+        TypeError: Several values.
+        ValueError: Not an integer.
+    """
+    value = header.get(keyword)
+    if isinstance(value, list):
+        raise TypeError(f"{keyword} has {len(value)} values")
+    return int(value or default)
 
 
 def _check_encapsulated(pixels: _PixelElement, syntax: UID) -> None:
@@ -268,18 +473,18 @@ def _walk_items(data: memoryview, start: int, end: int) -> None:
         items += 1
 
 
-def _is_localizer(header: Dataset) -> bool:
+def _is_localizer(header: Header) -> bool:
     image_type = header.get("ImageType") or []
-    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    values = image_type if isinstance(image_type, list) else [image_type]
     return any(str(value).strip().upper() in ("LOCALIZER", "SCOUT") for value in values)
 
 
-def _numbers(header: Dataset, keyword: str, count: int) -> list[float] | None:
+def _numbers(header: Header, keyword: str, count: int) -> list[float] | None:
     """The values of a numeric attribute if it has exactly ``count`` finite numbers."""
     value = header.get(keyword)
     if value is None or value == "":
         return None
-    values = [value] if isinstance(value, str | int | float) else list(value)
+    values: list[str] | list[int] | list[str | int] = value if isinstance(value, list) else [value]
     try:
         numbers = [float(item) for item in values]
     except (TypeError, ValueError):
@@ -289,7 +494,7 @@ def _numbers(header: Dataset, keyword: str, count: int) -> list[float] | None:
     return numbers
 
 
-def check_ct_attributes(header: Dataset) -> None:
+def check_ct_attributes(header: Header) -> None:
     """Refuse a CT image that lacks what HU conversion and geometry rely on.
 
     Rescale Slope and Intercept (CT Image module), Rows, Columns, Bits Stored, Pixel

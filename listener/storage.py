@@ -8,13 +8,47 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
 from listener.errors import InvalidUIDError
 from stroke_triage.edge import PART_SUFFIX
 
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UID_MAX_LENGTH = 64
 
-__all__ = ["PART_SUFFIX", "UID_MAX_LENGTH", "instance_relpath", "validate_uid"]
+__all__ = [
+    "PART_SUFFIX",
+    "UID_MAX_LENGTH",
+    "file_meta_bytes",
+    "instance_relpath",
+    "validate_uid",
+]
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def file_meta_bytes(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+) -> bytes:
+    """The preamble, ``DICM`` and the File Meta Information of a stored instance (PS3.10 7.1).
+
+    The same bytes as pynetdicom's ``encode_file_meta(event.file_meta)``, written by pydicom
+    from only the elements the group needs, without building the event's data sets.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = UID(PYNETDICOM_IMPLEMENTATION_UID)
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    buffer = DicomBytesIO()
+    buffer.write(PREAMBLE)
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
 
 
 def validate_uid(uid: str, *, what: str) -> str:

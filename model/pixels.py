@@ -48,6 +48,16 @@ def _check_stack(x: np.ndarray, ndim: int, what: str) -> None:
         raise PreprocessError(f"Expected at least one slice in {what}, got none.")
 
 
+def _check_windows(hu: np.ndarray, windows: Sequence[Window], mode: ChannelMode) -> ChannelMode:
+    _check_stack(hu, 3, "an HU stack (N, H, W)")
+    expected = 3 if mode is ChannelMode.MULTI_WINDOW else 1
+    if len(windows) != expected:
+        raise PreprocessError(
+            f"Channel mode {mode.value!r} needs exactly {expected} window(s), got {len(windows)}."
+        )
+    return mode
+
+
 def hu_stack_to_channels(
     hu: np.ndarray, *, windows: Sequence[Window], mode: ChannelMode
 ) -> np.ndarray:
@@ -61,13 +71,7 @@ def hu_stack_to_channels(
     Returns:
         ``(N, 3, H, W)`` float32 in [0, 1].
     """
-    _check_stack(hu, 3, "an HU stack (N, H, W)")
-    mode = ChannelMode(mode)
-    expected = 3 if mode is ChannelMode.MULTI_WINDOW else 1
-    if len(windows) != expected:
-        raise PreprocessError(
-            f"Channel mode {mode.value!r} needs exactly {expected} window(s), got {len(windows)}."
-        )
+    mode = _check_windows(hu, windows, ChannelMode(mode))
     if mode is ChannelMode.MULTI_WINDOW:
         return np.stack([apply_window(hu, w) for w in windows], axis=1)
     windowed = apply_window(hu, windows[0])
@@ -137,6 +141,17 @@ def _finish(channels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return normalize(resized, spec.mean, spec.std)
 
 
+def _finish_replicate(windowed: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Replicate mode resizes one channel and reads it three times (a view, not a copy).
+
+    Resizing works on each channel alone and normalising element by element, so the result is
+    bit for bit that of :func:`_finish` on three copies, for a third of the resizing work.
+    """
+    resized = resize_batch(windowed[:, None], spec.input_size)
+    replicated = np.broadcast_to(resized, (resized.shape[0], 3, *resized.shape[2:]))
+    return normalize(replicated, spec.mean, spec.std)
+
+
 def _finish_mirror(windowed: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Mirror mode resizes before it aligns, so JPEG and HU inputs take the same path."""
     resized = resize_batch(windowed[:, None], spec.input_size)[:, 0]
@@ -174,6 +189,10 @@ def preprocess_hu_stack(hu: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if ChannelMode(spec.channel_mode) is ChannelMode.MIRROR:
         _check_stack(hu, 3, "an HU stack (N, H, W)")
         return _finish_mirror(apply_window(hu, spec.window_objects()[0]), spec)
+    if ChannelMode(spec.channel_mode) is ChannelMode.REPLICATE:
+        windows = spec.window_objects()
+        _check_windows(hu, windows, ChannelMode.REPLICATE)
+        return _finish_replicate(apply_window(hu, windows[0]), spec)
     channels = hu_stack_to_channels(hu, windows=spec.window_objects(), mode=spec.channel_mode)
     return _finish(channels, spec)
 
@@ -203,10 +222,8 @@ def preprocess_windowed_uint8(images: np.ndarray, spec: ModelSpec) -> np.ndarray
     if mode is ChannelMode.MIRROR:
         return _finish_mirror(unit, spec)
     if mode is ChannelMode.REPLICATE:
-        channels = np.repeat(unit[:, None], 3, axis=1)
-    else:
-        channels = _adjacent_channels(unit)
-    return _finish(channels, spec)
+        return _finish_replicate(unit, spec)
+    return _finish(_adjacent_channels(unit), spec)
 
 
 def _rewindow(unit: np.ndarray, windows: Sequence[Window]) -> np.ndarray:

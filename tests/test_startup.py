@@ -221,6 +221,65 @@ def test_up_answers_c_echo_before_the_model_is_loaded(
     assert _echo(port)  # still serving once the worker runs beside it
 
 
+def test_sigterm_lets_the_running_job_finish_then_up_exits(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """SIGTERM as soon as a job has started: it is finished and reported, then `up` exits 0.
+
+    `up` stops an idle worker at once on SIGTERM (stroke_triage.shutdown); a running task must
+    still finish, never be cut off (docs/benchmarks.md, start-up).
+    """
+    import db.jobs
+    from db.engine import create_engine_for, make_session_factory
+    from db.enums import JobStatus
+    from model.phantom import write_phantom_series
+    from tests.e2e.helpers import storescu
+
+    env = _env(
+        tmp_path / "data",
+        STROKE_TRIAGE_WORKER__CHECKPOINT=str(tiny_checkpoint),
+        STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S="0.5",
+        STROKE_TRIAGE_TASK_QUEUE=f"startup-term-{os.getpid()}-{time.monotonic_ns()}",
+    )
+    port = int(env["STROKE_TRIAGE_LISTENER__PORT"])
+    files = write_phantom_series(tmp_path / "series", n_slices=8, seed=3)
+    log = tmp_path / "up.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stroke_triage", "up"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'stroke-triage.db'}")
+    try:
+        deadline = time.monotonic() + 120
+        while "Loaded model" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        storescu(files, port)
+        sessions = make_session_factory(engine)
+        while True:
+            with sessions() as session:
+                jobs = db.jobs.list_jobs(session=session)
+            if jobs and jobs[0].status in (JobStatus.STARTED, JobStatus.INFERRED, JobStatus.DONE):
+                break
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        process.terminate()
+        assert process.wait(timeout=60) == 0, log.read_text()
+        with sessions() as session:
+            (job,) = db.jobs.list_jobs(session=session)
+            assert (job.status, job.attempts) == (JobStatus.DONE, 1), log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        engine.dispose()
+
+
 @pytest.mark.parametrize("command", ["listen", "up"])
 def test_a_second_service_on_a_data_folder_in_use_exits_clearly(
     tmp_path: Path, command: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def post(url: str, *, body: bytes, headers: Mapping[str, str], target: HttpTarge
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"User-Agent": USER_AGENT, **headers}
     )
-    context = client_context(verify=target.verify_tls, ca_file=target.ca_file)
+    context = None
+    if urllib.parse.urlsplit(url).scheme.lower() == "https":  # plain HTTP needs no TLS context
+        context = client_context(verify=target.verify_tls, ca_file=target.ca_file)
     try:
         with urllib.request.urlopen(request, timeout=target.timeout_s, context=context) as response:
             return HttpAnswer(response.status, response.read())

@@ -29,9 +29,12 @@ def write_atomic(
         ``path``.
     """
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
     temp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    except FileNotFoundError:  # the folder's first file: create it (not a stat per write)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     pieces = [data] if isinstance(data, bytes) else data
     try:
         for piece in pieces:

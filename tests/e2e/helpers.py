@@ -9,8 +9,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.helpers import require_tool
@@ -27,14 +29,18 @@ class PacsStub:
         ae = AE(ae_title=self.ae_title)
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
         )
-        self.port = int(self.server.server_address[1])
+        assert server is not None  # block=False returns the running server
+        self.server = server
+        self.port = int(server.server_address[1])
 
     def _on_store(self, event: evt.Event) -> int:
-        target = self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        request = cast(C_STORE, event.request)
+        target = self.folder / f"{request.AffectedSOPInstanceUID}.dcm"
         partial = target.with_suffix(".part")  # wait_for() must never see half a file
         partial.write_bytes(event.encoded_dataset())
         partial.replace(target)

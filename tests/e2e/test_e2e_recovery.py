@@ -45,7 +45,7 @@ def slow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = random_spec().model_copy(
         update={
             "input_size": 224,
-            "model_kwargs": {"embed_dim": 384, "depth": 6, "num_heads": 6},
+            "model_kwargs": {"embed_dim": 384, "depth": 12, "num_heads": 6},
         }
     )
     return save_checkpoint(tmp_path_factory.mktemp("slow") / "ckpt", build_network(spec), spec)
@@ -116,7 +116,7 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.kill()
 
 
-def _series(folder: Path, seed: int, n_slices: int = 16) -> tuple[list[Path], str]:
+def _series(folder: Path, seed: int, n_slices: int = 32) -> tuple[list[Path], str]:
     files = write_phantom_series(folder, n_slices=n_slices, size=128, seed=seed)
     return files, str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
@@ -144,7 +144,9 @@ def _kill_mid_inference(
     while time.monotonic() < deadline:
         job = _job_of(sessions, series_uid)
         if job is not None and job.status == JobStatus.STARTED and job.attempts == 1:
-            time.sleep(1.0)  # the series is read; the model is at work
+            # The model needs seconds for this series (ViT-S, 12 blocks, 32 slices, 224 px), even
+            # warmed up; half a second in, the series is being read or inferred.
+            time.sleep(0.5)
             worker.kill()
             worker.wait(timeout=20)
             killed = _job_of(sessions, series_uid)

@@ -1,0 +1,131 @@
+"""db.exports.superseded_report_paths on SQLite and PostgreSQL: one query, same answers."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+import db.exports
+import db.jobs
+import db.receiving
+import db.results
+from db.engine import create_engine_for, make_session_factory, migrate
+from db.enums import ExportKind
+from db.errors import NotFoundError
+from db.receiving import InstanceRecord
+from tests.helpers import postgres_schema
+
+T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+STUDY = "1.2.826.0.1.3680043.10.2"
+SERIES = "1.2.826.0.1.3680043.10.2.1"
+OTHER_SERIES = "1.2.826.0.1.3680043.10.2.2"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
+    if request.param == "sqlite":
+        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
+        migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_schema("st_test") as url:
+        engine = create_engine_for(url)
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with make_session_factory(engine)() as session:
+        yield session
+        session.rollback()
+
+
+def _job_and_result(session: Session, series: str, number: int) -> int:
+    """Receive one more instance of ``series``, and record a job and its result; the result id."""
+    db.receiving.record_instances(
+        session=session,
+        study_instance_uid=STUDY,
+        series_instance_uid=series,
+        modality="CT",
+        series_description="HEAD",
+        calling_ae_title="SCANNER1",
+        instances=[
+            InstanceRecord(
+                sop_instance_uid=f"{series}.{number}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                path=f"a/{series}.{number}.dcm",
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+                size_bytes=1000,
+                received_at=T0 + timedelta(seconds=number),
+            )
+        ],
+    )
+    job = db.jobs.create_job(session=session, series_instance_uid=series)
+    result = db.results.record_result(
+        session=session,
+        job_id=job.id,
+        probability=0.8,
+        suspected=True,
+        threshold=0.5,
+        model_name="vit-stroke",
+        model_version="1.0.0",
+        model_sha256="a" * 64,
+        input_fingerprint=f"f{number}",
+        precision="fp32",
+        device="cpu",
+        slice_scores=[(f"{series}.{number}", 0.8)],
+        now=T0 + timedelta(minutes=number),
+    )
+    db.jobs.finish_job(session=session, job_id=job.id)
+    return result.id
+
+
+def _export(session: Session, result_id: int, kind: ExportKind, destination: str) -> None:
+    db.exports.ensure_export(
+        session=session,
+        result_id=result_id,
+        kind=kind,
+        destination=destination,
+        sop_instance_uid=f"2.25.{result_id}{len(kind.value)}",
+        path=f"outbox/{result_id}-{kind.value}.dcm",
+    )
+
+
+def test_superseded_report_paths_in_one_query(engine: Engine, session: Session) -> None:
+    first = _job_and_result(session, SERIES, 1)
+    assert db.exports.superseded_report_paths(session=session, result_id=first) == []
+    _export(session, first, ExportKind.SR, "PACS1")
+    _export(session, first, ExportKind.SR, "PACS2")  # the same SR file for two destinations
+    _export(session, first, ExportKind.SC, "PACS1")
+    second = _job_and_result(session, SERIES, 2)
+    _export(session, second, ExportKind.SR, "PACS1")
+    third = _job_and_result(session, SERIES, 3)
+    other = _job_and_result(session, OTHER_SERIES, 4)  # another series' SR never counts
+    _export(session, other, ExportKind.SR, "PACS1")
+    session.flush()
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        paths = db.exports.superseded_report_paths(session=session, result_id=third)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert paths == [f"outbox/{first}-sr.dcm", f"outbox/{second}-sr.dcm"]
+    assert len(statements) == 1, statements
+    assert db.exports.superseded_report_paths(session=session, result_id=other) == []
+    with pytest.raises(NotFoundError):
+        db.exports.superseded_report_paths(session=session, result_id=999_999)
