@@ -32,7 +32,10 @@ def plot_roc(curves: Curves, path: Path) -> Path:
         axes.plot(fpr, tpr, label=name)
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1))
-    axes.legend(loc="lower right")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="lower right")
+    else:  # every curve had one class only: there is no ROC to draw
+        axes.text(0.5, 0.5, "one class only: no ROC", ha="center", va="center")
     return _save(figure, path)
 
 

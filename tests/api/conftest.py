@@ -1,14 +1,16 @@
-"""Fixtures for the admin console tests: a migrated database on SQLite and PostgreSQL."""
+"""Fixtures for the admin console tests: a migrated database on SQLite and PostgreSQL, a browser."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
-from tests.helpers import postgres_schema
+from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S
+from tests.helpers import postgres_schema, require_peer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -34,3 +36,23 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def factory(engine: Engine) -> SessionFactory:
     return make_session_factory(engine)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    """Debian's headless Chromium through chromedriver (no browser download)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        require_peer("Chromium", "apt-get install chromium chromium-driver.")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    # Lookups wait for a page still loading; absence is never asserted with a lookup here.
+    chrome.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
+    yield chrome
+    chrome.quit()

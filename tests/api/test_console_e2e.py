@@ -22,7 +22,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.api.test_dashboard_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
+from tests.api.browser import ARTIFACTS, click_through
 from tests.e2e.helpers import PacsStub, Service, storescu
 from tests.helpers import free_port, wait_until
 
@@ -119,7 +119,7 @@ def test_metrics_no_phi_and_dashboard_after_a_real_series(
     pacs: PacsStub,
     tiny_checkpoint: Path,
     ge_head_ct: Path,
-    browser: object,  # noqa: F811
+    browser: object,
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -196,7 +196,7 @@ def test_metrics_no_phi_and_dashboard_after_a_real_series(
         base = f"http://127.0.0.1:{api_port}"
         browser.get(f"{base}/login")  # type: ignore[attr-defined]
         browser.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
-        browser.find_element(By.ID, "login-button").click()  # type: ignore[attr-defined]
+        click_through(browser, browser.find_element(By.ID, "login-button"))  # type: ignore[attr-defined]
         rows = browser.find_elements(By.CSS_SELECTOR, "#worklist tbody tr")  # type: ignore[attr-defined]
         assert len(rows) == 1, browser.page_source  # type: ignore[attr-defined]
         assert re.search(r"SUSPECTED|not suspected", rows[0].text, re.IGNORECASE), rows[0].text

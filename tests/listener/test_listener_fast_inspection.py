@@ -1,6 +1,6 @@
 """The listener's fast header scan agrees with pydicom, and its file meta with pynetdicom's.
 
-``listener.inspection`` reads the few attributes it needs with ``struct`` on little endian
+``listener.header_scan`` reads the few attributes it needs with ``struct`` on little endian
 data sets and leaves anything unusual to pydicom; both paths must give the same answer.
 """
 
@@ -19,7 +19,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta
 
-from listener import inspection
+from listener import header_scan
 from listener.storage import PREAMBLE, file_meta_bytes
 from tests.listener.helpers import ct_dataset
 
@@ -46,10 +46,10 @@ def test_fast_scan_matches_pydicom(syntax: str, nested: bool) -> None:
         _with_sequences(ds)
     encoded = encode(ds, syntax == ImplicitVRLittleEndian, True)
     assert encoded is not None
-    fast, fast_pixels = inspection._scan(
+    fast, fast_pixels = header_scan.scan(
         BytesIO(encoded), implicit=syntax == ImplicitVRLittleEndian
     )
-    slow, slow_pixels = inspection._parse_with_pydicom(BytesIO(encoded), UID(syntax))
+    slow, slow_pixels = header_scan.parse_with_pydicom(BytesIO(encoded), UID(syntax))
     assert fast == slow
     assert fast["StudyInstanceUID"] == ds.StudyInstanceUID
     assert fast["ImageType"] == ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -75,9 +75,9 @@ def test_unusual_elements_fall_back_to_pydicom() -> None:
         + encoded[at + 8 : at + 10]
         + encoded[at + 10 :]
     )
-    with pytest.raises(inspection._UnusualError):
-        inspection._scan(BytesIO(relabelled), implicit=False)
-    header, pixels = inspection._parse(relabelled, UID(ExplicitVRLittleEndian))
+    with pytest.raises(header_scan.UnusualError):
+        header_scan.scan(BytesIO(relabelled), implicit=False)
+    header, pixels = header_scan.parse_header(relabelled, UID(ExplicitVRLittleEndian))
     assert header["Rows"] == ds.Rows
     assert pixels is not None
 

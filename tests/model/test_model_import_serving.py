@@ -18,7 +18,7 @@ from model.dicom import SortedSeries
 from model.importing.importer import import_huggingface
 from model.pixels import preprocess_hu_stack
 from tests.model.import_helpers import OPTIONS, hf_vit_folder
-from tests.worker.test_worker_pipeline import Pacs, _context, _receive_series
+from tests.worker.helpers import Pacs, receive_series, worker_context
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import build_classifier
 from worker.pipeline import process_series
@@ -40,8 +40,8 @@ def test_the_worker_serves_an_imported_checkpoint(tmp_path: Path) -> None:
     )
     pacs = Pacs()
     try:
-        ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
-        job_id, series_uid = _receive_series(ctx, n_slices=6)
+        ctx = worker_context(runtime, checkpoint, pacs=[pacs.destination])
+        job_id, series_uid = receive_series(ctx, n_slices=6)
         outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid, worker="w")
         assert outcome.result_id is not None
         assert len(pacs.uids("SR")) == 1

@@ -7,20 +7,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 
 import db.jobs
 import db.notifications
-import db.receiving
-from db.engine import create_engine_for, migrate
 from db.enums import ExportStatus, NotificationChannel, NotificationEvent
-from model.checkpoint import create_random_checkpoint
-from model.phantom import write_phantom_series
 from stroke_triage.api import routes_pages
 from tests.helpers import run_cli
 from tests.notify_peers import (
@@ -30,78 +24,20 @@ from tests.notify_peers import (
     WebhookReceiver,
     make_certificate,
 )
+from tests.worker.helpers import ACCESSION, notify_context, receive_accessioned_series
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.notify.message import series_page_url
 from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
 
-ACCESSION = "ACC20261130"
 CONSOLE_URL = "https://triage.hospital.local/console"
 ANY_VERDICT = ["suspected", "not_suspected"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return make_certificate(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> WorkerRuntime:
-    url = f"sqlite:///{tmp_path / 'triage.db'}"
-    migrate(create_engine_for(url))
-    return WorkerRuntime(
-        storage_dir=tmp_path / "storage",
-        reports_dir=tmp_path / "reports",
-        database_url=url,
-        broker_url="memory://",
-    )
-
-
-def _context(runtime: WorkerRuntime, checkpoint: Path, **config: Any) -> WorkerContext:
-    config.setdefault("export_backoff_s", 0.05)
-    return WorkerContext(config=WorkerConfig(checkpoint=checkpoint, **config), runtime=runtime)
-
-
-def _receive(ctx: WorkerContext) -> tuple[int, str]:
-    """A phantom series with an accession number, recorded as received; its job."""
-    paths = write_phantom_series(ctx.runtime.storage_dir / "series", n_slices=5, size=32)
-    for path in paths:
-        dataset = pydicom.dcmread(path)
-        dataset.AccessionNumber = ACCESSION
-        dataset.save_as(path)
-    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
-    now = datetime.now(UTC)
-    series_uid = str(headers[0].SeriesInstanceUID)
-    with ctx.sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=str(headers[0].StudyInstanceUID),
-            series_instance_uid=series_uid,
-            modality="CT",
-            series_description="phantom",
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    path=str(path.relative_to(ctx.runtime.storage_dir)),
-                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                    size_bytes=path.stat().st_size,
-                    received_at=now,
-                )
-                for path, ds in zip(paths, headers, strict=True)
-            ],
-        )
-        job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
-        db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
-        session.commit()
-        return job.id, series_uid
 
 
 def _notifications(ctx: WorkerContext) -> list[Any]:
@@ -112,7 +48,7 @@ def _notifications(ctx: WorkerContext) -> list[Any]:
 
 
 def _run(ctx: WorkerContext, times: int = 1) -> tuple[int, str]:
-    job_id, series_uid = _receive(ctx)
+    job_id, series_uid = receive_accessioned_series(ctx)
     for _ in range(times):
         process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
     return job_id, series_uid
@@ -139,7 +75,7 @@ def _webhook(receiver: WebhookReceiver, certificate: Certificate, secret: str) -
 def test_webhook_is_signed_over_tls_and_accepted_once_after_a_500(
     runtime: WorkerRuntime, checkpoint: Path, webhook: WebhookReceiver, certificate: Certificate
 ) -> None:
-    ctx = _context(
+    ctx = notify_context(
         runtime,
         checkpoint,
         notifications=[_webhook(webhook, certificate, "s3cret")],
@@ -167,7 +103,7 @@ def test_webhook_is_signed_over_tls_and_accepted_once_after_a_500(
 def test_webhook_with_the_wrong_secret_is_rejected_and_dead_letters(
     runtime: WorkerRuntime, checkpoint: Path, webhook: WebhookReceiver, certificate: Certificate
 ) -> None:
-    ctx = _context(
+    ctx = notify_context(
         runtime,
         checkpoint,
         export_max_attempts=2,
@@ -194,7 +130,7 @@ def test_webhook_refuses_an_untrusted_certificate(
 ) -> None:
     destination = _webhook(webhook, certificate, "s3cret")
     del destination["ca_file"]  # TLS verification is on by default: the test CA is unknown
-    ctx = _context(runtime, checkpoint, notifications=[destination])
+    ctx = notify_context(runtime, checkpoint, notifications=[destination])
     _run(ctx)
     (row,) = _notifications(ctx)
     assert row.status == ExportStatus.FAILED and "CERTIFICATE_VERIFY_FAILED" in row.last_error
@@ -218,7 +154,7 @@ def test_email_goes_over_starttls_with_login_and_names_no_patient(
             "ca_file": str(certificate.cert),
             "on": ANY_VERDICT,
         }
-        ctx = _context(runtime, checkpoint, notifications=[destination])
+        ctx = notify_context(runtime, checkpoint, notifications=[destination])
         _, series_uid = _run(ctx, times=2)
     finally:
         smtp.stop()
@@ -246,7 +182,7 @@ def test_hl7_oru_is_acknowledged_and_a_negative_ack_is_a_failure(
 ) -> None:
     accepting, refusing = MllpListener("AA"), MllpListener("AE")
     try:
-        ctx = _context(
+        ctx = notify_context(
             runtime,
             checkpoint,
             export_max_attempts=2,
@@ -281,8 +217,8 @@ def test_a_failed_job_is_told_to_destinations_that_want_failures(
 ) -> None:
     webhook.answers.clear()
     destination = {**_webhook(webhook, certificate, "s3cret"), "on": ["failed"]}
-    ctx = _context(runtime, checkpoint, notifications=[destination])
-    job_id, series_uid = _receive(ctx)
+    ctx = notify_context(runtime, checkpoint, notifications=[destination])
+    job_id, series_uid = receive_accessioned_series(ctx)
     with ctx.sessions() as session:
         db.jobs.start_job(session=session, job_id=job_id, worker="w")
         db.jobs.fail_job(
@@ -350,8 +286,10 @@ def test_a_webhook_that_answers_something_not_http_is_a_counted_failure(
             "on": ANY_VERDICT,
             "allow_plain_http": True,
         }
-        ctx = _context(runtime, checkpoint, export_max_attempts=1, notifications=[destination])
-        job_id, series_uid = _receive(ctx)
+        ctx = notify_context(
+            runtime, checkpoint, export_max_attempts=1, notifications=[destination]
+        )
+        job_id, series_uid = receive_accessioned_series(ctx)
         with ctx.sessions() as session:
             db.notifications.ensure_notification(
                 session=session,

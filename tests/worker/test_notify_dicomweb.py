@@ -11,11 +11,9 @@ import pytest
 import db.exports
 from db.enums import ExportStatus
 from tests.notify_peers import OrthancDicomWeb
-from tests.worker.test_notify import _context, _receive, checkpoint, runtime
+from tests.worker.helpers import notify_context, receive_accessioned_series
 from worker.config import WorkerRuntime
 from worker.pipeline import process_series
-
-__all__ = ["checkpoint", "runtime"]  # fixtures shared with test_notify
 
 
 @pytest.fixture
@@ -38,12 +36,12 @@ def test_sr_is_stored_by_stow_rs_in_the_same_study(
     runtime: WorkerRuntime, checkpoint: Path, orthanc: OrthancDicomWeb
 ) -> None:
     url = orthanc.dicomweb_url
-    ctx = _context(
+    ctx = notify_context(
         runtime,
         checkpoint,
         dicomweb=[{"url": url, "username": "stroke", "password": "triage"}],
     )
-    job_id, series_uid = _receive(ctx)
+    job_id, series_uid = receive_accessioned_series(ctx)
     ct = sorted((runtime.storage_dir / "series").glob("*.dcm"))[0]
     _upload(orthanc, ct)
     for _ in range(2):  # a re-run sends nothing twice
@@ -65,10 +63,10 @@ def test_stow_rs_with_the_wrong_password_fails_and_is_retried(
     runtime: WorkerRuntime, checkpoint: Path, orthanc: OrthancDicomWeb
 ) -> None:
     url = orthanc.dicomweb_url
-    ctx = _context(
+    ctx = notify_context(
         runtime, checkpoint, dicomweb=[{"url": url, "username": "stroke", "password": "nope"}]
     )
-    job_id, series_uid = _receive(ctx)
+    job_id, series_uid = receive_accessioned_series(ctx)
     process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
     with ctx.sessions() as session:
         (export,) = db.exports.list_exports(session=session)

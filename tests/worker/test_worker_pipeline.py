@@ -13,22 +13,18 @@ from unittest import mock
 
 import pydicom
 import pytest
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 import db.exports
 import db.jobs
-import db.receiving
 import db.results
-from db.engine import create_engine_for, migrate
 from db.enums import ExportKind, ExportStatus, JobStatus
 from db.models import Result, SliceScore
-from model.checkpoint import create_random_checkpoint
-from model.phantom import write_phantom_series
 from stroke_triage.edge import PROCESS_SERIES_TASK, PacsDestination
 from stroke_triage.retention import purge_storage
 from tests.helpers import dciodvfy_errors, free_port, require_tool
+from tests.worker.helpers import Pacs, receive_late, receive_series, worker_context
 from worker.celery_app import create_celery_app
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
@@ -37,109 +33,11 @@ from worker.outbox import sweep
 from worker.pipeline import process_series
 
 
-class Pacs:
-    """A Storage SCP on a given port that counts what it receives, by SOP Instance UID."""
-
-    def __init__(self, port: int = 0, ae_title: str = "TESTPACS") -> None:
-        self.received: list[pydicom.Dataset] = []
-        ae = AE(ae_title=ae_title)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(
-            ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
-        self.port = int(self.server.server_address[1])
-        self.ae_title = ae_title
-
-    def _on_store(self, event: evt.Event) -> int:
-        self.received.append(event.dataset)
-        return 0x0000
-
-    @property
-    def destination(self) -> PacsDestination:
-        return PacsDestination(ae_title=self.ae_title, host="127.0.0.1", port=self.port)
-
-    def uids(self, modality: str) -> list[str]:
-        return [str(ds.SOPInstanceUID) for ds in self.received if ds.Modality == modality]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
-
-
 @pytest.fixture
 def pacs() -> Iterator[Pacs]:
     server = Pacs()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> WorkerRuntime:
-    url = f"sqlite:///{tmp_path / 'triage.db'}"
-    migrate(create_engine_for(url))
-    return WorkerRuntime(
-        storage_dir=tmp_path / "storage",
-        reports_dir=tmp_path / "reports",
-        database_url=url,
-        broker_url="memory://",
-    )
-
-
-def _receive_series(
-    ctx: WorkerContext, n_slices: int = 6, *, hold_back: int = 0
-) -> tuple[int, str]:
-    """Write a phantom series into storage, record it and create its job.
-
-    ``hold_back`` slices are written but not recorded: ``_receive_late`` delivers them later.
-    """
-    folder = ctx.runtime.storage_dir / "series"
-    paths = write_phantom_series(folder, n_slices=n_slices, size=64)
-    return _record(ctx, paths[: len(paths) - hold_back])
-
-
-def _receive_late(ctx: WorkerContext) -> tuple[int, str]:
-    """Record every slice of the phantom series (the held-back ones arrive late); a new job."""
-    return _record(ctx, sorted((ctx.runtime.storage_dir / "series").glob("*.dcm")))
-
-
-def _record(ctx: WorkerContext, paths: list[Path]) -> tuple[int, str]:
-    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
-    now = datetime.now(UTC)
-    records = [
-        db.receiving.InstanceRecord(
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
-            path=str(path.relative_to(ctx.runtime.storage_dir)),
-            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-            size_bytes=path.stat().st_size,
-            received_at=now,
-        )
-        for path, ds in zip(paths, headers, strict=True)
-    ]
-    series_uid = str(headers[0].SeriesInstanceUID)
-    with ctx.sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=str(headers[0].StudyInstanceUID),
-            series_instance_uid=series_uid,
-            modality="CT",
-            series_description="phantom",
-            calling_ae_title="SCANNER",
-            instances=records,
-        )
-        job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
-        db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
-        session.commit()
-        return job.id, series_uid
-
-
-def _context(runtime: WorkerRuntime, checkpoint: Path, **config: Any) -> WorkerContext:
-    return WorkerContext(config=WorkerConfig(checkpoint=checkpoint, **config), runtime=runtime)
 
 
 def _count(ctx: WorkerContext, model: type[Any]) -> int:
@@ -150,8 +48,8 @@ def _count(ctx: WorkerContext, model: type[Any]) -> int:
 def test_same_task_three_times_gives_one_result_and_one_report(
     runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
 ) -> None:
-    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
-    job_id, series_uid = _receive_series(ctx)
+    ctx = worker_context(runtime, checkpoint, pacs=[pacs.destination])
+    job_id, series_uid = receive_series(ctx)
     outcomes = [
         process_series(ctx, job_id=job_id, series_instance_uid=series_uid, worker="w1")
         for _ in range(3)
@@ -173,10 +71,10 @@ def test_same_task_three_times_gives_one_result_and_one_report(
 def test_a_late_instance_gives_a_report_that_names_the_one_it_replaces(
     runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
 ) -> None:
-    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
-    first_job, series_uid = _receive_series(ctx, hold_back=1)
+    ctx = worker_context(runtime, checkpoint, pacs=[pacs.destination])
+    first_job, series_uid = receive_series(ctx, hold_back=1)
     first = process_series(ctx, job_id=first_job, series_instance_uid=series_uid, worker="w1")
-    second_job, _ = _receive_late(ctx)
+    second_job, _ = receive_late(ctx)
     second = process_series(ctx, job_id=second_job, series_instance_uid=series_uid, worker="w1")
 
     reports = [ds for ds in pacs.received if ds.Modality == "SR"]
@@ -211,8 +109,8 @@ def test_rerun_after_failed_export_reuses_result_and_sweeper_sends_once(
 ) -> None:
     port = free_port()
     down = PacsDestination(ae_title="LATEPACS", host="127.0.0.1", port=port)
-    ctx = _context(runtime, checkpoint, pacs=[down], export_backoff_s=0.05)
-    job_id, series_uid = _receive_series(ctx)
+    ctx = worker_context(runtime, checkpoint, pacs=[down], export_backoff_s=0.05)
+    job_id, series_uid = receive_series(ctx)
     for _ in range(2):  # PACS down: the result is stored once, the export waits in the outbox
         outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
         assert outcome.skipped is None
@@ -242,8 +140,10 @@ def test_export_becomes_dead_letter_and_can_be_retried(
     runtime: WorkerRuntime, checkpoint: Path
 ) -> None:
     down = PacsDestination(ae_title="DOWN", host="127.0.0.1", port=free_port())
-    ctx = _context(runtime, checkpoint, pacs=[down], export_backoff_s=0.01, export_max_attempts=2)
-    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    ctx = worker_context(
+        runtime, checkpoint, pacs=[down], export_backoff_s=0.01, export_max_attempts=2
+    )
+    job_id, series_uid = receive_series(ctx, n_slices=3)
     process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
     time.sleep(0.05)
     sweep(ctx.sessions, config=ctx.config)
@@ -261,10 +161,10 @@ def test_secondary_capture_and_two_destinations(
 ) -> None:
     second = Pacs(ae_title="SECOND")
     try:
-        ctx = _context(
+        ctx = worker_context(
             runtime, checkpoint, pacs=[pacs.destination, second.destination], secondary_capture=True
         )
-        job_id, series_uid = _receive_series(ctx)
+        job_id, series_uid = receive_series(ctx)
         process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
         for server in (pacs, second):
             assert len(server.uids("SR")) == 1
@@ -291,8 +191,8 @@ def test_task_dead_letter_after_last_retry_and_requeue(
     config = WorkerConfig(checkpoint=checkpoint, task_max_retries=2, task_retry_backoff_s=0.01)
     app = create_celery_app(config, runtime)
     app.conf.task_always_eager = True
-    ctx = _context(runtime, checkpoint)
-    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    ctx = worker_context(runtime, checkpoint)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
     calls: list[int] = []
 
     def flaky(*args: Any, **kwargs: Any) -> None:
@@ -325,8 +225,8 @@ def test_task_dead_letter_after_last_retry_and_requeue(
 def test_a_job_for_a_purged_series_fails_with_the_reason(
     runtime: WorkerRuntime, checkpoint: Path, pacs: Pacs
 ) -> None:
-    ctx = _context(runtime, checkpoint, pacs=[pacs.destination])
-    job_id, series_uid = _receive_series(ctx)
+    ctx = worker_context(runtime, checkpoint, pacs=[pacs.destination])
+    job_id, series_uid = receive_series(ctx)
     process_series(ctx, job_id=job_id, series_instance_uid=series_uid, worker="w1")
     report = purge_storage(
         ctx.sessions, runtime.storage_dir, older_than=timedelta(0), now=datetime.now(UTC)
@@ -343,8 +243,8 @@ def test_a_job_for_a_purged_series_fails_with_the_reason(
 def test_a_task_naming_another_series_than_its_job_is_refused(
     runtime: WorkerRuntime, checkpoint: Path
 ) -> None:
-    ctx = _context(runtime, checkpoint)
-    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    ctx = worker_context(runtime, checkpoint)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
     with pytest.raises(
         SeriesMismatchError, match=rf"is for series {series_uid}.*names series 1\.2\.3"
     ):
@@ -356,8 +256,8 @@ def test_a_task_naming_another_series_than_its_job_is_refused(
 
 
 def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -> None:
-    ctx = _context(runtime, checkpoint, secondary_capture=True)
-    job_id, series_uid = _receive_series(ctx, n_slices=3)
+    ctx = worker_context(runtime, checkpoint, secondary_capture=True)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
     synced: list[int] = []
     real_fsync = os.fsync
 

@@ -22,7 +22,6 @@ import db.engine
 import db.jobs
 import db.receiving
 from db.enums import JobStatus
-from model.checkpoint import create_random_checkpoint
 from model.phantom import write_phantom_series
 from worker.celery_app import create_celery_app
 from worker.config import WorkerConfig, WorkerRuntime
@@ -31,23 +30,6 @@ from worker.config import WorkerConfig, WorkerRuntime
 TASK_NAME = "stroke_triage.process_series"
 STUDY = "1.2.826.0.1.3680043.10.99"
 SERIES = f"{STUDY}.1"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> WorkerRuntime:
-    url = f"sqlite:///{tmp_path / 'triage.db'}"
-    db.engine.migrate(db.engine.create_engine_for(url))
-    return WorkerRuntime(
-        storage_dir=tmp_path / "storage",
-        reports_dir=tmp_path / "reports",
-        database_url=url,
-        broker_url="memory://",
-    )
 
 
 @pytest.fixture
