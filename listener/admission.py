@@ -98,7 +98,9 @@ def handle_association_request(event: Event, policy: AdmissionPolicy) -> None:
     log.warning(
         "Association from %s at %s rejected: %s", title or "(none)", address, rejection.reason
     )
-    listener.metrics.association_refused(rejection)
+    listener.metrics.association_refused(
+        reason=rejection.reason, transient=rejection.result == RejectResult.TRANSIENT
+    )
     assoc.acse.send_reject(int(rejection.result), rejection.source, rejection.diagnostic)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()

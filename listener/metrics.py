@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from pydicom import Dataset
     from pynetdicom.events import Event
 
-    from listener.admission import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +139,9 @@ def association_accepted(event: Event) -> None:
     ASSOCIATIONS_ACCEPTED.inc()
 
 
-def association_refused(rejection: Rejection) -> None:
+def association_refused(*, reason: str, transient: bool) -> None:
     """Count a rejected association; a transient (resources) rejection has one label."""
-    from listener.admission import RejectResult
-
-    transient = rejection.result == RejectResult.TRANSIENT
-    reason = "out of resources" if transient else reason_label(rejection.reason)
+    reason = "out of resources" if transient else reason_label(reason)
     ASSOCIATIONS_REFUSED.labels(reason=reason).inc()
 
 

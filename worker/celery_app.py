@@ -16,6 +16,7 @@ from worker.metrics import serve_metrics
 from worker.routing import cuda_available, worker_queues
 from worker.sweeper import ExportSweeper
 from worker.tasks import register_tasks
+from worker.warm_up import warm_up_or_log
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,13 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
     def process_init(**_: Any) -> None:
         # A forked pool child: it runs the tasks, so it loads its own model.
         if state.get("worker") and ctx.config.warm_up:
-            ctx.warm_up()
+            warm_up_or_log(ctx)
 
     def ready(sender: Any, **_: Any) -> None:
         if not state.get("worker"):
             return
         if ctx.config.warm_up and not state["prefork"]:
-            ctx.warm_up()
+            warm_up_or_log(ctx)
         sessions = make_session_factory(create_engine_for(ctx.runtime.database_url))
         sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
         sweeper.start()

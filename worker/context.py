@@ -114,12 +114,3 @@ class WorkerContext:
         classifier = self.classifier
         assert self._network is not None, classifier
         return self._network
-
-    def warm_up(self) -> None:
-        """Load the model now, so that the first series does not wait for it."""
-        try:
-            from worker.outputs import warm_up  # imports this module
-
-            warm_up(self)
-        except Exception:  # the first task will raise it again, where it is recorded
-            log.exception("The model could not be loaded at start-up")

@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from db.enums import ExportKind
 from stroke_triage.edge import write_atomic
 from worker.capture import build_heatmap_capture
-from worker.classification import Verdict, warm_up_classifier
+from worker.classification import Verdict
 from worker.context import WorkerContext
 from worker.heatmaps import top_slice_heatmaps
 from worker.inputs import SeriesInputs
@@ -37,22 +37,6 @@ def software_version() -> str:
         return version("stroke-triage")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def warm_up(ctx: WorkerContext) -> None:
-    """Do, at worker start, the one-time work the first series would otherwise wait for.
-
-    A forward pass (:func:`worker.classification.warm_up_classifier`), and highdicom's tables of
-    the DICOM standard, which it parses from JSON on the first SR it builds (0.9-1.5 s on the
-    2-core machine, measured with cProfile of the first job).
-    """
-    warm_up_classifier(ctx)
-    # highdicom caches this table (lru_cache) on first use; private, so guarded.
-    try:
-        from highdicom._standard_utils import get_module_attribute_map
-    except ImportError:  # another highdicom version: the first SR loads it, as before
-        return
-    get_module_attribute_map()
 
 
 def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) -> list[OutputFile]:

@@ -51,7 +51,9 @@ def test_refused_associations_have_bounded_reasons(rejection: Rejection, label: 
     label = label or rejection.reason
     name = "stroke_triage_listener_associations_refused_total"
     before = _value(lm.REGISTRY, name, reason=label)
-    lm.association_refused(rejection)
+    lm.association_refused(
+        reason=rejection.reason, transient=rejection.result == RejectResult.TRANSIENT
+    )
     assert _value(lm.REGISTRY, name, reason=label) == before + 1
 
 

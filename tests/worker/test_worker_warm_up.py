@@ -10,6 +10,7 @@ import pytest
 from model.checkpoint import create_random_checkpoint
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
+from worker.warm_up import warm_up
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def test_warm_up_loads_the_model_runs_a_forward_pass_and_loads_highdicom_tables(
 
     get_module_attribute_map.cache_clear()
     with mock.patch.object(type(ctx.classifier), "predict_probabilities", autospec=True) as forward:
-        ctx.warm_up()
+        warm_up(ctx)
     (call,) = forward.call_args_list
     size = ctx.classifier.spec.input_size
     assert call.args[1].shape == (4, 3, size, size)
@@ -39,5 +40,5 @@ def test_warm_up_loads_the_model_runs_a_forward_pass_and_loads_highdicom_tables(
 
 
 def test_warm_up_forward_pass_runs_for_real(ctx: WorkerContext) -> None:
-    ctx.warm_up()  # no mock: the blank batch goes through the network without error
+    warm_up(ctx)  # no mock: the blank batch goes through the network without error
     assert ctx.classifier.spec.input_size > 0
