@@ -283,7 +283,7 @@ def cli_fields() -> Iterator[CliField]:
 def recorded_data_dir(data_dir: Path | str) -> str:
     """The data folder as a checkpoint records it: relative to its data root (its parent).
 
-    ``/work/shared/data/brain-stroke-ct`` and ``../shared/data/brain-stroke-ct`` both become
+    ``/srv/data/brain-stroke-ct`` and ``../shared/data/brain-stroke-ct`` both become
     ``brain-stroke-ct``: the same data under whichever data root the reader has.
     """
     path = Path(data_dir)
