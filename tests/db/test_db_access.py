@@ -13,12 +13,11 @@ import db.jobs
 import db.receiving
 import db.results
 import db.retention
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
 from db.receiving import InstanceRecord
-from tests.helpers import postgres_schema
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 STUDY = "1.2.826.0.1.3680043.10.1"
@@ -26,26 +25,6 @@ SERIES = "1.2.826.0.1.3680043.10.1.1"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 MODEL_SHA = "a" * 64
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
-    if request.param == "sqlite":
-        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_schema("st_test") as url:
-        engine = create_engine_for(url)
-        try:
-            migrate(engine)
-            yield engine
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import db.jobs
 import db.leases
 import db.receiving
 import db.results
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.receiving import InstanceRecord
-from tests.helpers import postgres_schema
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 SERIES = "1.2.826.0.1.3680043.10.2.1"
@@ -23,25 +22,6 @@ SERIES = "1.2.826.0.1.3680043.10.2.1"
 
 def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'leases.db'}")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_schema("st_lease") as url:
-        engine = create_engine_for(url)
-        try:
-            migrate(engine)
-            yield engine
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture

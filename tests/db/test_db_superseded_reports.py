@@ -11,36 +11,15 @@ import db.exports
 import db.jobs
 import db.receiving
 import db.results
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import make_session_factory
 from db.enums import ExportKind
 from db.errors import NotFoundError
 from db.receiving import InstanceRecord
-from tests.helpers import postgres_schema
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
 STUDY = "1.2.826.0.1.3680043.10.2"
 SERIES = "1.2.826.0.1.3680043.10.2.1"
 OTHER_SERIES = "1.2.826.0.1.3680043.10.2.2"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
-    if request.param == "sqlite":
-        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_schema("st_test") as url:
-        engine = create_engine_for(url)
-        try:
-            migrate(engine)
-            yield engine
-        finally:
-            engine.dispose()
 
 
 @pytest.fixture

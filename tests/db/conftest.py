@@ -1,0 +1,30 @@
+"""Fixtures for the database tests: one migrated database per module, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from db.engine import Engine, create_engine_for, migrate
+from tests.helpers import postgres_schema
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
+    if request.param == "sqlite":
+        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
+        migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_schema("st_test") as url:
+        engine = create_engine_for(url)
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
