@@ -9,7 +9,8 @@ from celery import Celery, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.entity import Queue
 
-from db.engine import create_engine_for, make_session_factory
+from db.engine import Engine, check_revision, create_engine_for, make_session_factory
+from db.errors import DatabaseAccessError, SchemaRevisionError
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.metrics import serve_metrics
@@ -77,12 +78,16 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
             return
         if ctx.config.warm_up and not state["prefork"]:
             warm_up_or_log(ctx)
-        sessions = make_session_factory(create_engine_for(ctx.runtime.database_url))
+        engine = create_engine_for(ctx.runtime.database_url)
+        sessions = make_session_factory(engine)
         sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
         sweeper.start()
         state["sweeper"] = sweeper
         state["metrics"] = serve_metrics(
-            host=ctx.config.metrics_host, port=ctx.config.metrics_port, sessions=sessions
+            host=ctx.config.metrics_host,
+            port=ctx.config.metrics_port,
+            sessions=sessions,
+            problems=lambda: readiness_problems(ctx, app, engine),
         )
 
     def shutdown(**_: Any) -> None:
@@ -101,3 +106,22 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
 
 def _is_prefork(pool_cls: Any) -> bool:
     return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
+
+
+def readiness_problems(ctx: WorkerContext, app: Celery, engine: Engine) -> list[str]:
+    """Why this worker is not ready to take a series (empty when it is): for ``/ready``."""
+    problems = []
+    if not ctx.model_loaded:
+        problems.append("the model is not loaded yet")
+    try:
+        check_revision(engine)
+    except SchemaRevisionError as exc:
+        problems.append(str(exc))
+    except DatabaseAccessError as exc:
+        problems.append(f"the database is not reachable ({type(exc).__name__})")
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # kombu raises its own and the transport's errors
+        problems.append(f"the broker is not reachable ({type(exc).__name__})")
+    return problems

@@ -109,6 +109,11 @@ class WorkerContext:
             return self._challenger
 
     @property
+    def model_loaded(self) -> bool:
+        """Whether this process has loaded its model (the worker warms it up at start)."""
+        return self._classifier is not None
+
+    @property
     def network(self) -> nn.Module:
         """The classifier's network (on its device), for heat maps."""
         classifier = self.classifier

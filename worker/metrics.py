@@ -9,14 +9,18 @@ and the parent's port serves them all.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -132,8 +136,17 @@ class QueueDepthCollector(Collector):
         yield gauge
 
 
-def serve_metrics(*, host: str, port: int, sessions: SessionFactory) -> Callable[[], None] | None:
+def serve_metrics(
+    *,
+    host: str,
+    port: int,
+    sessions: SessionFactory,
+    problems: Callable[[], list[str]] | None = None,
+) -> Callable[[], None] | None:
     """Serve this worker's metrics on ``host:port`` in a daemon thread; None when port is 0.
+
+    The same port answers the hospital's monitoring without a token: ``/health`` (the process
+    is alive) and ``/ready`` (200 when ``problems`` finds none, else 503 with them listed).
 
     Returns:
         A function that stops the server.
@@ -146,12 +159,15 @@ def serve_metrics(*, host: str, port: int, sessions: SessionFactory) -> Callable
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(QueueDepthCollector(sessions))
+    app = probes_app(make_wsgi_app(registry), problems or (lambda: []))
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
     except OSError as exc:  # a taken port must not stop the service itself
         log.error("Worker metrics cannot listen on %s:%d: %s", host, port, exc)
         return None
-    log.info("Worker metrics on http://%s:%d/metrics", host, port)
+    thread = threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True)
+    thread.start()
+    log.info("Worker metrics on http://%s:%d/metrics (and /health, /ready)", host, port)
 
     def stop() -> None:
         server.shutdown()
@@ -169,3 +185,43 @@ class _Forward(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._source.collect()
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def probes_app(metrics: WsgiApp, problems: Callable[[], list[str]]) -> WsgiApp:
+    """``/health`` and ``/ready`` in front of the metrics app (which serves every other path)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/health":
+            return _json(start_response, "200 OK", {"status": "alive"})
+        if path == "/ready":
+            try:
+                found = problems()
+            except Exception as exc:  # a probe that fails is a problem, not a crash
+                found = [f"readiness check failed: {type(exc).__name__}"]
+            if found:
+                return _json(start_response, "503 Service Unavailable", {"problems": found})
+            return _json(start_response, "200 OK", {"status": "ready"})
+        return metrics(environ, start_response)
+
+    return app
+
+
+def _json(start_response: Callable[..., Any], status: str, body: object) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds are not worth a log line."""

@@ -1,0 +1,89 @@
+"""The worker's metrics port also answers /health and /ready for the hospital's monitoring."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from db.engine import create_engine_for, make_session_factory, migrate
+from tests.helpers import free_port
+from worker.celery_app import create_celery_app, readiness_problems
+from worker.config import WorkerConfig, WorkerRuntime
+from worker.context import WorkerContext
+from worker.metrics import serve_metrics
+
+
+def _get(url: str) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return status, json.loads(body), time.monotonic() - started
+
+
+def test_ready_names_each_problem_until_the_model_is_loaded(
+    tmp_path: Path, checkpoint: Path, redis_url: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'triage.db'}"
+    engine = create_engine_for(database)
+    runtime = WorkerRuntime(
+        storage_dir=tmp_path / "storage",
+        reports_dir=tmp_path / "reports",
+        database_url=database,
+        broker_url=redis_url,
+    )
+    config = WorkerConfig(checkpoint=checkpoint, batch_size=4)
+    app = create_celery_app(config, runtime)
+    ctx = WorkerContext(config=config, runtime=runtime)
+    port = free_port()
+    stop = serve_metrics(
+        host="127.0.0.1",
+        port=port,
+        sessions=make_session_factory(engine),
+        problems=lambda: readiness_problems(ctx, app, engine),
+    )
+    assert stop is not None
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert _get(f"{base}/health")[:2] == (200, {"status": "alive"})
+        status, body, _ = _get(f"{base}/ready")
+        assert status == 503
+        problems = body["problems"]
+        assert isinstance(problems, list)
+        assert "the model is not loaded yet" in problems
+        assert any("schema" in str(problem) for problem in problems), problems
+
+        migrate(engine)
+        assert ctx.classifier.spec.input_size > 0  # loads the model, as the warm-up does
+        status, body, seconds = _get(f"{base}/ready")
+        assert (status, body) == (200, {"status": "ready"})
+        assert seconds < 1.0  # generous: the goal is 0.1 s, the machine is shared
+
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            assert b"stroke_triage_worker_jobs_total" in response.read()
+    finally:
+        stop()
+        engine.dispose()
+
+
+def test_ready_says_when_the_broker_is_down(tmp_path: Path, checkpoint: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'triage.db'}"
+    engine = create_engine_for(database)
+    migrate(engine)
+    runtime = WorkerRuntime(
+        storage_dir=tmp_path / "storage",
+        reports_dir=tmp_path / "reports",
+        database_url=database,
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+    )
+    config = WorkerConfig(checkpoint=checkpoint, batch_size=4)
+    ctx = WorkerContext(config=config, runtime=runtime)
+    assert ctx.classifier is not None
+    problems = readiness_problems(ctx, create_celery_app(config, runtime), engine)
+    engine.dispose()
+    assert len(problems) == 1 and problems[0].startswith("the broker is not reachable"), problems
