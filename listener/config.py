@@ -101,7 +101,8 @@ class ListenerConfig(BaseModel):
         0,
         ge=0,
         le=64,
-        description="Receiving processes sharing the port (SO_REUSEPORT); 0: one per core, "
+        description="Receiving processes sharing the port (the least busy accepts each "
+        "association); 0: one per core, "
         "at most 4.",
     )
 

@@ -1,13 +1,15 @@
 """The DICOM listener: pynetdicom Storage SCPs, their recorders and the completion monitor.
 
 With ``processes = N`` the listener's process and N - 1 children (:mod:`listener.supervisor`)
-each run an SCP on the same port (``SO_REUSEPORT``); the leader (:mod:`listener.leader`) alone
+each run an SCP on the listener's one listening socket, the least busy accepting each
+association (:mod:`listener.balance`); the leader (:mod:`listener.leader`) alone
 recovers files at start-up and runs completion and the reconciler.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
@@ -26,6 +29,7 @@ from pynetdicom.utils import make_target
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
 from listener import metrics
 from listener.admission import AdmissionPolicy, handle_association_request
+from listener.balance import AcceptBalance, SharedCounts
 from listener.completion import CompletionMonitor
 from listener.config import ListenerConfig, ListenerRuntime
 from listener.dispatch import TaskDispatcher
@@ -39,7 +43,7 @@ from listener.handlers import (
 )
 from listener.interruptions import QuietPeriods
 from listener.leader import LeaderElection, LeaderLock
-from listener.recorder import InstanceRecorder
+from listener.recorder import BATCH_WINDOW_S, InstanceRecorder
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.resources import ResourceGuard
 from listener.supervisor import FLUSH, ReceiverGroup
@@ -68,13 +72,87 @@ def build_ae(config: ListenerConfig) -> AE:
     return ae
 
 
-class SharedPortServer(ThreadedAssociationServer):
-    """An association server whose port other processes may bind too (``SO_REUSEPORT``)."""
+class SharedContexts(list[PresentationContext]):
+    """The server's supported contexts, shared by its associations instead of copied.
+
+    pynetdicom deep-copies the server's contexts for every association; with every storage
+    SOP class in every transfer syntax (about 170 contexts, 7,600 UIDs, each validated again)
+    that took about 57 ms per association, 1 ms per image for a series sent over four
+    associations. Negotiation only reads them (the accepted contexts are new objects), and
+    nothing here changes them once the server runs.
+    """
+
+    def __deepcopy__(self, memo: dict[int, object]) -> list[PresentationContext]:
+        """A new list of the same (read-only) contexts."""
+        return list(self)
+
+
+class ListenerServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, whose associations share its supported contexts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As pynetdicom's."""
+        super().__init__(*args, **kwargs)
+        self.contexts = SharedContexts(self.contexts)
+
+
+class BalancedServer(ListenerServer):
+    """One of several association servers that accept from one listening socket.
+
+    The listener's process binds the socket; its children receive it (``listening``) instead
+    of binding. The socket is non-blocking: every process wakes on a new connection, the least
+    busy takes it (:class:`listener.balance.AcceptBalance`) and the others' accept finds
+    nothing, which socketserver ignores.
+    """
+
+    def __init__(
+        self, *args: Any, balance: AcceptBalance, listening: socket.socket | None, **kwargs: Any
+    ) -> None:
+        """pynetdicom's arguments, then the shared counts and the inherited socket, if any."""
+        self._balance = balance
+        self._listening = listening
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        """Set ``SO_REUSEPORT``, then bind as pynetdicom does."""
-        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        """Bind as pynetdicom does, or take the inherited socket; then stop blocking on it."""
+        if self._listening is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = self._listening
+            self.server_address = self.socket.getsockname()
+        cast(socket.socket, self.socket).setblocking(False)
+
+    def server_activate(self) -> None:
+        """Listen, unless the socket came from the listener's process (it listens already)."""
+        if self._listening is None:
+            super().server_activate()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept if this process is (or may act as) the least busy; wrap in TLS if set.
+
+        Raises:
+            BlockingIOError: Another process took the connection (socketserver ignores it).
+        """
+        listening = cast(socket.socket, self.socket)
+        self._balance.wait_for_turn(listening)
+        client, address = listening.accept()
+        client.setblocking(True)  # as pynetdicom's own accept leaves it
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        self._balance.accepted(client)
+        return client, address
+
+    def service_actions(self) -> None:
+        """pynetdicom's housekeeping, and the open-connection count kept true."""
+        super().service_actions()
+        self._balance.refresh()
+
+    def server_close(self) -> None:
+        """Close this process's handle only, as pynetdicom's ``shutdown()`` of the socket
+        would stop it listening for the other processes too; then join request threads."""
+        cast(socket.socket, self.socket).close()
+        super().server_close()  # its shutdown() of the closed socket fails, and is ignored
 
 
 @dataclass
@@ -102,7 +180,7 @@ def _prepare_receiving(
     recorder = InstanceRecorder(
         session_factory=sessions,
         # A caller waiting for the commit must not wait for a batch window as well.
-        batch_window_s=0.0 if config.wait_for_database else 0.05,
+        batch_window_s=0.0 if config.wait_for_database else BATCH_WINDOW_S,
     )
     recorder.start()
     guard = ResourceGuard(
@@ -126,8 +204,17 @@ def _prepare_receiving(
 
 
 def _serve(
-    config: ListenerConfig, context: StoreContext, guard: ResourceGuard, *, shared_port: bool
+    config: ListenerConfig,
+    context: StoreContext,
+    guard: ResourceGuard,
+    *,
+    balance: AcceptBalance | None = None,
+    listening: socket.socket | None = None,
 ) -> Receiving:
+    """Start an SCP: alone on its port, or (``balance`` set) one of several on one socket.
+
+    ``listening`` is the listener's socket, inherited by a child; ``None`` binds a new one.
+    """
     policy = AdmissionPolicy(config=config, guard=guard)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_connection_open),
@@ -140,12 +227,19 @@ def _serve(
         (evt.EVT_RELEASED, handle_released, [context]),
         (evt.EVT_CONN_CLOSE, handle_connection_close, [context]),
     ]
+    server_class: type[ThreadedAssociationServer] = ListenerServer
+    if balance is not None:
+        handlers.append((evt.EVT_CONN_CLOSE, _connection_closed, [balance]))
+        server_class = cast(
+            type[ThreadedAssociationServer],
+            functools.partial(BalancedServer, balance=balance, listening=listening),
+        )
     ae = build_ae(config)
     server = ae.make_server(
         (config.host, config.port),
         evt_handlers=handlers,
         ssl_context=server_ssl_context(config),
-        server_class=SharedPortServer if shared_port else ThreadedAssociationServer,
+        server_class=server_class,
     )
     ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
     threading.Thread(
@@ -154,23 +248,39 @@ def _serve(
     return Receiving(server=server, recorder=context.recorder, context=context)
 
 
-def serve_receiver(
-    config: ListenerConfig, runtime: ListenerRuntime, metrics_dir: Path, control: Connection
-) -> None:
-    """A child receiving process: serve on the shared port until told to stop.
+def _connection_closed(event: Any, balance: AcceptBalance) -> None:
+    """EVT_CONN_CLOSE: publish the lower count at once, for the next accept anywhere."""
+    balance.refresh()
 
-    Its metrics go to files in ``metrics_dir``, which the listener's metrics port serves.
 
-    Sends the bound port on ``control`` once serving. Answers ``(FLUSH, n)`` with
+@dataclass(frozen=True)
+class ReceiverSetup:
+    """What every receiving child gets from the listener's process."""
+
+    config: ListenerConfig
+    runtime: ListenerRuntime
+    metrics_dir: Path
+    """Its metrics go to files here, which the listener's metrics port serves."""
+    listening: socket.socket
+    """The listener's listening socket (inherited, not bound again)."""
+    counts: SharedCounts
+    """Open connections per process (:mod:`listener.balance`); the child's is ``counts[slot]``."""
+
+
+def serve_receiver(setup: ReceiverSetup, slot: int, control: Connection) -> None:
+    """A child receiving process: accept on the listener's socket until told to stop.
+
+    Sends the port on ``control`` once serving. Answers ``(FLUSH, n)`` with
     ``(n, committed)`` once every record queued so far is committed (the leader judges series
     from committed state only); stops when anything else arrives or when it closes (the
     listener's process died).
     """
-    metrics.use_children_dir(metrics_dir)
-    engine = create_engine_for(runtime.database_url)
+    metrics.use_children_dir(setup.metrics_dir)
+    engine = create_engine_for(setup.runtime.database_url)
     sessions = make_session_factory(engine)
-    context, guard = _prepare_receiving(config, runtime.storage_dir, sessions)
-    receiving = _serve(config, context, guard, shared_port=True)
+    context, guard = _prepare_receiving(setup.config, setup.runtime.storage_dir, sessions)
+    balance = AcceptBalance.for_slot(setup.counts, slot)
+    receiving = _serve(setup.config, context, guard, balance=balance, listening=setup.listening)
     try:
         control.send(receiving.port)
         while (message := control.recv())[0] == FLUSH:
@@ -192,6 +302,8 @@ class Listener:
     engine: Engine
     election: LeaderElection
     receivers: ReceiverGroup | None = None
+    balance: AcceptBalance | None = None
+    """Open connections per receiving process, with more than one."""
     stopped: bool = False
 
     @property
@@ -274,23 +386,34 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         monitor.start()
 
     count = config.receiving_processes
-    receiving = _serve(config, context, guard, shared_port=count > 1)
+    balance = AcceptBalance.create(count) if count > 1 else None
+    receiving = _serve(config, context, guard, balance=balance)
     election = LeaderElection(lock, lead, retry_s=config.check_interval_s)
-    if count > 1:
+    if balance is not None:
         child_config = config.model_copy(update={"port": receiving.port})
 
         metrics_dir = metrics.prepare_children_dir(
             storage_dir.parent / "metrics" / f"listener-{os.getpid()}"
         )
+        counts = balance.counts
 
-        def after_death(pid: int) -> None:
+        def after_death(pid: int, slot: int) -> None:
+            AcceptBalance.vacate(counts, slot)
             metrics.child_died(pid)
             _recover_after_death(storage_dir, sessions, pid, leader=election.is_leader)
 
         receivers = ReceiverGroup(
             count=count - 1,
             target=serve_receiver,
-            args=(child_config, runtime, metrics_dir),
+            args=(
+                ReceiverSetup(
+                    config=child_config,
+                    runtime=runtime,
+                    metrics_dir=metrics_dir,
+                    listening=cast(socket.socket, receiving.server.socket),
+                    counts=counts,
+                ),
+            ),
             on_death=after_death,
         )
         # The fork server imports prometheus_client once, from this environment: with the
@@ -318,6 +441,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         engine=engine,
         election=election,
         receivers=receivers,
+        balance=balance,
     )
 
 

@@ -1,9 +1,9 @@
 """Extra receiving processes that share the listener's port, restarted when one dies.
 
 The listener's own process receives too and is the one that supervises; each child runs its
-own pynetdicom server (bound with ``SO_REUSEPORT``, so the kernel spreads associations across
-processes), its own recorder and nothing else. Completion, the reconciler and recovery stay
-with the leader (:mod:`listener.leader`).
+own pynetdicom server on the listener's listening socket (inherited; the least busy process
+accepts each association, :mod:`listener.balance`), its own recorder and nothing else.
+Completion, the reconciler and recovery stay with the leader (:mod:`listener.leader`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ class ReceiverStartError(RuntimeError):
 class _Child:
     process: BaseProcess
     connection: Connection
+    slot: int
 
 
 class ReceiverGroup:
-    """``count`` child processes running ``target(*args, connection)``, kept alive.
+    """``count`` child processes running ``target(*args, slot, connection)``, kept alive.
+
+    Children are numbered 1 to ``count`` (``slot``); a restarted child takes its slot over.
 
     ``target`` must send one message on its connection once it serves; answer each
     :data:`FLUSH` once its queued records are committed; and return when it receives anything
@@ -57,9 +60,9 @@ class ReceiverGroup:
         count: int,
         target: Callable[..., None],
         args: tuple[Any, ...],
-        on_death: Callable[[int], object],
+        on_death: Callable[[int, int], object],
     ) -> None:
-        """Prepare the group; ``on_death(pid)`` runs in this process after a child dies."""
+        """Prepare the group; ``on_death(pid, slot)`` runs here after a child dies."""
         self._count = count
         self._target = target
         self._args = args
@@ -80,8 +83,8 @@ class ReceiverGroup:
         Raises:
             ReceiverStartError: A child died or did not answer in time.
         """
-        for _ in range(self._count):
-            self._children.append(self._spawn())
+        for slot in range(1, self._count + 1):
+            self._children.append(self._spawn(slot))
         self._watcher = threading.Thread(target=self._watch, name="receiver-watch", daemon=True)
         self._watcher.start()
 
@@ -147,10 +150,13 @@ class ReceiverGroup:
                 child.process.join(5.0)
             child.connection.close()
 
-    def _spawn(self) -> _Child:
+    def _spawn(self, slot: int) -> _Child:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=self._target, args=(*self._args, theirs), name="dicom-receiver", daemon=True
+            target=self._target,
+            args=(*self._args, slot, theirs),
+            name="dicom-receiver",
+            daemon=True,
         )
         process.start()
         theirs.close()
@@ -168,7 +174,7 @@ class ReceiverGroup:
                 f"(exit code {process.exitcode}); see its log."
             ) from None
         log.info("Receiving process %s serves", process.pid)
-        return _Child(process=process, connection=ours)
+        return _Child(process=process, connection=ours, slot=slot)
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -190,11 +196,11 @@ class ReceiverGroup:
                 )
                 try:
                     if pid is not None:
-                        self._on_death(pid)
+                        self._on_death(pid, dead.slot)
                 except Exception:  # recovery must not stop the restart
                     log.exception("Recovery after receiving process %s failed", pid)
                 try:
-                    child = self._spawn()
+                    child = self._spawn(dead.slot)
                 except ReceiverStartError as exc:
                     log.error("%s Retrying.", exc)
                     continue

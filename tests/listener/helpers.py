@@ -183,6 +183,14 @@ def read_header(path: Path) -> pydicom.Dataset:
 
 def established_on(pid: int, port: int) -> bool:
     """Whether process ``pid`` holds an established TCP connection on local ``port``."""
+    return established_count(pid, port) > 0
+
+
+def established_count(pid: int, port: int, *, peer_port: int | None = None) -> int:
+    """How many established TCP connections on local ``port`` process ``pid`` holds.
+
+    With ``peer_port``, only the connection from that port of the peer counts.
+    """
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -191,10 +199,14 @@ def established_on(pid: int, port: int) -> bool:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
+    count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if peer_port is not None and remote_port != peer_port:
+                continue
             if local_port == port and fields[3] == "01" and fields[9] in inodes:
-                return True
-    return False
+                count += 1
+    return count

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -25,6 +26,7 @@ from tests.listener.helpers import (
     RunningListener,
     ct_dataset,
     dcmtk,
+    established_count,
     established_on,
     scu,
     wait_until,
@@ -90,6 +92,27 @@ def test_two_processes_share_the_port_and_lose_nothing(
     assert sorted(counts) == [200, 200, 200, 200]
 
 
+def test_each_association_goes_to_the_least_busy_process(start_listener_for_test: Start) -> None:
+    running = start_listener_for_test(processes=2)
+    receivers, balance = running.listener.receivers, running.listener.balance
+    assert receivers is not None
+    assert balance is not None
+    (child,) = receivers.pids()
+    # With SO_REUSEPORT the kernel would hash the four connections onto the two processes:
+    # two and two only three times in eight, all four on one process once in eight.
+    held = []
+    for _ in range(4):
+        assoc = scu().associate("127.0.0.1", running.port, ae_title=LISTENER_AE)
+        assert assoc.is_established
+        held.append(assoc)
+    assert balance.snapshot() == [2, 2]
+    assert established_count(os.getpid(), running.port) == 2  # this process's listener
+    assert established_count(child, running.port) == 2
+    for assoc in held:
+        assoc.release()
+    wait_until(lambda: balance.snapshot() == [0, 0], timeout_s=10)
+
+
 def test_one_leader_per_data_folder_and_a_standby_takes_over(
     start_listener_for_test: Start,
 ) -> None:
@@ -100,7 +123,8 @@ def test_one_leader_per_data_folder_and_a_standby_takes_over(
     assert second.listener.monitor._thread is None  # no completion in the standby
     first.listener.stop()
     wait_until(lambda: second.listener.is_leader, timeout_s=10)
-    assert second.listener.monitor._thread is not None
+    # Elected first (it holds the lock), then it recovers and starts completion.
+    wait_until(lambda: second.listener.monitor._thread is not None, timeout_s=10)
 
 
 def test_killed_receiver_loses_no_answered_instance_and_series_completes_once(
@@ -110,9 +134,9 @@ def test_killed_receiver_loses_no_answered_instance_and_series_completes_once(
     receivers = running.listener.receivers
     assert receivers is not None
     (child,) = receivers.pids()
-    # The kernel spreads associations by a hash of their addresses: all four land on the
-    # parent one time in sixteen. Send rounds of four series until one round reaches the child
-    # while it receives, then kill the child mid-association.
+    # Four associations over two processes: two reach the child (the least busy process
+    # accepts). Send rounds of four series until the child holds one while it receives, then
+    # kill it mid-association.
     earlier: list[list[Path]] = []
     for attempt in range(6):
         series = [write_series(tmp_path / f"r{attempt}s{i}", 150) for i in range(4)]
@@ -163,6 +187,12 @@ def test_killed_receiver_loses_no_answered_instance_and_series_completes_once(
     assert all(count == 150 for _, count in jobs)
 
 
+def _held_by(pid: int, port: int, assoc: Any) -> bool:
+    """Whether process ``pid`` holds the listener's end of the SCU association ``assoc``."""
+    peer_port = int(assoc.dul.socket.socket.getsockname()[1])
+    return established_count(pid, port, peer_port=peer_port) == 1
+
+
 def _received(registry: CollectorRegistry) -> float:
     value = registry.get_sample_value(
         "stroke_triage_listener_instances_received_total", {"status": "success"}
@@ -176,14 +206,15 @@ def test_the_metrics_port_counts_what_a_child_received(start_listener_for_test: 
     (child,) = running.listener.receivers.pids()
     before_served = _received(listener.metrics.serving_registry(listener.metrics.REGISTRY))
     before_own = _received(listener.metrics.REGISTRY)
-    for _ in range(40):  # until the kernel gives the child an association
-        assoc = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
-        assert assoc.is_established
-        if established_on(child, running.port):
-            break
-        assoc.release()
-    else:
-        pytest.fail("no association landed on the child in 40 tries")
+    # The first association goes to either process; while it is open, the second goes to the
+    # other one. Keep the one the child holds.
+    first = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
+    second = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
+    assert first.is_established
+    assert second.is_established
+    assert established_on(child, running.port)
+    assoc, other = (first, second) if _held_by(child, running.port, first) else (second, first)
+    other.release()
     study, series_uid = generate_uid(), generate_uid()
     for number in (1, 2, 3):
         dataset = ct_dataset(study_uid=study, series_uid=series_uid, number=number)

@@ -156,9 +156,10 @@ def _make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_dicom_tls(start_listener_for_test: Start, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_dicom_tls(start_listener_for_test: Start, tmp_path: Path, processes: int) -> None:
     cert, key = _make_certificate(tmp_path)
-    running = start_listener_for_test(tls_cert_file=cert, tls_key_file=key)
+    running = start_listener_for_test(tls_cert_file=cert, tls_key_file=key, processes=processes)
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     assoc = scu().associate(
         "127.0.0.1", running.port, ae_title="STROKETRIAGE", tls_args=(client, "localhost")
