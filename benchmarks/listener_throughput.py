@@ -7,12 +7,16 @@ Usage::
 Sends ``--count`` slices of 512 x 512 CT (the project's synthetic head phantom, new UIDs for
 every run) with DCMTK ``storescu`` over one association, then split over ``--associations``
 concurrent associations, to DCMTK ``storescp`` (writing to a temporary folder, no fsync), to
-Orthanc with its default storage settings (durable storage and index), and to
-``stroke-triage listen`` (SQLite records, ``--processes`` receiving processes) with
-``durability = fsync`` and with ``durability = os``. ``TCP_NODELAY=1`` is set for the DCMTK
-ends. Prints images per second, each receiver's start-up time (start to first answered C-ECHO),
-and every ratio of issue 16's goals. Numbers are wall-clock times of the storescu processes,
-best of ``--repeat`` runs.
+Orthanc with its default storage settings (durable storage and index), to the listener's
+pynetdicom SCP alone in one process (its AE, server class and connection settings, with a
+C-STORE handler that answers success and does nothing else: pynetdicom's receive path, before
+any work of ours), and to ``stroke-triage listen`` (SQLite records, ``--processes``
+receiving processes) with ``durability = fsync`` and with ``durability = os``.
+``TCP_NODELAY=1`` is set for the DCMTK ends. Prints images per second, each receiver's start-up
+time (start to first answered C-ECHO), every ratio of issue 16's goals, the ceiling the no-op
+SCP implies, and the time of the listener's durable write alone (each run into
+a new folder: the listener always writes new files). Numbers are wall-clock times of the
+storescu processes, best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pydicom.uid import generate_uid
 
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CALLED_AE = "BENCH"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+BARE_NAME = "listener's pynetdicom SCP, no-op handler"
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,52 @@ def orthanc(workdir: Path) -> Iterator[Receiver]:
         process.wait(timeout=30)
 
 
+def _bare_store(event: Event) -> int:
+    """EVT_C_STORE: answer success without reading or writing anything."""
+    return 0x0000
+
+
+def serve_bare(port: int) -> None:
+    """The listener's own SCP with a no-op C-STORE handler on 127.0.0.1 ``port`` (``--serve-bare``).
+
+    The same AE (every storage SOP class in every transfer syntax, 128 KiB PDUs), server class
+    (contexts shared between associations) and connection handler (TCP_NODELAY, the shorter
+    reactor sleep) as ``stroke-triage listen``, in one process; nothing is read or written.
+    """
+    sys.path.insert(0, str(REPO_ROOT))
+    from pynetdicom import evt
+
+    from listener.config import ListenerConfig
+    from listener.handlers import handle_connection_open
+    from listener.server import ListenerServer, build_ae
+
+    ae = build_ae(ListenerConfig(ae_title=CALLED_AE))
+    handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, handle_connection_open),
+        (evt.EVT_C_STORE, _bare_store),
+    ]
+    server = ae.make_server(("127.0.0.1", port), evt_handlers=handlers, server_class=ListenerServer)
+    server.serve_forever()
+
+
+@contextmanager
+def bare_pynetdicom(workdir: Path) -> Iterator[Receiver]:
+    """:func:`serve_bare` in a separate Python process (this file with ``--serve-bare``)."""
+    port = free_port()
+    log = (workdir / "bare.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield Receiver(BARE_NAME, port, startup_s=wait_echo(port))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
 @contextmanager
 def our_listener(
     workdir: Path, *, wait_for_database: bool, tree: Path, durability: str, processes: int
@@ -243,13 +298,18 @@ def measure(
 
 
 def durable_write_ms(template: list[Path], folder: Path, *, fsync: bool) -> float:
-    """Milliseconds per slice for the listener's own atomic write, alone, in this process."""
+    """Milliseconds per slice for the listener's own atomic write, alone, in this process.
+
+    ``folder`` must not exist yet: the listener always writes new files, and replacing files
+    (freeing their blocks, slow on a mount with ``discard``) would measure something else.
+    """
     from stroke_triage.edge import write_atomic
 
     payloads = [path.read_bytes() for path in template]
+    folder.mkdir()
     start = time.perf_counter()
     for index, payload in enumerate(payloads):
-        write_atomic(folder / "floor" / f"{index}.dcm", payload, fsync=fsync)
+        write_atomic(folder / f"{index}.dcm", payload, fsync=fsync)
     return (time.perf_counter() - start) / len(payloads) * 1e3
 
 
@@ -273,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes", type=int, default=2, help="stroke-triage receiving processes (N)"
     )
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return 0
     for tool in ("storescp", "storescu", "echoscu", "Orthanc"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed (apt-get install dcmtk orthanc).")
@@ -287,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         receivers: list[tuple[str, str, bool]] = [
             ("storescp", "", False),
             ("orthanc", "", False),
+            ("bare", "", False),
             ("ours", "fsync", False),
             ("ours", "os", False),
         ]
@@ -300,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "storescp"
                 else orthanc(folder)
                 if kind == "orthanc"
+                else bare_pynetdicom(folder)
+                if kind == "bare"
                 else our_listener(
                     folder,
                     wait_for_database=wait,
@@ -315,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((receiver.name, groups, rate, lag))
 
         floor_synced = durable_write_ms(template, workdir / "floor-fsync", fsync=True)
-        floor_cached = durable_write_ms(template, workdir / "floor-cache", fsync=False)
+        floor_cached = durable_write_ms(template, workdir / "floor-os", fsync=False)
 
     rates = {(name, groups): value for name, groups, value, _ in rows}
     reference = {groups: rates["DCMTK storescp", groups] for groups in cases}
@@ -358,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {label} | {measured:.2f}x | >= {target:.1f}x "
             f"| {'yes' if measured >= target else 'NO'} |"
         )
+    bare_ratio = rates[BARE_NAME, 1] / reference[1]
+    print(
+        f"\nThe listener's pynetdicom SCP with a no-op handler reaches {rates[BARE_NAME, 1]:.0f} "
+        f"img/s on one association, {bare_ratio:.2f}x storescp: pynetdicom's receive path alone, "
+        f"before any work of ours, is {'below' if bare_ratio < 0.5 else 'above'} the 0.5x goal."
+    )
     ceiling = 1e3 / floor_synced
     print(
         f"\nThe durable write alone (temp file, fsync, rename, fsync of the folder) takes "
