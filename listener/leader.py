@@ -7,49 +7,24 @@ kernel drops the lock when its holder dies, so a standby takes over without any 
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from stroke_triage.edge import FileLock
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".listener-leader.lock"
 
 
-class LeaderLock:
-    """An exclusive, non-blocking file lock; held means "this process is the leader"."""
+class LeaderLock(FileLock):
+    """The leader's lock, next to the storage folder; held means "this process leads"."""
 
     def __init__(self, storage_dir: Path) -> None:
         """Prepare the lock file next to ``storage_dir`` (nothing is locked yet)."""
-        self.path = storage_dir / LOCK_NAME
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._fd is not None
-
-    def try_acquire(self) -> bool:
-        """Take the lock if nobody holds it; return whether this object holds it now."""
-        if self._fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        """Give the lock up (closing the file releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        super().__init__(storage_dir / LOCK_NAME)
 
 
 class LeaderElection:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
-from typing import IO
+
+from stroke_triage.edge import FileLock
 
 LOCK_FILE_NAME = "stroke-triage.lock"
 
@@ -15,16 +14,15 @@ class DataDirLockedError(Exception):
 
 
 class DataDirLock:
-    """An exclusive ``flock`` on ``<data_dir>/stroke-triage.lock``.
+    """An exclusive lock on ``<data_dir>/stroke-triage.lock``.
 
-    The kernel drops the lock when the process ends, however it ends (SIGKILL included), so a
-    stale lock file never blocks a restart. Workers do not take it: many may share the folder.
+    A :class:`~stroke_triage.edge.FileLock`. Workers do not take it: many may share the folder.
     """
 
     def __init__(self, data_dir: Path) -> None:
         """Remember where the lock file lives; :meth:`acquire` takes the lock."""
-        self.path = data_dir / LOCK_FILE_NAME
-        self._file: IO[str] | None = None
+        self._lock = FileLock(data_dir / LOCK_FILE_NAME)
+        self.path = self._lock.path
 
     def acquire(self) -> None:
         """Take the lock without waiting.
@@ -32,30 +30,16 @@ class DataDirLock:
         Raises:
             DataDirLockedError: If another process holds it; the message names its process ID.
         """
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+        if not self._lock.try_acquire():
             raise DataDirLockedError(
-                f"Another stroke-triage service (process {holder}) is already using the data "
-                f"folder {self.path.parent.resolve()}. Stop it first, or give this one its own "
-                "STROKE_TRIAGE_DATA_DIR."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._file = handle
+                f"Another stroke-triage service (process {self._lock.holder()}) is already "
+                f"using the data folder {self.path.parent.resolve()}. Stop it first, or give "
+                "this one its own STROKE_TRIAGE_DATA_DIR."
+            )
 
     def release(self) -> None:
         """Drop the lock (the file stays; it is harmless when unlocked)."""
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        self._lock.release()
 
     def __enter__(self) -> DataDirLock:
         """Acquire on entry."""

@@ -11,7 +11,7 @@ def test_readme_settings_table_is_current() -> None:
     start = readme.index("<!-- settings:start -->\n") + len("<!-- settings:start -->\n")
     end = readme.index("<!-- settings:end -->")
     assert readme[start:end].strip() == settings_table().strip(), (
-        "README settings table is stale: regenerate it with `stroke-triage settings`"
+        "README settings table is stale: regenerate it with `stroke-triage settings --table`"
     )
 
 

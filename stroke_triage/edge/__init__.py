@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from stroke_triage.edge.durable import PART_SUFFIX, write_atomic
+from stroke_triage.edge.file_lock import FileLock
 from stroke_triage.edge.network import (
     AE_TITLE_MAX,
     AETitle,
@@ -49,6 +50,7 @@ __all__ = [
     "PART_SUFFIX",
     "PROCESS_SERIES_TASK",
     "AETitle",
+    "FileLock",
     "PacsDestination",
     "ProcessSeriesArgs",
     "SeriesSelection",
