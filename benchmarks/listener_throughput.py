@@ -168,7 +168,7 @@ def serve_bare(port: int) -> None:
 
     from listener.config import ListenerConfig
     from listener.handlers import handle_connection_open
-    from listener.server import ListenerServer, build_ae
+    from listener.scp import ListenerServer, build_ae
 
     ae = build_ae(ListenerConfig(ae_title=CALLED_AE))
     handlers: list[Any] = [

@@ -1,4 +1,4 @@
-"""Who may associate: the calling-AE allow-list, IP pinning, and back-pressure.
+"""Who may associate: the calling-AE allow-list, IP pinning, back-pressure, the association limit.
 
 pynetdicom's own ``require_calling_aet`` cannot see the peer's address, so the decision is
 taken in an ``EVT_REQUESTED`` handler, which runs after the A-ASSOCIATE-RQ is read and before
@@ -16,6 +16,7 @@ from pynetdicom import evt
 from pynetdicom.events import Event
 
 import listener.metrics
+from listener.balance import AcceptBalance
 from listener.config import ListenerConfig
 from listener.errors import OutOfResourcesError
 from listener.resources import ResourceGuard
@@ -49,7 +50,16 @@ def _networks(
 class AdmissionPolicy:
     """Decides whether to accept an association request."""
 
-    def __init__(self, *, config: ListenerConfig, guard: ResourceGuard) -> None:
+    def __init__(
+        self, *, config: ListenerConfig, guard: ResourceGuard, balance: AcceptBalance | None = None
+    ) -> None:
+        """Decide by ``config``; ``balance`` counts every receiving process's connections.
+
+        With one process pynetdicom enforces ``max_associations`` itself; with several, each
+        process's pynetdicom sees only its own, so the limit across them is checked here.
+        """
+        self._max_associations = config.max_associations
+        self._balance = balance
         self._allowed = {title.strip() for title in config.allowed_calling_ae_titles}
         self._pinned = {
             title.strip(): _networks(addresses)
@@ -66,6 +76,11 @@ class AdmissionPolicy:
         if networks is not None and not _address_in(address, networks):
             return Rejection(
                 RejectResult.PERMANENT, 0x01, 0x03, "calling AE title not allowed from address"
+            )
+        if self._balance is not None and self._balance.total_open() > self._max_associations:
+            # Transient, service provider (presentation), local limit exceeded: retry later.
+            return Rejection(
+                RejectResult.TRANSIENT, 0x03, 0x02, "too many associations in all processes"
             )
         try:
             self._guard.check()

@@ -88,6 +88,10 @@ class AcceptBalance:
         mine = counts[self._slot]
         return any(VACANT < count < mine for slot, count in enumerate(counts) if slot != self._slot)
 
+    def total_open(self) -> int:
+        """Connections open in every serving process together."""
+        return sum(count for count in self.snapshot() if count > VACANT)
+
     def wait_for_turn(self, listening: socket.socket, patience_s: float = PATIENCE_S) -> None:
         """Return when this process should accept the pending connection.
 

@@ -55,7 +55,9 @@ class ListenerConfig(BaseModel):
         ge=1,
         description="A job whose worker is lost after this many attempts fails for good.",
     )
-    max_associations: int = Field(10, ge=1, description="Concurrent associations accepted.")
+    max_associations: int = Field(
+        10, ge=1, description="Concurrent associations accepted (all receiving processes together)."
+    )
     allowed_calling_ae_titles: list[AETitle] = Field(
         default_factory=list, description="Calling AE allow-list; empty accepts any caller."
     )

@@ -20,9 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -46,6 +44,7 @@ from listener.leader import LeaderElection, LeaderLock
 from listener.recorder import BATCH_WINDOW_S, InstanceRecorder
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.resources import ResourceGuard
+from listener.scp import BalancedServer, ListenerServer, build_ae
 from listener.supervisor import FLUSH, ReceiverGroup
 from listener.tls import server_ssl_context
 from stroke_triage.edge import PART_SUFFIX
@@ -54,105 +53,6 @@ log = logging.getLogger(__name__)
 
 #: How long the monitor waits for queued records before judging series.
 FLUSH_TIMEOUT_S = 10.0
-#: Largest PDU we receive (DCMTK's own upper limit); fewer PDUs per instance than 16 KiB.
-MAXIMUM_PDU_SIZE = 131072
-
-
-def build_ae(config: ListenerConfig) -> AE:
-    """An AE that accepts C-ECHO and every storage SOP class in every transfer syntax."""
-    ae = AE(ae_title=config.ae_title)
-    ae.maximum_associations = config.max_associations
-    ae.acse_timeout = config.acse_timeout_s
-    ae.dimse_timeout = config.dimse_timeout_s
-    ae.network_timeout = config.network_timeout_s
-    ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
-    ae.add_supported_context(Verification)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(cast(str, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
-    return ae
-
-
-class SharedContexts(list[PresentationContext]):
-    """The server's supported contexts, shared by its associations instead of copied.
-
-    pynetdicom deep-copies the server's contexts for every association; with every storage
-    SOP class in every transfer syntax (about 170 contexts, 7,600 UIDs, each validated again)
-    that took about 57 ms per association, 1 ms per image for a series sent over four
-    associations. Negotiation only reads them (the accepted contexts are new objects), and
-    nothing here changes them once the server runs.
-    """
-
-    def __deepcopy__(self, memo: dict[int, object]) -> list[PresentationContext]:
-        """A new list of the same (read-only) contexts."""
-        return list(self)
-
-
-class ListenerServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, whose associations share its supported contexts."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """As pynetdicom's."""
-        super().__init__(*args, **kwargs)
-        self.contexts = SharedContexts(self.contexts)
-
-
-class BalancedServer(ListenerServer):
-    """One of several association servers that accept from one listening socket.
-
-    The listener's process binds the socket; its children receive it (``listening``) instead
-    of binding. The socket is non-blocking: every process wakes on a new connection, the least
-    busy takes it (:class:`listener.balance.AcceptBalance`) and the others' accept finds
-    nothing, which socketserver ignores.
-    """
-
-    def __init__(
-        self, *args: Any, balance: AcceptBalance, listening: socket.socket | None, **kwargs: Any
-    ) -> None:
-        """pynetdicom's arguments, then the shared counts and the inherited socket, if any."""
-        self._balance = balance
-        self._listening = listening
-        super().__init__(*args, **kwargs)
-
-    def server_bind(self) -> None:
-        """Bind as pynetdicom does, or take the inherited socket; then stop blocking on it."""
-        if self._listening is None:
-            super().server_bind()
-        else:
-            cast(socket.socket, self.socket).close()
-            self.socket = self._listening
-            self.server_address = self.socket.getsockname()
-        cast(socket.socket, self.socket).setblocking(False)
-
-    def server_activate(self) -> None:
-        """Listen, unless the socket came from the listener's process (it listens already)."""
-        if self._listening is None:
-            super().server_activate()
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept if this process is (or may act as) the least busy; wrap in TLS if set.
-
-        Raises:
-            BlockingIOError: Another process took the connection (socketserver ignores it).
-        """
-        listening = cast(socket.socket, self.socket)
-        self._balance.wait_for_turn(listening)
-        client, address = listening.accept()
-        client.setblocking(True)  # as pynetdicom's own accept leaves it
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
-        self._balance.accepted(client)
-        return client, address
-
-    def service_actions(self) -> None:
-        """pynetdicom's housekeeping, and the open-connection count kept true."""
-        super().service_actions()
-        self._balance.refresh()
-
-    def server_close(self) -> None:
-        """Close this process's handle only, as pynetdicom's ``shutdown()`` of the socket
-        would stop it listening for the other processes too; then join request threads."""
-        cast(socket.socket, self.socket).close()
-        super().server_close()  # its shutdown() of the closed socket fails, and is ignored
 
 
 @dataclass
@@ -215,7 +115,7 @@ def _serve(
 
     ``listening`` is the listener's socket, inherited by a child; ``None`` binds a new one.
     """
-    policy = AdmissionPolicy(config=config, guard=guard)
+    policy = AdmissionPolicy(config=config, guard=guard, balance=balance)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_connection_open),
         (evt.EVT_REQUESTED, handle_association_request, [policy]),

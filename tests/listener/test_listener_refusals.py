@@ -69,6 +69,20 @@ def test_maximum_associations(start_listener_for_test: Start) -> None:
     third.release()
 
 
+def test_maximum_associations_across_processes(start_listener_for_test: Start) -> None:
+    running = start_listener_for_test(max_associations=2, processes=2)
+    held = [scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE") for _ in range(2)]
+    try:
+        assert all(assoc.is_established for assoc in held)  # one in each process
+        third = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
+        assert third.is_rejected
+        assert third.acceptor.primitive.result == 0x02  # transient: try again later
+        assert third.acceptor.primitive.diagnostic == 0x02  # local limit exceeded
+    finally:
+        for assoc in held:
+            assoc.release()
+
+
 def test_low_disk_refuses_associations(start_listener_for_test: Start, tmp_path: Path) -> None:
     running = start_listener_for_test(min_free_disk_mb=1e12)
     assoc = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
