@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,6 +12,7 @@ from db.engine import create_engine_for, make_session_factory
 from stroke_triage.api import health, metrics, routes_api, routes_pages
 from stroke_triage.api.actions import Publisher, dispatcher_publisher
 from stroke_triage.api.auth import Authenticator
+from stroke_triage.api.session_key import session_secret
 from stroke_triage.api.state import Console
 from stroke_triage.settings import Settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings, *, publish: Publisher | None = None) -> FastA
         engine=engine,
         sessions=sessions,
         auth=Authenticator(
-            sessions=sessions, secret=config.session_secret or secrets.token_urlsafe(32)
+            sessions=sessions, secret=session_secret(config.session_secret, settings.data_dir)
         ),
         publish=publish
         or dispatcher_publisher(

@@ -16,8 +16,8 @@ class ApiConfig(BaseModel):
     )
     session_secret: str | None = Field(
         None,
-        description="Key that signs dashboard cookies; default: a random key per process "
-        "(logins end when it restarts).",
+        description="Key that signs dashboard cookies; default: one made once and kept in "
+        "the data folder (console-session.key), so logins survive a restart.",
     )
     suspected_window_h: float = Field(
         6.0, gt=0, description="Suspected series this recent stay on top of the worklist."
