@@ -73,6 +73,14 @@ class AcceptBalance:
             self._open.append(connection)
             self._publish()
 
+    def replaced(self, raw: socket.socket, wrapped: socket.socket) -> None:
+        """Count ``wrapped`` (a TLS socket) in place of ``raw``, which it took over."""
+        with self._lock:
+            # ``raw`` is closed once wrapped, so a refresh may have forgotten it already.
+            self._open = [c for c in self._open if c is not raw]
+            self._open.append(wrapped)
+            self._publish()
+
     def refresh(self) -> None:
         """Forget closed connections and publish the count (after a connection closes)."""
         with self._lock:

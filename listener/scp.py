@@ -7,7 +7,9 @@ accept from one listening socket (:mod:`listener.balance` picks which).
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 from typing import Any, cast
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
@@ -17,6 +19,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from listener.balance import AcceptBalance
 from listener.config import ListenerConfig
+
+log = logging.getLogger(__name__)
 
 #: Largest PDU we receive (DCMTK's own upper limit); fewer PDUs per instance than 16 KiB.
 MAXIMUM_PDU_SIZE = 131072
@@ -52,12 +56,61 @@ class SharedContexts(list[PresentationContext]):
 
 
 class ListenerServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, whose associations share its supported contexts."""
+    """pynetdicom's threaded server, whose associations share its supported contexts, and
+    whose TLS handshakes run in each connection's own thread.
+
+    pynetdicom shakes hands in the thread that accepts, with no time limit: one client that
+    connects and says nothing (a port scanner, say) stopped every other association.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As pynetdicom's."""
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; TLS comes later, in its thread (:meth:`process_request_thread`)."""
+        client, address = cast(socket.socket, self.socket).accept()
+        client.setblocking(True)  # as pynetdicom's own accept leaves it
+        self.accepted(client)
+        return client, address
+
+    def accepted(self, client: socket.socket) -> None:
+        """Hook: a connection was accepted (before any TLS handshake)."""
+
+    def process_request_thread(
+        self,
+        request: socket.socket | tuple[bytes, socket.socket],
+        client_address: tuple[str, int] | str,
+    ) -> None:
+        """Shake hands (TLS, within the network timeout), then run the association."""
+        if self.ssl_context and isinstance(request, socket.socket):
+            wrapped = self._handshake(request, client_address)
+            if wrapped is None:
+                return
+            request = wrapped
+        super().process_request_thread(request, client_address)
+
+    def _handshake(
+        self, client: socket.socket, address: tuple[str, int] | str
+    ) -> socket.socket | None:
+        client.settimeout(self.ae.network_timeout)
+        try:
+            wrapped = cast(ssl.SSLContext, self.ssl_context).wrap_socket(client, server_side=True)
+        except (OSError, ValueError) as exc:
+            log.warning("TLS handshake with %s failed: %s", _host(address), exc)
+            client.close()
+            return None
+        wrapped.settimeout(None)
+        self.handshaken(client, wrapped)
+        return wrapped
+
+    def handshaken(self, raw: socket.socket, wrapped: socket.socket) -> None:
+        """Hook: ``raw`` is now ``wrapped`` (TLS)."""
+
+
+def _host(address: tuple[str, int] | str) -> str:
+    return address if isinstance(address, str) else str(address[0])
 
 
 class BalancedServer(ListenerServer):
@@ -93,19 +146,21 @@ class BalancedServer(ListenerServer):
             super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept if this process is (or may act as) the least busy; wrap in TLS if set.
+        """Accept if this process is (or may act as) the least busy.
 
         Raises:
             BlockingIOError: Another process took the connection (socketserver ignores it).
         """
-        listening = cast(socket.socket, self.socket)
-        self._balance.wait_for_turn(listening)
-        client, address = listening.accept()
-        client.setblocking(True)  # as pynetdicom's own accept leaves it
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
+        self._balance.wait_for_turn(cast(socket.socket, self.socket))
+        return super().get_request()
+
+    def accepted(self, client: socket.socket) -> None:
+        """Count the connection at once, so that the next one goes elsewhere."""
         self._balance.accepted(client)
-        return client, address
+
+    def handshaken(self, raw: socket.socket, wrapped: socket.socket) -> None:
+        """Count the TLS socket instead of the raw one it took over."""
+        self._balance.replaced(raw, wrapped)
 
     def service_actions(self) -> None:
         """pynetdicom's housekeeping, and the open-connection count kept true."""

@@ -46,6 +46,18 @@ def test_counts_open_connections_and_forgets_closed_ones() -> None:
         assert not parent.another_is_less_busy()
 
 
+def test_a_tls_socket_is_counted_in_place_of_the_raw_one() -> None:
+    balance = AcceptBalance.create(1)
+    raw, peer = socket.socketpair()
+    wrapped, other = socket.socketpair()  # stands for the TLS socket that takes ``raw`` over
+    with peer, wrapped, other:
+        balance.accepted(raw)
+        raw.close()  # wrapping detaches it
+        balance.refresh()  # which may come first: the raw socket is forgotten
+        balance.replaced(raw, wrapped)
+        assert balance.snapshot() == [1]
+
+
 def test_a_dead_process_is_not_waited_for() -> None:
     parent = AcceptBalance.create(2)
     AcceptBalance.for_slot(parent.counts, 1)

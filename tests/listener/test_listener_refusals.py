@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -186,6 +187,30 @@ def test_dicom_tls(start_listener_for_test: Start, tmp_path: Path, processes: in
 
     plain = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
     assert not plain.is_established  # no TLS, no association
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_silent_connection_does_not_hold_up_tls_associations(
+    start_listener_for_test: Start, tmp_path: Path, processes: int
+) -> None:
+    # A port scanner, or a client that never starts its TLS handshake, must not block the
+    # listener from accepting anyone else.
+    cert, key = _make_certificate(tmp_path)
+    running = start_listener_for_test(tls_cert_file=cert, tls_key_file=key, processes=processes)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    with contextlib.ExitStack() as silent:
+        for _ in range(processes):
+            silent.enter_context(socket.create_connection(("127.0.0.1", running.port)))
+        time.sleep(0.5)  # every process has accepted one of them
+        ae = scu()
+        ae.acse_timeout = ae.network_timeout = 10
+        start = time.monotonic()
+        assoc = ae.associate(
+            "127.0.0.1", running.port, ae_title="STROKETRIAGE", tls_args=(client, "localhost")
+        )
+        assert assoc.is_established
+        assert time.monotonic() - start < 10
+        assoc.release()
 
 
 def _status(running: RunningListener, dataset: object) -> int:
