@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-import db.overview
+import db.statistics
 from db.engine import SessionFactory
 from db.enums import ExportStatus, JobStatus, SeriesStatus
 
@@ -44,7 +44,7 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Yield the gauges."""
         with self._sessions() as session:
-            counts = db.overview.status_counts(session=session)
+            counts = db.statistics.status_counts(session=session)
         for name, doc, found, states in (
             ("stroke_triage_series", "Series per status.", counts.series, SeriesStatus),
             ("stroke_triage_jobs", "Jobs per status (outcome).", counts.jobs, JobStatus),

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 import db.audit
 import db.overview
+import db.statistics
 from db.enums import ExportStatus, JobStatus, SeriesStatus
 from db.errors import NotFoundError
 from db.overview import Filters, SeriesRow
@@ -220,7 +221,7 @@ def get_stats(
     """
     now = datetime.now(UTC)
     with state.sessions() as session:
-        found = db.overview.stats(session=session, since=now - timedelta(days=days - 1), now=now)
+        found = db.statistics.stats(session=session, since=now - timedelta(days=days - 1), now=now)
     body: dict[str, Any] = _jsonable(asdict(found))
     body["suspected_share"] = found.suspected_share
     return body

@@ -13,6 +13,7 @@ from pydicom.errors import InvalidDicomError
 
 import db.exports
 import db.overview
+import db.statistics
 from db.enums import ExportKind, ExportStatus, JobStatus
 from db.errors import NotFoundError
 from db.overview import Filters
@@ -281,6 +282,6 @@ def stats_page(request: Request, state: State, days: int = 14) -> Response:
     days = min(max(days, 1), 366)
     now = datetime.now(UTC)
     with state.sessions() as session:
-        found = db.overview.stats(session=session, since=now - timedelta(days=days - 1), now=now)
+        found = db.statistics.stats(session=session, since=now - timedelta(days=days - 1), now=now)
     chart = svg.bar_chart(found.series_per_day, highlight=[n for _, n in found.suspected_per_day])
     return _page(request, state, principal, "stats.html", stats=found, chart=chart, days=days)

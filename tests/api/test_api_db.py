@@ -8,6 +8,7 @@ import pytest
 
 import db.audit
 import db.overview
+import db.statistics
 import db.tokens
 from db.engine import SessionFactory
 from db.enums import ExportStatus, JobStatus, SeriesStatus, TokenScope
@@ -118,7 +119,7 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         dead = db.overview.list_exports(session=session, filters=F(export_status=ExportStatus.DEAD))
         assert [e.id for e in dead] == [seeded.dead_export]
 
-        stats = db.overview.stats(
+        stats = db.statistics.stats(
             session=session, since=T0 - timedelta(days=1), now=T0 + timedelta(hours=1)
         )
         assert stats.series_per_day == [("2026-02-28", 0), ("2026-03-01", 3)]
@@ -127,7 +128,7 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         assert stats.failed_jobs == 1 and stats.dead_exports == 1
         assert stats.failed_jobs_now == 1 and stats.dead_exports_now == 1
         # A window after the failures: none of its own, but the dead letters still wait.
-        later = db.overview.stats(
+        later = db.statistics.stats(
             session=session, since=T0 + timedelta(days=1), now=T0 + timedelta(days=2)
         )
         assert later.failed_jobs == 0 and later.dead_exports == 0
