@@ -17,6 +17,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,6 +26,12 @@ import pydicom.config
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+import db.engine
+import db.jobs
+import db.receiving
+import db.results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,6 +165,94 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class CliDatabase:
+    """A migrated SQLite database in a test's ``data`` folder, and the CLI settings that use it."""
+
+    url: str
+    env: dict[str, str]
+    """``STROKE_TRIAGE_DATA_DIR`` and ``STROKE_TRIAGE_DATABASE_URL``, for :func:`run_cli`."""
+
+
+def cli_sqlite_database(tmp_path: Path) -> CliDatabase:
+    """Create ``tmp_path/data`` holding a migrated, empty ``triage.db`` for the CLI to run on."""
+    data = tmp_path / "data"
+    url = f"sqlite:///{data / 'triage.db'}"
+    data.mkdir()
+    engine = db.engine.create_engine_for(url)
+    try:
+        db.engine.migrate(engine)
+    finally:
+        engine.dispose()
+    return CliDatabase(
+        url=url, env={"STROKE_TRIAGE_DATA_DIR": str(data), "STROKE_TRIAGE_DATABASE_URL": url}
+    )
+
+
+@contextmanager
+def database_session(url: str) -> Iterator[Session]:
+    """A session on an engine of its own for ``url``, disposed afterwards; the caller commits."""
+    engine = db.engine.create_engine_for(url)
+    try:
+        with db.engine.make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def record_head_ct_series(session: Session, *, study: str, series: str, count: int = 1) -> None:
+    """Record ``count`` CT instances of a head series as the listener does (not committed).
+
+    The instances are ``{series}.1`` … ``{series}.{count}``, stored at
+    ``{study}/{series}/{n}.dcm`` (no file is written), sent by the AE title ``SCANNER``.
+    """
+    now = datetime.now(UTC)
+    db.receiving.record_instances(
+        session=session,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        modality="CT",
+        series_description="HEAD",
+        calling_ae_title="SCANNER",
+        instances=[
+            db.receiving.InstanceRecord(
+                sop_instance_uid=f"{series}.{n}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                path=f"{study}/{series}/{n}.dcm",
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+                size_bytes=1000,
+                received_at=now,
+            )
+            for n in range(1, count + 1)
+        ],
+    )
+
+
+def record_suspected_result(session: Session, *, series: str) -> tuple[int, int]:
+    """Create and start a job for a recorded series and store a suspected result (not committed).
+
+    The result (probability 0.9, model ``tiny``) scores the series' first instance; no export
+    is made. Returns the job id and the result id.
+    """
+    job = db.jobs.create_job(session=session, series_instance_uid=series)
+    db.jobs.start_job(session=session, job_id=job.id, worker="test")
+    result = db.results.record_result(
+        session=session,
+        job_id=job.id,
+        probability=0.9,
+        suspected=True,
+        threshold=0.5,
+        model_name="tiny",
+        model_version="0",
+        model_sha256="0" * 64,
+        input_fingerprint="f" * 64,
+        precision="fp32",
+        device="cpu",
+        slice_scores=[(f"{series}.1", 0.9)],
+    )
+    return int(job.id), int(result.id)
 
 
 class TcpProxy:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-import db.engine
 import db.exports
-import db.jobs
-import db.receiving
-import db.results
 from db.enums import ExportKind, ExportStatus
-from tests.helpers import run_cli
+from tests.helpers import (
+    cli_sqlite_database,
+    database_session,
+    record_head_ct_series,
+    record_suspected_result,
+    run_cli,
+)
 
 STUDY = "1.2.826.0.1.3680043.10.42"
 SERIES = f"{STUDY}.1"
@@ -29,68 +30,22 @@ class Outbox:
     ids: dict[str, int]
 
     def status(self, name: str) -> tuple[ExportStatus, int]:
-        engine = db.engine.create_engine_for(self.url)
-        try:
-            with db.engine.make_session_factory(engine)() as session:
-                export = db.exports.get_export(session=session, export_id=self.ids[name])
-                return ExportStatus(export.status), int(export.attempts)
-        finally:
-            engine.dispose()
-
-
-def _env(tmp_path: Path) -> tuple[dict[str, str], str]:
-    url = f"sqlite:///{tmp_path / 'data' / 'triage.db'}"
-    env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"), "STROKE_TRIAGE_DATABASE_URL": url}
-    return env, url
+        with database_session(self.url) as session:
+            export = db.exports.get_export(session=session, export_id=self.ids[name])
+            return ExportStatus(export.status), int(export.attempts)
 
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Outbox:
-    env, url = _env(tmp_path)
-    (tmp_path / "data").mkdir()
-    engine = db.engine.create_engine_for(url)
-    db.engine.migrate(engine)
-    now = datetime.now(UTC)
+    database = cli_sqlite_database(tmp_path)
     ids: dict[str, int] = {}
-    with db.engine.make_session_factory(engine)() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=STUDY,
-            series_instance_uid=SERIES,
-            modality="CT",
-            series_description="HEAD",
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    sop_instance_uid=f"{SERIES}.1",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                    path=f"{STUDY}/{SERIES}/1.dcm",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    size_bytes=1000,
-                    received_at=now,
-                )
-            ],
-        )
-        job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
-        db.jobs.start_job(session=session, job_id=job.id, worker="test")
-        result = db.results.record_result(
-            session=session,
-            job_id=job.id,
-            probability=0.9,
-            suspected=True,
-            threshold=0.5,
-            model_name="tiny",
-            model_version="0",
-            model_sha256="0" * 64,
-            input_fingerprint="f" * 64,
-            precision="fp32",
-            device="cpu",
-            slice_scores=[(f"{SERIES}.1", 0.9)],
-        )
+    with database_session(database.url) as session:
+        record_head_ct_series(session, study=STUDY, series=SERIES)
+        _, result_id = record_suspected_result(session, series=SERIES)
         for name, attempts_to_fail in (("sent", 0), ("pending", 0), ("failed", 1), ("dead", 3)):
             export = db.exports.ensure_export(
                 session=session,
-                result_id=result.id,
+                result_id=result_id,
                 kind=ExportKind.SR,
                 destination=f"PACS_{name.upper()}@127.0.0.1:104",
                 sop_instance_uid=f"{STUDY}.9.{len(ids) + 1}",
@@ -107,8 +62,7 @@ def outbox(tmp_path: Path) -> Outbox:
                 )
         db.exports.mark_export_sent(session=session, export_id=ids["sent"])
         session.commit()
-    engine.dispose()
-    return Outbox(env=env, url=url, ids=ids)
+    return Outbox(env=database.env, url=database.url, ids=ids)
 
 
 def _rows(stdout: str) -> dict[int, list[str]]:
@@ -177,9 +131,6 @@ def test_retry_export_of_an_unknown_export_is_one_clear_message(outbox: Outbox) 
 
 
 def test_exports_on_an_empty_database(tmp_path: Path) -> None:
-    env, url = _env(tmp_path)
-    (tmp_path / "data").mkdir()
-    db.engine.migrate(db.engine.create_engine_for(url))
-    done = run_cli(["exports"], env)
+    done = run_cli(["exports"], cli_sqlite_database(tmp_path).env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "No exports."

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-import db.engine
 import db.exports
-import db.jobs
-import db.receiving
-import db.results
 from db.enums import ExportKind, JobStatus
 from stroke_triage.demo import DemoError, _wait_for_listener
-from tests.helpers import free_port, run_cli
+from tests.helpers import (
+    cli_sqlite_database,
+    database_session,
+    free_port,
+    record_head_ct_series,
+    record_suspected_result,
+    run_cli,
+)
 
 STUDY = "1.2.826.0.1.3680043.10.43"
 SERIES = f"{STUDY}.1"
@@ -25,49 +27,13 @@ SERIES = f"{STUDY}.1"
 @pytest.fixture
 def dead_export(tmp_path: Path) -> tuple[dict[str, str], int]:
     """A database whose only job has a result and an export that gave up; its env and job id."""
-    url = f"sqlite:///{tmp_path / 'data' / 'triage.db'}"
-    env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"), "STROKE_TRIAGE_DATABASE_URL": url}
-    (tmp_path / "data").mkdir()
-    engine = db.engine.create_engine_for(url)
-    db.engine.migrate(engine)
-    with db.engine.make_session_factory(engine)() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=STUDY,
-            series_instance_uid=SERIES,
-            modality="CT",
-            series_description="HEAD",
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    sop_instance_uid=f"{SERIES}.1",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                    path="1.dcm",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    size_bytes=1000,
-                    received_at=datetime.now(UTC),
-                )
-            ],
-        )
-        job = db.jobs.create_job(session=session, series_instance_uid=SERIES)
-        db.jobs.start_job(session=session, job_id=job.id, worker="test")
-        result = db.results.record_result(
-            session=session,
-            job_id=job.id,
-            probability=0.9,
-            suspected=True,
-            threshold=0.5,
-            model_name="tiny",
-            model_version="0",
-            model_sha256="0" * 64,
-            input_fingerprint="f" * 64,
-            precision="fp32",
-            device="cpu",
-            slice_scores=[(f"{SERIES}.1", 0.9)],
-        )
+    database = cli_sqlite_database(tmp_path)
+    with database_session(database.url) as session:
+        record_head_ct_series(session, study=STUDY, series=SERIES)
+        job_id, result_id = record_suspected_result(session, series=SERIES)
         export = db.exports.ensure_export(
             session=session,
-            result_id=result.id,
+            result_id=result_id,
             kind=ExportKind.SR,
             destination="PACS@127.0.0.1:104",
             sop_instance_uid=f"{STUDY}.9.1",
@@ -81,9 +47,7 @@ def dead_export(tmp_path: Path) -> tuple[dict[str, str], int]:
             backoff_s=60,
         )
         session.commit()
-        job_id = int(job.id)
-    engine.dispose()
-    return env, job_id
+    return database.env, job_id
 
 
 def _job_ids(stdout: str) -> set[int]:

@@ -23,6 +23,7 @@ import db.jobs
 import db.receiving
 from db.enums import JobStatus
 from model.phantom import write_phantom_series
+from tests.helpers import record_head_ct_series
 from worker.celery_app import create_celery_app
 from worker.config import WorkerConfig, WorkerRuntime
 
@@ -50,27 +51,8 @@ def sessions(runtime: WorkerRuntime) -> Any:
 
 def _new_job(sessions: Any) -> int:
     """Record a 3-instance series (as the listener does) and create its job (complete)."""
-    now = datetime.now(UTC)
     with sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=STUDY,
-            series_instance_uid=SERIES,
-            modality="CT",
-            series_description="HEAD",
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    sop_instance_uid=f"{SERIES}.{n}",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                    path=f"{STUDY}/{SERIES}/{n}.dcm",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    size_bytes=1000,
-                    received_at=now,
-                )
-                for n in range(1, 4)
-            ],
-        )
+        record_head_ct_series(session, study=STUDY, series=SERIES, count=3)
         job_id = db.jobs.create_job(session=session, series_instance_uid=SERIES).id
         session.commit()
     return int(job_id)
