@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pydicom
@@ -21,12 +22,13 @@ import db.results
 from db.engine import create_engine_for, migrate
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
 from model.phantom import Lesion, write_phantom_series
-from stroke_triage.calibration import CalibrationRefusedError, calibrate
+from stroke_triage.calibration import CalibrationRefusedError, CalibrationResult, calibrate
 from stroke_triage.cli import main as cli_main
 from stroke_triage.labels_file import SiteValidationError
 from stroke_triage.site_validation import (
     ScoredFolder,
     SeriesRow,
+    ValidationReport,
     read_labels,
     summarise,
     validate,
@@ -36,6 +38,52 @@ from worker.context import WorkerContext
 from worker.pipeline import process_series
 
 CPU = WorkerConfig(device="cpu", precision="fp32")
+MIN_SLICES = 5  # the listener's fewest slices worth classifying; the phantoms have 6
+
+
+class _RunOptions(TypedDict, total=False):
+    """What a test sets of a `validate` run; what it leaves out keeps the library's default."""
+
+    checkpoint: Path
+    n_resamples: int
+    progress: bool
+
+
+class _CalibrateOptions(_RunOptions, total=False):
+    """What a test sets of a `calibrate` run beyond :class:`_RunOptions`."""
+
+    max_interval_width: float
+    now: datetime
+    version: str
+
+
+def _validate(
+    series_dir: Path, labels_csv: Path, output_dir: Path, **options: Unpack[_RunOptions]
+) -> ValidationReport:
+    """`validate` on the CPU with the listener's fewest slices; ``options`` pass through."""
+    return validate(
+        series_dir=series_dir,
+        labels_csv=labels_csv,
+        output_dir=output_dir,
+        config=CPU,
+        min_slices=MIN_SLICES,
+        **options,
+    )
+
+
+def _calibrate(
+    series_dir: Path, labels_csv: Path, output: Path, **options: Unpack[_CalibrateOptions]
+) -> CalibrationResult:
+    """`calibrate` for 90% sensitivity, as :func:`_validate` runs `validate`."""
+    return calibrate(
+        series_dir=series_dir,
+        labels_csv=labels_csv,
+        output=output,
+        target_sensitivity=0.9,
+        config=CPU,
+        min_slices=MIN_SLICES,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +114,11 @@ def _write_labels(
         writer.writerow([column, "label"])
         writer.writerows(rows)
     return path
+
+
+def _stroke_and_normal(strokes: list[str], normals: list[str]) -> list[tuple[str, str]]:
+    """Label rows: "1" for each stroke series, "0" for each normal one."""
+    return [(u, "1") for u in strokes] + [(u, "0") for u in normals]
 
 
 def _secondary_capture(path: Path, like: Path) -> str:
@@ -103,15 +156,8 @@ def test_validate_reports_every_series_and_every_problem(
         + [(ge, "normal"), (axial, "False"), (localizer, "normal"), (sc_uid, "normal")]
         + [("1.2.3.4.5", "stroke"), (normals[0], "maybe")],
     )
-    report = validate(
-        series_dir=root,
-        labels_csv=labels,
-        output_dir=tmp_path / "report",
-        config=CPU,
-        checkpoint=tiny,
-        min_slices=5,
-        n_resamples=100,
-        progress=False,
+    report = _validate(
+        root, labels, tmp_path / "report", checkpoint=tiny, n_resamples=100, progress=False
     )
     by_uid = {row.series_instance_uid: row for row in report.rows}
     assert by_uid[localizer].verdict == "skipped" and "localizer" in by_uid[localizer].reason
@@ -122,8 +168,9 @@ def test_validate_reports_every_series_and_every_problem(
     assert summary["series_scored"] == 7
     assert (summary["positives"], summary["negatives"]) == (3, 4)
     assert summary["counts"]["skipped"] == 2
+    document = json.loads(report.json.read_text())
     # The junk file, and the licence text that the GE folder ships beside its slices.
-    unreadable = json.loads(report.json.read_text())["unreadable_files"]
+    unreadable = document["unreadable_files"]
     assert sorted(Path(line.split(": ")[0]).name for line in unreadable) == [
         "LICENSE.dcm_qa_ct",
         "junk.dcm",
@@ -134,7 +181,6 @@ def test_validate_reports_every_series_and_every_problem(
     assert sum(summary["confusion"].values()) == 7
     low, high = summary["intervals_95"]["roc_auc"]
     assert 0.0 <= low <= high <= 1.0
-    document = json.loads(report.json.read_text())
     assert len(document["series"]) == len(report.rows)
     markdown = report.markdown.read_text()
     assert "junk.dcm" in markdown and "'maybe' is not recognised" in markdown
@@ -147,14 +193,7 @@ def test_bad_inputs_get_clear_messages(tmp_path: Path, tiny: Path) -> None:
     (tmp_path / "empty").mkdir()
     labels = _write_labels(tmp_path / "labels.csv", [("1.2.3", "stroke")])
     with pytest.raises(SiteValidationError, match="is empty"):
-        validate(
-            series_dir=tmp_path / "empty",
-            labels_csv=labels,
-            output_dir=tmp_path / "out",
-            config=CPU,
-            checkpoint=tiny,
-            min_slices=5,
-        )
+        _validate(tmp_path / "empty", labels, tmp_path / "out", checkpoint=tiny)
     no_key = _write_labels(tmp_path / "nokey.csv", [("x", "stroke")], column="patient")
     with pytest.raises(SiteValidationError, match="no key column"):
         read_labels(no_key)
@@ -166,15 +205,8 @@ def test_bad_inputs_get_clear_messages(tmp_path: Path, tiny: Path) -> None:
     both.write_text(
         f"series_instance_uid,study_instance_uid,label\n{uid},,stroke\n,{study},normal\n"
     )
-    report = validate(
-        series_dir=root,
-        labels_csv=both,
-        output_dir=tmp_path / "out2",
-        config=CPU,
-        checkpoint=tiny,
-        min_slices=5,
-        n_resamples=10,
-        progress=False,
+    report = _validate(
+        root, both, tmp_path / "out2", checkpoint=tiny, n_resamples=10, progress=False
     )
     [row] = report.rows
     assert row.verdict == "conflicting labels" and "two labels" in row.reason
@@ -200,26 +232,16 @@ def test_shuffled_labels_give_an_auc_interval_that_includes_one_half() -> None:
     assert low < 0.5 < high
 
 
-def test_validate_gives_the_worker_probability_on_the_ge_series(
-    tmp_path: Path, ge_head_ct: Path
-) -> None:
-    labels = _write_labels(tmp_path / "labels.csv", [(_uid(ge_head_ct), "normal")])
-    report = validate(
-        series_dir=ge_head_ct,
-        labels_csv=labels,
-        output_dir=tmp_path / "report",
-        config=CPU,
-        min_slices=5,
-        n_resamples=10,
-        progress=False,
-    )
-    [row] = report.rows
-    assert row.probability is not None
+def _worker_probability(tmp_path: Path, series: Path, series_instance_uid: str) -> float | None:
+    """The probability `process_series` gives ``series``, received and queued as the listener would.
 
+    The worker runs on the CPU with its configured checkpoint, a fresh SQLite database and
+    a copy of the series in its storage folder, all under ``tmp_path``.
+    """
     url = f"sqlite:///{tmp_path / 'triage.db'}"
     migrate(create_engine_for(url))
     storage = tmp_path / "storage"
-    shutil.copytree(ge_head_ct, storage / "ge")
+    shutil.copytree(series, storage / "ge")
     runtime = WorkerRuntime(
         storage_dir=storage,
         reports_dir=tmp_path / "reports",
@@ -233,7 +255,7 @@ def test_validate_gives_the_worker_probability_on_the_ge_series(
         db.receiving.record_instances(
             session=session,
             study_instance_uid=str(headers[0].StudyInstanceUID),
-            series_instance_uid=row.series_instance_uid,
+            series_instance_uid=series_instance_uid,
             modality="CT",
             series_description="ge",
             calling_ae_title="SCANNER",
@@ -249,12 +271,24 @@ def test_validate_gives_the_worker_probability_on_the_ge_series(
                 for p, h in zip(paths, headers, strict=True)
             ],
         )
-        job = db.jobs.create_job(session=session, series_instance_uid=row.series_instance_uid)
+        job = db.jobs.create_job(session=session, series_instance_uid=series_instance_uid)
         db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
         session.commit()
         job_id = job.id
-    outcome = process_series(ctx, job_id=job_id, series_instance_uid=row.series_instance_uid)
-    assert outcome.probability == pytest.approx(row.probability, abs=1e-6)
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_instance_uid)
+    return outcome.probability
+
+
+def test_validate_gives_the_worker_probability_on_the_ge_series(
+    tmp_path: Path, ge_head_ct: Path
+) -> None:
+    labels = _write_labels(tmp_path / "labels.csv", [(_uid(ge_head_ct), "normal")])
+    report = _validate(ge_head_ct, labels, tmp_path / "report", n_resamples=10, progress=False)
+    [row] = report.rows
+    assert row.probability is not None
+
+    worker = _worker_probability(tmp_path, ge_head_ct, row.series_instance_uid)
+    assert worker == pytest.approx(row.probability, abs=1e-6)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -277,25 +311,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = folder / "series"
     strokes = _phantoms(root, [Lesion.INFARCT, Lesion.HAEMORRHAGE] * 5)
     normals = _phantoms(root, [None] * 4, start_seed=20)
-    labels = _write_labels(
-        folder / "labels.csv", [(u, "1") for u in strokes] + [(u, "0") for u in normals]
-    )
+    labels = _write_labels(folder / "labels.csv", _stroke_and_normal(strokes, normals))
     return Site(root, strokes, normals, labels)
 
 
 def test_calibrate_writes_a_new_checkpoint_and_never_changes_the_source(
     tmp_path: Path, tiny: Path, site: Site
 ) -> None:
-    root, strokes, normals, labels = site.root, site.strokes, site.normals, site.labels
     before = _digest(tiny)
-    result = calibrate(
-        series_dir=root,
-        labels_csv=labels,
-        output=tmp_path / "calibrated",
-        target_sensitivity=0.9,
-        config=CPU,
+    result = _calibrate(
+        site.root,
+        site.labels,
+        tmp_path / "calibrated",
         checkpoint=tiny,
-        min_slices=5,
         max_interval_width=1.0,
         n_resamples=100,
         progress=False,
@@ -318,41 +346,21 @@ def test_calibrate_writes_a_new_checkpoint_and_never_changes_the_source(
     assert spec.threshold_calibrated is True
 
     with pytest.raises(SiteValidationError, match="version label other than"):
-        calibrate(
-            series_dir=root,
-            labels_csv=labels,
-            output=tmp_path / "same-version",
-            target_sensitivity=0.9,
-            config=CPU,
+        _calibrate(
+            site.root,
+            site.labels,
+            tmp_path / "same-version",
             checkpoint=tiny,
-            min_slices=5,
             version=source_version,
         )
     assert not (tmp_path / "same-version").exists()
     with pytest.raises(SiteValidationError, match="not empty"):
-        calibrate(
-            series_dir=root,
-            labels_csv=labels,
-            output=tmp_path / "calibrated",
-            target_sensitivity=0.9,
-            config=CPU,
-            checkpoint=tiny,
-            min_slices=5,
-        )
+        _calibrate(site.root, site.labels, tmp_path / "calibrated", checkpoint=tiny)
     too_few = _write_labels(
-        tmp_path / "few.csv", [(u, "1") for u in strokes[:3]] + [(u, "0") for u in normals]
+        tmp_path / "few.csv", _stroke_and_normal(site.strokes[:3], site.normals)
     )
     with pytest.raises(CalibrationRefusedError, match="add 7 more"):
-        calibrate(
-            series_dir=root,
-            labels_csv=too_few,
-            output=tmp_path / "refused",
-            target_sensitivity=0.9,
-            config=CPU,
-            checkpoint=tiny,
-            min_slices=5,
-            progress=False,
-        )
+        _calibrate(site.root, too_few, tmp_path / "refused", checkpoint=tiny, progress=False)
     assert not (tmp_path / "refused").exists()
     assert DEFAULT_CHECKPOINT_DIR.is_dir()
 
@@ -363,14 +371,11 @@ def test_calibrate_refuses_labels_without_a_normal_series(
     # Without a normal series the specificity is undefined: the spec could not be written.
     only_strokes = _write_labels(tmp_path / "strokes.csv", [(u, "1") for u in site.strokes])
     with pytest.raises(CalibrationRefusedError, match="no normal"):
-        calibrate(
-            series_dir=site.root,
-            labels_csv=only_strokes,
-            output=tmp_path / "refused",
-            target_sensitivity=0.9,
-            config=CPU,
+        _calibrate(
+            site.root,
+            only_strokes,
+            tmp_path / "refused",
             checkpoint=tiny,
-            min_slices=5,
             max_interval_width=1.0,
             n_resamples=20,
             progress=False,
@@ -398,14 +403,11 @@ def test_calibrate_marks_an_imported_models_threshold_calibrated(
     )
     assert code == 0
     assert load_checkpoint(imported).spec.threshold_calibrated is False
-    result = calibrate(
-        series_dir=site.root,
-        labels_csv=site.labels,
-        output=tmp_path / "calibrated",
-        target_sensitivity=0.9,
-        config=CPU,
+    result = _calibrate(
+        site.root,
+        site.labels,
+        tmp_path / "calibrated",
         checkpoint=imported,
-        min_slices=5,
         max_interval_width=1.0,
         n_resamples=50,
         progress=False,
@@ -434,22 +436,7 @@ def test_validate_and_calibrate_check_their_inputs_before_loading_the_model(
     ]
     for series_dir, labels_csv, message in cases:
         with pytest.raises(SiteValidationError, match=message):
-            validate(
-                series_dir=series_dir,
-                labels_csv=labels_csv,
-                output_dir=tmp_path / "out",
-                config=CPU,
-                checkpoint=missing_model,
-                min_slices=5,
-            )
+            _validate(series_dir, labels_csv, tmp_path / "out", checkpoint=missing_model)
         with pytest.raises(SiteValidationError, match=message):
-            calibrate(
-                series_dir=series_dir,
-                labels_csv=labels_csv,
-                output=tmp_path / "calibrated",
-                target_sensitivity=0.9,
-                config=CPU,
-                checkpoint=missing_model,
-                min_slices=5,
-            )
+            _calibrate(series_dir, labels_csv, tmp_path / "calibrated", checkpoint=missing_model)
     assert not (tmp_path / "out").exists() and not (tmp_path / "calibrated").exists()
