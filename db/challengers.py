@@ -5,6 +5,7 @@ never supersedes anything and is never exported.
 """
 
 import logging
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from db._query import insert, utc
 from db.jobs import get_job
 from db.models import ChallengerResult
+from db.results import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +41,7 @@ def record_challenger_result(
     *,
     session: Session,
     job_id: int,
-    probability: float,
-    suspected: bool,
-    threshold: float,
-    model_name: str,
-    model_version: str,
-    model_sha256: str,
-    input_fingerprint: str,
-    precision: str,
-    device: str,
+    verdict: Verdict,
     now: datetime | None = None,
 ) -> int:
     """Store a challenger's verdict once per (series, instances, model); return its id.
@@ -61,15 +55,7 @@ def record_challenger_result(
         .values(
             job_id=job.id,
             series_id=job.series_id,
-            probability=probability,
-            suspected=suspected,
-            threshold=threshold,
-            model_name=model_name,
-            model_version=model_version,
-            model_sha256=model_sha256,
-            input_fingerprint=input_fingerprint,
-            precision=precision,
-            device=device,
+            **asdict(verdict),
             created_at=utc(now),
         )
         .on_conflict_do_nothing()
@@ -78,15 +64,15 @@ def record_challenger_result(
     found = find_challenger_result(
         session=session,
         job_id=job_id,
-        input_fingerprint=input_fingerprint,
-        model_sha256=model_sha256,
+        input_fingerprint=verdict.input_fingerprint,
+        model_sha256=verdict.model_sha256,
     )
     assert found is not None, "the challenger result was just inserted"
     logger.info(
         "Challenger result %s stored for job %s (model %s, p=%.3f)",
         found,
         job_id,
-        model_version,
-        probability,
+        verdict.model_version,
+        verdict.probability,
     )
     return found

@@ -6,7 +6,7 @@ transaction. Two workers racing to store the same result get one row (``ON CONFL
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, select, update
@@ -37,6 +37,27 @@ _EXPORT_PREFERENCE = (
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """A model's verdict on a series, and which model gave it on which input (provenance)."""
+
+    probability: float
+    """Series-level probability of stroke."""
+    suspected: bool
+    """Whether ``probability`` reached ``threshold``."""
+    threshold: float
+    model_name: str
+    model_version: str
+    model_sha256: str
+    """SHA-256 of the weights."""
+    input_fingerprint: str
+    """SHA-256 of the sorted SOP Instance UIDs used as input."""
+    precision: str
+    """``fp32`` or ``bf16``."""
+    device: str
+    """Device that ran the model (e.g. ``cpu``)."""
+
+
+@dataclass(frozen=True)
 class ResultRow:
     """One line of the results overview."""
 
@@ -60,15 +81,7 @@ def record_result(
     *,
     session: Session,
     job_id: int,
-    probability: float,
-    suspected: bool,
-    threshold: float,
-    model_name: str,
-    model_version: str,
-    model_sha256: str,
-    input_fingerprint: str,
-    precision: str,
-    device: str,
+    verdict: Verdict,
     slice_scores: Sequence[tuple[str, float]],
     now: datetime | None = None,
     shadow: bool = False,
@@ -83,15 +96,7 @@ def record_result(
     Args:
         session: Database session.
         job_id: The job.
-        probability: Series-level probability of stroke.
-        suspected: Whether ``probability`` reached ``threshold``.
-        threshold: Decision threshold used.
-        model_name: Model name.
-        model_version: Model version.
-        model_sha256: SHA-256 of the weights.
-        input_fingerprint: SHA-256 of the sorted SOP Instance UIDs used as input.
-        precision: ``fp32`` or ``bf16``.
-        device: Device that ran the model (e.g. ``cpu``).
+        verdict: The model's verdict and provenance.
         slice_scores: ``(sop_instance_uid, probability)`` per slice, in any order.
         now: Current time.
         shadow: Made in shadow mode (nothing sent but to PACS marked shadow).
@@ -108,8 +113,8 @@ def record_result(
     job = job_for_update(session, job_id)
     identity = and_(
         Result.series_id == job.series_id,
-        Result.input_fingerprint == input_fingerprint,
-        Result.model_sha256 == model_sha256,
+        Result.input_fingerprint == verdict.input_fingerprint,
+        Result.model_sha256 == verdict.model_sha256,
     )
     result = session.execute(select(Result).where(identity)).scalar_one_or_none()
     if result is None:
@@ -120,15 +125,7 @@ def record_result(
             .values(
                 job_id=job.id,
                 series_id=job.series_id,
-                probability=probability,
-                suspected=suspected,
-                threshold=threshold,
-                model_name=model_name,
-                model_version=model_version,
-                model_sha256=model_sha256,
-                input_fingerprint=input_fingerprint,
-                precision=precision,
-                device=device,
+                **asdict(verdict),
                 created_at=now,
                 superseded=False,
                 shadow=shadow,
@@ -174,8 +171,8 @@ def record_result(
                 "Result %s stored for job %s (p=%.3f, suspected=%s, %s slices, %s superseded).",
                 result.id,
                 job_id,
-                probability,
-                suspected,
+                verdict.probability,
+                verdict.suspected,
                 len(ranked),
                 len(superseded),
             )

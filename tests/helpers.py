@@ -241,15 +241,17 @@ def record_suspected_result(session: Session, *, series: str) -> tuple[int, int]
     result = db.results.record_result(
         session=session,
         job_id=job.id,
-        probability=0.9,
-        suspected=True,
-        threshold=0.5,
-        model_name="tiny",
-        model_version="0",
-        model_sha256="0" * 64,
-        input_fingerprint="f" * 64,
-        precision="fp32",
-        device="cpu",
+        verdict=db.results.Verdict(
+            probability=0.9,
+            suspected=True,
+            threshold=0.5,
+            model_name="tiny",
+            model_version="0",
+            model_sha256="0" * 64,
+            input_fingerprint="f" * 64,
+            precision="fp32",
+            device="cpu",
+        ),
         slice_scores=[(f"{series}.1", 0.9)],
     )
     return int(job.id), int(result.id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -80,32 +79,23 @@ def _verdict(
     sha256: str | None = None,
     threshold: float = 0.5,
 ) -> None:
-    common: dict[str, Any] = dict(
-        job_id=job_id,
+    verdict = db.results.Verdict(
         probability=p,
         suspected=p >= threshold,
         threshold=threshold,
         model_name="m",
+        model_version=version or ("v2" if challenger else "v1"),
+        model_sha256=(sha256 or "b" * 64) if challenger else "a" * 64,
         input_fingerprint="f" * 64,
         precision="fp32",
         device="cpu",
     )
     with sessions() as session:
         if challenger:
-            db.challengers.record_challenger_result(
-                session=session,
-                model_version=version or "v2",
-                model_sha256=sha256 or "b" * 64,
-                **common,
-            )
+            db.challengers.record_challenger_result(session=session, job_id=job_id, verdict=verdict)
         else:
             db.results.record_result(
-                session=session,
-                model_version=version or "v1",
-                model_sha256="a" * 64,
-                slice_scores=[],
-                shadow=True,
-                **common,
+                session=session, job_id=job_id, verdict=verdict, slice_scores=[], shadow=True
             )
         session.commit()
 

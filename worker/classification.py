@@ -18,6 +18,7 @@ from worker.inputs import SeriesInputs
 from worker.monitoring import record_series_attributes
 from worker.notify.queue import notify_result
 from worker.report import Finding
+from worker.verdict import verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +101,13 @@ def _classify(
     ctx: WorkerContext, inputs: SeriesInputs, *, session: Session
 ) -> tuple[Result, list[str]]:
     classifier = ctx.classifier
-    spec = classifier.spec
     uids = inputs.sop_instance_uids
     with worker.metrics.inference_timer():
         prediction = classifier.predict_series(inputs.datasets)
     result = db.results.record_result(
         session=session,
         job_id=inputs.job_id,
-        probability=prediction.probability,
-        suspected=prediction.suspected,
-        threshold=prediction.threshold,
-        model_name=spec.name,
-        model_version=spec.version,
-        model_sha256=classifier.sha256,
-        input_fingerprint=inputs.fingerprint,
-        precision=classifier.precision,
-        device=str(classifier.device),
+        verdict=verdict_of(classifier, prediction, input_fingerprint=inputs.fingerprint),
         slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
         shadow=ctx.config.mode == "shadow",
     )

@@ -17,6 +17,7 @@ import db.performance
 from db.engine import Session
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
+from worker.verdict import verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +72,10 @@ def run_challenger(ctx: WorkerContext, inputs: SeriesInputs) -> int | None:
         if existing is not None:
             return existing
         prediction = challenger.predict_series(inputs.datasets)
-        spec = challenger.spec
+        verdict = verdict_of(challenger, prediction, input_fingerprint=inputs.fingerprint)
         with ctx.sessions() as session:
             result_id = db.challengers.record_challenger_result(
-                session=session,
-                job_id=inputs.job_id,
-                probability=prediction.probability,
-                suspected=prediction.suspected,
-                threshold=prediction.threshold,
-                model_name=spec.name,
-                model_version=spec.version,
-                model_sha256=challenger.sha256,
-                input_fingerprint=inputs.fingerprint,
-                precision=challenger.precision,
-                device=str(challenger.device),
+                session=session, job_id=inputs.job_id, verdict=verdict
             )
             session.commit()
     except Exception:  # the live report is out; the challenger must never fail the job
@@ -93,7 +84,7 @@ def run_challenger(ctx: WorkerContext, inputs: SeriesInputs) -> int | None:
     log.info(
         "Series %s: challenger %s probability %.3f",
         inputs.series_instance_uid,
-        spec.version,
-        prediction.probability,
+        verdict.model_version,
+        verdict.probability,
     )
     return result_id

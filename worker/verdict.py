@@ -1,0 +1,24 @@
+"""A classifier's prediction as the database records it: the verdict and its provenance."""
+
+from __future__ import annotations
+
+from db.results import Verdict
+from model.inference import Classifier, SeriesPrediction
+
+
+def verdict_of(
+    classifier: Classifier, prediction: SeriesPrediction, *, input_fingerprint: str
+) -> Verdict:
+    """The verdict of ``classifier`` on the instances whose fingerprint is given."""
+    spec = classifier.spec
+    return Verdict(
+        probability=prediction.probability,
+        suspected=prediction.suspected,
+        threshold=prediction.threshold,
+        model_name=spec.name,
+        model_version=spec.version,
+        model_sha256=classifier.sha256,
+        input_fingerprint=input_fingerprint,
+        precision=classifier.precision,
+        device=str(classifier.device),
+    )
