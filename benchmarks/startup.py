@@ -12,6 +12,7 @@ of `up`, a loaded worker (`up` logs "Loaded model"), how long `up` takes to exit
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import statistics
@@ -24,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stroke_triage.dicom_peers import echo  # noqa: E402
 
 TIMEOUT_S = 180.0
 
@@ -55,23 +58,6 @@ def timed_run(args: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def echo(port: int) -> bool:
-    """True when something on ``port`` answers C-ECHO with success."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    ae = AE(ae_title="BENCH")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = 5
-    ae.network_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, ae_title="STROKETRIAGE")
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and int(status.Status) == 0
-
-
 def service_times(command: str, checkpoint: Path) -> tuple[float, float | None, float | None]:
     """Seconds from starting ``command`` to its first C-ECHO, to "Loaded model" (``up``), and
     from SIGTERM to its exit once loaded (``up``)."""
@@ -88,7 +74,10 @@ def service_times(command: str, checkpoint: Path) -> tuple[float, float | None, 
                 stderr=subprocess.STDOUT,
             )
         try:
-            echoed = wait(lambda: echo(port), process, log_path, start)
+            answers = functools.partial(
+                echo, host="127.0.0.1", port=port, called_ae_title="STROKETRIAGE"
+            )
+            echoed = wait(answers, process, log_path, start)
             loaded = stopped = None
             if command == "up":
                 loaded = wait(

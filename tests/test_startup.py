@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stroke_triage.data_lock import DataDirLock, DataDirLockedError
+from stroke_triage.dicom_peers import echo
 from tests.helpers import REPO_ROOT, free_port, run_cli
 
 HEAVY = ("torch", "timm", "torchvision")
@@ -91,23 +92,6 @@ def _heavy_modules(output: str, prefix: str = "HEAVY ") -> list[str]:
     return loaded
 
 
-def _echo(port: int) -> bool:
-    """True when the listener on ``port`` answers C-ECHO with success."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-    ae = AE(ae_title="PROBE")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = 5
-    ae.network_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, ae_title="STROKETRIAGE")
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and int(status.Status) == 0
-
-
 @pytest.fixture(scope="module")
 def migrated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("startup") / "data"
@@ -116,27 +100,10 @@ def migrated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-@pytest.mark.parametrize("command", [["--help"], ["settings"], ["results"], ["jobs"]])
-def test_commands_without_a_model_never_import_torch(
-    migrated_data_dir: Path, command: list[str]
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", COMMAND_PROBE, *command],
-        env=_env(migrated_data_dir),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert _heavy_modules(done.stdout) == []
-
-
 @pytest.mark.parametrize(
     "command", [["--help"], ["settings"], ["results"], ["jobs"], ["exports"], ["notifications"]]
 )
-def test_read_only_commands_never_import_the_queue_migrations_or_dicom(
+def test_read_only_commands_import_no_torch_queue_migrations_or_dicom(
     migrated_data_dir: Path, command: list[str]
 ) -> None:
     done = subprocess.run(
@@ -150,6 +117,7 @@ def test_read_only_commands_never_import_the_queue_migrations_or_dicom(
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    assert _heavy_modules(done.stdout) == []
     assert _heavy_modules(done.stdout, "NOT_READ_ONLY ") == []
 
 
@@ -208,7 +176,7 @@ def test_up_answers_c_echo_before_the_model_is_loaded(
 ) -> None:
     process, log, port = up_process
     deadline = time.monotonic() + 60
-    while not _echo(port):
+    while not echo(host="127.0.0.1", port=port, called_ae_title="STROKETRIAGE"):
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, f"up never answered C-ECHO:\n{log.read_text()}"
         time.sleep(0.05)
@@ -218,7 +186,8 @@ def test_up_answers_c_echo_before_the_model_is_loaded(
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline + 60, f"the worker never loaded:\n{log.read_text()}"
         time.sleep(0.2)
-    assert _echo(port)  # still serving once the worker runs beside it
+    # Still serving once the worker runs beside it.
+    assert echo(host="127.0.0.1", port=port, called_ae_title="STROKETRIAGE")
 
 
 def test_sigterm_lets_the_running_job_finish_then_up_exits(

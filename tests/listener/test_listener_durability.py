@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from db.models import Instance, Series
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.status import StoreStatus
+from stroke_triage.dicom_peers import echo
 from tests.listener.helpers import (
     DCMTK_ENV,
     LISTENER_AE,
@@ -137,19 +138,10 @@ def test_connection_cut_mid_dataset_stores_nothing(start_listener_for_test: Star
         assert sock.recv(1)[0] == 0x02  # A-ASSOCIATE-AC
         sock.sendall(pdv(0x03, command))  # command, last fragment
         sock.sendall(pdv(0x00, body[: len(body) // 2]))  # data, not the last fragment
-    wait_until(lambda: echo_ok(running.port))
+    wait_until(lambda: echo(host="127.0.0.1", port=running.port, called_ae_title="STROKETRIAGE"))
     assert running.instance_count() == 0
     assert running.stored_files() == []
     assert running.partial_files() == []
-
-
-def echo_ok(port: int) -> bool:
-    assoc = scu().associate("127.0.0.1", port, ae_title="STROKETRIAGE")
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and status.Status == 0
 
 
 def test_startup_records_files_that_missed_their_record(
