@@ -136,15 +136,9 @@ class Job(Base):
     series: Mapped[Series] = relationship(lazy="joined", innerjoin=True)
 
 
-class Result(Base):
-    """The model's verdict on one job, with the model's identity (provenance)."""
+class VerdictColumns:
+    """A model's verdict on a series and its provenance (``db.results.Verdict``), as columns."""
 
-    __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("series_id", "input_fingerprint", "model_sha256"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
     probability: Mapped[float] = mapped_column(Float)
     suspected: Mapped[bool] = mapped_column(Boolean)
     threshold: Mapped[float] = mapped_column(Float)
@@ -154,6 +148,17 @@ class Result(Base):
     input_fingerprint: Mapped[str] = mapped_column(String(64))
     precision: Mapped[str] = mapped_column(String(8))
     device: Mapped[str] = mapped_column(String(32))
+
+
+class Result(VerdictColumns, Base):
+    """The model's verdict on one job, with the model's identity (provenance)."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("series_id", "input_fingerprint", "model_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -200,7 +205,7 @@ class Export(Base):
     result: Mapped[Result] = relationship(lazy="joined", innerjoin=True)
 
 
-class ChallengerResult(Base):
+class ChallengerResult(VerdictColumns, Base):
     """A challenger model's verdict on a series: stored beside the live result, never sent."""
 
     __tablename__ = "challenger_results"
@@ -209,15 +214,6 @@ class ChallengerResult(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
-    probability: Mapped[float] = mapped_column(Float)
-    suspected: Mapped[bool] = mapped_column(Boolean)
-    threshold: Mapped[float] = mapped_column(Float)
-    model_name: Mapped[str] = mapped_column(String(128))
-    model_version: Mapped[str] = mapped_column(String(64))
-    model_sha256: Mapped[str] = mapped_column(String(64))
-    input_fingerprint: Mapped[str] = mapped_column(String(64))
-    precision: Mapped[str] = mapped_column(String(8))
-    device: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
