@@ -92,3 +92,8 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def use_one_thread() -> None:
+    """Run torch's CPU ops in this thread only (in a process forked after torch ran ops)."""
+    torch.set_num_threads(1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
@@ -11,6 +13,7 @@ from kombu.entity import Queue
 
 from db.engine import Engine, check_revision, create_engine_for, make_session_factory
 from db.errors import DatabaseAccessError, SchemaRevisionError
+from model.device import use_one_thread
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.metrics import serve_metrics
@@ -57,6 +60,9 @@ def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
 def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
     """Hooks that run only in a worker started from ``app`` (signals are process-wide)."""
     state: dict[str, Any] = {}
+    # Prefork children load their own models; the parent, which answers /ready, counts them
+    # here (shared memory made before the pool forks).
+    children_loaded = multiprocessing.Value("i", 0)
 
     def after_setup(sender: str, instance: Any, **_: Any) -> None:
         if instance.app is not app:
@@ -70,8 +76,17 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
 
     def process_init(**_: Any) -> None:
         # A forked pool child: it runs the tasks, so it loads its own model.
-        if state.get("worker") and ctx.config.warm_up:
+        if not state.get("worker"):
+            return
+        # The parent built the network (its start-up check of the checkpoint) before the pool
+        # forked: torch's OpenMP threads exist there, not here, and a parallel op in this child
+        # would wait for them forever. One thread per child (one child per core) runs inline.
+        use_one_thread()
+        if ctx.config.warm_up:
             warm_up_or_log(ctx)
+            if ctx.model_loaded:
+                with children_loaded.get_lock():
+                    children_loaded.value += 1
 
     def ready(sender: Any, **_: Any) -> None:
         if not state.get("worker"):
@@ -87,7 +102,12 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
             host=ctx.config.metrics_host,
             port=ctx.config.metrics_port,
             sessions=sessions,
-            problems=lambda: readiness_problems(ctx, app, engine),
+            problems=lambda: readiness_problems(
+                ctx,
+                app,
+                engine,
+                model_loaded=(lambda: children_loaded.value > 0) if state["prefork"] else None,
+            ),
         )
 
     def shutdown(**_: Any) -> None:
@@ -108,10 +128,20 @@ def _is_prefork(pool_cls: Any) -> bool:
     return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
 
 
-def readiness_problems(ctx: WorkerContext, app: Celery, engine: Engine) -> list[str]:
-    """Why this worker is not ready to take a series (empty when it is): for ``/ready``."""
+def readiness_problems(
+    ctx: WorkerContext,
+    app: Celery,
+    engine: Engine,
+    *,
+    model_loaded: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Why this worker is not ready to take a series (empty when it is): for ``/ready``.
+
+    ``model_loaded`` says whether a process that runs tasks has its model; by default this
+    process (a solo worker), for prefork whether a child has loaded one.
+    """
     problems = []
-    if not ctx.model_loaded:
+    if not (model_loaded() if model_loaded is not None else ctx.model_loaded):
         problems.append("the model is not loaded yet")
     try:
         check_revision(engine)

@@ -30,7 +30,12 @@ class WorkerConfig(BaseModel):
         description="bf16 on CUDA; on CPU only where supported and validated for the model.",
     )
     batch_size: int = Field(32, ge=1, description="Slices per forward pass.")
-    concurrency: int = Field(1, ge=1, description="Worker processes (or threads) per host.")
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="Worker processes per host; with more than one, each runs torch on one "
+        "thread.",
+    )
     metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of each worker; 0: off."

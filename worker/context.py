@@ -110,7 +110,8 @@ class WorkerContext:
 
     @property
     def model_loaded(self) -> bool:
-        """Whether this process has loaded its model (the worker warms it up at start)."""
+        """Whether this process has loaded its model (at start with ``warm_up``, else on the
+        first series; in a prefork worker the children load theirs, not the parent)."""
         return self._classifier is not None
 
     @property

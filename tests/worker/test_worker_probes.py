@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -87,3 +90,38 @@ def test_ready_says_when_the_broker_is_down(tmp_path: Path, checkpoint: Path) ->
     problems = readiness_problems(ctx, create_celery_app(config, runtime), engine)
     engine.dispose()
     assert len(problems) == 1 and problems[0].startswith("the broker is not reachable"), problems
+
+
+def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    # The parent answers /ready but loads no model; its forked children do, after the parent
+    # has checked the checkpoint with torch (their first op used to wait forever for it).
+    port = free_port()
+    env = {
+        **os.environ,
+        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
+        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
+        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 120
+        answer: tuple[int, dict[str, object]] = (0, {})
+        while time.monotonic() < deadline and worker.poll() is None:
+            try:
+                answer = _get(f"http://127.0.0.1:{port}/ready")[:2]
+            except OSError:  # not listening yet
+                answer = (0, {})
+            if answer[0] == 200:
+                break
+            time.sleep(0.5)
+        assert answer == (200, {"status": "ready"}), (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
