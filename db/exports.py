@@ -162,8 +162,17 @@ def retry_export(*, session: Session, export_id: int, now: datetime | None = Non
     now = utc(now)
     export = export_for_update(session, export_id)
     _outbox.reset(export, what="Export", now=now)
-    db.jobs.clear_export_failed(session=session, job_id=export.result.job_id, now=now)
     session.flush()
+    job_id = export.result.job_id
+    still_dead = session.execute(
+        select(Export.id)
+        .join(Result, Export.result_id == Result.id)
+        .where(Result.job_id == job_id, Export.status == ExportStatus.DEAD)
+        .limit(1)
+    ).first()
+    if still_dead is None:  # the job stays flagged while another of its exports is dead
+        db.jobs.clear_export_failed(session=session, job_id=job_id, now=now)
+        session.flush()
     logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)
     return export
 

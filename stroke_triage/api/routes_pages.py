@@ -146,8 +146,10 @@ def series_page(series_instance_uid: str, request: Request, state: State) -> Res
     )
     plot = svg.line_plot([scores[uid] for _, uid in ordered], threshold=detail.row.threshold)
     heatmaps: list[tuple[int, int]] = []
+    shown: set[str] = set()  # one SC file has an export row per destination: show it once
     for export in detail.exports:
-        if export.kind is ExportKind.SC and not any(e == export.id for e, _ in heatmaps):
+        if export.kind is ExportKind.SC and export.path not in shown:
+            shown.add(export.path)
             sc_path = _stored(state, export.path, state.reports_dir)
             try:
                 frames = dicom_view.frame_count(sc_path)

@@ -199,23 +199,27 @@ def test_a_dead_export_flags_its_job_until_it_is_retried(session: Session) -> No
         slice_scores=[(f"{SERIES}.1", 0.9)],
         now=_at(2),
     )
-    export = db.exports.ensure_export(
-        session=session,
-        result_id=result.id,
-        kind=ExportKind.SR,
-        destination="PACS@127.0.0.1:11112",
-        sop_instance_uid="2.25.7",
-        path="reports/sr.dcm",
+    export, other = (
+        db.exports.ensure_export(
+            session=session,
+            result_id=result.id,
+            kind=ExportKind.SR,
+            destination=destination,
+            sop_instance_uid="2.25.7",
+            path="reports/sr.dcm",
+        )
+        for destination in ("PACS@127.0.0.1:11112", "PACS2@127.0.0.1:11113")
     )
     for attempt in range(2):
-        db.exports.mark_export_failed(
-            session=session,
-            export_id=export.id,
-            error="refused",
-            max_attempts=2,
-            backoff_s=1,
-            now=_at(3 + attempt),
-        )
+        for dead in (export, other):
+            db.exports.mark_export_failed(
+                session=session,
+                export_id=dead.id,
+                error="refused",
+                max_attempts=2,
+                backoff_s=1,
+                now=_at(3 + attempt),
+            )
     session.commit()
     assert db.exports.get_export(session=session, export_id=export.id).status == ExportStatus.DEAD
     flagged = db.jobs.list_jobs(session=session, status=JobStatus.EXPORT_FAILED)
@@ -225,8 +229,12 @@ def test_a_dead_export_flags_its_job_until_it_is_retried(session: Session) -> No
     assert refusal is not None and "retry-export" in refusal
 
     db.exports.retry_export(session=session, export_id=export.id)
+    # The other export is still dead: the job stays among the failures until it is retried.
+    assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.EXPORT_FAILED
+    db.exports.retry_export(session=session, export_id=other.id)
     assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.INFERRED
     db.exports.mark_export_sent(session=session, export_id=export.id)
+    db.exports.mark_export_sent(session=session, export_id=other.id)
     assert db.jobs.finish_job(session=session, job_id=job_id).status == JobStatus.DONE
     session.commit()
 
