@@ -241,10 +241,11 @@ def _numbers(header: Header, keyword: str, count: int) -> list[float] | None:
 def check_ct_attributes(header: Header) -> None:
     """Refuse a CT image that lacks what HU conversion and geometry rely on.
 
-    Rescale Slope and Intercept (CT Image module), Rows, Columns, Bits Stored, Pixel
-    Representation and Photometric Interpretation (Image Pixel), Pixel Spacing and Image
-    Orientation and Position (Image Plane) are all Type 1: without them, raw stored values
-    would be read as HU and slices could not be ordered or measured.
+    Rescale Slope and Intercept (CT Image module), Bits Stored, Pixel Representation and
+    Photometric Interpretation (Image Pixel), Pixel Spacing and Image Orientation and Position
+    (Image Plane) are all Type 1: without them, raw stored values would be read as HU and
+    slices could not be ordered or measured. (Rows and Columns are checked before, for every
+    image: 0xA900.)
 
     Raises:
         MissingImageAttributeError: Naming every missing or unusable attribute.
@@ -255,10 +256,6 @@ def check_ct_attributes(header: Header) -> None:
         problems.append(("RescaleSlope", "missing" if slope is None else "zero"))
     if _numbers(header, "RescaleIntercept", 1) is None:
         problems.append(("RescaleIntercept", "missing"))
-    for keyword in ("Rows", "Columns"):
-        size = _numbers(header, keyword, 1)
-        if size is None or size[0] <= 0:
-            problems.append((keyword, "missing"))
     spacing = _numbers(header, "PixelSpacing", 2)
     if spacing is None or min(spacing) <= 0:
         problems.append(("PixelSpacing", "missing" if spacing is None else "not positive"))

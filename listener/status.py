@@ -19,9 +19,9 @@ class StoreStatus(IntEnum):
     data, or native pixel data of the wrong length."""
     MISSING_CT_ATTRIBUTE = 0xA901
     """Data set does not match SOP class: a CT image (not a localizer) lacks a Type 1 attribute
-    that HU conversion or geometry needs (Rescale Slope/Intercept, Rows/Columns, Pixel
-    Spacing, Image Orientation/Position, Bits Stored, Pixel Representation, Photometric
-    Interpretation), or holds an unusable value."""
+    that HU conversion or geometry needs (Rescale Slope/Intercept, Pixel Spacing, Image
+    Orientation/Position, Bits Stored, Pixel Representation, Photometric Interpretation), or
+    holds an unusable value."""
     CANNOT_UNDERSTAND = 0xC210
     """The data set cannot be parsed, is truncated, lacks Study or Series Instance UID, or its
     pixel data's encapsulation does not match the transfer syntax."""

@@ -55,11 +55,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def save_checkpoint(directory: Path, network: nn.Module, spec: ModelSpec) -> Path:

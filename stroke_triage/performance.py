@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -196,16 +195,6 @@ def render_performance(report: PerformanceReport) -> str:
         mix("slice thickness", report.slice_thicknesses),
     ]
     return "\n".join(lines)
-
-
-def report_as_dict(report: PerformanceReport) -> dict[str, Any]:
-    """JSON-ready form of the report."""
-    return {
-        "models": [vars(m) for m in report.models],
-        "manufacturers": report.manufacturers,
-        "kernels": report.kernels,
-        "slice_thicknesses": report.slice_thicknesses,
-    }
 
 
 def print_performance(

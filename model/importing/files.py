@@ -18,12 +18,9 @@ PICKLE_SUFFIXES = (".bin", ".pth", ".pt")
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file (hex)."""
     with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from timm.optim._param_groups import param_groups_layer_decay
+from timm.optim import param_groups_layer_decay  # type: ignore[attr-defined]
 from torch import nn
 
 from model.checkpoint import SPEC_FILE, WEIGHTS_FILE

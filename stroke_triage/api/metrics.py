@@ -1,4 +1,4 @@
-"""/metrics of the console: its own process metrics plus database-wide gauges.
+"""/metrics of the console: database-wide gauges (series, jobs, exports, queue depth).
 
 The gauges read the database at scrape time, so they are right however many listeners and
 workers run. With PROMETHEUS_MULTIPROC_DIR set, the samples of every process writing there are

@@ -176,13 +176,14 @@ def test_durability_fsync_flushes_file_and_folder_and_os_does_not(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    files = write_series(tmp_path / "s", 3)
     for durability, expected in (("fsync", 6), ("os", 0)):
+        files = write_series(tmp_path / durability, 3)  # a new series per mode
         flushed.clear()
         running = start_listener_for_test(durability=durability)
+        before = len(running.stored_files())
         assert storescu(files, running.port).returncode == 0
         # Every instance is stored whole either way (temporary file and rename).
-        assert running.instance_count() == 3
+        assert len(running.stored_files()) == before + 3
         assert running.partial_files() == []
         assert len(flushed) >= expected if expected else flushed == []
         running.listener.stop()

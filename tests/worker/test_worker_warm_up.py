@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 
 from model.checkpoint import create_random_checkpoint
+from model.inference import Classifier
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.warm_up import warm_up
@@ -31,8 +32,10 @@ def test_warm_up_loads_the_model_runs_a_forward_pass_and_loads_highdicom_tables(
     from highdicom._standard_utils import get_module_attribute_map
 
     get_module_attribute_map.cache_clear()
-    with mock.patch.object(type(ctx.classifier), "predict_probabilities", autospec=True) as forward:
+    assert not ctx.model_loaded
+    with mock.patch.object(Classifier, "predict_probabilities", autospec=True) as forward:
         warm_up(ctx)
+    assert ctx.model_loaded
     (call,) = forward.call_args_list
     size = ctx.classifier.spec.input_size
     assert call.args[1].shape == (4, 3, size, size)
@@ -41,4 +44,4 @@ def test_warm_up_loads_the_model_runs_a_forward_pass_and_loads_highdicom_tables(
 
 def test_warm_up_forward_pass_runs_for_real(ctx: WorkerContext) -> None:
     warm_up(ctx)  # no mock: the blank batch goes through the network without error
-    assert ctx.classifier.spec.input_size > 0
+    assert ctx.model_loaded
