@@ -98,7 +98,7 @@ def test_an_abort_on_a_child_process_restarts_the_leaders_quiet_period(
     assert running.listener.receivers is not None
     (child,) = running.listener.receivers.pids()
     quiet = timedelta(seconds=3600)
-    # The kernel spreads connections across the two processes: open associations until one
+    # Either idle process may take a connection: open associations until one
     # is served by the child (it holds the connection), releasing the others unused.
     for _ in range(40):
         assoc = scu().associate("127.0.0.1", running.port, ae_title="STROKETRIAGE")
