@@ -183,8 +183,8 @@ def use_children_dir(directory: Path) -> None:
     """In a receiving child: write this process's samples to ``directory``.
 
     Works because the fork server that starts the children imported prometheus_client with
-    :data:`ENV` set (see ``_environment`` in :mod:`listener.server`), and file-backed values open their file
-    again, under the variable's current value, in each new process.
+    :data:`ENV` set (see ``_environment`` in :mod:`listener.server`), and file-backed values
+    open their file again, under the variable's current value, in each new process.
     """
     os.environ[ENV] = str(directory)
     if not _in_files():
