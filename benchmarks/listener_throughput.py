@@ -303,7 +303,7 @@ def durable_write_ms(template: list[Path], folder: Path, *, fsync: bool) -> floa
     ``folder`` must not exist yet: the listener always writes new files, and replacing files
     (freeing their blocks, slow on a mount with ``discard``) would measure something else.
     """
-    from stroke_triage.edge import write_atomic
+    from dicom_edge import write_atomic
 
     payloads = [path.read_bytes() for path in template]
     folder.mkdir()

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stroke_triage.dicom_peers import echo  # noqa: E402
+from dicom_edge.peers import echo  # noqa: E402
 
 TIMEOUT_S = 180.0
 

@@ -1,6 +1,6 @@
 """Retention queries: which series may have their stored files deleted, and claiming them.
 
-The file deletion itself is :func:`stroke_triage.retention.purge_storage`.
+The file deletion itself is :func:`console.retention.purge_storage`.
 """
 
 from datetime import datetime

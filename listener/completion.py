@@ -28,11 +28,11 @@ import db.receiving
 import listener.metrics
 from db.engine import Session, SessionFactory
 from db.rows import Series
+from dicom_edge import SeriesSelection, select_instances
 from listener.config import ListenerConfig
-from listener.dispatch import TaskDispatcher
 from listener.errors import DispatchError
 from listener.interruptions import QuietPeriods
-from stroke_triage.edge import SeriesSelection, select_instances
+from listener.publish import JobPublisher
 
 log = logging.getLogger(__name__)
 
@@ -50,37 +50,6 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def publish_job(
-    *,
-    dispatcher: TaskDispatcher,
-    session_factory: SessionFactory,
-    job_id: int,
-    series_instance_uid: str,
-    lease_s: float,
-) -> str:
-    """Publish a job from the outbox (or a lost job) to the broker and record it as queued.
-
-    Args:
-        dispatcher: Sends the task.
-        session_factory: Database sessions.
-        job_id: The job.
-        series_instance_uid: Its series.
-        lease_s: How long the job may wait on the broker before it counts as lost.
-
-    Returns:
-        The id of the published task.
-
-    Raises:
-        DispatchError: The broker did not take it; the job stays in the outbox.
-    """
-    task_id = dispatcher.send(job_id=job_id, series_instance_uid=series_instance_uid)
-    with session_factory() as session:
-        db.jobs.mark_job_queued(session=session, job_id=job_id, task_id=task_id, lease_s=lease_s)
-        session.commit()
-    log.info("Job %d for series %s queued as task %s", job_id, series_instance_uid, task_id)
-    return task_id
-
-
 class CompletionMonitor:
     """Judges quiet series complete and keeps the outbox drained."""
 
@@ -90,7 +59,7 @@ class CompletionMonitor:
         config: ListenerConfig,
         session_factory: SessionFactory,
         storage_dir: Path,
-        dispatcher: TaskDispatcher,
+        publisher: JobPublisher,
         before_judging: Callable[[], object] | None = None,
         quiet_periods: QuietPeriods | None = None,
     ) -> None:
@@ -104,7 +73,7 @@ class CompletionMonitor:
         self._before_judging = before_judging
         self._sessions = session_factory
         self._storage_dir = storage_dir
-        self._dispatcher = dispatcher
+        self._publisher = publisher
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
@@ -272,13 +241,7 @@ class CompletionMonitor:
 
     def _publish(self, job_id: int, series_uid: str) -> int:
         try:
-            publish_job(
-                dispatcher=self._dispatcher,
-                session_factory=self._sessions,
-                job_id=job_id,
-                series_instance_uid=series_uid,
-                lease_s=self._config.queued_lease_s,
-            )
+            self._publisher.publish(job_id=job_id, series_instance_uid=series_uid)
         except DispatchError as exc:
             log.warning("%s", exc)
             return 0

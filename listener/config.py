@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from stroke_triage.edge import AETitle
+from dicom_edge import AETitle
 
 Durability = Literal["fsync", "os"]
 """When a C-STORE is answered: after fsync of file and folder, or once the OS has the bytes."""

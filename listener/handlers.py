@@ -15,6 +15,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 import db.receiving
+from dicom_edge import set_tcp_nodelay, write_atomic
 from listener.errors import (
     ImageTooLargeError,
     InvalidInstanceError,
@@ -29,7 +30,6 @@ from listener.recorder import InstanceRecorder, PendingRecord
 from listener.resources import ResourceGuard
 from listener.status import StoreStatus
 from listener.storage import file_meta_bytes
-from stroke_triage.edge import set_tcp_nodelay, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydicom.uid import UID
 
+from dicom_edge import CT_IMAGE_STORAGE
 from listener.errors import (
     ImageTooLargeError,
     InvalidInstanceError,
@@ -33,7 +34,6 @@ from listener.header_scan import (
     parse_header,
 )
 from listener.storage import instance_relpath, validate_uid
-from stroke_triage.edge import CT_IMAGE_STORAGE
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from stroke_triage.edge import FileLock
+from dicom_edge import FileLock
 
 log = logging.getLogger(__name__)
 

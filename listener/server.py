@@ -25,12 +25,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
+from dicom_edge import PART_SUFFIX
 from listener import metrics
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.balance import AcceptBalance, SharedCounts
 from listener.completion import CompletionMonitor
 from listener.config import ListenerConfig, ListenerRuntime
-from listener.dispatch import TaskDispatcher
 from listener.handlers import (
     StoreContext,
     handle_connection_close,
@@ -41,13 +41,13 @@ from listener.handlers import (
 )
 from listener.interruptions import QuietPeriods
 from listener.leader import LeaderElection, LeaderLock
+from listener.publish import JobPublisher
 from listener.recorder import BATCH_WINDOW_S, InstanceRecorder
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.resources import ResourceGuard
 from listener.scp import BalancedServer, ListenerServer, build_ae
 from listener.supervisor import FLUSH, ReceiverGroup
 from listener.tls import server_ssl_context
-from stroke_triage.edge import PART_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Listener:
 
     receiving: Receiving
     monitor: CompletionMonitor
-    dispatcher: TaskDispatcher
+    publisher: JobPublisher
     engine: Engine
     election: LeaderElection
     receivers: ReceiverGroup | None = None
@@ -236,7 +236,7 @@ class Listener:
         self.receiving.stop()
         self.monitor.stop()
         self.election.stop()
-        self.dispatcher.close()
+        self.publisher.close()
         self.engine.dispose()
 
 
@@ -248,10 +248,12 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
     migrate(engine)
     sessions = make_session_factory(engine)
     context, guard = _prepare_receiving(config, storage_dir, sessions)
-    dispatcher = TaskDispatcher(
+    publisher = JobPublisher(
+        sessions=sessions,
         broker_url=runtime.broker_url,
         transport_options=runtime.broker_transport_options,
         queue=runtime.task_queue,
+        lease_s=config.queued_lease_s,
     )
     receivers: ReceiverGroup | None = None
 
@@ -265,7 +267,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         config=config,
         session_factory=sessions,
         storage_dir=storage_dir,
-        dispatcher=dispatcher,
+        publisher=publisher,
         before_judging=flush_records,
         # Series left receiving by a crash, or by an aborted association, get a fresh quiet
         # period (counted from start-up, or from the abort) before they are judged.
@@ -337,7 +339,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
     return Listener(
         receiving=receiving,
         monitor=monitor,
-        dispatcher=dispatcher,
+        publisher=publisher,
         engine=engine,
         election=election,
         receivers=receivers,
@@ -363,7 +365,7 @@ def _recover_after_death(
 ) -> None:
     """Remove a dead receiver's temporary files; record the files it stored but not recorded.
 
-    Its temporary file names carry its pid (see :func:`stroke_triage.edge.write_atomic`).
+    Its temporary file names carry its pid (see :func:`dicom_edge.write_atomic`).
     """
     removed = 0
     for part in storage_dir.glob(f"*/*/.*.{pid}.*{PART_SUFFIX}"):

@@ -1,6 +1,6 @@
 """Where received instances are stored: validated UIDs make the path.
 
-The bytes are written by :func:`stroke_triage.edge.write_atomic` (temp file, fsync, rename).
+The bytes are written by :func:`dicom_edge.write_atomic` (temp file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+from dicom_edge import PART_SUFFIX
 from listener.errors import InvalidUIDError
-from stroke_triage.edge import PART_SUFFIX
 
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UID_MAX_LENGTH = 64

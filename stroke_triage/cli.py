@@ -63,60 +63,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     if args.format != "table":
-        from stroke_triage.api.commands import print_result_records
+        from console.commands import print_result_records
 
-        return print_result_records(_settings(args), limit=args.limit, fmt=args.format)
-    from stroke_triage.admin import print_results
+        return print_result_records(
+            _settings(args).console_runtime(), limit=args.limit, fmt=args.format
+        )
+    from console.admin import print_results
 
-    return print_results(_settings(args), limit=args.limit)
+    return print_results(_settings(args).console_runtime(), limit=args.limit)
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from stroke_triage.api.server import run_api
+    from console.server import run_api
 
-    return run_api(_settings(args))
+    return run_api(_settings(args).console_runtime())
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from stroke_triage.api import commands
+    from console import commands
 
-    settings = _settings(args)
+    runtime = _settings(args).console_runtime()
     if args.token_command == "create":
-        return commands.create_token(settings, name=args.name, scope=args.scope)
+        return commands.create_token(runtime, name=args.name, scope=args.scope)
     if args.token_command == "revoke":
-        return commands.revoke_token(settings, name=args.name)
-    return commands.list_tokens(settings)
+        return commands.revoke_token(runtime, name=args.name)
+    return commands.list_tokens(runtime)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from stroke_triage.api.commands import print_audit
+    from console.commands import print_audit
 
-    return print_audit(_settings(args), limit=args.limit)
+    return print_audit(_settings(args).console_runtime(), limit=args.limit)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import print_jobs
+    from console.admin import print_jobs
 
-    return print_jobs(_settings(args), status=args.status, limit=args.limit)
+    return print_jobs(_settings(args).console_runtime(), status=args.status, limit=args.limit)
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import requeue
+    from console.admin import requeue
 
-    return requeue(_settings(args), job_id=args.job_id)
+    return requeue(_settings(args).console_runtime(), job_id=args.job_id)
 
 
 def cmd_exports(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import print_exports
+    from console.admin import print_exports
 
-    return print_exports(_settings(args), status=args.status, limit=args.limit)
+    return print_exports(_settings(args).console_runtime(), status=args.status, limit=args.limit)
 
 
 def cmd_retry_export(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import retry_outbox
+    from console.admin import retry_outbox
 
     return retry_outbox(
-        _settings(args),
+        _settings(args).console_runtime(),
         export_ids=args.export_ids,
         notification_ids=args.notification,
         all_dead=args.all_dead,
@@ -124,15 +126,21 @@ def cmd_retry_export(args: argparse.Namespace) -> int:
 
 
 def cmd_notifications(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import print_notifications
+    from console.admin import print_notifications
 
-    return print_notifications(_settings(args), status=args.status, limit=args.limit)
+    return print_notifications(
+        _settings(args).console_runtime(), status=args.status, limit=args.limit
+    )
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from stroke_triage.admin import purge
+    from console.admin import purge
 
-    return purge(_settings(args), older_than_days=args.older_than_days, dry_run=args.dry_run)
+    return purge(
+        _settings(args).console_runtime(),
+        older_than_days=args.older_than_days,
+        dry_run=args.dry_run,
+    )
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
@@ -167,7 +175,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from stroke_triage.site_validation import run_validate
+    from validation.validate import run_validate
 
     settings = _settings(args)
     return run_validate(
@@ -182,7 +190,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from stroke_triage.calibration import run_calibrate
+    from validation.calibrate import run_calibrate
 
     settings = _settings(args)
     return run_calibrate(
@@ -200,13 +208,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_outcomes_import(args: argparse.Namespace) -> int:
-    from stroke_triage.outcomes import run_outcomes_import
+    from validation.outcomes import run_outcomes_import
 
     return run_outcomes_import(args.file, database_url=_settings(args).resolved_database_url)
 
 
 def cmd_performance(args: argparse.Namespace) -> int:
-    from stroke_triage.performance import print_performance
+    from validation.performance import print_performance
 
     settings = _settings(args)
     return print_performance(
@@ -398,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_site_commands(commands)
 
     try:
-        from stroke_triage import model_commands
+        from model.training import commands as model_commands
     except ImportError:  # pragma: no cover - the training commands are optional
         pass
     else:

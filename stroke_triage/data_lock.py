@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stroke_triage.edge import FileLock
+from dicom_edge import FileLock
 
 LOCK_FILE_NAME = "stroke-triage.lock"
 
@@ -16,7 +16,7 @@ class DataDirLockedError(Exception):
 class DataDirLock:
     """An exclusive lock on ``<data_dir>/stroke-triage.lock``.
 
-    A :class:`~stroke_triage.edge.FileLock`. Workers do not take it: many may share the folder.
+    A :class:`~dicom_edge.FileLock`. Workers do not take it: many may share the folder.
     """
 
     def __init__(self, data_dir: Path) -> None:

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_edge.peers import FolderPacs, echo, send_files
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint
 from model.phantom import Lesion, write_phantom_series
 from model.spec import ModelSpec
-from stroke_triage.dicom_peers import FolderPacs, echo, send_files
 from worker.report import read_finding
 
 log = logging.getLogger(__name__)

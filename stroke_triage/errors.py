@@ -10,10 +10,11 @@ import sys
 EXPECTED: tuple[tuple[str, str], ...] = (
     ("stroke_triage.service", "ServiceError"),
     ("stroke_triage.demo", "DemoError"),
-    ("stroke_triage.dicom_peers", "PeerError"),
+    ("dicom_edge.peers", "PeerError"),
+    ("console.errors", "ConsoleError"),
     ("model.errors", "ModelError"),
     ("db.errors", "DbError"),
-    ("stroke_triage.labels_file", "SiteValidationError"),
+    ("validation.labels_file", "SiteValidationError"),
 )
 
 

@@ -25,10 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener:
-    """Start the DICOM listener (pynetdicom, Celery) imported only now.
-
-    Admin commands import this module for :class:`ServiceError`; they never listen.
-    """
+    """Start the DICOM listener (pynetdicom, Celery are imported only now)."""
     from listener.server import start_listener as start
 
     return start(config, runtime)
@@ -197,9 +194,9 @@ def run_all(settings: Settings) -> int:
     check_checkpoint_folder(settings)
     _prefork_metrics(settings)
     with _serving(settings):
-        from stroke_triage.api.server import start_console
+        from console.server import start_console
 
-        console = start_console(settings)
+        console = start_console(settings.console_runtime())
         try:
             check_checkpoint(settings)
             return _worker_main(settings)

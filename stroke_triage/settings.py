@@ -14,8 +14,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from console.config import ApiConfig, ConsoleRuntime
 from listener.config import ListenerConfig, ListenerRuntime
-from stroke_triage.api.config import ApiConfig
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.routing import inference_queue
 
@@ -125,6 +125,21 @@ class Settings(BaseSettings):
             broker_url=self.resolved_broker_url,
             broker_transport_options=self.broker_transport_options,
             task_queue=inference_queue(self.worker, self.task_queue),
+        )
+
+    def console_runtime(self) -> ConsoleRuntime:
+        """The resolved values the console and the admin commands need."""
+        return ConsoleRuntime(
+            config=self.api,
+            data_dir=self.data_dir,
+            storage_dir=self.storage_dir.resolve(),
+            reports_dir=self.reports_dir.resolve(),
+            database_url=self.resolved_database_url,
+            broker_url=self.resolved_broker_url,
+            broker_transport_options=self.broker_transport_options,
+            inference_queue=inference_queue(self.worker, self.task_queue),
+            queued_lease_s=self.listener.queued_lease_s,
+            log_level=self.log_level,
         )
 
     def worker_runtime(self) -> WorkerRuntime:

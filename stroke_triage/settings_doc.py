@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from console.config import ApiConfig
 from listener.config import ListenerConfig
-from stroke_triage.api.config import ApiConfig
 from stroke_triage.settings import ENV_PREFIX, Settings
 from worker.config import WorkerConfig
 

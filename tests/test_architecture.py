@@ -8,19 +8,19 @@ import sys
 
 import yaml
 
-from listener import dispatch
+from listener import publish
 from stroke_triage.cli import build_parser
 from tests.helpers import REPO_ROOT
 from worker import tasks
 
 
 def test_listener_sends_the_task_the_worker_registers() -> None:
-    assert dispatch.PROCESS_SERIES_TASK == tasks.PROCESS_SERIES_TASK
+    assert publish.PROCESS_SERIES_TASK == tasks.PROCESS_SERIES_TASK
 
 
 def test_listener_and_its_command_never_import_torch() -> None:
     code = (
-        "import sys, listener.server, listener.completion, listener.dispatch, "
+        "import sys, listener.server, listener.completion, listener.publish, "
         "stroke_triage.cli, stroke_triage.service; "
         "bad = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]; "
         "print(bad); raise SystemExit(1 if bad else 0)"

@@ -11,6 +11,7 @@ from alembic import command
 
 import db.jobs
 import db.receiving
+from console import admin
 from db.engine import (
     HEAD_REVISION,
     _alembic_config,
@@ -20,7 +21,7 @@ from db.engine import (
     migrate,
 )
 from db.enums import JobStatus
-from stroke_triage import admin, service
+from stroke_triage import service
 from stroke_triage.settings import load_settings
 from tests.helpers import REPO_ROOT
 from tests.helpers import run_cli as _run
@@ -204,20 +205,13 @@ def test_requeue_publishes_through_the_listener_and_marks_the_job_queued(
         job_id = job.id
     sent: list[tuple[int, str]] = []
 
-    class FakeDispatcher:
-        def __init__(self, **_: object) -> None:
-            pass
+    def send(_: object, *, job_id: int, series_instance_uid: str) -> str:
+        sent.append((job_id, series_instance_uid))
+        return "task-42"
 
-        def send(self, *, job_id: int, series_instance_uid: str) -> str:
-            sent.append((job_id, series_instance_uid))
-            return "task-42"
-
-        def close(self) -> None:
-            pass
-
-    # admin imports the dispatcher (and Celery) only in `requeue` (issue 17: fast read-only cmds)
-    monkeypatch.setattr("listener.dispatch.TaskDispatcher", FakeDispatcher)
-    assert admin.requeue(settings, job_id=job_id) == 0
+    # The broker is faked; the publisher records the job as queued in the real database.
+    monkeypatch.setattr("listener.publish.JobPublisher.send", send)
+    assert admin.requeue(settings.console_runtime(), job_id=job_id) == 0
     assert sent == [(job_id, "1.2.3.4")]
     with sessions() as session:
         again = db.jobs.get_job(session=session, job_id=job_id)

@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from stroke_triage.edge import PacsDestination, check_ae_title, write_atomic
+from dicom_edge import PacsDestination, check_ae_title, write_atomic
 from stroke_triage.settings import Settings
 from tests.helpers import REPO_ROOT
 
@@ -54,7 +54,7 @@ def test_settings_validate_ports_and_listener_ae_titles() -> None:
 
 def test_write_atomic_writes_whole_files_and_flushes_them(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "x.dcm"
-    with mock.patch("stroke_triage.edge.durable.os.fsync", wraps=os.fsync) as fsync:
+    with mock.patch("dicom_edge.durable.os.fsync", wraps=os.fsync) as fsync:
         assert write_atomic(target, [b"ab", memoryview(b"cd")]) == target
     assert target.read_bytes() == b"abcd"
     assert fsync.call_count == 2  # the file, then its folder
@@ -65,7 +65,7 @@ def test_write_atomic_leaves_the_old_file_when_a_write_fails(tmp_path: Path) -> 
     target = tmp_path / "x.dcm"
     target.write_bytes(b"old")
     with (
-        mock.patch("stroke_triage.edge.durable.os.fsync", side_effect=OSError("disk full")),
+        mock.patch("dicom_edge.durable.os.fsync", side_effect=OSError("disk full")),
         pytest.raises(OSError, match="disk full"),
     ):
         write_atomic(target, b"new")
@@ -75,7 +75,7 @@ def test_write_atomic_leaves_the_old_file_when_a_write_fails(tmp_path: Path) -> 
 
 def test_importing_the_edge_pulls_in_nothing_heavy() -> None:
     code = (
-        "import sys, stroke_triage.edge; "
+        "import sys, dicom_edge; "
         "bad = [m for m in ('torch', 'sqlalchemy', 'celery', 'highdicom', 'db', 'listener', "
         "'worker', 'model', 'stroke_triage.settings') if m in sys.modules]; "
         "print(bad); raise SystemExit(1 if bad else 0)"

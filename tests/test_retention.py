@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import db.jobs
 import db.receiving
+from console.retention import purge_storage
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import SeriesStatus
-from stroke_triage.retention import purge_storage
 from tests.helpers import run_cli as _run
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dicom_edge.peers import echo
 from stroke_triage.data_lock import DataDirLock, DataDirLockedError
-from stroke_triage.dicom_peers import echo
 from tests.helpers import REPO_ROOT, free_port, run_cli
 
 HEAVY = ("torch", "timm", "torchvision")

@@ -22,10 +22,10 @@ import db.results
 from db.engine import create_engine_for, migrate
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
 from model.phantom import Lesion, write_phantom_series
-from stroke_triage.calibration import CalibrationRefusedError, CalibrationResult, calibrate
 from stroke_triage.cli import main as cli_main
-from stroke_triage.labels_file import SiteValidationError
-from stroke_triage.site_validation import (
+from validation.calibrate import CalibrationRefusedError, CalibrationResult, calibrate
+from validation.labels_file import SiteValidationError
+from validation.validate import (
     ScoredFolder,
     SeriesRow,
     ValidationReport,

@@ -17,9 +17,9 @@ import db.results
 from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
 from model.checkpoint import random_spec
-from model.training.drift import probability_distribution
-from stroke_triage.outcomes import import_outcomes_file
-from stroke_triage.performance import measure_performance, render_performance
+from model.evaluation.drift import probability_distribution
+from validation.outcomes import import_outcomes_file
+from validation.performance import measure_performance, render_performance
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

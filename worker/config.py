@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from stroke_triage.edge import AETitle, PacsDestination
+from dicom_edge import AETitle, PacsDestination
 from worker.notify.config import (
     DicomWebDestination,
     HttpUrl,

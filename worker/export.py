@@ -12,7 +12,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext, build_context
 
-from stroke_triage.edge import PacsDestination, set_tcp_nodelay
+from dicom_edge import PacsDestination, set_tcp_nodelay
 from worker.errors import ExportError
 
 __all__ = ["ExportError", "send_datasets"]

@@ -14,7 +14,7 @@ import pydicom
 import db.jobs
 import db.receiving
 from db.enums import JobStatus
-from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES, select_instances
+from dicom_edge import CLASSIFIABLE_SOP_CLASSES, select_instances
 from worker.context import WorkerContext
 from worker.errors import WorkerError
 
@@ -119,7 +119,7 @@ def read_series(paths: Sequence[Path], *, series_instance_uid: str) -> list[pydi
     """Read a series' CT image files and keep the instances that are classified.
 
     The one reading step of the worker, which ``stroke-triage validate`` and ``calibrate`` call
-    too: every file is read in full, then :func:`stroke_triage.edge.select_instances` (the
+    too: every file is read in full, then :func:`dicom_edge.select_instances` (the
     listener's own selection) keeps the axial slices of one stack, in the given order.
 
     Args:

@@ -20,7 +20,7 @@ import worker.metrics
 from db.engine import Session, SessionFactory
 from db.enums import ExportKind, ExportStatus
 from db.errors import JobStateError
-from stroke_triage.edge import PacsDestination
+from dicom_edge import PacsDestination
 from worker.config import WorkerConfig
 from worker.dicomweb import stow
 from worker.export import ExportError, send_datasets

@@ -16,7 +16,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from db.enums import ExportKind
-from stroke_triage.edge import write_atomic
+from dicom_edge import write_atomic
 from worker.capture import build_heatmap_capture
 from worker.classification import Verdict
 from worker.context import WorkerContext

@@ -11,7 +11,7 @@ from celery import Celery, Task
 import db.jobs
 import worker.metrics
 from db.errors import DatabaseUnavailableError, JobStateError
-from stroke_triage.edge import PROCESS_SERIES_TASK
+from dicom_edge import PROCESS_SERIES_TASK
 from worker.context import WorkerContext
 from worker.export import ExportError
 from worker.lease import JobLease, LeaseNotTakenError

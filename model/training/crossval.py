@@ -20,6 +20,7 @@ import numpy as np
 
 from model.aggregate import AGGREGATION_RULES
 from model.checkpoint import load_checkpoint
+from model.evaluation.metrics import binary_metrics, bootstrap_ci, roc_auc
 from model.inference import Classifier
 from model.training.config import TrainConfig
 from model.training.data import (
@@ -31,7 +32,6 @@ from model.training.data import (
     random_slice_split,
 )
 from model.training.evaluate import markdown_table, score_records, score_with_spec
-from model.training.metrics import binary_metrics, bootstrap_ci, roc_auc
 from model.training.scoring import series_scores
 from model.training.train import train
 

@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from model.aggregate import aggregate
+from model.evaluation.metrics import METRIC_NAMES, binary_metrics, bootstrap_ci
+from model.evaluation.plots import plot_calibration, plot_confusion, plot_roc
 from model.inference import Classifier
 from model.training.data import (
     SliceDataset,
@@ -23,8 +25,6 @@ from model.training.data import (
     group_by_patient,
     load_records,
 )
-from model.training.metrics import METRIC_NAMES, binary_metrics, bootstrap_ci
-from model.training.plots import plot_calibration, plot_confusion, plot_roc
 
 logger = logging.getLogger(__name__)
 

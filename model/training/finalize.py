@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from model.checkpoint import save_checkpoint
+from model.evaluation.metrics import binary_metrics
 from model.spec import AggregationSpec, ModelSpec
 from model.training.config import TrainConfig, recorded_command
 from model.training.data import SliceDataset, SliceRecord
-from model.training.metrics import binary_metrics
 from model.training.scoring import choose_decision_rule, predict, series_scores
 from model.training.state import RunState
 

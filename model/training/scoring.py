@@ -12,10 +12,10 @@ from torch import nn
 
 from model.aggregate import AGGREGATION_RULES, aggregate
 from model.device import autocast
+from model.evaluation.metrics import roc_auc, threshold_for_sensitivity
 from model.training.config import TrainingError
 from model.training.data import SliceDataset, SliceRecord, group_by_patient
 from model.training.loop import batches
-from model.training.metrics import roc_auc, threshold_for_sensitivity
 
 
 def predict(

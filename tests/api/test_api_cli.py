@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from console.tokens import token_sha256
 from db.engine import create_engine_for, make_session_factory, migrate
-from stroke_triage.api.tokens import token_sha256
 from tests.api.seed import seed
 from tests.helpers import REPO_ROOT, run_cli
 
@@ -49,8 +49,7 @@ def test_token_audit_and_result_formats(tmp_path: Path) -> None:
 
 def test_console_never_imports_torch() -> None:
     code = (
-        "import sys, stroke_triage.api.app, stroke_triage.api.server, stroke_triage.api.commands; "
-        "print('torch' in sys.modules)"
+        "import sys, console.app, console.server, console.commands; print('torch' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 import db.audit
 import db.jobs
 import db.tokens
+from console.app import create_app
+from console.tokens import new_token, token_sha256
 from db.engine import SessionFactory
 from db.enums import ExportStatus, JobStatus, TokenScope
-from stroke_triage.api.app import create_app
-from stroke_triage.api.tokens import new_token, token_sha256
 from stroke_triage.settings import Settings
 from tests.api.seed import Seeded, seed
 
@@ -57,7 +57,7 @@ def client(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[TestCl
         broker_url=redis_url,
         task_queue=f"test-api-{uuid.uuid4().hex[:8]}",
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings.console_runtime())) as test_client:
         yield test_client
 
 

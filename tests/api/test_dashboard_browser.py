@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import db.tokens
+from console.config import ApiConfig
+from console.server import BackgroundConsole
+from console.tokens import new_token, token_sha256
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import TokenScope
-from stroke_triage.api.config import ApiConfig
-from stroke_triage.api.server import BackgroundConsole
-from stroke_triage.api.tokens import new_token, token_sha256
 from stroke_triage.settings import Settings
 from tests.api.browser import click_through, screenshot
 from tests.api.seed import Seeded, seed
@@ -45,7 +45,7 @@ def test_login_worklist_series_and_requeue(browser: object, tmp_path: Path, redi
         task_queue=f"test-dash-{uuid.uuid4().hex[:8]}",
         api=ApiConfig(port=port, refresh_s=0),
     )
-    console = BackgroundConsole(settings)
+    console = BackgroundConsole(settings.console_runtime())
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

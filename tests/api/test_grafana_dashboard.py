@@ -7,7 +7,7 @@ import re
 
 import listener.metrics
 import worker.metrics
-from stroke_triage.api.metrics import METRIC_NAMES as CONSOLE_METRICS
+from console.metrics import METRIC_NAMES as CONSOLE_METRICS
 from tests.helpers import REPO_ROOT
 
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "stroke-triage.json"

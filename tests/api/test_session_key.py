@@ -9,11 +9,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 import db.tokens
+from console.app import create_app
+from console.session_key import KEY_FILE_NAME, session_secret
+from console.tokens import new_token, token_sha256
 from db.engine import SessionFactory
 from db.enums import TokenScope
-from stroke_triage.api.app import create_app
-from stroke_triage.api.session_key import KEY_FILE_NAME, session_secret
-from stroke_triage.api.tokens import new_token, token_sha256
 from stroke_triage.settings import Settings
 
 
@@ -45,15 +45,17 @@ def test_a_login_survives_a_restart_of_the_console(
         broker_url=redis_url,
         task_queue=f"test-api-{uuid.uuid4().hex[:8]}",
     )
-    with TestClient(create_app(settings)) as before:
+    with TestClient(create_app(settings.console_runtime())) as before:
         answer = before.post("/login", data={"token": token}, follow_redirects=False)
         assert answer.status_code == 303
         cookies = dict(answer.cookies)
     assert cookies
-    with TestClient(create_app(settings), cookies=cookies) as after:  # a new process's app
+    with TestClient(
+        create_app(settings.console_runtime()), cookies=cookies
+    ) as after:  # a new process's app
         assert after.get("/api/series").status_code == 200
-    with TestClient(create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))) as (
-        elsewhere
-    ):
+    with TestClient(
+        create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}).console_runtime())
+    ) as (elsewhere):
         elsewhere.cookies.update(cookies)
         assert elsewhere.get("/api/series").status_code == 401  # another folder, another key

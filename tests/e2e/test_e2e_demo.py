@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import db.tokens
+from console.tokens import token_sha256
 from db.engine import create_engine_for, make_session_factory
-from stroke_triage.api.tokens import token_sha256
 from tests.helpers import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.slow

@@ -21,10 +21,10 @@ import db.results
 from db.engine import SessionFactory, create_engine_for, make_session_factory
 from db.enums import JobStatus
 from db.rows import Job
+from dicom_edge.peers import echo
 from model.checkpoint import random_spec, save_checkpoint
 from model.network import build_network
 from model.phantom import write_phantom_series
-from stroke_triage.dicom_peers import echo
 from tests.e2e.helpers import LISTENER_AE, PacsStub, Service, storescu
 from tests.helpers import free_port, require_tool
 

@@ -19,8 +19,8 @@ import db.results
 from db.engine import create_engine_for, make_session_factory
 from db.enums import JobStatus
 from db.models import Job
+from dicom_edge.peers import send_files
 from model.phantom import write_phantom_series
-from stroke_triage.dicom_peers import send_files
 from tests.e2e.helpers import PacsStub, Service, storescu
 
 pytestmark = pytest.mark.slow

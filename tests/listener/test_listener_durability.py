@@ -14,9 +14,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from db.models import Instance, Series
+from dicom_edge.peers import echo
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.status import StoreStatus
-from stroke_triage.dicom_peers import echo
 from tests.listener.helpers import (
     DCMTK_ENV,
     LISTENER_AE,

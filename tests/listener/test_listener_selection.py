@@ -1,6 +1,6 @@
 """Which instances of a series are classified, decided from every header (issue 11, item 5).
 
-The listener and the worker share one function, ``stroke_triage.edge.select_instances``.
+The listener and the worker share one function, ``dicom_edge.select_instances``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from stroke_triage.edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, select_instances
+from dicom_edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, select_instances
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 SAGITTAL = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]

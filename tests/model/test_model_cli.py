@@ -8,8 +8,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from model.training import commands as model_commands
 from model.training.config import TrainConfig, cli_fields
-from stroke_triage import model_commands
 from tests.helpers import REPO_ROOT
 
 FLAGS = {
@@ -73,7 +73,7 @@ def test_every_option_reaches_its_field() -> None:
 
 def test_building_the_options_imports_no_torch() -> None:
     code = (
-        "import sys, argparse; from stroke_triage import model_commands; "
+        "import sys, argparse; from model.training import commands as model_commands; "
         "p = argparse.ArgumentParser(); "
         "model_commands.register(p.add_subparsers()); "
         "bad = [m for m in ('torch', 'timm') if m in sys.modules]; "

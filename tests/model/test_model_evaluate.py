@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.training.config import TrainConfig
-from model.training.crossval import cross_validate
-from model.training.data import load_records, write_synthetic_dataset
-from model.training.evaluate import evaluate, score_records
-from model.training.metrics import (
+from model.evaluation.metrics import (
     binary_metrics,
     bootstrap_ci,
     confusion,
     roc_auc,
     threshold_for_sensitivity,
 )
+from model.training import commands as model_commands
+from model.training.config import TrainConfig
+from model.training.crossval import cross_validate
+from model.training.data import load_records, write_synthetic_dataset
+from model.training.evaluate import evaluate, score_records
 from model.training.train import train
-from stroke_triage import model_commands
 from tests.model.tiny import tiny_config
 
 LABELS = [0, 0, 0, 1, 1, 1]

@@ -16,13 +16,13 @@ from safetensors.torch import load_file
 
 from model.checkpoint import WEIGHTS_FILE, load_checkpoint
 from model.spec import WindowSpec
+from model.training import commands as model_commands
 from model.training.config import TrainConfig, TrainingError, build_spec, parse_window
 from model.training.data import fingerprint, load_records, write_synthetic_dataset
 from model.training.distill import TEACHER_FILE, DistillationError, distillation_loss
 from model.training.schedule import warmup_cosine_factor
 from model.training.state import STATE_FILE
 from model.training.train import LOG_FILE, train
-from stroke_triage import model_commands
 from tests.model.tiny import TINY_VIT, tiny_config
 
 

@@ -14,8 +14,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 import db.jobs
 import db.receiving
+from dicom_edge import PacsDestination
 from model.phantom import write_phantom_series
-from stroke_triage.edge import PacsDestination
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 

@@ -14,8 +14,8 @@ import pytest
 
 import db.jobs
 import db.notifications
+from console import routes_pages
 from db.enums import ExportStatus, NotificationChannel, NotificationEvent
-from stroke_triage.api import routes_pages
 from tests.helpers import run_cli
 from tests.notify_peers import (
     Certificate,

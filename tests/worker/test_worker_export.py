@@ -13,8 +13,8 @@ import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE, evt
 
+from dicom_edge import PacsDestination
 from model.phantom import write_phantom_series
-from stroke_triage.edge import PacsDestination
 from worker.capture import build_heatmap_capture
 from worker.export import ExportError, send_datasets
 from worker.report import AlgorithmInfo, Finding, build_structured_report

@@ -19,10 +19,10 @@ from sqlalchemy.exc import OperationalError
 import db.exports
 import db.jobs
 import db.results
+from console.retention import purge_storage
 from db.enums import ExportKind, ExportStatus, JobStatus
 from db.models import Result, SliceScore
-from stroke_triage.edge import PROCESS_SERIES_TASK, PacsDestination
-from stroke_triage.retention import purge_storage
+from dicom_edge import PROCESS_SERIES_TASK, PacsDestination
 from tests.helpers import dciodvfy_errors, free_port, require_tool
 from tests.worker.helpers import Pacs, receive_late, receive_series, worker_context
 from worker.celery_app import create_celery_app
@@ -265,7 +265,7 @@ def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -
         synced.append(fd)
         real_fsync(fd)
 
-    with mock.patch("stroke_triage.edge.durable.os.fsync", counting_fsync):
+    with mock.patch("dicom_edge.durable.os.fsync", counting_fsync):
         outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
     assert outcome.report_path is not None
     assert outcome.report_path.parent.parent == runtime.reports_dir

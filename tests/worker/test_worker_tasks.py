@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from listener.dispatch import TaskDispatcher
-from stroke_triage.edge import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
+from dicom_edge import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
+from listener.publish import JobPublisher
 from worker.celery_app import create_celery_app
 from worker.config import WorkerConfig, WorkerRuntime
 
@@ -29,7 +29,13 @@ def test_worker_registers_the_edge_task_with_its_arguments(tmp_path: Path) -> No
 
 
 def test_listener_sends_the_edge_task_with_its_arguments() -> None:
-    dispatcher = TaskDispatcher(broker_url="memory://", transport_options={}, queue="tasks")
+    dispatcher = JobPublisher(
+        sessions=mock.Mock(),
+        broker_url="memory://",
+        transport_options={},
+        queue="tasks",
+        lease_s=60.0,
+    )
     sent: list[tuple[str, dict[str, Any]]] = []
 
     def send_task(name: str, *, kwargs: dict[str, Any], **_: Any) -> Any:

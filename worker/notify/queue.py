@@ -12,7 +12,7 @@ import db.receiving
 from db.engine import Session
 from db.enums import NotificationChannel, NotificationEvent
 from db.rows import Job, Result
-from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES
+from dicom_edge import CLASSIFIABLE_SOP_CLASSES
 from worker.config import WorkerConfig
 from worker.notify.config import NotificationDestination, Trigger
 from worker.notify.message import build_payload, idempotency_key

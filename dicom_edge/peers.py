@@ -14,7 +14,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from stroke_triage.edge import set_tcp_nodelay, write_atomic
+from dicom_edge import set_tcp_nodelay, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import numpy as np
 import db.performance
 from db.engine import SessionFactory, check_revision, create_engine_for, make_session_factory
 from model.checkpoint import SPEC_FILE
+from model.evaluation.drift import PSI_ALERT, population_stability_index
+from model.evaluation.series_metrics import series_metric_intervals, series_metrics
 from model.spec import ModelSpec
-from model.training.drift import PSI_ALERT, population_stability_index
-from model.training.series_metrics import series_metric_intervals, series_metrics
 
 log = logging.getLogger(__name__)
 

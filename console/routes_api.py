@@ -12,14 +12,14 @@ from fastapi.responses import PlainTextResponse, Response
 import db.audit
 import db.overview
 import db.statistics
+from console import actions
+from console.auth import Principal, bearer_principal, require_admin
+from console.records import result_records, to_csv
+from console.state import Console, console
 from db.enums import ExportStatus, JobStatus, SeriesStatus
 from db.errors import NotFoundError
 from db.overview import Filters, SeriesRow
 from db.rows import Export, Job
-from stroke_triage.api import actions
-from stroke_triage.api.auth import Principal, bearer_principal, require_admin
-from stroke_triage.api.records import result_records, to_csv
-from stroke_triage.api.state import Console, console
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -278,7 +278,10 @@ def requeue(job_id: int, caller: Caller, state: State) -> dict[str, str]:
     _admin_or_audit(state, caller, "job.requeue", f"job {job_id}")
     return _answer(
         actions.requeue_job(
-            sessions=state.sessions, publish=state.publish, job_id=job_id, actor=caller.name
+            sessions=state.sessions,
+            open_publisher=state.open_publisher,
+            job_id=job_id,
+            actor=caller.name,
         )
     )
 

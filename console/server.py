@@ -7,18 +7,18 @@ import threading
 
 import uvicorn
 
-from stroke_triage.api.app import create_app
-from stroke_triage.settings import Settings
+from console.app import create_app
+from console.config import ConsoleRuntime
 
 log = logging.getLogger(__name__)
 
 
-def _server(settings: Settings) -> uvicorn.Server:
+def _server(runtime: ConsoleRuntime) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level=settings.log_level.lower(),
+        create_app(runtime),
+        host=runtime.config.host,
+        port=runtime.config.port,
+        log_level=runtime.log_level.lower(),
         # uvicorn's access log prints full URLs; they carry UIDs only, but keep it quiet.
         access_log=False,
         log_config=None,
@@ -26,20 +26,20 @@ def _server(settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def run_api(settings: Settings) -> int:
+def run_api(runtime: ConsoleRuntime) -> int:
     """Serve the console until SIGINT or SIGTERM."""
-    log.info("Admin console on http://%s:%s/", settings.api.host, settings.api.port)
-    _server(settings).run()
+    log.info("Admin console on http://%s:%s/", runtime.config.host, runtime.config.port)
+    _server(runtime).run()
     return 0
 
 
 class BackgroundConsole:
     """The console served from a daemon thread (for `stroke-triage up` and the demo)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, runtime: ConsoleRuntime) -> None:
         """Start serving; :meth:`stop` ends it."""
-        self.url = f"http://{settings.api.host}:{settings.api.port}/"
-        self._server = _server(settings)
+        self.url = f"http://{runtime.config.host}:{runtime.config.port}/"
+        self._server = _server(runtime)
         self._server.config.install_signal_handlers = False  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
         self._thread.start()
@@ -57,8 +57,8 @@ class BackgroundConsole:
         self._thread.join(timeout=5)
 
 
-def start_console(settings: Settings) -> BackgroundConsole | None:
+def start_console(runtime: ConsoleRuntime) -> BackgroundConsole | None:
     """Serve the console in the background if ``api.enabled``; None when it is off."""
-    if not settings.api.enabled:
+    if not runtime.config.enabled:
         return None
-    return BackgroundConsole(settings)
+    return BackgroundConsole(runtime)

@@ -1,4 +1,8 @@
-"""The `train`, `evaluate`, `cross-validate` and `import-model` commands: thin wrappers."""
+"""The `train`, `evaluate`, `cross-validate` and `import-model` commands: thin wrappers.
+
+The `stroke-triage` CLI registers them (:func:`register`); each parses its arguments, builds a
+config and calls one function of `model.training` or `model.importing`.
+"""
 
 from __future__ import annotations
 

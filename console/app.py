@@ -8,50 +8,38 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from console import health, metrics, routes_api, routes_pages
+from console.actions import OpenPublisher, publisher_opener
+from console.auth import Authenticator
+from console.config import ConsoleRuntime
+from console.session_key import session_secret
+from console.state import Console
 from db.engine import create_engine_for, make_session_factory
-from stroke_triage.api import health, metrics, routes_api, routes_pages
-from stroke_triage.api.actions import Publisher, dispatcher_publisher
-from stroke_triage.api.auth import Authenticator
-from stroke_triage.api.session_key import session_secret
-from stroke_triage.api.state import Console
-from stroke_triage.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, *, publish: Publisher | None = None) -> FastAPI:
-    """Build the console for these settings.
+def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None = None) -> FastAPI:
+    """Build the console.
 
     The database schema is not migrated here: the listener and the workers do that, and /ready
     says whether it is at head.
 
     Args:
-        settings: The service settings.
-        publish: How a re-queued job reaches the workers; default: the settings' broker.
+        runtime: The console's settings and the service's resolved paths and URLs.
+        open_publisher: How a re-queued job reaches the workers; default: the runtime's broker.
     """
-    config = settings.api
-    engine = create_engine_for(settings.resolved_database_url)
+    config = runtime.config
+    engine = create_engine_for(runtime.database_url)
     sessions = make_session_factory(engine)
-    runtime = settings.listener_runtime()
     state = Console(
-        config=config,
+        runtime=runtime,
         engine=engine,
         sessions=sessions,
         auth=Authenticator(
-            sessions=sessions, secret=session_secret(config.session_secret, settings.data_dir)
+            sessions=sessions, secret=session_secret(config.session_secret, runtime.data_dir)
         ),
-        publish=publish
-        or dispatcher_publisher(
-            sessions=sessions,
-            broker_url=runtime.broker_url,
-            transport_options=runtime.broker_transport_options,
-            queue=runtime.task_queue,
-            lease_s=settings.listener.queued_lease_s,
-        ),
-        storage_dir=settings.storage_dir.resolve(),
-        reports_dir=settings.reports_dir.resolve(),
-        broker_url=runtime.broker_url,
-        broker_transport_options=dict(runtime.broker_transport_options),
+        open_publisher=open_publisher or publisher_opener(runtime, sessions),
     )
     app = FastAPI(
         title="stroke-triage admin console",

@@ -13,7 +13,7 @@ from pathlib import Path
 import db.outcomes
 from db.engine import create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
-from stroke_triage.labels_file import read_label_rows
+from validation.labels_file import read_label_rows
 
 log = logging.getLogger(__name__)
 

@@ -10,26 +10,13 @@ import db.exports
 import db.jobs
 import db.notifications
 import db.results
-from db.engine import (
-    SessionFactory,
-    check_revision,
-    create_engine_for,
-    make_session_factory,
-    migrate,
-)
+from console.config import ConsoleRuntime
+from console.sessions import read_only_sessions, writing_sessions
 from db.enums import ExportStatus, JobStatus
-from db.errors import SchemaRevisionError
-from stroke_triage.service import ServiceError
-from stroke_triage.settings import Settings
-from worker.routing import inference_queue
 
 # The read-only commands (results, jobs, exports) import this module: Celery, pynetdicom and
-# pydicom (listener.completion, listener.dispatch) and the retention code are imported by the
-# one command each that needs them, so that those commands start in well under a second.
-
-
-class SchemaNotReadyError(ServiceError):
-    """The database schema is not the one this version reads; a migration is due."""
+# pydicom (listener.publish) and the retention code are imported by the one command each that
+# needs them, so that those commands start in well under a second.
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -44,35 +31,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _sessions(settings: Settings) -> SessionFactory:
-    """Sessions for a command that writes: the schema is brought up to date first."""
-    engine = create_engine_for(settings.resolved_database_url)
-    migrate(engine)
-    return make_session_factory(engine)
-
-
-def _read_only_sessions(settings: Settings) -> SessionFactory:
-    """Sessions for a command that only reads: the schema is checked, never migrated.
-
-    Raises:
-        SchemaNotReadyError: The schema is behind (or ahead of) this version.
-    """
-    engine = create_engine_for(settings.resolved_database_url)
-    try:
-        check_revision(engine)
-    except SchemaRevisionError as exc:
-        engine.dispose()
-        current = "no revision (never migrated)" if exc.current is None else exc.current
-        raise SchemaNotReadyError(
-            f"The database schema is at {current}, this version needs {exc.needed}: "
-            "run `stroke-triage migrate` or start the service once."
-        ) from exc
-    return make_session_factory(engine)
-
-
-def print_results(settings: Settings, *, limit: int) -> int:
+def print_results(runtime: ConsoleRuntime, *, limit: int) -> int:
     """Print the newest results as a table."""
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         rows = db.results.list_results(session=session, limit=limit)
     if not rows:
         print("No results yet.")
@@ -111,7 +72,7 @@ def print_results(settings: Settings, *, limit: int) -> int:
     return 0
 
 
-def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
+def print_jobs(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
     """Print jobs, optionally only those in one state.
 
     ``failed`` lists every dead letter: failed jobs, and jobs whose result could not be
@@ -120,7 +81,7 @@ def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
     wanted = [JobStatus(status.lower())] if status else []
     if wanted == [JobStatus.FAILED]:
         wanted.append(JobStatus.EXPORT_FAILED)
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         jobs = db.jobs.list_jobs(session=session, statuses=wanted, limit=limit)
         rows = [
             [
@@ -154,46 +115,33 @@ def print_jobs(settings: Settings, *, status: str | None, limit: int) -> int:
     return 0
 
 
-def requeue(settings: Settings, *, job_id: int) -> int:
-    """Put a failed job back in the outbox and publish it."""
-    sessions = _sessions(settings)
-    with sessions() as session:
-        job = db.jobs.requeue_job(session=session, job_id=job_id)
-        series_uid = job.series.series_instance_uid
-        session.commit()
-    from listener.completion import publish_job
-    from listener.dispatch import TaskDispatcher
+def requeue(runtime: ConsoleRuntime, *, job_id: int) -> int:
+    """Put a failed job back in the outbox and publish it (audited, as from the console)."""
+    import getpass
 
-    runtime = settings.listener_runtime()
-    dispatcher = TaskDispatcher(
-        broker_url=runtime.broker_url,
-        transport_options=runtime.broker_transport_options,
-        queue=inference_queue(settings.worker, runtime.task_queue),
+    from console import actions
+
+    sessions = writing_sessions(runtime.database_url)
+    outcome = actions.requeue_job(
+        sessions=sessions,
+        open_publisher=actions.publisher_opener(runtime, sessions),
+        job_id=job_id,
+        actor=f"cli:{getpass.getuser()}",
     )
-    try:
-        task_id = publish_job(
-            dispatcher=dispatcher,
-            session_factory=sessions,
-            job_id=job_id,
-            series_instance_uid=series_uid,
-            lease_s=settings.listener.queued_lease_s,
-        )
-    finally:
-        dispatcher.close()
-    print(f"Job {job_id} queued again as task {task_id}.")
-    return 0
+    print(f"Job {job_id}: {outcome.detail}", file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if outcome.ok else 1
 
 
-def purge(settings: Settings, *, older_than_days: float, dry_run: bool) -> int:
+def purge(runtime: ConsoleRuntime, *, older_than_days: float, dry_run: bool) -> int:
     """Apply the retention policy to the stored DICOM and say what it deleted."""
     if older_than_days < 0:
         print("--older-than-days must not be negative.", file=sys.stderr)
         return 2
-    from stroke_triage.retention import purge_storage
+    from console.retention import purge_storage
 
     report = purge_storage(
-        _sessions(settings),
-        settings.storage_dir,
+        writing_sessions(runtime.database_url),
+        runtime.storage_dir,
         older_than=timedelta(days=older_than_days),
         dry_run=dry_run,
     )
@@ -206,10 +154,10 @@ def purge(settings: Settings, *, older_than_days: float, dry_run: bool) -> int:
     return 0
 
 
-def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
+def print_exports(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
     """Print exports, optionally only those in one state (``dead`` lists dead letters)."""
     wanted = ExportStatus(status.lower()) if status else None
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         rows = [
             [
                 export.id,
@@ -231,7 +179,7 @@ def print_exports(settings: Settings, *, status: str | None, limit: int) -> int:
     return 0
 
 
-def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bool) -> int:
+def retry_exports(runtime: ConsoleRuntime, *, export_ids: Sequence[int], all_dead: bool) -> int:
     """Put dead (or failed) exports back in the outbox; a running worker sends them soon.
 
     Returns:
@@ -245,7 +193,7 @@ def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bo
             file=sys.stderr,
         )
         return 2
-    with _sessions(settings)() as session:
+    with writing_sessions(runtime.database_url)() as session:
         ids = list(export_ids)
         if all_dead:
             dead = db.exports.list_exports(session=session, status=ExportStatus.DEAD, limit=10_000)
@@ -258,7 +206,7 @@ def retry_exports(settings: Settings, *, export_ids: Sequence[int], all_dead: bo
 
 
 def retry_outbox(
-    settings: Settings,
+    runtime: ConsoleRuntime,
     *,
     export_ids: Sequence[int],
     notification_ids: Sequence[int],
@@ -270,10 +218,10 @@ def retry_outbox(
     """
     status = 0
     if export_ids or all_dead or not notification_ids:
-        status = retry_exports(settings, export_ids=export_ids, all_dead=all_dead)
+        status = retry_exports(runtime, export_ids=export_ids, all_dead=all_dead)
     if status or not (notification_ids or all_dead):
         return status
-    with _sessions(settings)() as session:
+    with writing_sessions(runtime.database_url)() as session:
         ids = list(notification_ids)
         if all_dead:
             dead = db.notifications.list_notifications(
@@ -287,10 +235,10 @@ def retry_outbox(
     return 0
 
 
-def print_notifications(settings: Settings, *, status: str | None, limit: int) -> int:
+def print_notifications(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
     """Print notifications (webhook, e-mail, HL7), optionally of one state (``dead``)."""
     wanted = ExportStatus(status.lower()) if status else None
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         rows = [
             [
                 row.id,

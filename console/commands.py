@@ -6,24 +6,18 @@ import getpass
 
 import db.audit
 import db.tokens
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from console.admin import format_table
+from console.config import ConsoleRuntime
+from console.records import result_records, to_csv, to_json
+from console.sessions import read_only_sessions, writing_sessions
+from console.tokens import new_token, token_sha256
 from db.enums import TokenScope
-from stroke_triage.admin import _read_only_sessions, format_table
-from stroke_triage.api.records import result_records, to_csv, to_json
-from stroke_triage.api.tokens import new_token, token_sha256
-from stroke_triage.settings import Settings
 
 
-def _sessions(settings: Settings) -> SessionFactory:
-    engine = create_engine_for(settings.resolved_database_url)
-    migrate(engine)
-    return make_session_factory(engine)
-
-
-def create_token(settings: Settings, *, name: str, scope: str) -> int:
+def create_token(runtime: ConsoleRuntime, *, name: str, scope: str) -> int:
     """Create a token, print it once, store only its hash; audited."""
     token = new_token()
-    with _sessions(settings)() as session:
+    with writing_sessions(runtime.database_url)() as session:
         db.tokens.create_token(
             session=session, name=name, scope=TokenScope(scope), token_sha256=token_sha256(token)
         )
@@ -41,9 +35,9 @@ def create_token(settings: Settings, *, name: str, scope: str) -> int:
     return 0
 
 
-def list_tokens(settings: Settings) -> int:
+def list_tokens(runtime: ConsoleRuntime) -> int:
     """Print the tokens (names, scopes, dates; never the secrets)."""
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         rows = [
             [
                 t.name,
@@ -61,9 +55,9 @@ def list_tokens(settings: Settings) -> int:
     return 0
 
 
-def revoke_token(settings: Settings, *, name: str) -> int:
+def revoke_token(runtime: ConsoleRuntime, *, name: str) -> int:
     """Revoke a token by name; audited."""
-    with _sessions(settings)() as session:
+    with writing_sessions(runtime.database_url)() as session:
         db.tokens.revoke_token(session=session, name=name)
         db.audit.record_action(
             session=session,
@@ -77,9 +71,9 @@ def revoke_token(settings: Settings, *, name: str) -> int:
     return 0
 
 
-def print_audit(settings: Settings, *, limit: int) -> int:
+def print_audit(runtime: ConsoleRuntime, *, limit: int) -> int:
     """Print the audit log, newest first."""
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         rows = [
             [f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target, e.result, e.detail or ""]
             for e in db.audit.list_actions(session=session, limit=limit)
@@ -91,9 +85,9 @@ def print_audit(settings: Settings, *, limit: int) -> int:
     return 0
 
 
-def print_result_records(settings: Settings, *, limit: int, fmt: str) -> int:
+def print_result_records(runtime: ConsoleRuntime, *, limit: int, fmt: str) -> int:
     """Print the results as CSV or JSON: the same records as ``GET /api/results``."""
-    with _read_only_sessions(settings)() as session:
+    with read_only_sessions(runtime.database_url)() as session:
         records = result_records(session=session, limit=limit)
     print(to_csv(records) if fmt == "csv" else to_json(records), end="" if fmt == "csv" else "\n")
     return 0

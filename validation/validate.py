@@ -1,7 +1,7 @@
 """`stroke-triage validate`: a model's series-level accuracy on a site's own labelled DICOM.
 
 Every series goes through exactly the worker's code: the one series selection that the
-listener and the worker share (:func:`stroke_triage.edge.select_instances`, on every instance),
+listener and the worker share (:func:`dicom_edge.select_instances`, on every instance),
 the worker's reading step (:func:`worker.inputs.read_series`), and the worker's classifier
 (:func:`worker.context.build_classifier`, then ``predict_series``: HU, windows, channels,
 inference, aggregation). Nothing here re-implements any of it.
@@ -25,14 +25,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from tqdm import tqdm
 
+from dicom_edge import CLASSIFIABLE_SOP_CLASSES, select_instances
 from model.checkpoint import load_checkpoint
 from model.errors import ModelError
+from model.evaluation.drift import probability_distribution
+from model.evaluation.series_metrics import series_metric_intervals, series_metrics
 from model.inference import Classifier
-from model.training.drift import probability_distribution
-from model.training.series_metrics import series_metric_intervals, series_metrics
-from stroke_triage.edge import CLASSIFIABLE_SOP_CLASSES, select_instances
-from stroke_triage.labels_file import SiteValidationError, read_label_rows
-from stroke_triage.site_report import format_number, write_report
+from validation.labels_file import SiteValidationError, read_label_rows
+from validation.report import format_number, write_report
 from worker.config import WorkerConfig
 from worker.context import build_classifier, checkpoint_dir
 from worker.inputs import SeriesUnreadableError, read_series

@@ -1,6 +1,9 @@
-"""The admin console's own typed settings."""
+"""The admin console's own typed settings, and the runtime values the tying package resolves."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -26,3 +29,22 @@ class ApiConfig(BaseModel):
     broker_timeout_s: float = Field(
         1.0, gt=0, description="How long /ready waits for the broker before calling it down."
     )
+
+
+class ConsoleRuntime(BaseModel):
+    """Values the tying package resolves for the console and the admin commands."""
+
+    config: ApiConfig = Field(default_factory=ApiConfig)
+    data_dir: Path
+    storage_dir: Path
+    reports_dir: Path
+    database_url: str
+    broker_url: str
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
+    inference_queue: str = Field(
+        "stroke-triage", description="The queue a re-queued series is sent to."
+    )
+    queued_lease_s: float = Field(
+        600.0, description="How long a re-queued job may wait on the broker (the listener's)."
+    )
+    log_level: str = "INFO"

@@ -1,7 +1,7 @@
 """Series-level operating-point metrics with bootstrap intervals, for site validation.
 
 Sensitivity, specificity, PPV, NPV and ROC-AUC of series probabilities; built on
-:mod:`model.training.metrics` (same threshold rule: a score at or above it is positive).
+:mod:`model.evaluation.metrics` (same threshold rule: a score at or above it is positive).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from model.training.metrics import binary_metrics, percentile_intervals
+from model.evaluation.metrics import binary_metrics, percentile_intervals
 
 SERIES_METRIC_NAMES: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "roc_auc")
 

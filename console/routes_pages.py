@@ -14,13 +14,13 @@ from pydicom.errors import InvalidDicomError
 import db.exports
 import db.overview
 import db.statistics
+from console import actions, dicom_view, svg
+from console.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, Principal
+from console.records import verdict
+from console.state import Console, console
 from db.enums import ExportKind, ExportStatus, JobStatus
 from db.errors import NotFoundError
 from db.overview import Filters
-from stroke_triage.api import actions, dicom_view, svg
-from stroke_triage.api.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, Principal
-from stroke_triage.api.records import verdict
-from stroke_triage.api.state import Console, console
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -234,7 +234,10 @@ def requeue_form(
     """The series page's re-queue button (admin, CSRF-checked)."""
     principal = _acting_admin(request, state, csrf, action="job.requeue", target=f"job {job_id}")
     outcome = actions.requeue_job(
-        sessions=state.sessions, publish=state.publish, job_id=job_id, actor=principal.name
+        sessions=state.sessions,
+        open_publisher=state.open_publisher,
+        job_id=job_id,
+        actor=principal.name,
     )
     return _back(series, outcome)
 

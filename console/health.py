@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from kombu.connection import Connection
 
+from console.state import Console, console
 from db.engine import check_revision
 from db.errors import DatabaseAccessError, SchemaRevisionError
-from stroke_triage.api.state import Console, console
 
 router = APIRouter(tags=["health"])
 
@@ -23,12 +23,12 @@ def health() -> dict[str, str]:
 
 
 def _broker_ok(state: Console) -> str | None:
-    if state.broker_url.startswith("filesystem://"):
+    if state.runtime.broker_url.startswith("filesystem://"):
         return None  # the folder queue needs no server
     try:
         with Connection(  # type: ignore[no-untyped-call]
-            state.broker_url,
-            transport_options=dict(state.broker_transport_options),
+            state.runtime.broker_url,
+            transport_options=dict(state.runtime.broker_transport_options),
             connect_timeout=state.config.broker_timeout_s,
         ) as connection:
             connection.ensure_connection(max_retries=1, timeout=state.config.broker_timeout_s)

@@ -16,7 +16,7 @@ from itertools import pairwise
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from stroke_triage.edge.sop_classes import CLASSIFIABLE_SOP_CLASSES, ENHANCED_CT_IMAGE_STORAGE
+from dicom_edge.sop_classes import CLASSIFIABLE_SOP_CLASSES, ENHANCED_CT_IMAGE_STORAGE
 
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CEREBR", "NEURO", "CRANI", "STROKE")
 AXIAL_TOLERANCE = 0.8  # |normal . z| above this counts as axial (gantry tilt up to ~35 degrees)

@@ -10,9 +10,9 @@ from fastapi import HTTPException, Request, status
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 import db.tokens
+from console.tokens import token_sha256
 from db.engine import SessionFactory
 from db.enums import TokenScope
-from stroke_triage.api.tokens import token_sha256
 
 #: Name of the dashboard's session cookie.
 COOKIE_NAME = "stroke_triage_session"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from model.training.plots import plot_calibration, plot_confusion, plot_roc
+from model.evaluation.plots import plot_calibration, plot_confusion, plot_roc
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import db.audit
 import db.exports
 import db.jobs
+from console.config import ConsoleRuntime
 from db.engine import SessionFactory
 from db.errors import DbError, NotFoundError
-from listener.completion import publish_job
-from listener.dispatch import TaskDispatcher
 from listener.errors import DispatchError
+from listener.publish import JobPublisher
 
 log = logging.getLogger(__name__)
 
-#: Sends a job to the workers: ``publish(job_id, series_instance_uid)`` returns the task id.
-Publisher = Callable[[int, str], str]
+#: Opens a publisher for one admin action: a short-lived broker connection, closed after it.
+OpenPublisher = Callable[[], JobPublisher]
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def audit_refusal(*, sessions: SessionFactory, actor: str, action: str, target: 
 
 
 def requeue_job(
-    *, sessions: SessionFactory, publish: Publisher, job_id: int, actor: str
+    *, sessions: SessionFactory, open_publisher: OpenPublisher, job_id: int, actor: str
 ) -> Outcome:
     """Put a job back in the outbox, publish it, and audit it."""
     try:
@@ -71,7 +70,8 @@ def requeue_job(
         outcome = Outcome("refused", str(exc))
     else:
         try:
-            task_id = publish(job_id, series_uid)
+            with open_publisher() as publisher:
+                task_id = publisher.publish(job_id=job_id, series_instance_uid=series_uid)
         except DispatchError as exc:
             # The job waits in the outbox; the listener's reconciler sends it later.
             outcome = Outcome("ok", f"Back in the outbox; the broker is down for now: {exc}")
@@ -97,29 +97,16 @@ def retry_export(*, sessions: SessionFactory, export_id: int, actor: str) -> Out
     return outcome
 
 
-def dispatcher_publisher(
-    *,
-    sessions: SessionFactory,
-    broker_url: str,
-    transport_options: dict[str, Any],
-    queue: str,
-    lease_s: float,
-) -> Publisher:
-    """A publisher that sends each job with a short-lived listener dispatcher."""
+def publisher_opener(runtime: ConsoleRuntime, sessions: SessionFactory) -> OpenPublisher:
+    """Opens publishers to the runtime's broker and inference queue."""
 
-    def publish(job_id: int, series_instance_uid: str) -> str:
-        dispatcher = TaskDispatcher(
-            broker_url=broker_url, transport_options=dict(transport_options), queue=queue
+    def open_publisher() -> JobPublisher:
+        return JobPublisher(
+            sessions=sessions,
+            broker_url=runtime.broker_url,
+            transport_options=runtime.broker_transport_options,
+            queue=runtime.inference_queue,
+            lease_s=runtime.queued_lease_s,
         )
-        try:
-            return publish_job(
-                dispatcher=dispatcher,
-                session_factory=sessions,
-                job_id=job_id,
-                series_instance_uid=series_instance_uid,
-                lease_s=lease_s,
-            )
-        finally:
-            dispatcher.close()
 
-    return publish
+    return open_publisher

@@ -11,32 +11,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stroke_triage.edge.durable import PART_SUFFIX, write_atomic
-from stroke_triage.edge.file_lock import FileLock
-from stroke_triage.edge.network import (
+from dicom_edge.durable import PART_SUFFIX, write_atomic
+from dicom_edge.file_lock import FileLock
+from dicom_edge.network import (
     AE_TITLE_MAX,
     AETitle,
     PacsDestination,
     check_ae_title,
     set_tcp_nodelay,
 )
-from stroke_triage.edge.sop_classes import (
+from dicom_edge.sop_classes import (
     CLASSIFIABLE_SOP_CLASSES,
     CT_IMAGE_STORAGE,
     ENHANCED_CT_IMAGE_STORAGE,
 )
-from stroke_triage.edge.task import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
+from dicom_edge.task import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
 
 if TYPE_CHECKING:
-    from stroke_triage.edge.selection import SeriesSelection, select_instances
+    from dicom_edge.selection import SeriesSelection, select_instances
 
 _LAZY = {"SeriesSelection", "select_instances"}
-"""Names of stroke_triage.edge.selection (which imports pydicom), loaded on first access."""
+"""Names of dicom_edge.selection (which imports pydicom), loaded on first access."""
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from stroke_triage.edge import selection
+        from dicom_edge import selection
 
         return getattr(selection, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

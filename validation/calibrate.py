@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.checkpoint import SPEC_FILE, load_checkpoint
+from model.evaluation.drift import probability_distribution
+from model.evaluation.metrics import threshold_for_sensitivity
+from model.evaluation.series_metrics import series_metric_intervals, series_metrics
 from model.spec import ModelSpec, SiteCalibration
-from model.training.drift import probability_distribution
-from model.training.metrics import threshold_for_sensitivity
-from model.training.series_metrics import series_metric_intervals, series_metrics
-from stroke_triage.labels_file import SiteValidationError
-from stroke_triage.site_validation import (
+from validation.labels_file import SiteValidationError
+from validation.validate import (
     load_classifier,
     read_inputs,
     score_folder,

@@ -1,0 +1,9 @@
+"""Errors of the console and the admin commands: each is printed as one clear message."""
+
+
+class ConsoleError(Exception):
+    """Base class of the console's errors."""
+
+
+class SchemaNotReadyError(ConsoleError):
+    """The database schema is not the one this version reads; a migration is due."""
