@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pynetdicom import evt
 from pynetdicom.events import Event
 
+import compat
 import listener.metrics
 from listener.balance import AcceptBalance
 from listener.config import ListenerConfig
@@ -116,6 +116,9 @@ def handle_association_request(event: Event, policy: AdmissionPolicy) -> None:
     listener.metrics.association_refused(
         reason=rejection.reason, transient=rejection.result == RejectResult.TRANSIENT
     )
-    assoc.acse.send_reject(int(rejection.result), rejection.source, rejection.diagnostic)
-    evt.trigger(assoc, evt.EVT_REJECTED, {})
-    assoc.kill()
+    compat.reject_and_close(
+        assoc,
+        result=int(rejection.result),
+        source=rejection.source,
+        diagnostic=rejection.diagnostic,
+    )

@@ -14,6 +14,7 @@ from pydicom.tag import Tag
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+import compat
 import db.receiving
 from dicom_edge import set_tcp_nodelay, write_atomic
 from listener.errors import (
@@ -70,7 +71,7 @@ def handle_connection_open(event: Event) -> None:
 
     Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms).
     """
-    event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
+    compat.set_reactor_delay(event.assoc, DUL_LOOP_DELAY_S)
     set_tcp_nodelay(event)
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client import values as _values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.samples import Sample
+
+import compat
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -162,7 +163,7 @@ _CHILDREN: dict[str, Path] = {}
 
 def _in_files() -> bool:
     """Whether this process's own samples are written to PROMETHEUS_MULTIPROC_DIR."""
-    return bool(getattr(_values.ValueClass, "_multiprocess", False))
+    return compat.prometheus_writes_to_files()
 
 
 def prepare_children_dir(default: Path) -> Path:

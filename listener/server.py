@@ -24,6 +24,7 @@ from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+import compat
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
 from dicom_edge import PART_SUFFIX
 from listener import metrics
@@ -141,7 +142,7 @@ def _serve(
         ssl_context=server_ssl_context(config),
         server_class=server_class,
     )
-    ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
+    compat.add_server(ae, server)  # as AE.start_server does; shutdown() stops it
     threading.Thread(
         target=make_target(server.serve_forever), name="dicom-acceptor", daemon=True
     ).start()

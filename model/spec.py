@@ -124,6 +124,35 @@ class ImportedWeights(BaseModel):
     """ISO 8601 date and time."""
 
 
+class CodedFinding(BaseModel):
+    """What a model detects, as a coded concept (the SR's finding, the alerts' words)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scheme: str = Field(min_length=1)
+    """Coding scheme designator, e.g. ``SCT`` (SNOMED CT)."""
+    value: str = Field(min_length=1)
+    """Code value in that scheme."""
+    meaning: str = Field(min_length=1)
+    """Code meaning, as the scheme words it."""
+    short_name: str = Field(min_length=1, max_length=16)
+    """A short name for titles and series descriptions, e.g. ``ICH`` or ``stroke``."""
+
+
+INTRACRANIAL_HAEMORRHAGE = CodedFinding(
+    scheme="SCT", value="1386000", meaning="Intracranial hemorrhage", short_name="ICH"
+)
+"""SNOMED CT 1386000: what a model trained on CT-ICH detects."""
+
+STROKE = CodedFinding(
+    scheme="SCT",
+    value="230690007",
+    meaning="Cerebrovascular accident or stroke",
+    short_name="stroke",
+)
+"""SNOMED CT 230690007: the finding of checkpoints made before the spec named one."""
+
+
 class ModelSpec(BaseModel):
     """Architecture, preprocessing, decision rule and provenance of one checkpoint."""
 
@@ -158,6 +187,8 @@ class ModelSpec(BaseModel):
     series; such a checkpoint must be calibrated on the site's own data before clinical use."""
     source: ImportedWeights | None = None
     """Where imported weights came from (``import-model``); None for weights trained here."""
+    finding: CodedFinding = STROKE
+    """What the model detects; checkpoints written before this field existed said "stroke"."""
     format_version: int = FORMAT_VERSION
 
     @model_validator(mode="after")

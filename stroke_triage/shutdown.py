@@ -39,9 +39,8 @@ def wake_idle_worker_on_term() -> None:
 
 def _wrap_term_handlers(**_: Any) -> None:
     from celery.worker import state
-    from kombu.transport.virtual.base import Transport
 
-    polling = Transport.drain_events.__code__
+    from compat import is_idle_in_kombu_polling
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         celery_handler = signal.getsignal(signum)
@@ -52,7 +51,7 @@ def _wrap_term_handlers(**_: Any) -> None:
             number: int, frame: FrameType | None, celery_handler: Any = celery_handler
         ) -> None:
             celery_handler(number, frame)
-            if frame is not None and frame.f_code is polling:
+            if is_idle_in_kombu_polling(frame):
                 # Idle: no message is being fetched or run (those have frames of their own).
                 state.maybe_shutdown()  # raises WorkerShutdown (or WorkerTerminate)
 
