@@ -55,6 +55,14 @@ class Verdict:
     """``fp32`` or ``bf16``."""
     device: str
     """Device that ran the model (e.g. ``cpu``)."""
+    finding_scheme: str = "SCT"
+    """Coding scheme of what the model detects (from its checkpoint's spec)."""
+    finding_value: str = "230690007"
+    """Code value of that finding."""
+    finding_meaning: str = "Cerebrovascular accident or stroke"
+    """Code meaning of that finding."""
+    finding_name: str = "stroke"
+    """Short name of that finding, for titles and series descriptions (``ICH``)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The third-party private attributes behind compat/ still exist: an upgrade that moves one fails here.
+"""The third-party private attributes behind compat/ still exist, or an upgrade fails here.
+
 
 Each check names the library, the attribute and the function of compat that relies on it.
 """

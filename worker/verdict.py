@@ -21,4 +21,8 @@ def verdict_of(
         input_fingerprint=input_fingerprint,
         precision=classifier.precision,
         device=str(classifier.device),
+        finding_scheme=spec.finding.scheme,
+        finding_value=spec.finding.value,
+        finding_meaning=spec.finding.meaning,
+        finding_name=spec.finding.short_name,
     )
