@@ -1,6 +1,5 @@
 """The third-party private attributes behind compat/ still exist, or an upgrade fails here.
 
-
 Each check names the library, the attribute and the function of compat that relies on it.
 """
 
