@@ -18,6 +18,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from model.spec import CodedFinding
 from worker.errors import ReportError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class Finding:
     suspected: bool
     threshold: float
     top_instance_uids: Sequence[str]
+    other_findings: Sequence[tuple[CodedFinding, float]] = ()
+    """Further findings of a multi-output model with their probabilities (not the verdict's)."""
 
 
 class ReportedFinding(NamedTuple):
