@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -52,6 +52,12 @@ def _percentile(values: Sequence[float], share: float) -> float | None:
     ordered = sorted(values)
     index = max(0, math.ceil(share * len(ordered)) - 1)
     return ordered[index]
+
+
+def last_days(days: int, now: datetime | None = None) -> datetime:
+    """The start of a window of ``days`` calendar days (UTC) that ends now: 1 is today."""
+    today = utc(now).date()
+    return datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=UTC)
 
 
 def stats(*, session: Session, since: datetime, now: datetime | None = None) -> Stats:

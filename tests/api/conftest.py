@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+import db.tokens
+from console.app import create_app
+from console.tokens import new_token, token_sha256
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
+from db.enums import TokenScope
+from stroke_triage.settings import Settings
 from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S
+from tests.api.seed import Seeded, seed
 from tests.helpers import postgres_schema, require_peer
 
 
@@ -56,3 +64,33 @@ def browser(tmp_path: Path) -> Iterator[object]:
     chrome.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
     yield chrome
     chrome.quit()
+
+
+@pytest.fixture
+def tokens(factory: SessionFactory) -> dict[str, str]:
+    made = {}
+    with factory() as session:
+        for name, scope in (("reader", TokenScope.READ), ("ops", TokenScope.ADMIN)):
+            made[name] = new_token()
+            db.tokens.create_token(
+                session=session, name=name, scope=scope, token_sha256=token_sha256(made[name])
+            )
+        session.commit()
+    return made
+
+
+@pytest.fixture
+def seeded(factory: SessionFactory) -> Seeded:
+    return seed(factory)
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[TestClient]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        broker_url=redis_url,
+        task_queue=f"test-api-{uuid.uuid4().hex[:8]}",
+    )
+    with TestClient(create_app(settings.console_runtime())) as test_client:
+        yield test_client
