@@ -59,6 +59,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     options.binary_location = chromium
     for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     # Lookups wait for a page still loading; absence is never asserted with a lookup here.
     chrome.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
