@@ -19,8 +19,9 @@ class ApiConfig(BaseModel):
     )
     session_secret: str | None = Field(
         None,
-        description="Key that signs dashboard cookies; default: one made once and kept in "
-        "the data folder (console-session.key), so logins survive a restart.",
+        description="Key from which the dashboard forms' CSRF tokens are derived; default: "
+        "one made once and kept in the data folder (console-session.key), so open pages "
+        "survive a restart.",
     )
     suspected_window_h: float = Field(
         6.0, gt=0, description="Suspected series this recent stay on top of the worklist."

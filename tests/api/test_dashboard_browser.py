@@ -87,6 +87,17 @@ def test_login_worklist_series_and_requeue(browser: object, tmp_path: Path, redi
 
         browser.get(f"{base}/stats")  # type: ignore[attr-defined]
         screenshot(browser, "6-stats")
+
+        # Logging out ends the session on the server: the old cookie, put back, is refused.
+        click_through(browser, browser.find_element(By.ID, "logout-button"))  # type: ignore[attr-defined]
+        assert "/login" in browser.current_url  # type: ignore[attr-defined]
+        browser.add_cookie(  # type: ignore[attr-defined]
+            {"name": cookie["name"], "value": cookie["value"], "path": "/"}
+        )
+        browser.get(f"{base}/")  # type: ignore[attr-defined]
+        assert "/login" in browser.current_url  # type: ignore[attr-defined]
+        assert browser.find_element(By.ID, "login-button")  # type: ignore[attr-defined]
+        screenshot(browser, "7-logged-out")
     finally:
         console.stop()
         engine.dispose()
