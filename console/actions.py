@@ -81,6 +81,11 @@ def audit_refusal(*, sessions: SessionFactory, actor: str, action: str, target: 
     record(sessions=sessions, actor=actor, action=action, target=target, outcome=outcome)
 
 
+def _refused(exc: DbError) -> Outcome:
+    """The outcome of an action the database refused: ``not_found``, or ``refused`` and why."""
+    return Outcome("not_found" if isinstance(exc, NotFoundError) else "refused", str(exc))
+
+
 def _requeue(session: Session, job_id: int) -> str:
     """Re-queue the job if its state allows it; return its series' UID.
 
@@ -114,10 +119,8 @@ def requeue_job(
         with sessions() as session:
             series_uid = _requeue(session, job_id)
             session.commit()
-    except NotFoundError as exc:
-        outcome = Outcome("not_found", str(exc))
     except DbError as exc:
-        outcome = Outcome("refused", str(exc))
+        outcome = _refused(exc)
     else:
         try:
             with open_publisher() as publisher:
@@ -159,10 +162,8 @@ def retry_outbox(
                     session=session, notification_id=notification_id
                 )
             session.commit()
-    except NotFoundError as exc:
-        outcome = Outcome("not_found", str(exc))
     except DbError as exc:
-        outcome = Outcome("refused", str(exc))
+        outcome = _refused(exc)
     else:
         outcome = Outcome("ok", "Back in the outbox; a worker sends it soon.")
     for target in targets:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,19 +16,11 @@ from console import actions
 from console.auth import Principal
 from console.lookup import series_or_404
 from console.records import ResultRecord, result_records, to_csv
-from console.schemas import (
-    ActionOut,
-    AuditEntryOut,
-    ExportOut,
-    JobOut,
-    SeriesDetailOut,
-    SeriesOut,
-    StageOut,
-    StatsOut,
-)
+from console.schemas import ActionOut, AuditEntryOut, ExportOut, JobOut, SeriesDetailOut
 from console.security import State, api_actor, api_reader, require_admin
 from db.enums import ExportStatus, JobStatus, SeriesStatus
-from db.overview import Filters
+from db.overview import Filters, SeriesRow
+from db.statistics import Stats
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -63,14 +55,13 @@ def filters(
 Filtered = Annotated[Filters, Depends(filters)]
 
 
-@router.get("/series", response_model=list[SeriesOut])
+@router.get("/series", response_model=list[SeriesRow])
 def list_series(
     _: Reader, state: State, where: Filtered, limit: Limit = 50, offset: Offset = 0
-) -> list[SeriesOut]:
+) -> list[SeriesRow]:
     """Series, newest first, with their current job and result."""
     with state.sessions() as session:
-        rows = db.overview.list_series(session=session, filters=where, limit=limit, offset=offset)
-    return [SeriesOut.model_validate(row) for row in rows]
+        return db.overview.list_series(session=session, filters=where, limit=limit, offset=offset)
 
 
 @router.get("/series/{series_instance_uid}", response_model=SeriesDetailOut)
@@ -78,15 +69,12 @@ def get_series(series_instance_uid: str, _: Reader, state: State) -> SeriesDetai
     """One series: counts, stages, result, slice scores, reports and exports, skip reason."""
     with state.sessions() as session:
         detail = series_or_404(session, series_instance_uid)
-        return SeriesDetailOut.model_validate(
-            {
-                **SeriesOut.model_validate(detail.row).model_dump(),
-                "stages": [StageOut.model_validate(s) for s in detail.stages],
-                "jobs": [JobOut.of(job) for job in detail.jobs],
-                "slice_scores": detail.slice_scores,
-                "exports": [ExportOut.model_validate(e) for e in detail.exports],
-            },
-            from_attributes=True,
+        return SeriesDetailOut(
+            **{f.name: getattr(detail.row, f.name) for f in fields(SeriesRow)},
+            stages=detail.stages,
+            jobs=[JobOut.of(job) for job in detail.jobs],
+            slice_scores=detail.slice_scores,
+            exports=[ExportOut.model_validate(e) for e in detail.exports],
         )
 
 
@@ -150,8 +138,8 @@ def list_exports(
         return [ExportOut.model_validate(export) for export in exports]
 
 
-@router.get("/stats", response_model=StatsOut)
-def get_stats(_: Reader, state: State, days: Annotated[int, Query(ge=1, le=3660)] = 7) -> StatsOut:
+@router.get("/stats", response_model=Stats)
+def get_stats(_: Reader, state: State, days: Annotated[int, Query(ge=1, le=3660)] = 7) -> Stats:
     """Series per day over the last ``days`` calendar days (1: today), latency, failures.
 
     ``failed_jobs`` and ``dead_exports`` count the dead letters of the window;
@@ -159,10 +147,9 @@ def get_stats(_: Reader, state: State, days: Annotated[int, Query(ge=1, le=3660)
     """
     now = datetime.now(UTC)
     with state.sessions() as session:
-        found = db.statistics.stats(
+        return db.statistics.stats(
             session=session, since=db.statistics.last_days(days, now), now=now
         )
-    return StatsOut.model_validate(found)
 
 
 @router.get("/audit", response_model=list[AuditEntryOut])

@@ -1,59 +1,23 @@
 """The API's response models: what each route returns, as the OpenAPI document shows it.
 
-No patient name or ID appears in any of them.
+Rows that db already returns as dataclasses (``SeriesRow``, ``Stats``) are response models as
+they are; these add what the ORM rows and the series page need. No patient name or ID appears.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
+from db.enums import ExportKind, ExportStatus, JobStatus
+from db.overview import SeriesRow, SliceProbability, Stage
 from db.rows import Job
 
 
 class _FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-class SeriesOut(_FromRow):
-    """One series with its current job and its current (non-superseded) result."""
-
-    series_instance_uid: str
-    study_instance_uid: str
-    series_description: str | None
-    modality: str
-    calling_ae_title: str
-    status: SeriesStatus
-    skip_reason: str | None
-    instance_count: int
-    first_received_at: datetime
-    last_received_at: datetime
-    job_id: int | None
-    job_status: JobStatus | None
-    probability: float | None
-    suspected: bool | None
-    threshold: float | None
-    model_name: str | None
-    model_version: str | None
-    latency_s: float | None
-    export_status: ExportStatus | None
-
-
-class StageOut(_FromRow):
-    """One stage of the current job and when it happened."""
-
-    name: str
-    at: datetime | None
-
-
-class SliceScoreOut(_FromRow):
-    """The probability of one slice; ``rank`` 1 is the most suspicious."""
-
-    sop_instance_uid: str
-    probability: float
-    rank: int
 
 
 class JobOut(_FromRow):
@@ -98,31 +62,14 @@ class ExportOut(_FromRow):
     sent_at: datetime | None
 
 
-class SeriesDetailOut(SeriesOut):
+@dataclass(frozen=True)
+class SeriesDetailOut(SeriesRow):
     """One series: its row, stages, jobs (newest first), slice scores and exports."""
 
-    stages: list[StageOut]
+    stages: list[Stage]
     jobs: list[JobOut]
-    slice_scores: list[SliceScoreOut]
+    slice_scores: list[SliceProbability]
     exports: list[ExportOut]
-
-
-class StatsOut(_FromRow):
-    """Activity over the last ``days`` calendar days (UTC), today included."""
-
-    series_per_day: list[tuple[str, int]]
-    suspected_per_day: list[tuple[str, int]]
-    results: int
-    suspected: int
-    suspected_share: float | None
-    latency_p50_s: float | None
-    latency_p95_s: float | None
-    failed_jobs: int
-    dead_exports: int
-    failed_jobs_now: int
-    dead_exports_now: int
-    skipped_series: int
-    skipped_by_reason: dict[str, int]
 
 
 class AuditEntryOut(_FromRow):

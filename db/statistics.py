@@ -27,6 +27,8 @@ class Stats:
     suspected_per_day: list[tuple[str, int]]
     results: int
     suspected: int
+    suspected_share: float | None
+    """Share of results that are suspected, or None without results."""
     latency_p50_s: float | None
     latency_p95_s: float | None
     failed_jobs: int
@@ -39,11 +41,6 @@ class Stats:
     """Dead-letter exports waiting now, of any age (not yet retried)."""
     skipped_series: int
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def suspected_share(self) -> float | None:
-        """Share of results that are suspected, or None without results."""
-        return self.suspected / self.results if self.results else None
 
 
 def _percentile(values: Sequence[float], share: float) -> float | None:
@@ -84,6 +81,8 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
     skipped = Counter(
         (row.skip_reason or "unknown") for row in series_rows if row.status == SeriesStatus.SKIPPED
     )
+    results = sum(1 for row in series_rows if row.probability is not None)
+    suspected = sum(1 for row in series_rows if row.suspected)
     start = utc(since)
     failed_job = Job.status == JobStatus.FAILED
     dead_export = Export.status == ExportStatus.DEAD
@@ -94,8 +93,9 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
     return Stats(
         series_per_day=[(d, per_day.get(d, 0)) for d in days],
         suspected_per_day=[(d, suspected_days.get(d, 0)) for d in days],
-        results=sum(1 for row in series_rows if row.probability is not None),
-        suspected=sum(1 for row in series_rows if row.suspected),
+        results=results,
+        suspected=suspected,
+        suspected_share=suspected / results if results else None,
         latency_p50_s=_percentile(latencies, 0.5),
         latency_p95_s=_percentile(latencies, 0.95),
         failed_jobs=count(Job.id, failed_job, Job.updated_at >= start, Job.updated_at <= until),

@@ -30,13 +30,22 @@ def click_through(browser: Any, element: Any) -> None:
     A click returns before the next page loads; without this wait the next lookup may still
     see the old page (or none).
     """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(expected_conditions.staleness_of(page))
+
+    def left(_: Any) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException:
+            # Stale; or, caught mid-navigation, "node does not belong to the document".
+            return True
+        return False
+
+    WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(left)
 
 
 def screenshot(browser: Any, name: str) -> None:
