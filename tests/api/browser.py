@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from db.engine import SessionFactory
+from tests.api.seed import Seeded
 from tests.helpers import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "dashboard"
@@ -52,3 +55,23 @@ def screenshot(browser: Any, name: str) -> None:
     """Keep a screenshot of the current page as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+@dataclass
+class RunningConsole:
+    """A console serving a seeded SQLite database (recent series) to an admin token."""
+
+    base: str
+    factory: SessionFactory
+    seeded: Seeded
+    token: str
+
+
+def log_in(browser: Any, running: RunningConsole) -> None:
+    """Log in to the dashboard with the admin token; the worklist is shown."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{running.base}/login")
+    browser.find_element(By.ID, "token").send_keys(running.token)
+    click_through(browser, browser.find_element(By.ID, "login-button"))
+    assert browser.find_element(By.ID, "worklist")

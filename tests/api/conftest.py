@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,15 @@ from fastapi.testclient import TestClient
 
 import db.tokens
 from console.app import create_app
+from console.config import ApiConfig
+from console.server import BackgroundConsole
 from console.tokens import new_token, token_sha256
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
 from db.enums import TokenScope
 from stroke_triage.settings import Settings
-from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S
+from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S, RunningConsole
 from tests.api.seed import Seeded, seed
-from tests.helpers import postgres_schema, require_peer
+from tests.helpers import free_port, postgres_schema, require_peer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -95,3 +98,33 @@ def client(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[TestCl
     )
     with TestClient(create_app(settings.console_runtime())) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def running(tmp_path: Path, redis_url: str) -> Iterator[RunningConsole]:
+    """A console in a thread on a free port, its database seeded an hour ago, one admin token."""
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    migrate(url)
+    engine = create_engine_for(url)
+    factory = make_session_factory(engine)
+    seeded = seed(factory, base=datetime.now(UTC) - timedelta(hours=1))
+    token = new_token()
+    with factory() as session:
+        db.tokens.create_token(
+            session=session, name="ops", scope=TokenScope.ADMIN, token_sha256=token_sha256(token)
+        )
+        session.commit()
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        broker_url=redis_url,
+        task_queue=f"test-csrf-{uuid.uuid4().hex[:8]}",
+        api=ApiConfig(port=port, refresh_s=0),
+    )
+    console = BackgroundConsole(settings.console_runtime())
+    try:
+        yield RunningConsole(f"http://127.0.0.1:{port}", factory, seeded, token)
+    finally:
+        console.stop()
+        engine.dispose()

@@ -10,73 +10,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 import db.jobs
-import db.tokens
-from console.config import ApiConfig
-from console.server import BackgroundConsole
-from console.tokens import new_token, token_sha256
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
-from db.enums import JobStatus, TokenScope
-from stroke_triage.settings import Settings
-from tests.api.browser import click_through, screenshot
-from tests.api.seed import Seeded, seed
+from db.enums import JobStatus
+from tests.api.browser import RunningConsole, click_through, log_in, screenshot
 from tests.helpers import free_port
-
-
-@dataclass
-class RunningConsole:
-    base: str
-    factory: SessionFactory
-    seeded: Seeded
-    token: str
-
-
-@pytest.fixture
-def running(tmp_path: Path, redis_url: str) -> Iterator[RunningConsole]:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
-    engine = create_engine_for(url)
-    factory = make_session_factory(engine)
-    seeded = seed(factory, base=datetime.now(UTC) - timedelta(hours=1))
-    token = new_token()
-    with factory() as session:
-        db.tokens.create_token(
-            session=session, name="ops", scope=TokenScope.ADMIN, token_sha256=token_sha256(token)
-        )
-        session.commit()
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=url,
-        broker_url=redis_url,
-        task_queue=f"test-csrf-{uuid.uuid4().hex[:8]}",
-        api=ApiConfig(port=port, refresh_s=0),
-    )
-    console = BackgroundConsole(settings.console_runtime())
-    try:
-        yield RunningConsole(f"http://127.0.0.1:{port}", factory, seeded, token)
-    finally:
-        console.stop()
-        engine.dispose()
-
-
-def _log_in(browser: Any, running: RunningConsole) -> None:
-    from selenium.webdriver.common.by import By
-
-    browser.get(f"{running.base}/login")
-    browser.find_element(By.ID, "token").send_keys(running.token)
-    click_through(browser, browser.find_element(By.ID, "login-button"))
-    assert browser.find_element(By.ID, "worklist")
 
 
 def _attacker_site(page: str) -> ThreadingHTTPServer:
@@ -103,7 +43,7 @@ def test_a_form_on_another_port_cannot_requeue_with_the_admins_cookie(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    _log_in(browser, running)
+    log_in(browser, running)
     target = f"{running.base}/api/jobs/{running.seeded.failed_job}/requeue"
     evil = _attacker_site(
         f'<!doctype html><title>Prize</title><form method="post" action="{target}">'
@@ -136,7 +76,7 @@ def test_every_page_renders_under_the_csp_swagger_ui_included(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _log_in(browser, running)
+    log_in(browser, running)
     for path, name in (
         ("/", "csp-worklist"),
         (f"/series/{running.seeded.done_series}", "csp-series"),
