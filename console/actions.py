@@ -127,9 +127,11 @@ def requeue_job(
                 task_id = publisher.publish(job_id=job_id, series_instance_uid=series_uid)
         except DispatchError as exc:
             # The job waits in the outbox; the listener's reconciler sends it later.
-            outcome = Outcome("ok", f"Back in the outbox; the broker is down for now: {exc}")
+            outcome = Outcome(
+                "ok", f"Job {job_id} is back in the outbox; the broker is down for now: {exc}"
+            )
         else:
-            outcome = Outcome("ok", f"Queued again as task {task_id}.")
+            outcome = Outcome("ok", f"Job {job_id} queued again as task {task_id}.")
     record(
         sessions=sessions,
         actor=actor,

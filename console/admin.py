@@ -122,7 +122,7 @@ def requeue(runtime: ConsoleRuntime, *, job_id: int) -> int:
         job_id=job_id,
         actor=cli_actor(),
     )
-    print(f"Job {job_id}: {outcome.detail}", file=sys.stdout if outcome.ok else sys.stderr)
+    print(outcome.detail, file=sys.stdout if outcome.ok else sys.stderr)
     return 0 if outcome.ok else 1
 
 

@@ -92,8 +92,7 @@ def page_viewer(state: State, cookie: Cookie) -> Viewer:
     Raises:
         LoginRequiredError: No live session (the app answers with a redirect to /login).
     """
-    principal = None if cookie is None else state.auth.from_session(cookie)
-    if principal is None or cookie is None:
+    if cookie is None or (principal := state.auth.from_session(cookie)) is None:
         raise LoginRequiredError
     return Viewer(principal, cookie, state.auth.csrf_token(cookie))
 

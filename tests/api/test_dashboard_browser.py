@@ -38,7 +38,7 @@ def test_login_worklist_series_and_requeue(browser: Any, running: RunningConsole
     requeue = browser.find_element(By.ID, f"requeue-{seeded.failed_job}")
     click_through(browser, requeue)
     message = browser.find_element(By.ID, "message").text
-    assert "Queued again" in message
+    assert f"Job {seeded.failed_job} queued again as task" in message
     statuses = browser.find_elements(By.CSS_SELECTOR, "#jobs .job-status")
     assert statuses[0].text == "queued"
     screenshot(browser, "5-requeued")
