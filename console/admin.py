@@ -1,10 +1,11 @@
-"""Admin views of the results database: results, jobs (dead letters) and re-queueing."""
+"""The admin commands on the pipeline: list results, jobs, exports, notifications; act on them."""
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import db.exports
 import db.jobs
@@ -12,23 +13,13 @@ import db.notifications
 import db.results
 from console.config import ConsoleRuntime
 from console.sessions import read_only_sessions, writing_sessions
+from console.table import format_table
 from db.enums import ExportStatus, JobStatus
+from db.rows import Export, Notification
 
 # The read-only commands (results, jobs, exports) import this module: Celery, pynetdicom and
 # pydicom (listener.publish) and the retention code are imported by the one command each that
 # needs them, so that those commands start in well under a second.
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table with aligned columns."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def print_results(runtime: ConsoleRuntime, *, limit: int) -> int:
@@ -115,10 +106,13 @@ def print_jobs(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> in
     return 0
 
 
+def cli_actor() -> str:
+    """Who acts from the command line, as the audit log names them."""
+    return f"cli:{getpass.getuser()}"
+
+
 def requeue(runtime: ConsoleRuntime, *, job_id: int) -> int:
     """Put a failed job back in the outbox and publish it (audited, as from the console)."""
-    import getpass
-
     from console import actions
 
     sessions = writing_sessions(runtime.database_url)
@@ -126,9 +120,9 @@ def requeue(runtime: ConsoleRuntime, *, job_id: int) -> int:
         sessions=sessions,
         open_publisher=actions.publisher_opener(runtime, sessions),
         job_id=job_id,
-        actor=f"cli:{getpass.getuser()}",
+        actor=cli_actor(),
     )
-    print(f"Job {job_id}: {outcome.detail}", file=sys.stdout if outcome.ok else sys.stderr)
+    print(outcome.detail, file=sys.stdout if outcome.ok else sys.stderr)
     return 0 if outcome.ok else 1
 
 
@@ -154,55 +148,64 @@ def purge(runtime: ConsoleRuntime, *, older_than_days: float, dry_run: bool) -> 
     return 0
 
 
+def _when(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S}" if at else "-"
+
+
+def _print_outbox(
+    rows: Sequence[Export] | Sequence[Notification],
+    *,
+    what: str,
+    headers: Sequence[str],
+    columns: Sequence[str],
+) -> int:
+    """Print outbox rows (exports or notifications): id, ``columns``, next try, last error."""
+    if not rows:
+        print(f"No {what}.")
+        return 0
+    table = [
+        [
+            row.id,
+            *(getattr(row, column) for column in columns),
+            _when(row.next_attempt_at),
+            (row.last_error or "")[:80],
+        ]
+        for row in rows
+    ]
+    print(format_table([*headers, "next try (UTC)", "last error"], table))
+    return 0
+
+
 def print_exports(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
     """Print exports, optionally only those in one state (``dead`` lists dead letters)."""
     wanted = ExportStatus(status.lower()) if status else None
     with read_only_sessions(runtime.database_url)() as session:
-        rows = [
-            [
-                export.id,
-                export.kind,
-                export.destination,
-                export.status,
-                export.attempts,
-                export.sop_instance_uid,
-                f"{export.next_attempt_at:%Y-%m-%d %H:%M:%S}" if export.next_attempt_at else "-",
-                (export.last_error or "")[:80],
-            ]
-            for export in db.exports.list_exports(session=session, status=wanted, limit=limit)
-        ]
-    if not rows:
-        print("No exports.")
-        return 0
-    headers = ["export", "kind", "destination", "status", "attempts", "SOP instance UID"]
-    print(format_table([*headers, "next try (UTC)", "last error"], rows))
-    return 0
-
-
-def retry_exports(runtime: ConsoleRuntime, *, export_ids: Sequence[int], all_dead: bool) -> int:
-    """Put dead (or failed) exports back in the outbox; a running worker sends them soon.
-
-    Returns:
-        0, or 2 when neither export ids nor ``all_dead`` say which exports to retry.
-    """
-    if not export_ids and not all_dead:
-        print(
-            "Say which exports to send again: `stroke-triage retry-export EXPORT [EXPORT ...]` "
-            "with ids from `stroke-triage exports --status dead`, or "
-            "`stroke-triage retry-export --all-dead`.",
-            file=sys.stderr,
+        return _print_outbox(
+            db.exports.list_exports(session=session, status=wanted, limit=limit),
+            what="exports",
+            headers=["export", "kind", "destination", "status", "attempts", "SOP instance UID"],
+            columns=["kind", "destination", "status", "attempts", "sop_instance_uid"],
         )
-        return 2
-    with writing_sessions(runtime.database_url)() as session:
-        ids = list(export_ids)
-        if all_dead:
-            dead = db.exports.list_exports(session=session, status=ExportStatus.DEAD, limit=10_000)
-            ids += [export.id for export in dead]
-        for export_id in ids:
-            db.exports.retry_export(session=session, export_id=export_id)
-        session.commit()
-    print(f"{len(ids)} export(s) back in the outbox.")
-    return 0
+
+
+def print_notifications(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
+    """Print notifications (webhook, e-mail, HL7), optionally of one state (``dead``)."""
+    wanted = ExportStatus(status.lower()) if status else None
+    with read_only_sessions(runtime.database_url)() as session:
+        return _print_outbox(
+            db.notifications.list_notifications(session=session, status=wanted, limit=limit),
+            what="notifications",
+            headers=[
+                "notification",
+                "channel",
+                "destination",
+                "event",
+                "status",
+                "attempts",
+                "key",
+            ],
+            columns=["channel", "destination", "event", "status", "attempts", "idempotency_key"],
+        )
 
 
 def retry_outbox(
@@ -214,50 +217,44 @@ def retry_outbox(
 ) -> int:
     """``retry-export``: put exports and notifications (webhook, e-mail, HL7) back in the outbox.
 
-    ``all_dead`` takes every dead export and every dead notification.
+    All or none, each audited; ``all_dead`` takes every dead export and every dead notification.
+
+    Returns:
+        0; 2 when nothing says what to retry, or one of them cannot be retried (none is).
     """
-    status = 0
-    if export_ids or all_dead or not notification_ids:
-        status = retry_exports(runtime, export_ids=export_ids, all_dead=all_dead)
-    if status or not (notification_ids or all_dead):
-        return status
-    with writing_sessions(runtime.database_url)() as session:
-        ids = list(notification_ids)
-        if all_dead:
-            dead = db.notifications.list_notifications(
-                session=session, status=ExportStatus.DEAD, limit=10_000
-            )
-            ids += [row.id for row in dead]
-        for notification_id in ids:
-            db.notifications.retry_notification(session=session, notification_id=notification_id)
-        session.commit()
-    print(f"{len(ids)} notification(s) back in the outbox.")
-    return 0
+    if not (export_ids or notification_ids or all_dead):
+        print(
+            "Say which exports to send again: `stroke-triage retry-export EXPORT [EXPORT ...]` "
+            "with ids from `stroke-triage exports --status dead`, or "
+            "`stroke-triage retry-export --all-dead`.",
+            file=sys.stderr,
+        )
+        return 2
+    from console import actions
 
-
-def print_notifications(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> int:
-    """Print notifications (webhook, e-mail, HL7), optionally of one state (``dead``)."""
-    wanted = ExportStatus(status.lower()) if status else None
-    with read_only_sessions(runtime.database_url)() as session:
-        rows = [
-            [
-                row.id,
-                row.channel,
-                row.destination,
-                row.event,
-                row.status,
-                row.attempts,
-                row.idempotency_key,
-                f"{row.next_attempt_at:%Y-%m-%d %H:%M:%S}" if row.next_attempt_at else "-",
-                (row.last_error or "")[:80],
+    sessions = writing_sessions(runtime.database_url)
+    exports, notifications = list(export_ids), list(notification_ids)
+    if all_dead:
+        with sessions() as session:
+            dead = ExportStatus.DEAD
+            exports += [
+                row.id
+                for row in db.exports.list_exports(session=session, status=dead, limit=10_000)
             ]
-            for row in db.notifications.list_notifications(
-                session=session, status=wanted, limit=limit
-            )
-        ]
-    if not rows:
-        print("No notifications.")
-        return 0
-    headers = ["notification", "channel", "destination", "event", "status", "attempts", "key"]
-    print(format_table([*headers, "next try (UTC)", "last error"], rows))
+            notifications += [
+                row.id
+                for row in db.notifications.list_notifications(
+                    session=session, status=dead, limit=10_000
+                )
+            ]
+    outcome = actions.retry_outbox(
+        sessions=sessions, actor=cli_actor(), export_ids=exports, notification_ids=notifications
+    )
+    if not outcome.ok:
+        print(f"Nothing was retried: {outcome.detail}", file=sys.stderr)
+        return 2
+    if export_ids or all_dead:
+        print(f"{len(exports)} export(s) back in the outbox.")
+    if notification_ids or all_dead:
+        print(f"{len(notifications)} notification(s) back in the outbox.")
     return 0

@@ -1,22 +1,37 @@
-"""The console's app factory: REST API, dashboard, health and /metrics in one FastAPI app."""
+"""The console's app factory: REST API, dashboard, docs, health and /metrics in one FastAPI app."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from console import health, metrics, routes_api, routes_pages
+from console import (
+    docs,
+    health,
+    metrics,
+    routes_api,
+    routes_forms,
+    routes_login,
+    routes_pages,
+)
 from console.actions import OpenPublisher, publisher_opener
 from console.auth import Authenticator
 from console.config import ConsoleRuntime
+from console.headers import SecurityHeaders
+from console.security import LoginRequiredError
 from console.session_key import session_secret
 from console.state import Console
 from db.engine import create_engine_for, make_session_factory
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _to_login(_: Request, __: Exception) -> RedirectResponse:
+    return routes_login.login_redirect()
 
 
 def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None = None) -> FastAPI:
@@ -46,10 +61,14 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
         description="Results, jobs, exports and admin actions of stroke-triage. "
         "Not for clinical use.",
         version="1",
+        # Served by console.docs: the document behind a token, Swagger UI without a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.console = state
-    app.state.auth = state.auth
     app.state.metrics_registry = metrics.build_registry(sessions)
+    app.add_exception_handler(LoginRequiredError, _to_login)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -57,9 +76,8 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization"],
         )
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(routes_api.router)
-    app.include_router(routes_pages.router)
+    app.add_middleware(SecurityHeaders)
+    for module in (health, metrics, routes_api, docs, routes_login, routes_pages, routes_forms):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

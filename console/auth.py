@@ -1,23 +1,24 @@
-"""Who is asking: bearer tokens for the API, a signed cookie for the dashboard, and scopes."""
+"""Who is asking: API tokens, dashboard sessions kept on the server, and CSRF tokens."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
-from fastapi import HTTPException, Request, status
-from itsdangerous import BadSignature, URLSafeTimedSerializer
-
+import db.console_sessions
 import db.tokens
 from console.tokens import token_sha256
 from db.engine import SessionFactory
 from db.enums import TokenScope
+from db.rows import ApiToken
 
 #: Name of the dashboard's session cookie.
 COOKIE_NAME = "stroke_triage_session"
 
-#: A dashboard login lasts this long.
+#: A dashboard login lasts this long (unless logged out earlier).
 COOKIE_MAX_AGE_S = 12 * 3600
 
 
@@ -35,14 +36,17 @@ class Principal:
         return self.scope is TokenScope.ADMIN
 
 
+def _principal(token: ApiToken) -> Principal:
+    return Principal(token.id, token.name, token.scope)
+
+
 class Authenticator:
-    """Checks bearer tokens and dashboard cookies against the token table."""
+    """Checks API tokens and dashboard sessions against the database."""
 
     def __init__(self, *, sessions: SessionFactory, secret: str) -> None:
-        """Build it from the database sessions and the key that signs cookies."""
+        """Build it from the database sessions and the key that derives CSRF tokens."""
         self._sessions = sessions
         self._secret = secret.encode()
-        self._serializer = URLSafeTimedSerializer(secret, salt="stroke-triage-console")
 
     def from_token(self, token: str) -> Principal | None:
         """Return the caller owning this (unrevoked) token, or None."""
@@ -53,57 +57,42 @@ class Authenticator:
                 return None
             db.tokens.touch_token(session=session, token_id=found.id)
             session.commit()
-            return Principal(found.id, found.name, found.scope)
+            return _principal(found)
 
-    def cookie_for(self, principal: Principal) -> str:
-        """Return the signed cookie value of a logged-in caller (no secret inside)."""
-        return self._serializer.dumps({"tid": principal.token_id})
-
-    def from_cookie(self, value: str) -> Principal | None:
-        """Return the caller of a signed cookie if its token is still valid, or None."""
-        try:
-            data = self._serializer.loads(value, max_age=COOKIE_MAX_AGE_S)
-        except BadSignature:
-            return None
+    def start_session(self, principal: Principal) -> str:
+        """Start a dashboard session; return the cookie value (a random secret)."""
+        cookie = secrets.token_urlsafe(32)
         with self._sessions() as session:
-            found = db.tokens.get_token(session=session, token_id=int(data["tid"]))
-            if found is None or found.revoked_at is not None:
-                return None
-            return Principal(found.id, found.name, found.scope)
+            db.console_sessions.start_session(
+                session=session,
+                token_id=principal.token_id,
+                secret_sha256=token_sha256(cookie),
+                lifetime=timedelta(seconds=COOKIE_MAX_AGE_S),
+            )
+            session.commit()
+        return cookie
 
-    def csrf_token(self, principal: Principal) -> str:
-        """Return the CSRF token that the dashboard's forms must send back."""
-        message = f"csrf:{principal.token_id}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+    def from_session(self, cookie: str) -> Principal | None:
+        """Return the caller of a live session (not logged out, not expired, token valid)."""
+        with self._sessions() as session:
+            token = db.console_sessions.live_session_token(
+                session=session, secret_sha256=token_sha256(cookie)
+            )
+            return None if token is None else _principal(token)
 
-    def check_csrf(self, principal: Principal, sent: str) -> bool:
-        """Return whether a form's CSRF token is the caller's."""
-        return hmac.compare_digest(self.csrf_token(principal), sent)
+    def end_session(self, cookie: str) -> bool:
+        """End a dashboard session on the server (logout); return whether it was live."""
+        with self._sessions() as session:
+            ended = db.console_sessions.end_session(
+                session=session, secret_sha256=token_sha256(cookie)
+            )
+            session.commit()
+        return ended
 
+    def csrf_token(self, cookie: str) -> str:
+        """Return the CSRF token of a session, which the dashboard's forms send back."""
+        return hmac.new(self._secret, f"csrf:{cookie}".encode(), hashlib.sha256).hexdigest()
 
-def bearer_principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller of an API request (bearer token, or dashboard cookie).
-
-    Raises:
-        HTTPException: 401 without a valid token.
-    """
-    auth: Authenticator = request.app.state.auth
-    header = request.headers.get("authorization", "")
-    principal = None
-    if header.lower().startswith("bearer "):
-        principal = auth.from_token(header[7:].strip())
-    elif COOKIE_NAME in request.cookies:
-        principal = auth.from_cookie(request.cookies[COOKIE_NAME])
-    if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "A valid bearer token is required.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return principal
-
-
-def require_admin(principal: Principal) -> None:
-    """Raise 403 unless the caller has the admin scope."""
-    if not principal.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "This action needs the admin scope.")
+    def check_csrf(self, cookie: str, sent: str) -> bool:
+        """Return whether a form's CSRF token belongs to this session."""
+        return hmac.compare_digest(self.csrf_token(cookie), sent)

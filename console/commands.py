@@ -6,10 +6,10 @@ import getpass
 
 import db.audit
 import db.tokens
-from console.admin import format_table
 from console.config import ConsoleRuntime
 from console.records import result_records, to_csv, to_json
 from console.sessions import read_only_sessions, writing_sessions
+from console.table import format_table
 from console.tokens import new_token, token_sha256
 from db.enums import TokenScope
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class ApiConfig(BaseModel):
@@ -19,8 +19,9 @@ class ApiConfig(BaseModel):
     )
     session_secret: str | None = Field(
         None,
-        description="Key that signs dashboard cookies; default: one made once and kept in "
-        "the data folder (console-session.key), so logins survive a restart.",
+        description="Key from which the dashboard forms' CSRF tokens are derived; default: "
+        "one made once and kept in the data folder (console-session.key), so open pages "
+        "survive a restart.",
     )
     suspected_window_h: float = Field(
         6.0, gt=0, description="Suspected series this recent stay on top of the worklist."
@@ -29,6 +30,32 @@ class ApiConfig(BaseModel):
     broker_timeout_s: float = Field(
         1.0, gt=0, description="How long /ready waits for the broker before calling it down."
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) the console serves HTTPS with; needs "
+        "tls_key_file. Without it the console speaks plain HTTP.",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file (readable by the service only)."
+    )
+    tls_by_proxy: bool = Field(
+        False,
+        description="A reverse proxy in front terminates TLS: the console may then bind a "
+        "non-loopback address over plain HTTP, and its cookies are marked Secure.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "api.tls_cert_file and api.tls_key_file go together: set both, or neither."
+            )
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the console itself speaks HTTPS."""
+        return self.tls_cert_file is not None
 
 
 class ConsoleRuntime(BaseModel):

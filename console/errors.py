@@ -7,3 +7,7 @@ class ConsoleError(Exception):
 
 class SchemaNotReadyError(ConsoleError):
     """The database schema is not the one this version reads; a migration is due."""
+
+
+class ConsoleStartError(ConsoleError):
+    """The console cannot serve as configured (port taken, plain HTTP in public, bad TLS files)."""

@@ -1,4 +1,4 @@
-"""The results as flat records: one builder for `GET /api/results` and `stroke-triage results`."""
+"""The results as flat records: one model for `GET /api/results` and `stroke-triage results`."""
 
 from __future__ import annotations
 
@@ -8,29 +8,37 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 
+from pydantic import BaseModel
+
 import db.overview
 from db.engine import Session
 from db.overview import Filters, SeriesRow
 
-#: Columns of a results record, in order (also the CSV header).
-RESULT_FIELDS = (
-    "last_received_at",
-    "study_instance_uid",
-    "series_instance_uid",
-    "calling_ae_title",
-    "instances",
-    "probability",
-    "verdict",
-    "threshold",
-    "model_name",
-    "model_version",
-    "series_status",
-    "job_status",
-    "export_status",
-    "latency_s",
-)
 
-Record = dict[str, str | int | float | None]
+class ResultRecord(BaseModel):
+    """One current result, flat (also one CSV line); no patient name or ID."""
+
+    last_received_at: str
+    """When the series' last instance arrived (ISO 8601, UTC)."""
+    study_instance_uid: str
+    series_instance_uid: str
+    calling_ae_title: str
+    instances: int
+    probability: float | None
+    verdict: str
+    """``suspected``, ``not suspected`` or ``none``."""
+    threshold: float | None
+    model_name: str | None
+    model_version: str | None
+    series_status: str
+    job_status: str | None
+    export_status: str | None
+    """The report's delivery state: ``sent``, ``dead``, ``pending`` or ``failed``."""
+    latency_s: float | None
+
+
+#: Columns of a results record, in order (also the CSV header).
+RESULT_FIELDS = tuple(ResultRecord.model_fields)
 
 
 def verdict(row: SeriesRow) -> str:
@@ -40,44 +48,44 @@ def verdict(row: SeriesRow) -> str:
     return "suspected" if row.suspected else "not suspected"
 
 
-def result_record(row: SeriesRow) -> Record:
-    """One result as a flat, JSON-ready record."""
-    return {
-        "last_received_at": row.last_received_at.isoformat(),
-        "study_instance_uid": row.study_instance_uid,
-        "series_instance_uid": row.series_instance_uid,
-        "calling_ae_title": row.calling_ae_title,
-        "instances": row.instance_count,
-        "probability": None if row.probability is None else round(row.probability, 4),
-        "verdict": verdict(row),
-        "threshold": row.threshold,
-        "model_name": row.model_name,
-        "model_version": row.model_version,
-        "series_status": str(row.status),
-        "job_status": None if row.job_status is None else str(row.job_status),
-        "export_status": None if row.export_status is None else str(row.export_status),
-        "latency_s": None if row.latency_s is None else round(row.latency_s, 3),
-    }
+def result_record(row: SeriesRow) -> ResultRecord:
+    """One result as a flat record."""
+    return ResultRecord(
+        last_received_at=row.last_received_at.isoformat(),
+        study_instance_uid=row.study_instance_uid,
+        series_instance_uid=row.series_instance_uid,
+        calling_ae_title=row.calling_ae_title,
+        instances=row.instance_count,
+        probability=None if row.probability is None else round(row.probability, 4),
+        verdict=verdict(row),
+        threshold=row.threshold,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        series_status=str(row.status),
+        job_status=None if row.job_status is None else str(row.job_status),
+        export_status=None if row.export_status is None else str(row.export_status),
+        latency_s=None if row.latency_s is None else round(row.latency_s, 3),
+    )
 
 
 def result_records(
     *, session: Session, filters: Filters | None = None, limit: int = 50, offset: int = 0
-) -> list[Record]:
+) -> list[ResultRecord]:
     """The current results, newest first, as records (the API and the CLI both use this)."""
     wanted = replace(filters or Filters(), with_result=True)
     rows = db.overview.list_series(session=session, filters=wanted, limit=limit, offset=offset)
     return [result_record(row) for row in rows]
 
 
-def to_csv(records: Sequence[Record]) -> str:
+def to_csv(records: Sequence[ResultRecord]) -> str:
     """Records as CSV text with a header line."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows(record.model_dump() for record in records)
     return buffer.getvalue()
 
 
-def to_json(records: Sequence[Record]) -> str:
+def to_json(records: Sequence[ResultRecord]) -> str:
     """Records as a JSON array."""
-    return json.dumps(list(records), indent=2)
+    return json.dumps([record.model_dump() for record in records], indent=2)

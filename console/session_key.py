@@ -1,6 +1,7 @@
-"""The key that signs the console's cookies: configured, or kept in the data folder.
+"""The console's key, from which the dashboard forms' CSRF tokens are derived.
 
-A key made up per process would end every login when the service restarts. Unless
+Sessions themselves live in the database (``db.console_sessions``). A key made up per process
+would make every open page's forms stale when the service restarts. Unless
 ``api.session_secret`` is set, the first console on a data folder creates
 ``console-session.key`` there (readable by the service's user only) and every later one, after
 a restart or beside it, reads the same key.

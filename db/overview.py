@@ -5,12 +5,12 @@ optional; every list is paginated with ``limit`` and ``offset``. Statistics over
 are in :mod:`db.statistics`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import InstrumentedAttribute, Session, lazyload
 
 from db._query import chunks, utc
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
@@ -18,7 +18,13 @@ from db.errors import NotFoundError
 from db.jobs import STAGES
 from db.models import Export, Instance, Job, Result, Series, SliceScore, Study
 
-_EXPORT_PREFERENCE = (ExportStatus.SENT, ExportStatus.PENDING, ExportStatus.FAILED)
+#: The order in which a report's export states decide its delivery state (see report_status).
+_REPORT_PRECEDENCE = (
+    ExportStatus.SENT,
+    ExportStatus.DEAD,
+    ExportStatus.PENDING,
+    ExportStatus.FAILED,
+)
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,39 @@ def _current_jobs() -> Select[int]:
     return select(func.max(Job.id)).group_by(Job.series_id)
 
 
+def _conditions(
+    filters: Filters, *, at: InstrumentedAttribute[datetime]
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of ``filters``, the one filter builder of every list.
+
+    ``since`` and ``until`` bound ``at``; every other filter names its own column, so the
+    statement must select from the tables of the filters it is given (series, job, result,
+    and export for ``export_status``).
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if filters.since is not None:
+        conditions.append(at >= utc(filters.since))
+    if filters.until is not None:
+        conditions.append(at < utc(filters.until))
+    for value, column in (
+        (filters.suspected, Result.suspected),
+        (filters.series_status, Series.status),
+        (filters.job_status, Job.status),
+        (filters.export_status, Export.status),
+        (filters.calling_ae_title, Series.calling_ae_title),
+        (filters.model_version, Result.model_version),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if filters.with_result:
+        conditions.append(Result.id.is_not(None))
+    return conditions
+
+
 def _series_statement(filters: Filters) -> Select[Series, Job, Result]:
     """Series with their current job and result (both None where missing: outer joins)."""
+    if filters.export_status is not None:
+        raise ValueError("Series are not filtered by export status; list the exports instead.")
     statement = (
         select(Series, Job, Result)
         .join(Study, Series.study_id == Study.id)
@@ -111,46 +148,38 @@ def _series_statement(filters: Filters) -> Select[Series, Job, Result]:
         # The models' inner-joined eager loads would turn these outer joins into inner ones.
         .options(lazyload(Job.series), lazyload(Result.job))
     )
-    conditions: list[ColumnElement[bool]] = []
-    if filters.since is not None:
-        conditions.append(Series.last_received_at >= utc(filters.since))
-    if filters.until is not None:
-        conditions.append(Series.last_received_at < utc(filters.until))
-    if filters.suspected is not None:
-        conditions.append(Result.suspected.is_(filters.suspected))
-    if filters.series_status is not None:
-        conditions.append(Series.status == filters.series_status)
-    if filters.job_status is not None:
-        conditions.append(Job.status == filters.job_status)
-    if filters.calling_ae_title is not None:
-        conditions.append(Series.calling_ae_title == filters.calling_ae_title)
-    if filters.model_version is not None:
-        conditions.append(Result.model_version == filters.model_version)
-    if filters.with_result:
-        conditions.append(Result.id.is_not(None))
-    return statement.where(*conditions)
+    return statement.where(*_conditions(filters, at=Series.last_received_at))
 
 
-def _export_statuses(session: Session, result_ids: Sequence[int]) -> dict[int, set[ExportStatus]]:
-    statuses: dict[int, set[ExportStatus]] = {}
+def report_statuses(session: Session, result_ids: Sequence[int]) -> dict[int, ExportStatus]:
+    """The delivery state of each result's report (see :func:`report_status`), by result id."""
+    present: dict[int, set[ExportStatus]] = {}
     for chunk in chunks(list(result_ids)):
         for result_id, status in session.execute(
             select(Export.result_id, Export.status).where(
                 Export.result_id.in_(chunk), Export.kind == ExportKind.SR
             )
         ):
-            statuses.setdefault(result_id, set()).add(status)
-    return statuses
+            present.setdefault(result_id, set()).add(status)
+    found = {result_id: report_status(statuses) for result_id, statuses in present.items()}
+    return {result_id: status for result_id, status in found.items() if status is not None}
 
 
-def _best(present: set[ExportStatus]) -> ExportStatus | None:
-    if ExportStatus.DEAD in present and ExportStatus.SENT not in present:
-        return ExportStatus.DEAD
-    return next((status for status in _EXPORT_PREFERENCE if status in present), None)
+def report_status(present: Collection[ExportStatus]) -> ExportStatus | None:
+    """The delivery state of a report from the states of its SR exports: the one rule.
+
+    ``sent`` once any destination took it; otherwise ``dead`` if any gave up (the report is
+    not delivered and nothing will try again), then ``pending``, then ``failed`` (retrying).
+    The heat-map SC does not count: a report is its SR. None without SR exports.
+    """
+    for status in _REPORT_PRECEDENCE:
+        if status in present:
+            return status
+    return None
 
 
 def _row(
-    series: Series, job: Job | None, result: Result | None, exports: set[ExportStatus]
+    series: Series, job: Job | None, result: Result | None, report: ExportStatus | None
 ) -> SeriesRow:
     latency = None
     if job is not None and job.exported_at is not None:
@@ -174,7 +203,7 @@ def _row(
         model_name=None if result is None else result.model_name,
         model_version=None if result is None else result.model_version,
         latency_s=latency,
-        export_status=None if result is None else _best(exports),
+        export_status=None if result is None else report,
     )
 
 
@@ -189,9 +218,9 @@ def list_series(
         .offset(offset)
     )
     rows: list[tuple[Series, Job | None, Result | None]] = list(session.execute(statement).all())
-    statuses = _export_statuses(session, [r.id for _, _, r in rows if r is not None])
+    reports = report_statuses(session, [r.id for _, _, r in rows if r is not None])
     return [
-        _row(series, job, result, statuses.get(result.id, set()) if result else set())
+        _row(series, job, result, reports.get(result.id) if result else None)
         for series, job, result in rows
     ]
 
@@ -264,7 +293,12 @@ def series_detail(*, session: Session, series_instance_uid: str) -> SeriesDetail
         .order_by(Instance.id)
     ).all()
     return SeriesDetail(
-        row=_row(series, job, result, {e.status for e in exports if e.kind == ExportKind.SR}),
+        row=_row(
+            series,
+            job,
+            result,
+            report_status({e.status for e in exports if e.kind == ExportKind.SR}),
+        ),
         stages=stages,
         jobs=jobs,
         slice_scores=scores,
@@ -277,34 +311,31 @@ def series_detail(*, session: Session, series_instance_uid: str) -> SeriesDetail
 def list_jobs(
     *, session: Session, filters: Filters | None = None, limit: int = 50, offset: int = 0
 ) -> list[Job]:
-    """Return jobs, newest first, filtered by status, calling AE and time of the series."""
-    filters = filters or Filters()
-    statement = select(Job).join(Series, Job.series_id == Series.id)
-    if filters.job_status is not None:
-        statement = statement.where(Job.status == filters.job_status)
-    if filters.calling_ae_title is not None:
-        statement = statement.where(Series.calling_ae_title == filters.calling_ae_title)
-    if filters.since is not None:
-        statement = statement.where(Job.created_at >= utc(filters.since))
-    if filters.until is not None:
-        statement = statement.where(Job.created_at < utc(filters.until))
-    statement = statement.order_by(Job.id.desc()).limit(limit).offset(offset)
+    """Return jobs, newest first; ``since`` and ``until`` bound the time each job was made."""
+    statement = (
+        select(Job)
+        .join(Series, Job.series_id == Series.id)
+        .outerjoin(Result, Result.job_id == Job.id)
+        .where(*_conditions(filters or Filters(), at=Job.created_at))
+        .order_by(Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     return list(session.execute(statement).scalars())
 
 
 def list_exports(
     *, session: Session, filters: Filters | None = None, limit: int = 50, offset: int = 0
 ) -> list[Export]:
-    """Return exports (dead letters included), newest first, filtered by status and model."""
-    filters = filters or Filters()
-    statement = select(Export).join(Result, Export.result_id == Result.id)
-    if filters.export_status is not None:
-        statement = statement.where(Export.status == filters.export_status)
-    if filters.model_version is not None:
-        statement = statement.where(Result.model_version == filters.model_version)
-    if filters.since is not None:
-        statement = statement.where(Export.created_at >= utc(filters.since))
-    if filters.until is not None:
-        statement = statement.where(Export.created_at < utc(filters.until))
-    statement = statement.order_by(Export.id.desc()).limit(limit).offset(offset)
+    """Return exports (dead letters included), newest first; ``since``/``until``: made then."""
+    statement = (
+        select(Export)
+        .join(Result, Export.result_id == Result.id)
+        .join(Job, Result.job_id == Job.id)
+        .join(Series, Result.series_id == Series.id)
+        .where(*_conditions(filters or Filters(), at=Export.created_at))
+        .order_by(Export.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     return list(session.execute(statement).scalars())

@@ -24,16 +24,10 @@ from db._query import (
 from db.enums import ExportStatus, JobStatus
 from db.errors import JobStateError, ResultConflictError
 from db.jobs import get_job
-from db.models import Export, Job, Result, Series, SliceScore, Study
+from db.models import Job, Result, Series, SliceScore, Study
+from db.overview import report_statuses
 
 logger = logging.getLogger(__name__)
-
-_EXPORT_PREFERENCE = (
-    ExportStatus.SENT,
-    ExportStatus.PENDING,
-    ExportStatus.FAILED,
-    ExportStatus.DEAD,
-)
 
 
 @dataclass(frozen=True)
@@ -214,10 +208,9 @@ def get_result(*, session: Session, job_id: int) -> Result | None:
 
 
 def list_results(*, session: Session, limit: int = 50) -> list[ResultRow]:
-    """Return the current (non-superseded) results, newest first, with their best export status.
+    """Return the current (non-superseded) results, newest first, with their report's state.
 
-    The best export status is the first of sent, pending, failed, dead found among the result's
-    exports; None when it has none.
+    The report's state follows :func:`db.overview.report_status`, as the console shows it.
     """
     statement = (
         select(
@@ -243,17 +236,7 @@ def list_results(*, session: Session, limit: int = 50) -> list[ResultRow]:
         .limit(limit)
     )
     rows = session.execute(statement).all()
-    statuses: dict[int, set[ExportStatus]] = {}
-    result_ids = [row[10] for row in rows]
-    for chunk in chunks(result_ids):
-        for result_id, status in session.execute(
-            select(Export.result_id, Export.status).where(Export.result_id.in_(chunk))
-        ):
-            statuses.setdefault(result_id, set()).add(status)
-
-    def best(result_id: int) -> ExportStatus | None:
-        present = statuses.get(result_id, set())
-        return next((status for status in _EXPORT_PREFERENCE if status in present), None)
+    reports = report_statuses(session, [row[10] for row in rows])
 
     return [
         ResultRow(
@@ -267,7 +250,7 @@ def list_results(*, session: Session, limit: int = 50) -> list[ResultRow]:
             model_version=row[7],
             job_status=row[8],
             created_at=row[9],
-            export_status=best(row[10]),
+            export_status=reports.get(row[10]),
             result_id=row[10],
             job_id=row[11],
             shadow=row[12],

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -27,6 +27,8 @@ class Stats:
     suspected_per_day: list[tuple[str, int]]
     results: int
     suspected: int
+    suspected_share: float | None
+    """Share of results that are suspected, or None without results."""
     latency_p50_s: float | None
     latency_p95_s: float | None
     failed_jobs: int
@@ -40,11 +42,6 @@ class Stats:
     skipped_series: int
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def suspected_share(self) -> float | None:
-        """Share of results that are suspected, or None without results."""
-        return self.suspected / self.results if self.results else None
-
 
 def _percentile(values: Sequence[float], share: float) -> float | None:
     if not values:
@@ -52,6 +49,12 @@ def _percentile(values: Sequence[float], share: float) -> float | None:
     ordered = sorted(values)
     index = max(0, math.ceil(share * len(ordered)) - 1)
     return ordered[index]
+
+
+def last_days(days: int, now: datetime | None = None) -> datetime:
+    """The start of a window of ``days`` calendar days (UTC) that ends now: 1 is today."""
+    today = utc(now).date()
+    return datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=UTC)
 
 
 def stats(*, session: Session, since: datetime, now: datetime | None = None) -> Stats:
@@ -78,6 +81,8 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
     skipped = Counter(
         (row.skip_reason or "unknown") for row in series_rows if row.status == SeriesStatus.SKIPPED
     )
+    results = sum(1 for row in series_rows if row.probability is not None)
+    suspected = sum(1 for row in series_rows if row.suspected)
     start = utc(since)
     failed_job = Job.status == JobStatus.FAILED
     dead_export = Export.status == ExportStatus.DEAD
@@ -88,8 +93,9 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
     return Stats(
         series_per_day=[(d, per_day.get(d, 0)) for d in days],
         suspected_per_day=[(d, suspected_days.get(d, 0)) for d in days],
-        results=sum(1 for row in series_rows if row.probability is not None),
-        suspected=sum(1 for row in series_rows if row.suspected),
+        results=results,
+        suspected=suspected,
+        suspected_share=suspected / results if results else None,
         latency_p50_s=_percentile(latencies, 0.5),
         latency_p95_s=_percentile(latencies, 0.95),
         failed_jobs=count(Job.id, failed_job, Job.updated_at >= start, Job.updated_at <= until),

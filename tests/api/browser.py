@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from db.engine import SessionFactory
+from tests.api.seed import Seeded
 from tests.helpers import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "dashboard"
@@ -30,16 +33,45 @@ def click_through(browser: Any, element: Any) -> None:
     A click returns before the next page loads; without this wait the next lookup may still
     see the old page (or none).
     """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(expected_conditions.staleness_of(page))
+
+    def left(_: Any) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException:
+            # Stale; or, caught mid-navigation, "node does not belong to the document".
+            return True
+        return False
+
+    WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(left)
 
 
 def screenshot(browser: Any, name: str) -> None:
     """Keep a screenshot of the current page as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+@dataclass
+class RunningConsole:
+    """A console serving a seeded SQLite database (recent series) to an admin token."""
+
+    base: str
+    factory: SessionFactory
+    seeded: Seeded
+    token: str
+
+
+def log_in(browser: Any, running: RunningConsole) -> None:
+    """Log in to the dashboard with the admin token; the worklist is shown."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{running.base}/login")
+    browser.find_element(By.ID, "token").send_keys(running.token)
+    click_through(browser, browser.find_element(By.ID, "login-button"))
+    assert browser.find_element(By.ID, "worklist")

@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 
 import db.audit
+import db.exports
 import db.overview
+import db.results
 import db.statistics
 import db.tokens
 from db.engine import SessionFactory
@@ -134,3 +136,64 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         assert later.failed_jobs == 0 and later.dead_exports == 0
         assert later.failed_jobs_now == 1 and later.dead_exports_now == 1
         assert stats.skipped_by_reason == {"too few slices": 1}
+
+
+def test_one_filter_builder_serves_jobs_and_exports(factory: SessionFactory) -> None:
+    seeded = seed(factory)
+    F = db.overview.Filters  # noqa: N806
+    with factory() as session:
+
+        def jobs(filters: db.overview.Filters) -> list[int]:
+            return [j.id for j in db.overview.list_jobs(session=session, filters=filters)]
+
+        def exports(filters: db.overview.Filters) -> list[int]:
+            return [e.id for e in db.overview.list_exports(session=session, filters=filters)]
+
+        assert jobs(F(calling_ae_title="SCANNER2")) == [seeded.failed_job]
+        assert jobs(F(suspected=True)) == [seeded.done_job]
+        assert jobs(F(model_version="1.0.0", job_status=JobStatus.DONE)) == [seeded.done_job]
+        assert jobs(F(series_status=SeriesStatus.SKIPPED)) == []
+        assert exports(F(calling_ae_title="SCANNER1", export_status=ExportStatus.SENT)) == [
+            seeded.sent_export
+        ]
+        assert exports(F(calling_ae_title="SCANNER2")) == []
+        assert exports(F(suspected=True, job_status=JobStatus.DONE)) == [
+            seeded.dead_export,
+            seeded.sent_export,
+        ]
+        with pytest.raises(ValueError, match="export status"):
+            db.overview.list_series(session=session, filters=F(export_status=ExportStatus.DEAD))
+
+
+def test_results_and_overview_rank_a_report_the_same_way(factory: SessionFactory) -> None:
+    """A dead SR with a sent heat map is a report NOT delivered, in every list."""
+    seeded = seed(factory)
+    with factory() as session:
+        sr = db.exports.get_export(session=session, export_id=seeded.sent_export)
+        sc = db.exports.get_export(session=session, export_id=seeded.dead_export)
+        sr.status, sc.status = ExportStatus.DEAD, ExportStatus.SENT
+        session.commit()
+    with factory() as session:
+        (result,) = db.results.list_results(session=session)
+        row = db.overview.series_detail(session=session, series_instance_uid=seeded.done_series).row
+        listed = db.overview.list_series(
+            session=session, filters=db.overview.Filters(suspected=True)
+        )
+    assert result.export_status is ExportStatus.DEAD
+    assert row.export_status is ExportStatus.DEAD and listed[0].export_status is ExportStatus.DEAD
+    assert db.overview.report_status({ExportStatus.DEAD, ExportStatus.SENT}) is ExportStatus.SENT
+    assert db.overview.report_status({ExportStatus.DEAD, ExportStatus.PENDING}) is ExportStatus.DEAD
+    assert db.overview.report_status({ExportStatus.FAILED}) is ExportStatus.FAILED
+    assert db.overview.report_status(set()) is None
+
+
+def test_last_days_one_is_today(factory: SessionFactory) -> None:
+    seed(factory, base=T0 + timedelta(hours=2))  # received 10:00 on 2026-03-01
+    noon = T0 + timedelta(hours=4)
+    assert db.statistics.last_days(1, noon) == T0.replace(hour=0)
+    assert db.statistics.last_days(7, noon) == T0.replace(hour=0) - timedelta(days=6)
+    with factory() as session:
+        today = db.statistics.stats(
+            session=session, since=db.statistics.last_days(1, noon), now=noon
+        )
+    assert today.series_per_day == [("2026-03-01", 3)] and today.results == 1

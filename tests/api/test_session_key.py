@@ -1,4 +1,4 @@
-"""The console's cookie key: configured, or made once and kept in the data folder."""
+"""The console's key (CSRF tokens of the forms): configured, or made once in the data folder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from console.tokens import new_token, token_sha256
 from db.engine import SessionFactory
 from db.enums import TokenScope
 from stroke_triage.settings import Settings
+from tests.api.web import csrf_of
 
 
 def test_a_configured_key_wins_and_nothing_is_written(tmp_path: Path) -> None:
@@ -30,7 +31,7 @@ def test_the_key_is_made_once_and_readable_by_its_owner_only(tmp_path: Path) -> 
     assert mode == 0o600
 
 
-def test_a_login_survives_a_restart_of_the_console(
+def test_a_login_and_its_forms_survive_a_restart_of_the_console(
     database_url: str, factory: SessionFactory, tmp_path: Path, redis_url: str
 ) -> None:
     token = new_token()
@@ -49,13 +50,15 @@ def test_a_login_survives_a_restart_of_the_console(
         answer = before.post("/login", data={"token": token}, follow_redirects=False)
         assert answer.status_code == 303
         cookies = dict(answer.cookies)
+        csrf = csrf_of(before.get("/").text)
     assert cookies
+    other = settings.model_copy(update={"data_dir": tmp_path / "other"})
+    with TestClient(create_app(other.console_runtime()), cookies=cookies) as elsewhere:
+        # The session lives in the database; the forms' CSRF tokens come from the key.
+        assert elsewhere.get("/api/series").status_code == 200
+        assert elsewhere.post("/logout", data={"csrf": csrf}).status_code == 403
     with TestClient(
         create_app(settings.console_runtime()), cookies=cookies
-    ) as after:  # a new process's app
-        assert after.get("/api/series").status_code == 200
-    with TestClient(
-        create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}).console_runtime())
-    ) as (elsewhere):
-        elsewhere.cookies.update(cookies)
-        assert elsewhere.get("/api/series").status_code == 401  # another folder, another key
+    ) as after:  # a new process's app on the same data folder
+        assert csrf_of(after.get("/").text) == csrf
+        assert after.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
