@@ -81,6 +81,9 @@ def record_failure(
 ) -> bool:
     """A failed send of an unsent row: ``FAILED`` with backoff, or ``DEAD`` after the last try.
 
+    ``error`` is ``code: message`` in our words (shown in the console and sent on to the
+    notification destinations), never an exception's own text.
+
     The next try is at ``now + backoff_s * 2 ** (attempts - 1)``.
 
     Returns:

@@ -243,7 +243,7 @@ def test_new_instances_supersede_a_job_whose_export_failed(session: Session) -> 
     job_id = _job(session)
     db.jobs.start_job(session=session, job_id=job_id, now=_at(1))
     db.jobs.mark_inferred(session=session, job_id=job_id, now=_at(2))
-    db.jobs.flag_export_failed(session=session, job_id=job_id, now=_at(3))
+    db.jobs.set_export_failed(session=session, job_id=job_id, failed=True, now=_at(3))
     newer = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=_at(4))
     assert newer.id != job_id
     assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.SUPERSEDED
