@@ -54,8 +54,12 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accession_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
+    """HMAC of the Accession Number keyed with the site key, to match imported outcomes (the
+    number is not stored; see :mod:`db.site_key`)."""
     accession_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    """sha256 of the Accession Number, to match imported outcomes (the number is not stored)."""
+    """Before 0010: a bare sha256 of the Accession Number. Rekeyed into ``accession_hmac``
+    (and emptied) by the first process that holds the site key."""
 
 
 class Series(Base):

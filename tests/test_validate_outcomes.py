@@ -16,6 +16,7 @@ import db.receiving
 import db.results
 from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
+from db.site_key import site_key
 from model.checkpoint import random_spec
 from model.evaluation.drift import probability_distribution
 from validation.outcomes import import_outcomes_file
@@ -32,7 +33,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -> int:
+def _series(
+    sessions: SessionFactory, i: int, *, accession: str | None = None, key: bytes = b""
+) -> int:
     study, series = f"1.2.826.0.1.{i}", f"1.2.826.0.1.{i}.1"
     with sessions() as session:
         db.receiving.record_instances(
@@ -63,7 +66,9 @@ def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -
             manufacturer="GE" if i % 2 else "Philips",
             convolution_kernel="STANDARD",
             slice_thickness_mm=5.0,
-            accession_sha256=None if accession is None else db.outcomes.accession_sha256(accession),
+            accession_hmac=None
+            if accession is None
+            else db.outcomes.accession_hmac(accession, key=key),
         )
         session.commit()
         return job.id
@@ -107,13 +112,13 @@ def test_outcomes_import_is_idempotent_and_records_changes(
     csv_file.write_text(
         "study_instance_uid,accession_number,label\n1.2.3,,stroke\n,ACC 1,normal\n1.2.4,,maybe\n"
     )
-    first, problems = import_outcomes_file(csv_file, database_url=database_url)
+    first, problems = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (first.added, first.changed, first.unchanged) == (2, 0, 0)
     assert len(problems) == 1 and "'maybe'" in problems[0]
-    again, _ = import_outcomes_file(csv_file, database_url=database_url)
+    again, _ = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (again.added, again.changed, again.unchanged) == (0, 0, 2)
     csv_file.write_text("study_instance_uid,label\n1.2.3,normal\n")
-    changed, _ = import_outcomes_file(csv_file, database_url=database_url)
+    changed, _ = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (changed.added, changed.changed, changed.unchanged) == (0, 1, 0)
     sessions = make_session_factory(create_engine_for(database_url))
     with sessions() as session:
@@ -131,7 +136,7 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
     rows = []
     for i in range(40):
         stroke = i % 2 == 0
-        job = _series(sessions, i, accession=f"A{i}")
+        job = _series(sessions, i, accession=f"A{i}", key=site_key(tmp_path))
         live = float(np.clip((0.8 if stroke else 0.2) + rng.normal(0, 0.1), 0, 1))
         _verdict(sessions, job, live, challenger=False)
         if i < 30:  # the challenger has seen only 30 series
@@ -149,7 +154,7 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
             for c, v, label in rows
         )
     )
-    import_outcomes_file(csv_file, database_url=database_url)
+    import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     reference = probability_distribution(rng.uniform(size=200))  # v1 lives far from uniform
     spec_v1 = random_spec().model_copy(
         update={"name": "m", "version": "v1", "reference_distribution": reference}

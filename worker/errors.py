@@ -147,7 +147,7 @@ class PublicError:
 _GENERIC_MESSAGES = {
     ErrorCode.REPORT_FAILED: "The report (SR or heat-map capture) could not be built.",
     ErrorCode.MODEL_FAILED: "The model could not classify the series.",
-    ErrorCode.DATABASE_UNAVAILABLE: "The database did not answer; the job is retried.",
+    ErrorCode.DATABASE_UNAVAILABLE: "The database did not answer.",
     ErrorCode.INTERNAL_ERROR: "An unexpected error stopped the work; see the worker's log.",
 }
 
