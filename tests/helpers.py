@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
+import pydicom
 import pydicom.config
 import pytest
 from sqlalchemy import create_engine, text
@@ -29,10 +30,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import db.engine
+import db.exports
 import db.jobs
 import db.receiving
 import db.results
-from db.rows import Result, Series
+from db.enums import ExportKind
+from db.rows import Export, Result, Series
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,6 +206,10 @@ def database_session(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
+# The seed factory: the one way tests build received series, jobs, results and exports in the
+# database (``record_head_ct_series``, ``record_stored_files``, ``seed_job``, ``seed_verdict``,
+# ``seed_result``, ``seed_export``), through db's own functions, never by hand.
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 SEED_TIME = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
@@ -270,6 +277,44 @@ def record_head_ct_series(
             spacing_s=spacing_s,
         ),
     )
+
+
+def record_stored_files(
+    session: Session,
+    *,
+    storage_dir: Path,
+    paths: Sequence[Path],
+    description: str | None = "HEAD",
+    calling_ae_title: str = "SCANNER",
+) -> str:
+    """Record DICOM files already under ``storage_dir`` as the listener does (not committed).
+
+    One series (the first file's), with each file's own UIDs, class, transfer syntax and size.
+    Returns its Series Instance UID.
+    """
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+    now = datetime.now(UTC)
+    series_uid = str(headers[0].SeriesInstanceUID)
+    db.receiving.record_instances(
+        session=session,
+        study_instance_uid=str(headers[0].StudyInstanceUID),
+        series_instance_uid=series_uid,
+        modality="CT",
+        series_description=description,
+        calling_ae_title=calling_ae_title,
+        instances=[
+            db.receiving.InstanceRecord(
+                sop_instance_uid=str(header.SOPInstanceUID),
+                sop_class_uid=str(header.SOPClassUID),
+                path=str(path.relative_to(storage_dir)),
+                transfer_syntax_uid=str(header.file_meta.TransferSyntaxUID),
+                size_bytes=path.stat().st_size,
+                received_at=now,
+            )
+            for path, header in zip(paths, headers, strict=True)
+        ],
+    )
+    return series_uid
 
 
 def seed_verdict(
@@ -358,6 +403,26 @@ def seed_job(
             now=next(step),
         )
     return job_id, result_id
+
+
+def seed_export(
+    session: Session,
+    *,
+    result_id: int,
+    kind: ExportKind = ExportKind.SR,
+    destination: str = "PACS",
+    sop_instance_uid: str = "2.25.1",
+    path: str = "reports/sr.dcm",
+) -> Export:
+    """Queue one output of a result for one destination (not committed): a ``PENDING`` export."""
+    return db.exports.ensure_export(
+        session=session,
+        result_id=result_id,
+        kind=kind,
+        destination=destination,
+        sop_instance_uid=sop_instance_uid,
+        path=path,
+    )
 
 
 def record_suspected_result(session: Session, *, series: str) -> tuple[int, int]:

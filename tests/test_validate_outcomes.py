@@ -12,13 +12,13 @@ import db.challengers
 import db.jobs
 import db.outcomes
 import db.performance
-import db.receiving
 import db.results
 from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
 from db.site_key import site_key
 from model.checkpoint import random_spec
 from model.evaluation.drift import probability_distribution
+from tests.helpers import record_head_ct_series, seed_verdict
 from validation.outcomes import import_outcomes_file
 from validation.performance import measure_performance, render_performance
 
@@ -38,25 +38,7 @@ def _series(
 ) -> int:
     study, series = f"1.2.826.0.1.{i}", f"1.2.826.0.1.{i}.1"
     with sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=study,
-            series_instance_uid=series,
-            modality="CT",
-            series_description=None,
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    f"{series}.{k}",
-                    "1.2.840.10008.5.1.4.1.1.2",
-                    f"{i}/{k}",
-                    "1.2",
-                    1,
-                    datetime.now(UTC),
-                )
-                for k in range(3)
-            ],
-        )
+        record_head_ct_series(session, series=series, study=study, numbers=range(3), folder=str(i))
         job = db.jobs.create_job(session=session, series_instance_uid=series)
         db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
         db.jobs.start_job(session=session, job_id=job.id, worker="w")
@@ -84,16 +66,12 @@ def _verdict(
     sha256: str | None = None,
     threshold: float = 0.5,
 ) -> None:
-    verdict = db.results.Verdict(
-        probability=p,
-        suspected=p >= threshold,
+    verdict = seed_verdict(
+        p,
         threshold=threshold,
         model_name="m",
         model_version=version or ("v2" if challenger else "v1"),
         model_sha256=(sha256 or "b" * 64) if challenger else "a" * 64,
-        input_fingerprint="f" * 64,
-        precision="fp32",
-        device="cpu",
     )
     with sessions() as session:
         if challenger:

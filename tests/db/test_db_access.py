@@ -18,12 +18,11 @@ from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
 from db.receiving import InstanceRecord
+from tests.helpers import SEED_TIME, instance_records, seed_result, seed_verdict
 
-T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+T0 = SEED_TIME
 STUDY = "1.2.826.0.1.3680043.10.1"
 SERIES = "1.2.826.0.1.3680043.10.1.1"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 MODEL_SHA = "a" * 64
 
 
@@ -44,17 +43,7 @@ def session(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def _records(numbers: range, *, at: datetime = T0, folder: str = "a") -> list[InstanceRecord]:
-    return [
-        InstanceRecord(
-            sop_instance_uid=f"{SERIES}.{n}",
-            sop_class_uid=CT_IMAGE_STORAGE,
-            path=f"{folder}/{n}.dcm",
-            transfer_syntax_uid=EXPLICIT_VR_LE,
-            size_bytes=1000 + n,
-            received_at=at + timedelta(seconds=n),
-        )
-        for n in numbers
-    ]
+    return instance_records(SERIES, numbers, at=at, folder=folder, spacing_s=1.0)
 
 
 def _receive(session: Session, records: list[InstanceRecord], series: str = SERIES) -> int:
@@ -70,20 +59,10 @@ def _receive(session: Session, records: list[InstanceRecord], series: str = SERI
 
 
 def _result(session: Session, job_id: int, fingerprint: str, probability: float = 0.8) -> Result:
-    return db.results.record_result(
-        session=session,
+    return seed_result(
+        session,
         job_id=job_id,
-        verdict=db.results.Verdict(
-            probability=probability,
-            suspected=probability >= 0.5,
-            threshold=0.5,
-            model_name="vit-stroke",
-            model_version="1.0.0",
-            model_sha256=MODEL_SHA,
-            input_fingerprint=fingerprint,
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(probability, fingerprint=fingerprint, model_sha256=MODEL_SHA),
         slice_scores=[(f"{SERIES}.1", 0.2), (f"{SERIES}.2", 0.9), (f"{SERIES}.3", 0.5)],
         now=T0 + timedelta(minutes=5),
     )
@@ -305,16 +284,8 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
         result = db.results.record_result(
             session=session,
             job_id=job.id,
-            verdict=db.results.Verdict(
-                probability=0.1 * (n + 1),
-                suspected=False,
-                threshold=0.5,
-                model_name="vit-stroke",
-                model_version="1.0.0",
-                model_sha256=MODEL_SHA,
-                input_fingerprint="f",
-                precision="bf16",
-                device="cpu",
+            verdict=seed_verdict(
+                0.1 * (n + 1), fingerprint="f", model_sha256=MODEL_SHA, precision="bf16"
             ),
             slice_scores=[],
             now=T0 + timedelta(minutes=n),
@@ -417,17 +388,7 @@ def test_stage_timings(session: Session) -> None:
     db.results.record_result(
         session=session,
         job_id=job.id,
-        verdict=db.results.Verdict(
-            probability=0.7,
-            suspected=True,
-            threshold=0.5,
-            model_name="vit-stroke",
-            model_version="1.0.0",
-            model_sha256=MODEL_SHA,
-            input_fingerprint="f",
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(0.7, fingerprint="f", model_sha256=MODEL_SHA),
         slice_scores=[],
         now=T0 + timedelta(seconds=11),
     )

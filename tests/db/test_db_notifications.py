@@ -10,8 +10,8 @@ from sqlalchemy import Engine, text
 import db.exports
 import db.notifications
 from db.engine import SessionFactory, make_session_factory
-from db.enums import ExportKind, NotificationChannel, NotificationEvent
-from tests.helpers import record_head_ct_series, seed_job
+from db.enums import NotificationChannel, NotificationEvent
+from tests.helpers import record_head_ct_series, seed_export, seed_job
 
 SERIES = "1.2.826.0.1.3680043.10.5.1"
 
@@ -34,14 +34,7 @@ def test_a_verdict_is_due_only_once_its_sr_was_tried(sessions: SessionFactory) -
         job_id, result_id = seed_job(session, series=SERIES, stage="inferred")
         assert result_id is not None
         exports = [
-            db.exports.ensure_export(
-                session=session,
-                result_id=result_id,
-                kind=ExportKind.SR,
-                destination=destination,
-                sop_instance_uid="2.25.1",
-                path="reports/2.25.1.dcm",
-            )
+            seed_export(session, result_id=result_id, destination=destination)
             for destination in ("PACS@127.0.0.1:104", "PACS2@127.0.0.1:104")
         ]
         db.notifications.ensure_notification(

@@ -16,10 +16,10 @@ from pynetdicom import AE, evt
 
 import db.engine
 import db.exports
-from db.enums import ExportKind, ExportStatus
+from db.enums import ExportStatus
 from dicom_edge import PacsDestination
 from model.phantom import write_phantom_series
-from tests.helpers import free_port, record_head_ct_series, seed_job
+from tests.helpers import free_port, record_head_ct_series, seed_export, seed_job
 from tests.worker.helpers import Pacs
 from worker.capture import build_heatmap_capture
 from worker.config import WorkerConfig
@@ -250,10 +250,9 @@ def test_poison_report_files_are_failed_attempts_and_the_sweep_goes_on(
                 record_head_ct_series(session, series=series)
                 _, result_id = seed_job(session, series=series, stage="inferred")
                 assert result_id is not None
-                export = db.exports.ensure_export(
-                    session=session,
+                export = seed_export(
+                    session,
                     result_id=result_id,
-                    kind=ExportKind.SR,
                     destination=str(pacs.destination),
                     sop_instance_uid=path.stem,
                     path=str(path),
