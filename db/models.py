@@ -297,7 +297,9 @@ class Notification(Base):
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     event: Mapped[NotificationEvent] = mapped_column(StrEnumType(NotificationEvent))
     event_key: Mapped[str] = mapped_column(String(64))
-    """What happened, once: ``result:<id>``, ``job:<id>`` (failed) or ``export:<id>`` (dead)."""
+    """What happened, once: ``result:<id>`` (a verdict) or ``failed:job:<id>`` (the series'
+    failure: not classified, or its report not delivered); rows written before said
+    ``job:<id>`` or ``export:<id>``."""
     destination: Mapped[str] = mapped_column(String(64))
     """The destination's name in the settings."""
     channel: Mapped[NotificationChannel] = mapped_column(StrEnumType(NotificationChannel))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from db.errors import DatabaseUnavailableError
-from model.errors import ModelError
+from model.errors import ModelError, PreprocessError
 
 
 class ErrorCode(StrEnum):
@@ -62,6 +62,8 @@ class ErrorCode(StrEnum):
     """The stored series cannot be read, was purged, or holds nothing to classify."""
     SERIES_MISMATCH = "series_mismatch"
     """The task names another series than its job."""
+    PREPROCESS_FAILED = "preprocess_failed"
+    """The series' images could not be turned into the model's input (HU, windows)."""
     MODEL_FAILED = "model_failed"
     """The model could not classify the series."""
     REPORT_FAILED = "report_failed"
@@ -146,6 +148,10 @@ class PublicError:
 #: Errors whose own text is not ours (it may quote values of the data): a fixed message.
 _GENERIC_MESSAGES = {
     ErrorCode.REPORT_FAILED: "The report (SR or heat-map capture) could not be built.",
+    ErrorCode.PREPROCESS_FAILED: (
+        "The series' images could not be read as HU for the model (pixel data that does not "
+        "decode, or no usable Rescale Slope/Intercept); the worker's log names the instance."
+    ),
     ErrorCode.MODEL_FAILED: "The model could not classify the series.",
     ErrorCode.DATABASE_UNAVAILABLE: "The database did not answer.",
     ErrorCode.INTERNAL_ERROR: "An unexpected error stopped the work; see the worker's log.",
@@ -162,6 +168,8 @@ def public_error(exc: BaseException) -> PublicError:
         return PublicError(str(exc.code), str(exc))
     if isinstance(exc, ReportError):
         code = ErrorCode.REPORT_FAILED
+    elif isinstance(exc, PreprocessError):
+        code = ErrorCode.PREPROCESS_FAILED
     elif isinstance(exc, ModelError):
         code = ErrorCode.MODEL_FAILED
     elif isinstance(exc, DatabaseUnavailableError):

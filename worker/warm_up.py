@@ -15,10 +15,8 @@ def warm_up(ctx: WorkerContext) -> None:
 
     A forward pass (:func:`worker.classification.warm_up_classifier`), and highdicom's tables of
     the DICOM standard, which it parses from JSON on the first SR it builds (0.9-1.5 s on the
-    2-core machine, measured with cProfile of the first job). The site key is read (made on
-    first use), which rekeys accession hashes stored before revision 0010.
+    2-core machine, measured with cProfile of the first job).
     """
-    _ = ctx.accession_key  # loads the site key, and rekeys on its first use
     warm_up_classifier(ctx)
     # highdicom caches this table (lru_cache) on first use; private, so guarded.
     try:
