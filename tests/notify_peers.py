@@ -56,6 +56,22 @@ def make_certificate(folder: Path) -> Certificate:
     return Certificate(cert, key)
 
 
+def _serve(
+    handler: type[BaseHTTPRequestHandler], certificate: Certificate | None = None
+) -> ThreadingHTTPServer:
+    """An HTTP server (HTTPS with ``certificate``) on a free port of 127.0.0.1, serving."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if certificate is not None:
+        server.socket = certificate.server_context().wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 @dataclass
 class WebhookReceiver:
     """An HTTPS server that checks the HMAC signature with its own secret, like a real receiver.
@@ -106,20 +122,14 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = self.certificate.server_context().wrap_socket(
-            self.server.socket, server_side=True
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = _serve(Handler, self.certificate)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.server.server_address[1]}/hooks/stroke"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        _stop(self.server)
 
 
 @dataclass
@@ -155,16 +165,14 @@ class RecordingHttpServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = _serve(Handler)
 
     @property
     def url(self) -> str:
         return f"http://localhost:{self.server.server_address[1]}/landing"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        _stop(self.server)
 
 
 @dataclass
@@ -194,19 +202,14 @@ class RedirectingServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = self.certificate.server_context().wrap_socket(
-            self.server.socket, server_side=True
-        )
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = _serve(Handler, self.certificate)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.server.server_address[1]}/hooks"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        _stop(self.server)
 
 
 class _Mailbox:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
@@ -13,7 +13,6 @@ import db.jobs
 import db.receiving
 import db.results
 import db.retention
-from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
@@ -27,13 +26,9 @@ MODEL_SHA = "a" * 64
 
 
 @pytest.fixture
-def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+def factory(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """Session factory on an emptied database."""
-    tables = ("exports", "slice_scores", "results", "jobs", "instances", "series", "studies")
-    with engine.begin() as connection:
-        for table in tables:
-            connection.execute(text(f"DELETE FROM {table}"))
-    yield make_session_factory(engine)
+    return sessions
 
 
 @pytest.fixture

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select, text
 
 import db.outcomes
 import db.performance
-from db.engine import SessionFactory, make_session_factory
+from db.engine import SessionFactory
 from db.enums import OutcomeKey
 from db.models import Outcome, Study
 from db.site_key import KEY_FILE_NAME, site_key
@@ -26,16 +24,6 @@ from validation.outcomes import import_outcomes_file
 
 SERIES = "1.2.826.0.1.3680043.10.4.1"
 ACCESSION = "1004"
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> Iterator[SessionFactory]:
-    """Sessions on an emptied database."""
-    tables = ("outcome_changes", "outcomes", "exports", "slice_scores", "results", "jobs")
-    with engine.begin() as connection:
-        for table in (*tables, "instances", "series", "studies"):
-            connection.execute(text(f"DELETE FROM {table}"))
-    yield make_session_factory(engine)
 
 
 def _sha256(accession: str) -> str:

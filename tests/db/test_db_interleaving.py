@@ -10,34 +10,23 @@ for A's commit and then decides on what A wrote.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 import db.jobs
 import db.leases
 import db.receiving
 import db.retention
-from db.engine import SessionFactory, make_session_factory
+from db.engine import SessionFactory
 from db.enums import JobStatus, SeriesStatus
 from tests.helpers import instance_records, record_head_ct_series, seed_job
 
 SERIES = "1.2.826.0.1.3680043.10.7.1"
 #: How long A stays held if B does not finish first (B waiting on A's lock is the fixed case).
 HOLD_S = 1.5
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> Iterator[SessionFactory]:
-    """Sessions on an emptied database."""
-    tables = ("notifications", "exports", "slice_scores", "results", "jobs", "instances")
-    with engine.begin() as connection:
-        for table in (*tables, "series", "studies"):
-            connection.execute(text(f"DELETE FROM {table}"))
-    yield make_session_factory(engine)
 
 
 def _interleave(

@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
@@ -12,7 +11,6 @@ import db.jobs
 import db.leases
 import db.receiving
 import db.results
-from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from tests.helpers import SEED_TIME, record_head_ct_series, seed_verdict
 
@@ -25,13 +23,8 @@ def _at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    tables = ("exports", "slice_scores", "results", "jobs", "instances", "series", "studies")
-    with engine.begin() as connection:
-        for table in tables:
-            connection.execute(text(f"DELETE FROM {table}"))
-    factory: sessionmaker[Session] = make_session_factory(engine)
-    with factory() as session:
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
         yield session
 
 

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from sqlalchemy import Engine, text
-
 import db.exports
 import db.notifications
-from db.engine import SessionFactory, make_session_factory
+from db.engine import SessionFactory
 from db.enums import NotificationChannel, NotificationEvent
 from tests.helpers import record_head_ct_series, seed_export, seed_job
 
 SERIES = "1.2.826.0.1.3680043.10.5.1"
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> Iterator[SessionFactory]:
-    """Sessions on an emptied database."""
-    tables = ("notifications", "exports", "slice_scores", "results", "jobs", "instances")
-    with engine.begin() as connection:
-        for table in (*tables, "series", "studies"):
-            connection.execute(text(f"DELETE FROM {table}"))
-    yield make_session_factory(engine)
 
 
 def test_a_verdict_is_due_only_once_its_sr_was_tried(sessions: SessionFactory) -> None:
