@@ -9,10 +9,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, ColumnExpressionArgument, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, and_, func, or_, update
 from sqlalchemy.orm import Session
 
-from db._query import one
+from db._query import locked_row
 from db.enums import ExportStatus
 from db.errors import DbError
 from db.models import Export, Notification
@@ -64,8 +64,7 @@ def claim(
 
 def for_update(session: Session, model: type[Row], row_id: int, what: str) -> Row:
     """The row with this id, holding its lock until the transaction ends."""
-    statement = select(model).where(model.id == row_id).with_for_update(of=model)
-    return one(session, statement, f"{what} with id {row_id}")
+    return locked_row(session, model, model.id == row_id, what=f"{what} with id {row_id}")
 
 
 def record_sent(row: Row, *, now: datetime) -> None:
@@ -81,6 +80,9 @@ def record_failure(
     row: Row, *, what: str, error: str, max_attempts: int, backoff_s: float, now: datetime
 ) -> bool:
     """A failed send of an unsent row: ``FAILED`` with backoff, or ``DEAD`` after the last try.
+
+    ``error`` is ``code: message`` in our words (shown in the console and sent on to the
+    notification destinations), never an exception's own text.
 
     The next try is at ``now + backoff_s * 2 ** (attempts - 1)``.
 

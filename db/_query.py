@@ -5,18 +5,22 @@ Private to the db package; callers outside db use the subject modules (``db.rece
 """
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from db import clock
 from db.enums import JobStatus, SeriesStatus
 from db.errors import DbError, NotFoundError
 from db.models import Export, Job, Series
 
 T = TypeVar("T")
+
+utc = clock.utc
+"""The db modules' name for :func:`db.clock.utc` (the one set of UTC helpers)."""
 
 #: Rows per multi-row INSERT (keeps SQLite under its bound-parameter limit).
 CHUNK_SIZE = 500
@@ -29,13 +33,6 @@ ACTIVE_JOB_STATUSES = (
     JobStatus.INFERRED,
     JobStatus.EXPORT_FAILED,
 )
-
-
-def utc(now: datetime | None) -> datetime:
-    """Return ``now`` as an aware UTC datetime (naive is taken as UTC); None is the current time."""
-    if now is None:
-        return datetime.now(UTC)
-    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -66,26 +63,50 @@ def one(session: Session, statement: Select[T], what: str) -> T:
     return row
 
 
+def locked_row(session: Session, model: type[T], *where: ColumnElement[bool], what: str) -> T:
+    """Return the single row of ``model`` matching ``where``, locked until the transaction ends.
+
+    A read-check-write must hold its lock before it reads. PostgreSQL locks the row with
+    ``SELECT ... FOR UPDATE``. SQLite has no row locks, and pysqlite opens no transaction
+    before a SELECT, so the row is first written to itself: the ``UPDATE`` opens the
+    transaction and takes the database's write lock (waiting out another writer), and the
+    SELECT that follows reads what no other writer can change before this transaction ends.
+
+    Raises:
+        NotFoundError: No row; the message names ``what``.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        table = inspect(model).local_table
+        # Every column that an UPDATE would stamp (``onupdate``) keeps its value too.
+        unchanged = [c for c in table.columns if c.primary_key or c.onupdate is not None]
+        session.execute(
+            update(model)
+            .where(*where)
+            .values({column.name: column for column in unchanged})
+            .execution_options(synchronize_session=False)
+        )
+    statement = select(model).where(*where).with_for_update(of=model)
+    return one(session, statement, what)
+
+
 def series_for_update(session: Session, series_instance_uid: str) -> Series:
     """Return the series with this UID, holding its row lock until the transaction ends."""
-    statement = (
-        select(Series)
-        .where(Series.series_instance_uid == series_instance_uid)
-        .with_for_update(of=Series)
+    return locked_row(
+        session,
+        Series,
+        Series.series_instance_uid == series_instance_uid,
+        what=f"series with Series Instance UID {series_instance_uid}",
     )
-    return one(session, statement, f"series with Series Instance UID {series_instance_uid}")
 
 
 def job_for_update(session: Session, job_id: int) -> Job:
     """Return the job with this id, holding its row lock until the transaction ends."""
-    statement = select(Job).where(Job.id == job_id).with_for_update(of=Job)
-    return one(session, statement, f"job with id {job_id}")
+    return locked_row(session, Job, Job.id == job_id, what=f"job with id {job_id}")
 
 
 def export_for_update(session: Session, export_id: int) -> Export:
     """Return the export with this id, holding its row lock until the transaction ends."""
-    statement = select(Export).where(Export.id == export_id).with_for_update(of=Export)
-    return one(session, statement, f"export with id {export_id}")
+    return locked_row(session, Export, Export.id == export_id, what=f"export with id {export_id}")
 
 
 def is_current(session: Session, job: Job) -> bool:

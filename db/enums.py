@@ -8,8 +8,11 @@ class OutcomeKey(StrEnum):
 
     STUDY = "study_instance_uid"
     """The Study Instance UID."""
-    ACCESSION = "accession_sha256"
-    """The sha256 of the Accession Number (the number itself is never stored)."""
+    ACCESSION = "accession_hmac"
+    """The HMAC of the Accession Number, keyed with the site key (the number is never stored)."""
+    LEGACY_ACCESSION = "accession_sha256"
+    """A bare sha256 of the Accession Number, stored before 0010; rekeyed to ``ACCESSION`` by
+    the first worker or ``outcomes import`` that holds the site key."""
 
 
 class SeriesStatus(StrEnum):

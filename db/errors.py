@@ -2,13 +2,24 @@
 
 from typing import TypeAlias
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 #: Base of every error raised while talking to the database (SQLAlchemy's own base class).
 DatabaseAccessError: TypeAlias = SQLAlchemyError
 
 #: The database cannot be reached or is busy (connection lost, lock timeout): worth a retry.
 DatabaseUnavailableError: TypeAlias = OperationalError
+
+#: Every error after which the same statements may succeed later: the database is away or
+#: busy, the connection broke, or the pool had no connection free. Any other error (a value
+#: the database refuses, a constraint) comes back however often it is retried.
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
 class DbError(Exception):

@@ -103,7 +103,9 @@ def mark_export_failed(
     )
     if dead:
         # The job shows it (`jobs --status export_failed`) until retry-export clears it.
-        db.jobs.flag_export_failed(session=session, job_id=export.result.job_id, now=now)
+        db.jobs.set_export_failed(
+            session=session, job_id=export.result.job_id, failed=True, now=now
+        )
     session.flush()
     return export
 
@@ -171,7 +173,7 @@ def retry_export(*, session: Session, export_id: int, now: datetime | None = Non
         .limit(1)
     ).first()
     if still_dead is None:  # the job stays flagged while another of its exports is dead
-        db.jobs.clear_export_failed(session=session, job_id=job_id, now=now)
+        db.jobs.set_export_failed(session=session, job_id=job_id, failed=False, now=now)
         session.flush()
     logger.info("Export %s to %s put back in the outbox.", export_id, export.destination)
     return export

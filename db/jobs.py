@@ -146,24 +146,23 @@ def mark_job_queued(
     return job
 
 
-def flag_export_failed(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
-    """Mark an inferred job ``EXPORT_FAILED``: one of its exports is a dead letter."""
+def set_export_failed(
+    *, session: Session, job_id: int, failed: bool, now: datetime | None = None
+) -> Job:
+    """Flag an inferred job ``EXPORT_FAILED`` (an export of its result is a dead letter), or
+    put a flagged one back to ``INFERRED`` (its exports are retried); other states stay."""
     job = job_for_update(session, job_id)
-    if job.status == JobStatus.INFERRED:
-        job.status = JobStatus.EXPORT_FAILED
+    before, after = (
+        (JobStatus.INFERRED, JobStatus.EXPORT_FAILED)
+        if failed
+        else (JobStatus.EXPORT_FAILED, JobStatus.INFERRED)
+    )
+    if job.status == before:
+        job.status = after
         job.updated_at = utc(now)
         session.flush()
-        logger.error("Job %s: an export gave up; the job is %s.", job_id, job.status)
-    return job
-
-
-def clear_export_failed(*, session: Session, job_id: int, now: datetime | None = None) -> Job:
-    """Put an ``EXPORT_FAILED`` job back to ``INFERRED`` (its exports are retried)."""
-    job = job_for_update(session, job_id)
-    if job.status == JobStatus.EXPORT_FAILED:
-        job.status = JobStatus.INFERRED
-        job.updated_at = utc(now)
-        session.flush()
+        if failed:
+            logger.error("Job %s: an export gave up; the job is %s.", job_id, job.status)
     return job
 
 
@@ -242,7 +241,8 @@ def fail_job(
     Args:
         session: Database session.
         job_id: The job.
-        error: What went wrong (no patient data).
+        error: What went wrong, as ``code: message`` in our words: never an exception's own
+            text, which may quote the data (it goes to the log only).
         final: True when no retry follows: the job becomes ``FAILED`` (dead letter) and so does
             its series. False keeps the job ``STARTED`` for a retry.
         now: Current time.

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 typed models. No patient names or IDs are stored anywhere."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from db.clock import utcnow
 from db.enums import (
     ExportKind,
     ExportStatus,
@@ -39,11 +40,6 @@ NAMING_CONVENTION = {
 }
 
 
-def utcnow() -> datetime:
-    """Return the current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
 class Base(DeclarativeBase):
     """Declarative base with a constraint naming convention shared with the migrations."""
 
@@ -58,8 +54,12 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accession_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
+    """HMAC of the Accession Number keyed with the site key, to match imported outcomes (the
+    number is not stored; see :mod:`db.site_key`)."""
     accession_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    """sha256 of the Accession Number, to match imported outcomes (the number is not stored)."""
+    """Before 0010: a bare sha256 of the Accession Number. Rekeyed into ``accession_hmac``
+    (and emptied) by the first process that holds the site key."""
 
 
 class Series(Base):
@@ -315,7 +315,9 @@ class Notification(Base):
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     event: Mapped[NotificationEvent] = mapped_column(StrEnumType(NotificationEvent))
     event_key: Mapped[str] = mapped_column(String(64))
-    """What happened, once: ``result:<id>``, ``job:<id>`` (failed) or ``export:<id>`` (dead)."""
+    """What happened, once: ``result:<id>`` (a verdict) or ``failed:job:<id>`` (the series'
+    failure: not classified, or its report not delivered); rows written before said
+    ``job:<id>`` or ``export:<id>``."""
     destination: Mapped[str] = mapped_column(String(64))
     """The destination's name in the settings."""
     channel: Mapped[NotificationChannel] = mapped_column(StrEnumType(NotificationChannel))

@@ -8,6 +8,7 @@ Every function takes the caller's ``session``, flushes, and never commits.
 """
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from db import _outbox
 from db._query import insert, one, utc
 from db.enums import ExportStatus, JobStatus, NotificationChannel, NotificationEvent
-from db.models import Export, Job, Notification
+from db.models import Export, Job, Notification, Result, Series
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,18 @@ def due_notifications(
     result_id: int | None = None,
     limit: int = 100,
 ) -> list[Notification]:
-    """Return notifications to (re)send, the longest waiting first; optionally of one result."""
-    statement = select(Notification).where(_outbox.due(Notification, utc(now)))
+    """Return notifications to (re)send, the longest waiting first; optionally of one result.
+
+    A result's notification is due only once every export of that result was tried at least
+    once (sent, or failed): the verdict never goes out before its SR was sent to the PACS,
+    or tried and failed. An outage therefore does not hold the message back.
+    """
+    untried = select(Export.id).where(
+        Export.result_id == Notification.result_id,
+        Export.status == ExportStatus.PENDING,
+        Export.attempts == 0,
+    )
+    statement = select(Notification).where(_outbox.due(Notification, utc(now)), ~untried.exists())
     if result_id is not None:
         statement = statement.where(Notification.result_id == result_id)
     statement = statement.order_by(*_outbox.longest_waiting_first(Notification)).limit(limit)
@@ -165,23 +176,55 @@ def list_notifications(
     return list(session.execute(statement).scalars())
 
 
-def failed_jobs_since(*, session: Session, since: datetime, limit: int = 100) -> list[Job]:
-    """Jobs that failed for good (dead letters) since ``since``, oldest first."""
+def unannounced_failures(
+    *,
+    session: Session,
+    destination: str,
+    since: datetime,
+    calling_ae_titles: Sequence[str] = (),
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs that failed since ``since`` and whose failure ``destination`` was not yet told of.
+
+    A failure is a job that failed for good (not classified) or whose report is a dead letter
+    (``EXPORT_FAILED``): one per series' job, however many of its objects died. Only failures
+    without a notification row for this destination are returned (oldest first), so that each
+    call gets the next ones: a long outage with more than ``limit`` failures is told in full.
+
+    Args:
+        session: Database session.
+        destination: The destination's name.
+        since: Failures last changed before this are not told.
+        calling_ae_titles: Only series sent by these AE titles; empty: any.
+        limit: Most jobs returned.
+    """
+    told = select(Notification.id).where(
+        Notification.job_id == Job.id,
+        Notification.event == NotificationEvent.FAILED,
+        Notification.destination == destination,
+    )
     statement = (
         select(Job)
-        .where(Job.status == JobStatus.FAILED, Job.updated_at >= utc(since))
+        .join(Series, Job.series_id == Series.id)
+        .where(
+            Job.status.in_((JobStatus.FAILED, JobStatus.EXPORT_FAILED)),
+            Job.updated_at >= utc(since),
+            ~told.exists(),
+        )
         .order_by(Job.id)
         .limit(limit)
     )
+    if calling_ae_titles:
+        statement = statement.where(Series.calling_ae_title.in_(list(calling_ae_titles)))
     return list(session.execute(statement).scalars())
 
 
-def dead_exports_since(*, session: Session, since: datetime, limit: int = 100) -> list[Export]:
-    """Exports that became dead letters since ``since``, oldest first."""
+def dead_exports(*, session: Session, job_id: int) -> list[Export]:
+    """The dead exports of the results of a job, oldest first."""
     statement = (
         select(Export)
-        .where(Export.status == ExportStatus.DEAD, Export.updated_at >= utc(since))
+        .join(Result, Export.result_id == Result.id)
+        .where(Result.job_id == job_id, Export.status == ExportStatus.DEAD)
         .order_by(Export.id)
-        .limit(limit)
     )
     return list(session.execute(statement).scalars())

@@ -2,10 +2,11 @@
 
 Every function takes the caller's ``session``, flushes, and never commits. Importing the same
 outcomes again changes nothing; a changed label is updated and the change recorded with its time.
-Accession numbers are stored only as their sha256 (:func:`accession_sha256`).
+Accession numbers are stored only as their HMAC with the site key (:func:`accession_hmac`).
 """
 
 import hashlib
+import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +17,66 @@ from sqlalchemy.orm import Session
 
 from db._query import utc
 from db.enums import OutcomeKey
-from db.models import Outcome, OutcomeChange
+from db.models import Outcome, OutcomeChange, Study
 
 logger = logging.getLogger(__name__)
 
 
-def accession_sha256(accession_number: str) -> str:
-    """The sha256 (hex) of an Accession Number, stripped of padding spaces."""
-    return hashlib.sha256(accession_number.strip().encode("utf-8")).hexdigest()
+def accession_hmac(accession_number: str, *, key: bytes) -> str:
+    """The keyed hash (hex) under which an Accession Number is stored, padding stripped.
+
+    HMAC-SHA256 with the site key (:mod:`db.site_key`) of the number's sha256: without the
+    key it cannot be reversed by hashing candidate numbers, and a bare sha256 stored before
+    revision 0010 is rekeyed to the same value (:func:`rekey_legacy_accessions`).
+    """
+    digest = hashlib.sha256(accession_number.strip().encode("utf-8")).hexdigest()
+    return _keyed(digest, key)
+
+
+def _keyed(sha256_hex: str, key: bytes) -> str:
+    return hmac.new(key, sha256_hex.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def rekey_legacy_accessions(*, session: Session, key: bytes) -> int:
+    """Replace every bare accession sha256 (stored before 0010) by its HMAC with ``key``.
+
+    Studies' ``accession_sha256`` move to ``accession_hmac``; outcomes keyed by
+    ``LEGACY_ACCESSION`` become ``ACCESSION`` (where the same accession was imported again
+    since, the newer row is kept). Idempotent, and quick when nothing is left to rekey.
+
+    Returns:
+        How many rows were rekeyed.
+    """
+    studies = session.execute(
+        select(Study).where(Study.accession_sha256.is_not(None)).with_for_update()
+    ).scalars()
+    count = 0
+    for study in studies:
+        assert study.accession_sha256 is not None
+        study.accession_hmac = study.accession_hmac or _keyed(study.accession_sha256, key)
+        study.accession_sha256 = None
+        count += 1
+    legacy = session.execute(
+        select(Outcome).where(Outcome.key_kind == OutcomeKey.LEGACY_ACCESSION).with_for_update()
+    ).scalars()
+    for outcome in legacy:
+        value = _keyed(outcome.key_value, key)
+        newer = session.execute(
+            select(Outcome.id).where(
+                Outcome.key_kind == OutcomeKey.ACCESSION,
+                Outcome.key_value == value,
+                Outcome.id != outcome.id,  # another process may have rekeyed this very row
+            )
+        ).first()
+        if newer is None:
+            outcome.key_kind, outcome.key_value = OutcomeKey.ACCESSION, value
+        else:
+            session.delete(outcome)
+        count += 1
+    session.flush()
+    if count:
+        logger.info("Rekeyed %d stored accession hashes with the site key", count)
+    return count
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def record_series_attributes(
     manufacturer: str | None,
     convolution_kernel: str | None,
     slice_thickness_mm: float | None,
-    accession_sha256: str | None,
+    accession_hmac: str | None,
 ) -> None:
     """Record the acquisition attributes of a series and its study's hashed accession number.
 
@@ -62,12 +62,12 @@ def record_series_attributes(
             slice_thickness_mm=slice_thickness_mm,
         )
     )
-    if accession_sha256:
+    if accession_hmac:
         study_id = select(Series.study_id).where(Series.series_instance_uid == series_instance_uid)
         session.execute(
             update(Study)
             .where(Study.id.in_(study_id.scalar_subquery()))
-            .values(accession_sha256=accession_sha256)
+            .values(accession_hmac=accession_hmac)
         )
     session.flush()
 
@@ -85,6 +85,7 @@ def scored_series(
     columns = (
         Series.series_instance_uid,
         Study.study_instance_uid,
+        Study.accession_hmac,
         Study.accession_sha256,
         Series.manufacturer,
         Series.convolution_kernel,
@@ -113,10 +114,12 @@ def scored_series(
         for row in session.execute(select(Outcome)).scalars()
     }
 
-    def outcome(study_uid: str, accession: str | None) -> bool | None:
+    def outcome(study_uid: str, accession: str | None, legacy: str | None) -> bool | None:
         found = outcomes.get((OutcomeKey.STUDY, study_uid))
         if found is None and accession:
             found = outcomes.get((OutcomeKey.ACCESSION, accession))
+        if found is None and legacy:  # neither rekeyed yet (no worker has started since 0010)
+            found = outcomes.get((OutcomeKey.LEGACY_ACCESSION, legacy))
         return found
 
     # One verdict per series and model identity (name, version, weights) and role: a calibrated
@@ -145,7 +148,7 @@ def scored_series(
                 suspected=verdict.suspected,
                 threshold=verdict.threshold,
                 created_at=verdict.created_at,
-                stroke=outcome(row.study_instance_uid, row.accession_sha256),
+                stroke=outcome(row.study_instance_uid, row.accession_hmac, row.accession_sha256),
                 manufacturer=row.manufacturer,
                 convolution_kernel=row.convolution_kernel,
                 slice_thickness_mm=row.slice_thickness_mm,

@@ -1,11 +1,13 @@
 """Column types: UTC datetimes and string enums that behave the same on SQLite and PostgreSQL."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import DateTime, Dialect, String
 from sqlalchemy.types import TypeDecorator
+
+from db.clock import as_utc
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -24,7 +26,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """Convert to UTC (naive for SQLite)."""
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = as_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -33,9 +35,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """Return an aware UTC datetime."""
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return as_utc(value)
 
 
 class StrEnumType(TypeDecorator[E], Generic[E]):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pydicom
@@ -26,6 +26,7 @@ import db.jobs
 import db.leases
 import db.receiving
 import listener.metrics
+from db.clock import as_utc, utcnow
 from db.engine import Session, SessionFactory
 from db.rows import Series
 from dicom_edge import SeriesSelection, select_instances
@@ -40,14 +41,6 @@ log = logging.getLogger(__name__)
 MIN_WAIT_S = 0.01
 #: Added to the wait for the earliest due series, so that the pass finds it due, not nearly due.
 DUE_MARGIN_S = 0.002
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class CompletionMonitor:
@@ -90,7 +83,7 @@ class CompletionMonitor:
         """Turn every quiet (or overdue) receiving series into a pending job; return job ids."""
         if self._before_judging is not None:
             self._before_judging()
-        now = now or _utcnow()
+        now = now or utcnow()
         job_ids: list[int] = []
         with self._sessions() as session:
             receiving = db.receiving.receiving_series(session=session)
@@ -115,7 +108,7 @@ class CompletionMonitor:
         Returns:
             How many jobs were published.
         """
-        now = now or _utcnow()
+        now = now or utcnow()
         older_than = now - timedelta(seconds=self._config.reconcile_interval_s)
         with self._sessions() as session:
             pending = [
@@ -150,8 +143,8 @@ class CompletionMonitor:
         interrupted = series.interrupted_at
         return self._quiet_periods.quiet_since(
             series.series_instance_uid,
-            _aware(series.last_received_at),
-            None if interrupted is None else _aware(interrupted),
+            as_utc(series.last_received_at),
+            None if interrupted is None else as_utc(interrupted),
         )
 
     def _due_at(self, series: Series) -> datetime:
@@ -159,13 +152,13 @@ class CompletionMonitor:
         quiet = self._config.quiet_period_for(series.calling_ae_title or "")
         return min(
             self._quiet_since(series) + timedelta(seconds=quiet),
-            _aware(series.first_received_at) + timedelta(seconds=self._config.max_series_wait_s),
+            as_utc(series.first_received_at) + timedelta(seconds=self._config.max_series_wait_s),
         )
 
     def _is_due(self, series: Series, now: datetime) -> bool:
         quiet = self._config.quiet_period_for(series.calling_ae_title or "")
         last = self._quiet_since(series)
-        first = _aware(series.first_received_at)
+        first = as_utc(series.first_received_at)
         if now - last >= timedelta(seconds=quiet):
             return True
         if now - first >= timedelta(seconds=self._config.max_series_wait_s):
@@ -270,7 +263,7 @@ class CompletionMonitor:
         """
         wait = self._config.check_interval_s
         if self._next_due is not None:
-            until_due = (self._next_due - (now or _utcnow())).total_seconds() + DUE_MARGIN_S
+            until_due = (self._next_due - (now or utcnow())).total_seconds() + DUE_MARGIN_S
             wait = min(wait, until_due)
         return max(wait, MIN_WAIT_S)
 

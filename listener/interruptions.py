@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pynetdicom.events import Event
 
 import db.receiving
+from db.clock import utcnow
 from db.engine import SessionFactory
 from db.errors import DatabaseAccessError
 
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 
 #: How long an interrupted association waits for its records before recording the interruption.
 RECORD_TIMEOUT_S = 10.0
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class QuietPeriods:
@@ -56,7 +53,7 @@ class QuietPeriods:
         (for the leader, whichever process saw it), after ``flush_records(timeout_s)`` has
         committed this process's queued instance records (so that the series rows exist).
         """
-        self.started_at = started_at or _utcnow()
+        self.started_at = started_at or utcnow()
         self._sessions = session_factory
         self._flush_records = flush_records
         self._restarted: dict[str, datetime] = {}
@@ -64,11 +61,11 @@ class QuietPeriods:
 
     def restart_all(self, at: datetime | None = None) -> None:
         """Every series' quiet period starts no earlier than ``at`` (a take-over as leader)."""
-        self.started_at = at or _utcnow()
+        self.started_at = at or utcnow()
 
     def restart(self, series_instance_uids: Iterable[str], at: datetime | None = None) -> None:
         """Start the quiet period of these series again, at ``at`` (now)."""
-        at = at or _utcnow()
+        at = at or utcnow()
         uids = list(series_instance_uids)
         with self._lock:
             for uid in uids:

@@ -4,6 +4,8 @@ A C-STORE is answered once its file is durable; its database record follows with
 milliseconds, batched with whatever else arrived meanwhile (one transaction instead of one per
 instance). If the process dies in between, :func:`listener.recovery.record_unrecorded` finds the
 file at the next start. A database outage only delays the records: they are kept and retried.
+A record the database refuses for good (or any other error) is left out, logged with its file,
+and never blocks those behind it; its file stays on disk, so the same start-up scan records it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import db.receiving
 from db.engine import SessionFactory
-from db.errors import DatabaseAccessError
+from db.errors import TRANSIENT_DATABASE_ERRORS
 from listener.inspection import ReceivedInstance
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,46 @@ class PendingRecord:
     record: db.receiving.InstanceRecord
 
 
-def commit_records(session_factory: SessionFactory, pending: list[PendingRecord]) -> None:
-    """Record instances in one transaction, one ``record_instances`` call per series."""
+def commit_records(
+    session_factory: SessionFactory, pending: list[PendingRecord]
+) -> list[PendingRecord]:
+    """Record instances in one transaction, one ``record_instances`` call per series.
+
+    A record the database will never take (a permanent error, or any other exception) does not
+    hold the others back: the batch is split in halves until the records at fault stand alone,
+    and those are left out, each logged with its file. Their files are on disk; the start-up
+    scan (:func:`listener.recovery.record_unrecorded`) records them again.
+
+    Returns:
+        The records left out (none when the whole batch was committed).
+
+    Raises:
+        db.errors.TRANSIENT_DATABASE_ERRORS: The database is away or busy (worth a retry of
+            the batch; halves already committed are upserted again harmlessly).
+    """
+    try:
+        _commit(session_factory, pending)
+    except TRANSIENT_DATABASE_ERRORS:
+        raise
+    except Exception as exc:
+        if len(pending) > 1:
+            middle = len(pending) // 2
+            return [
+                *commit_records(session_factory, pending[:middle]),
+                *commit_records(session_factory, pending[middle:]),
+            ]
+        (item,) = pending
+        log.error(
+            "Instance %s (%s) could not be recorded and is left to the start-up scan: %s",
+            item.instance.sop_instance_uid,
+            item.record.path,
+            f"{type(exc).__name__}: {exc}",
+        )
+        return [item]
+    return []
+
+
+def _commit(session_factory: SessionFactory, pending: list[PendingRecord]) -> None:
     by_series: dict[str, list[PendingRecord]] = defaultdict(list)
     for item in pending:
         by_series[item.instance.series_instance_uid].append(item)
@@ -78,6 +118,7 @@ class InstanceRecorder:
         self._condition = threading.Condition()
         self._submitted = 0
         self._committed = 0
+        self._left_out: set[int] = set()  # tickets of records the database did not take
         self._stopping = False
         self._urgent = False  # a flush is waiting: commit without waiting for the window
         self._thread: threading.Thread | None = None
@@ -96,9 +137,14 @@ class InstanceRecorder:
             return self._submitted
 
     def wait_for(self, ticket: int, timeout_s: float | None = None) -> bool:
-        """Wait until the record with this ticket (and all before it) is committed."""
+        """Wait until the record with this ticket (and all before it) is committed.
+
+        Returns:
+            False on timeout, or when the database did not take this record (left out).
+        """
         with self._condition:
-            return self._condition.wait_for(lambda: self._committed >= ticket, timeout_s)
+            done = self._condition.wait_for(lambda: self._committed >= ticket, timeout_s)
+            return done and ticket not in self._left_out
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Commit everything submitted so far now, and wait for it; False on timeout."""
@@ -123,6 +169,7 @@ class InstanceRecorder:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        # Nothing may end this thread while C-STOREs are answered: every error is handled.
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: bool(self._queue) or self._stopping)
@@ -134,9 +181,10 @@ class InstanceRecorder:
                 )
                 self._urgent = False
                 batch = self._queue[:MAX_BATCH]
+                first_ticket = self._committed + 1
             try:
-                commit_records(self._sessions, batch)
-            except DatabaseAccessError as exc:
+                left_out = commit_records(self._sessions, batch)
+            except Exception as exc:  # the database is away or busy: keep the records, retry
                 log.error(
                     "Could not record %d stored instances (kept, retrying): %s", len(batch), exc
                 )
@@ -146,6 +194,10 @@ class InstanceRecorder:
                 continue
             with self._condition:
                 del self._queue[: len(batch)]
+                rejected = {id(item) for item in left_out}
+                self._left_out.update(
+                    first_ticket + index for index, item in enumerate(batch) if id(item) in rejected
+                )
                 self._committed += len(batch)
                 self._condition.notify_all()
-            log.debug("Recorded %d instances", len(batch))
+            log.debug("Recorded %d instances", len(batch) - len(left_out))

@@ -54,12 +54,10 @@ def record_unrecorded(storage_dir: Path, session_factory: SessionFactory) -> int
             continue
         pending.append(item)
         if len(pending) >= BATCH:
-            commit_records(session_factory, pending)
-            recovered += len(pending)
+            recovered += len(pending) - len(commit_records(session_factory, pending))
             pending = []
     if pending:
-        commit_records(session_factory, pending)
-        recovered += len(pending)
+        recovered += len(pending) - len(commit_records(session_factory, pending))
     if recovered:
         log.warning("Recorded %d stored instances that had no database record", recovered)
     return recovered

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 PRELOAD = ["listener.server"]
 #: How long a new receiving process may take to bind the port.
 START_TIMEOUT_S = 60.0
+#: Wait before a receiving process that failed at start-up is started again; doubles with
+#: each failure in a row, up to RESTART_BACKOFF_MAX_S.
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 60.0
 #: How long a receiving process may take to commit its queued records when stopped.
 STOP_TIMEOUT_S = 15.0
 #: Asks a receiving process to commit its queued records and answer when done: it receives
@@ -177,34 +181,52 @@ class ReceiverGroup:
         return _Child(process=process, connection=ours, slot=slot)
 
     def _watch(self) -> None:
+        """Reap dead children (``on_death`` once each) and restart them, with backoff.
+
+        The first restart of a slot is immediate; a child that then fails at start-up is tried
+        again after 1 s, 2 s, 4 s ... up to :data:`RESTART_BACKOFF_MAX_S`, never in a loop.
+        """
+        retries: dict[int, tuple[float, int]] = {}  # slot -> (when to try, failures so far)
         while not self._stopping.is_set():
             with self._lock:
                 sentinels = {c.process.sentinel: c for c in self._children}
-            ready = wait(list(sentinels), timeout=0.5)
+            due = min((when for when, _ in retries.values()), default=None)
+            timeout = 0.5 if due is None else min(0.5, max(0.0, due - time.monotonic()))
+            ready = wait(list(sentinels), timeout=timeout)
             if self._stopping.is_set():
                 return
             for sentinel in ready:
                 dead = sentinels[cast(int, sentinel)]
-                dead.process.join()
-                with self._talk:
-                    dead.connection.close()
-                pid = dead.process.pid
-                log.error(
-                    "Receiving process %s died (exit code %s); restarting it",
-                    pid,
-                    dead.process.exitcode,
-                )
-                try:
-                    if pid is not None:
-                        self._on_death(pid, dead.slot)
-                except Exception:  # recovery must not stop the restart
-                    log.exception("Recovery after receiving process %s failed", pid)
-                try:
-                    child = self._spawn(dead.slot)
-                except ReceiverStartError as exc:
-                    log.error("%s Retrying.", exc)
+                self._reap(dead)
+                retries[dead.slot] = (time.monotonic(), 0)
+            for slot, (when, failures) in sorted(retries.items()):
+                if when > time.monotonic() or self._stopping.is_set():
                     continue
+                try:
+                    child = self._spawn(slot)
+                except ReceiverStartError as exc:
+                    delay = min(RESTART_BACKOFF_S * 2**failures, RESTART_BACKOFF_MAX_S)
+                    retries[slot] = (time.monotonic() + delay, failures + 1)
+                    log.error("%s Trying again in %.0f s.", exc, delay)
+                    continue
+                del retries[slot]
                 with self._lock:
-                    self._children.remove(dead)
                     self._children.append(child)
                     self.restarts += 1
+
+    def _reap(self, dead: _Child) -> None:
+        """Forget a dead child and run ``on_death`` for it (its files are recovered)."""
+        dead.process.join()
+        with self._talk:
+            dead.connection.close()
+        with self._lock:
+            self._children.remove(dead)
+        pid = dead.process.pid
+        log.error(
+            "Receiving process %s died (exit code %s); restarting it", pid, dead.process.exitcode
+        )
+        try:
+            if pid is not None:
+                self._on_death(pid, dead.slot)
+        except Exception:  # recovery must not stop the restart
+            log.exception("Recovery after receiving process %s failed", pid)

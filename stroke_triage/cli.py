@@ -210,7 +210,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_outcomes_import(args: argparse.Namespace) -> int:
     from validation.outcomes import run_outcomes_import
 
-    return run_outcomes_import(args.file, database_url=_settings(args).resolved_database_url)
+    settings = _settings(args)
+    return run_outcomes_import(
+        args.file, database_url=settings.resolved_database_url, data_dir=settings.data_dir
+    )
 
 
 def cmd_performance(args: argparse.Namespace) -> int:

@@ -15,13 +15,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
+import pydicom
 import pydicom.config
 import pytest
 from sqlalchemy import create_engine, text
@@ -29,9 +30,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import db.engine
+import db.exports
 import db.jobs
 import db.receiving
 import db.results
+from db.enums import ExportKind
+from db.rows import Export, Result, Series
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,59 +206,234 @@ def database_session(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
-def record_head_ct_series(session: Session, *, study: str, series: str, count: int = 1) -> None:
-    """Record ``count`` CT instances of a head series as the listener does (not committed).
+# The seed factory: the one way tests build received series, jobs, results and exports in the
+# database (``record_head_ct_series``, ``record_stored_files``, ``seed_job``, ``seed_verdict``,
+# ``seed_result``, ``seed_export``), through db's own functions, never by hand.
 
-    The instances are ``{series}.1`` … ``{series}.{count}``, stored at
-    ``{study}/{series}/{n}.dcm`` (no file is written), sent by the AE title ``SCANNER``.
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+SEED_TIME = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+"""The time the seeds below use when a test gives none: a fixed moment, so stages are exact."""
+
+
+def instance_records(
+    series: str,
+    numbers: Iterable[int],
+    *,
+    at: datetime | None = None,
+    folder: str | None = None,
+    spacing_s: float = 0.0,
+) -> list[db.receiving.InstanceRecord]:
+    """CT instances ``{series}.{n}``, stored at ``{folder}/{n}.dcm`` (no file is written).
+
+    Instance ``n`` arrives ``n * spacing_s`` seconds after ``at`` (the current time if None).
     """
-    now = datetime.now(UTC)
-    db.receiving.record_instances(
+    start = datetime.now(UTC) if at is None else at
+    return [
+        db.receiving.InstanceRecord(
+            sop_instance_uid=f"{series}.{n}",
+            sop_class_uid=CT_IMAGE_STORAGE,
+            path=f"{folder or series}/{n}.dcm",
+            transfer_syntax_uid=EXPLICIT_VR_LE,
+            size_bytes=1000,
+            received_at=start + timedelta(seconds=n * spacing_s),
+        )
+        for n in numbers
+    ]
+
+
+def record_head_ct_series(
+    session: Session,
+    *,
+    series: str,
+    study: str | None = None,
+    count: int = 1,
+    numbers: Iterable[int] | None = None,
+    at: datetime | None = None,
+    spacing_s: float = 0.0,
+    calling_ae_title: str = "SCANNER",
+    description: str | None = "HEAD",
+    folder: str | None = None,
+) -> Series:
+    """Record CT instances of a head series as the listener does (not committed).
+
+    The one seed of received series: the instances are ``{series}.1`` … ``{series}.{count}``
+    (or ``numbers``), stored at ``{folder}/{n}.dcm`` (``{study}/{series}`` by default; no file
+    is written). The study defaults to the series UID's parent (``1.2.3.1`` -> ``1.2.3``).
+    """
+    study = study or series.rsplit(".", 1)[0]
+    return db.receiving.record_instances(
         session=session,
         study_instance_uid=study,
         series_instance_uid=series,
         modality="CT",
-        series_description="HEAD",
-        calling_ae_title="SCANNER",
+        series_description=description,
+        calling_ae_title=calling_ae_title,
+        instances=instance_records(
+            series,
+            range(1, count + 1) if numbers is None else numbers,
+            at=at,
+            folder=folder or f"{study}/{series}",
+            spacing_s=spacing_s,
+        ),
+    )
+
+
+def record_stored_files(
+    session: Session,
+    *,
+    storage_dir: Path,
+    paths: Sequence[Path],
+    description: str | None = "HEAD",
+    calling_ae_title: str = "SCANNER",
+) -> str:
+    """Record DICOM files already under ``storage_dir`` as the listener does (not committed).
+
+    One series (the first file's), with each file's own UIDs, class, transfer syntax and size.
+    Returns its Series Instance UID.
+    """
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+    now = datetime.now(UTC)
+    series_uid = str(headers[0].SeriesInstanceUID)
+    db.receiving.record_instances(
+        session=session,
+        study_instance_uid=str(headers[0].StudyInstanceUID),
+        series_instance_uid=series_uid,
+        modality="CT",
+        series_description=description,
+        calling_ae_title=calling_ae_title,
         instances=[
             db.receiving.InstanceRecord(
-                sop_instance_uid=f"{series}.{n}",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                path=f"{study}/{series}/{n}.dcm",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                size_bytes=1000,
+                sop_instance_uid=str(header.SOPInstanceUID),
+                sop_class_uid=str(header.SOPClassUID),
+                path=str(path.relative_to(storage_dir)),
+                transfer_syntax_uid=str(header.file_meta.TransferSyntaxUID),
+                size_bytes=path.stat().st_size,
                 received_at=now,
             )
-            for n in range(1, count + 1)
+            for path, header in zip(paths, headers, strict=True)
         ],
+    )
+    return series_uid
+
+
+def seed_verdict(
+    probability: float = 0.9,
+    *,
+    threshold: float = 0.5,
+    fingerprint: str = "f" * 64,
+    model_version: str = "1.0.0",
+    model_sha256: str = "a" * 64,
+    model_name: str = "vit-stroke",
+    precision: str = "fp32",
+) -> db.results.Verdict:
+    """A model's verdict: suspected when ``probability`` reaches ``threshold``."""
+    return db.results.Verdict(
+        probability=probability,
+        suspected=probability >= threshold,
+        threshold=threshold,
+        model_name=model_name,
+        model_version=model_version,
+        model_sha256=model_sha256,
+        input_fingerprint=fingerprint,
+        precision=precision,
+        device="cpu",
+    )
+
+
+def seed_result(
+    session: Session,
+    *,
+    job_id: int,
+    verdict: db.results.Verdict | None = None,
+    slice_scores: Sequence[tuple[str, float]] = (),
+    now: datetime | None = None,
+) -> Result:
+    """Store a verdict (:func:`seed_verdict` by default) as the job's result (not committed)."""
+    return db.results.record_result(
+        session=session,
+        job_id=job_id,
+        verdict=verdict or seed_verdict(),
+        slice_scores=slice_scores,
+        now=now,
+    )
+
+
+def seed_job(
+    session: Session,
+    *,
+    series: str,
+    stage: str = "pending",
+    verdict: db.results.Verdict | None = None,
+    at: datetime | None = None,
+) -> tuple[int, int | None]:
+    """Take a recorded series' new job to ``stage`` (not committed); its id and result id.
+
+    Stages: ``pending`` (created), ``queued``, ``started``, ``inferred`` (result stored),
+    ``done`` (finished) and ``failed`` (failed for good). Each step comes a second after the
+    one before, from ``at`` (the current time if None).
+    """
+    stages = ("pending", "queued", "started", "inferred", "done")
+    start = datetime.now(UTC) if at is None else at
+    step = iter(start + timedelta(seconds=n) for n in range(10))
+    job = db.jobs.create_job(session=session, series_instance_uid=series, now=next(step))
+    job_id, result_id = int(job.id), None
+    reach = stages.index("started") if stage == "failed" else stages.index(stage)
+    if reach >= 1:
+        db.jobs.mark_job_queued(session=session, job_id=job_id, task_id="t", now=next(step))
+    if reach >= 2:
+        db.jobs.start_job(session=session, job_id=job_id, worker="test", now=next(step))
+    if reach >= 3:
+        result = seed_result(
+            session,
+            job_id=job_id,
+            verdict=verdict,
+            slice_scores=[(f"{series}.1", (verdict or seed_verdict()).probability)],
+            now=next(step),
+        )
+        result_id = int(result.id)
+    if reach >= 4:
+        db.jobs.finish_job(session=session, job_id=job_id, now=next(step))
+    if stage == "failed":
+        db.jobs.fail_job(
+            session=session,
+            job_id=job_id,
+            error="series_unreadable: The series cannot be read.",
+            final=True,
+            now=next(step),
+        )
+    return job_id, result_id
+
+
+def seed_export(
+    session: Session,
+    *,
+    result_id: int,
+    kind: ExportKind = ExportKind.SR,
+    destination: str = "PACS",
+    sop_instance_uid: str = "2.25.1",
+    path: str = "reports/sr.dcm",
+) -> Export:
+    """Queue one output of a result for one destination (not committed): a ``PENDING`` export."""
+    return db.exports.ensure_export(
+        session=session,
+        result_id=result_id,
+        kind=kind,
+        destination=destination,
+        sop_instance_uid=sop_instance_uid,
+        path=path,
     )
 
 
 def record_suspected_result(session: Session, *, series: str) -> tuple[int, int]:
     """Create and start a job for a recorded series and store a suspected result (not committed).
 
-    The result (probability 0.9, model ``tiny``) scores the series' first instance; no export
-    is made. Returns the job id and the result id.
+    The result (probability 0.9) scores the series' first instance; no export is made. Returns
+    the job id and the result id.
     """
-    job = db.jobs.create_job(session=session, series_instance_uid=series)
-    db.jobs.start_job(session=session, job_id=job.id, worker="test")
-    result = db.results.record_result(
-        session=session,
-        job_id=job.id,
-        verdict=db.results.Verdict(
-            probability=0.9,
-            suspected=True,
-            threshold=0.5,
-            model_name="tiny",
-            model_version="0",
-            model_sha256="0" * 64,
-            input_fingerprint="f" * 64,
-            precision="fp32",
-            device="cpu",
-        ),
-        slice_scores=[(f"{series}.1", 0.9)],
-    )
-    return int(job.id), int(result.id)
+    job_id, result_id = seed_job(session, series=series, stage="inferred")
+    assert result_id is not None
+    return job_id, result_id
 
 
 class TcpProxy:

@@ -1,4 +1,5 @@
-"""Real notification peers on 127.0.0.1 for the tests: HTTPS webhook, SMTP, MLLP, Orthanc."""
+"""Real notification peers on 127.0.0.1 for the tests: HTTPS webhook (and a redirecting one),
+SMTP (STARTTLS or implicit TLS), MLLP (plain or TLS), Orthanc."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ def make_certificate(folder: Path) -> Certificate:
     return Certificate(cert, key)
 
 
+def _serve(
+    handler: type[BaseHTTPRequestHandler], certificate: Certificate | None = None
+) -> ThreadingHTTPServer:
+    """An HTTP server (HTTPS with ``certificate``) on a free port of 127.0.0.1, serving."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if certificate is not None:
+        server.socket = certificate.server_context().wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 @dataclass
 class WebhookReceiver:
     """An HTTPS server that checks the HMAC signature with its own secret, like a real receiver.
@@ -105,20 +122,94 @@ class WebhookReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = self.certificate.server_context().wrap_socket(
-            self.server.socket, server_side=True
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = _serve(Handler, self.certificate)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.server.server_address[1]}/hooks/stroke"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        _stop(self.server)
+
+
+@dataclass
+class RecordingHttpServer:
+    """A plain-HTTP server on ``localhost`` that answers 200 to anything and records it.
+
+    Stands for the host a redirect points at: whatever reaches it (and its headers) was sent
+    to another host than the one configured.
+    """
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                recorder.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers.items()),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _record  # noqa: N815 (http.server's names)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = _serve(Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.server.server_address[1]}/landing"
+
+    def stop(self) -> None:
+        _stop(self.server)
+
+
+@dataclass
+class RedirectingServer:
+    """An HTTPS server that answers every POST with ``status`` and ``Location: location``.
+
+    What a webhook or STOW-RS URL behind an SSO login page, or a moved endpoint, answers.
+    """
+
+    certificate: Certificate
+    location: str
+    status: int = 302
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        redirecting = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                redirecting.requests += 1
+                self.send_response(redirecting.status)
+                self.send_header("Location", redirecting.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = _serve(Handler, self.certificate)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def stop(self) -> None:
+        _stop(self.server)
 
 
 class _Mailbox:
@@ -134,9 +225,14 @@ class _Mailbox:
 
 
 class SmtpServer:
-    """aiosmtpd on a free port: STARTTLS required before AUTH LOGIN/PLAIN with one user."""
+    """aiosmtpd on a free port: STARTTLS required before AUTH LOGIN/PLAIN with one user.
 
-    def __init__(self, certificate: Certificate, *, user: str, password: str) -> None:
+    With ``implicit_tls`` it speaks TLS from the first byte instead (SMTPS, as on port 465).
+    """
+
+    def __init__(
+        self, certificate: Certificate, *, user: str, password: str, implicit_tls: bool = False
+    ) -> None:
         self.mailbox = _Mailbox()
         self.logins: list[str] = []
 
@@ -152,15 +248,23 @@ class SmtpServer:
             return AuthResult(success=ok)
 
         self.port = free_port()
+        tls: dict[str, Any] = (
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; the whole session is TLS here.
+            {"ssl_context": certificate.server_context(), "auth_require_tls": False}
+            if implicit_tls
+            else {
+                "tls_context": certificate.server_context(),
+                "require_starttls": True,
+                "auth_require_tls": True,
+            }
+        )
         self.controller = Controller(
             self.mailbox,
             hostname="127.0.0.1",
             port=self.port,
-            tls_context=certificate.server_context(),
-            require_starttls=True,
             authenticator=authenticate,
             auth_required=True,
-            auth_require_tls=True,
+            **tls,
         )
         self.controller.start()
 
@@ -175,12 +279,14 @@ class SmtpServer:
 class MllpListener:
     """An MLLP listener that parses each ORU with hl7apy and answers with an hl7apy ACK.
 
-    ``code`` is the acknowledgment code it answers (AA, or AE for the failure case).
+    ``code`` is the acknowledgment code it answers (AA, or AE for the failure case); with a
+    ``certificate`` it speaks MLLP over TLS only.
     """
 
-    def __init__(self, code: str = "AA") -> None:
+    def __init__(self, code: str = "AA", *, certificate: Certificate | None = None) -> None:
         self.code = code
         self.messages: list[Hl7Message] = []
+        self.context = certificate.server_context() if certificate else None
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self._stop = threading.Event()
@@ -196,6 +302,13 @@ class MllpListener:
                 continue
             except OSError:
                 return
+            if self.context is not None:
+                try:
+                    connection.settimeout(5)
+                    connection = self.context.wrap_socket(connection, server_side=True)
+                except OSError:
+                    connection.close()
+                    continue
             with connection:
                 connection.settimeout(5)
                 data = b""

@@ -17,12 +17,12 @@ import pytest
 from pydicom.uid import SecondaryCaptureImageStorage
 
 import db.jobs
-import db.receiving
 import db.results
 from db.engine import create_engine_for, migrate
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
 from model.phantom import Lesion, write_phantom_series
 from stroke_triage.cli import main as cli_main
+from tests.helpers import record_stored_files
 from validation.calibrate import CalibrationRefusedError, CalibrationResult, calibrate
 from validation.labels_file import SiteValidationError
 from validation.validate import (
@@ -250,27 +250,8 @@ def _worker_probability(tmp_path: Path, series: Path, series_instance_uid: str) 
     )
     ctx = WorkerContext(config=CPU, runtime=runtime)
     paths = sorted((storage / "ge").glob("*.dcm"))
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     with ctx.sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=str(headers[0].StudyInstanceUID),
-            series_instance_uid=series_instance_uid,
-            modality="CT",
-            series_description="ge",
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    sop_instance_uid=str(h.SOPInstanceUID),
-                    sop_class_uid=str(h.SOPClassUID),
-                    path=str(p.relative_to(storage)),
-                    transfer_syntax_uid=str(h.file_meta.TransferSyntaxUID),
-                    size_bytes=p.stat().st_size,
-                    received_at=datetime.now(UTC),
-                )
-                for p, h in zip(paths, headers, strict=True)
-            ],
-        )
+        record_stored_files(session, storage_dir=storage, paths=paths, description="ge")
         job = db.jobs.create_job(session=session, series_instance_uid=series_instance_uid)
         db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
         session.commit()

@@ -12,12 +12,13 @@ import db.challengers
 import db.jobs
 import db.outcomes
 import db.performance
-import db.receiving
 import db.results
 from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
 from db.enums import OutcomeKey
+from db.site_key import site_key
 from model.checkpoint import random_spec
 from model.evaluation.drift import probability_distribution
+from tests.helpers import record_head_ct_series, seed_verdict
 from validation.outcomes import import_outcomes_file
 from validation.performance import measure_performance, render_performance
 
@@ -32,28 +33,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -> int:
+def _series(
+    sessions: SessionFactory, i: int, *, accession: str | None = None, key: bytes = b""
+) -> int:
     study, series = f"1.2.826.0.1.{i}", f"1.2.826.0.1.{i}.1"
     with sessions() as session:
-        db.receiving.record_instances(
-            session=session,
-            study_instance_uid=study,
-            series_instance_uid=series,
-            modality="CT",
-            series_description=None,
-            calling_ae_title="SCANNER",
-            instances=[
-                db.receiving.InstanceRecord(
-                    f"{series}.{k}",
-                    "1.2.840.10008.5.1.4.1.1.2",
-                    f"{i}/{k}",
-                    "1.2",
-                    1,
-                    datetime.now(UTC),
-                )
-                for k in range(3)
-            ],
-        )
+        record_head_ct_series(session, series=series, study=study, numbers=range(3), folder=str(i))
         job = db.jobs.create_job(session=session, series_instance_uid=series)
         db.jobs.mark_job_queued(session=session, job_id=job.id, task_id="t")
         db.jobs.start_job(session=session, job_id=job.id, worker="w")
@@ -63,7 +48,9 @@ def _series(sessions: SessionFactory, i: int, *, accession: str | None = None) -
             manufacturer="GE" if i % 2 else "Philips",
             convolution_kernel="STANDARD",
             slice_thickness_mm=5.0,
-            accession_sha256=None if accession is None else db.outcomes.accession_sha256(accession),
+            accession_hmac=None
+            if accession is None
+            else db.outcomes.accession_hmac(accession, key=key),
         )
         session.commit()
         return job.id
@@ -79,16 +66,12 @@ def _verdict(
     sha256: str | None = None,
     threshold: float = 0.5,
 ) -> None:
-    verdict = db.results.Verdict(
-        probability=p,
-        suspected=p >= threshold,
+    verdict = seed_verdict(
+        p,
         threshold=threshold,
         model_name="m",
         model_version=version or ("v2" if challenger else "v1"),
         model_sha256=(sha256 or "b" * 64) if challenger else "a" * 64,
-        input_fingerprint="f" * 64,
-        precision="fp32",
-        device="cpu",
     )
     with sessions() as session:
         if challenger:
@@ -107,13 +90,13 @@ def test_outcomes_import_is_idempotent_and_records_changes(
     csv_file.write_text(
         "study_instance_uid,accession_number,label\n1.2.3,,stroke\n,ACC 1,normal\n1.2.4,,maybe\n"
     )
-    first, problems = import_outcomes_file(csv_file, database_url=database_url)
+    first, problems = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (first.added, first.changed, first.unchanged) == (2, 0, 0)
     assert len(problems) == 1 and "'maybe'" in problems[0]
-    again, _ = import_outcomes_file(csv_file, database_url=database_url)
+    again, _ = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (again.added, again.changed, again.unchanged) == (0, 0, 2)
     csv_file.write_text("study_instance_uid,label\n1.2.3,normal\n")
-    changed, _ = import_outcomes_file(csv_file, database_url=database_url)
+    changed, _ = import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     assert (changed.added, changed.changed, changed.unchanged) == (0, 1, 0)
     sessions = make_session_factory(create_engine_for(database_url))
     with sessions() as session:
@@ -131,7 +114,7 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
     rows = []
     for i in range(40):
         stroke = i % 2 == 0
-        job = _series(sessions, i, accession=f"A{i}")
+        job = _series(sessions, i, accession=f"A{i}", key=site_key(tmp_path))
         live = float(np.clip((0.8 if stroke else 0.2) + rng.normal(0, 0.1), 0, 1))
         _verdict(sessions, job, live, challenger=False)
         if i < 30:  # the challenger has seen only 30 series
@@ -149,7 +132,7 @@ def test_performance_compares_models_on_the_same_series_and_flags_drift(
             for c, v, label in rows
         )
     )
-    import_outcomes_file(csv_file, database_url=database_url)
+    import_outcomes_file(csv_file, database_url=database_url, data_dir=tmp_path)
     reference = probability_distribution(rng.uniform(size=200))  # v1 lives far from uniform
     spec_v1 = random_spec().model_copy(
         update={"name": "m", "version": "v1", "reference_distribution": reference}

@@ -45,6 +45,7 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
     never recomputed, so the SR keeps its UIDs. One transaction.
     """
     classifier = ctx.classifier
+    key = ctx.accession_key  # before the transaction: its first use rekeys in one of its own
     with ctx.sessions() as session:
         result = db.results.find_result(
             session=session,
@@ -53,7 +54,7 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
             model_sha256=classifier.sha256,
         )
         if result is None:
-            result, top = _classify(ctx, inputs, session=session)
+            result, top = _classify(ctx, inputs, session=session, key=key)
         else:
             log.info(
                 "Job %d: result %d already exists for these instances", inputs.job_id, result.id
@@ -98,7 +99,7 @@ def warm_up_classifier(ctx: WorkerContext) -> None:
 
 
 def _classify(
-    ctx: WorkerContext, inputs: SeriesInputs, *, session: Session
+    ctx: WorkerContext, inputs: SeriesInputs, *, session: Session, key: bytes
 ) -> tuple[Result, list[str]]:
     classifier = ctx.classifier
     uids = inputs.sop_instance_uids
@@ -111,7 +112,7 @@ def _classify(
         slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
         shadow=ctx.config.mode == "shadow",
     )
-    record_series_attributes(session, inputs)
+    record_series_attributes(session, inputs, key=key)
     log.info(
         "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
         inputs.series_instance_uid,

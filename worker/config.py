@@ -116,6 +116,14 @@ class WorkerRuntime(BaseModel):
     storage_dir: Path
     reports_dir: Path
     database_url: str
+    data_folder: Path | None = Field(
+        None, description="The data folder (its site key); default: the storage folder's parent."
+    )
     broker_url: str
     broker_transport_options: dict[str, Any] = Field(default_factory=dict)
     task_queue: str = "stroke-triage"
+
+    @property
+    def data_dir(self) -> Path:
+        """The data folder, which holds the site key (``site.key``)."""
+        return self.data_folder or self.storage_dir.parent

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from torch import nn
 
+import db.outcomes
 import worker.metrics
 from db.engine import SessionFactory, create_engine_for, make_session_factory
+from db.site_key import site_key
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, LoadedModel, load_checkpoint
 from model.inference import Classifier
 from worker.config import WorkerConfig, WorkerRuntime
@@ -68,6 +70,7 @@ class WorkerContext:
     _classifier: Classifier | None = field(default=None, init=False, repr=False)
     _challenger: Classifier | None = field(default=None, init=False, repr=False)
     _network: nn.Module | None = field(default=None, init=False, repr=False)
+    _accession_key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -107,6 +110,23 @@ class WorkerContext:
                     self.config, load_checkpoint(directory), source=directory
                 )
             return self._challenger
+
+    @property
+    def accession_key(self) -> bytes:
+        """The data folder's site key (made on first use); stored accession sha256 values
+        left from before revision 0010 are rekeyed with it the first time."""
+        with self._lock:
+            if self._accession_key is None:
+                key = site_key(self.runtime.data_dir)
+                sessions = self._sessions or make_session_factory(
+                    create_engine_for(self.runtime.database_url)
+                )
+                self._sessions = sessions
+                with sessions() as session:
+                    db.outcomes.rekey_legacy_accessions(session=session, key=key)
+                    session.commit()
+                self._accession_key = key
+            return self._accession_key
 
     @property
     def model_loaded(self) -> bool:

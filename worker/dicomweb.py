@@ -2,7 +2,12 @@
 
 One POST of ``multipart/related; type="application/dicom"`` to ``{base}/studies/{study}``
 (PS3.18 10.5), so that the server checks the objects belong to that study. Basic or bearer
-auth; TLS verification on unless turned off.
+auth; TLS verification on unless turned off. The bytes sent are the stored files' own.
+
+The POST is :func:`worker.http.post` (httpx) rather than ``dicomweb-client``: that library
+posts through ``requests``, which follows a 302/303 as a GET to the redirect's host and treats
+any 3xx as success, verifies TLS against certifi's bundle rather than the system's CAs or our
+``ca_file`` context, retries on its own inside our outbox's backoff, and re-encodes the files.
 """
 
 from __future__ import annotations
@@ -12,12 +17,9 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
-
-import pydicom
 
 from worker import http
-from worker.errors import ExportError
+from worker.errors import ErrorCode, ExportError
 from worker.notify.config import DicomWebDestination
 
 log = logging.getLogger(__name__)
@@ -49,25 +51,21 @@ def _auth_header(destination: DicomWebDestination) -> dict[str, str]:
     return {}
 
 
-def stow(*, paths: Sequence[Path], destination: DicomWebDestination) -> None:
-    """Store DICOM files of one study on a DICOMweb server by STOW-RS.
+def stow(
+    *, parts: Sequence[bytes], study_instance_uid: str, destination: DicomWebDestination
+) -> None:
+    """Store DICOM files (their bytes, as stored) of one study on a DICOMweb server by STOW-RS.
 
     Raises:
-        ExportError: Unreachable, refused (HTTP 4xx/5xx), or some instance failed.
+        ExportError: Unreachable, a redirect, refused (HTTP 4xx/5xx), or an instance failed.
     """
-    if not paths:
+    if not parts:
         return
-    study_uids = {
-        str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path in paths
-    }
-    if len(study_uids) != 1:
-        raise ExportError(f"STOW-RS sends one study at a time, not {sorted(study_uids)}.")
-    study_uid = study_uids.pop()
     boundary = f"stroke-triage-{uuid.uuid4().hex}"
     try:
         answer = http.post(
-            f"{destination.url}/studies/{study_uid}",
-            body=multipart_body([path.read_bytes() for path in paths], boundary),
+            f"{destination.url}/studies/{study_instance_uid}",
+            body=multipart_body(parts, boundary),
             headers={
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
                 "Accept": "application/dicom+json",
@@ -76,18 +74,26 @@ def stow(*, paths: Sequence[Path], destination: DicomWebDestination) -> None:
             target=destination,
         )
     except http.HttpPostError as exc:
-        if exc.status is not None:
-            raise ExportError(
-                f"STOW-RS to {destination.url} failed with HTTP {exc.status} {exc.detail}."
-            ) from exc
-        raise ExportError(f"STOW-RS to {destination.url} failed: {exc.detail}.") from exc
-    status = answer.status
-    failed = _failed_instances(answer.body)
-    if status not in (200, 202) or failed:
         raise ExportError(
-            f"STOW-RS to {destination.url} answered HTTP {status}; {failed} instance(s) refused."
+            f"STOW-RS to {destination.url} failed: {exc.message}.",
+            code=exc.code,
+            status=exc.status,
+            detail=exc.detail,
+        ) from exc
+    failed = _failed_instances(answer.body)
+    if answer.status not in (200, 202) or failed:
+        raise ExportError(
+            f"The DICOMweb server {destination.url} answered HTTP {answer.status} and refused "
+            f"{failed} of {len(parts)} instance(s) (Failed SOP Sequence).",
+            code=ErrorCode.REFUSED,
+            detail=answer.body[:500].decode(errors="replace"),
         )
-    log.info("STOW-RS: %d instance(s) of study %s stored at %s", len(paths), study_uid, destination)
+    log.info(
+        "STOW-RS: %d instance(s) of study %s stored at %s",
+        len(parts),
+        study_instance_uid,
+        destination,
+    )
 
 
 def _failed_instances(answer: bytes) -> int:

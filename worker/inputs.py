@@ -16,7 +16,7 @@ import db.receiving
 from db.enums import JobStatus
 from dicom_edge import CLASSIFIABLE_SOP_CLASSES, select_instances
 from worker.context import WorkerContext
-from worker.errors import WorkerError
+from worker.errors import ErrorCode, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,13 @@ FINAL_JOB_STATES = frozenset(
 class SeriesUnreadableError(WorkerError):
     """The stored series cannot be read or holds no CT slice: retrying will not help."""
 
+    code = ErrorCode.SERIES_UNREADABLE
+
 
 class SeriesMismatchError(WorkerError):
     """The task names another series than its job: the message is wrong, not the data."""
+
+    code = ErrorCode.SERIES_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,10 @@ def read_series(paths: Sequence[Path], *, series_instance_uid: str) -> list[pydi
         try:
             datasets.append(pydicom.dcmread(path))
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            # pydicom's text may quote the file's values: it goes to the log, not the job.
             raise SeriesUnreadableError(
-                f"Instance {path.name} of series {series_instance_uid} cannot be read: {exc}"
+                f"Instance {path.name} of series {series_instance_uid} is not readable DICOM.",
+                detail=f"{type(exc).__name__}: {exc}",
             ) from exc
     # The listener's own selection: only the axial slices of one stack are classified.
     selection = select_instances(datasets, min_slices=1)

@@ -31,8 +31,8 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-def record_series_attributes(session: Session, inputs: SeriesInputs) -> None:
-    """Store manufacturer, kernel, slice thickness and the hashed accession of the series."""
+def record_series_attributes(session: Session, inputs: SeriesInputs, *, key: bytes) -> None:
+    """Store manufacturer, kernel, slice thickness and the keyed hash of the accession."""
     header = inputs.datasets[0]
     thickness = header.get("SliceThickness")
     accession = _text(header.get("AccessionNumber"))
@@ -46,7 +46,9 @@ def record_series_attributes(session: Session, inputs: SeriesInputs) -> None:
         manufacturer=_text(header.get("Manufacturer")),
         convolution_kernel=_text(header.get("ConvolutionKernel")),
         slice_thickness_mm=thickness_mm,
-        accession_sha256=None if accession is None else db.outcomes.accession_sha256(accession),
+        accession_hmac=None
+        if accession is None
+        else db.outcomes.accession_hmac(accession, key=key),
     )
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+
+import pydicom
 
 import db.exports
 import db.jobs
@@ -23,7 +26,8 @@ from db.errors import JobStateError
 from dicom_edge import PacsDestination
 from worker.config import WorkerConfig
 from worker.dicomweb import stow
-from worker.export import ExportError, send_datasets
+from worker.errors import ErrorCode, ExportError, WorkerError, error_detail, public_error
+from worker.export import send_datasets
 from worker.notify.config import DicomWebDestination
 from worker.notify.send import send_notifications
 
@@ -161,22 +165,28 @@ def deliver(sessions: SessionFactory, *, export_id: int, config: WorkerConfig) -
 def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConfig) -> bool:
     """Send a claimed export and record the outcome (one transaction).
 
+    Any failure of this one row (unreachable, refused, a missing or unreadable file, or an
+    error nobody foresaw) is a failed attempt with its code and our message: it backs off and
+    becomes a dead letter after ``export_max_attempts``, and never stops the caller's sweep.
     When the last export of a result is sent, its job is finished (``exported_at``).
 
     Returns:
         True if sent; False if the send failed (then it is rescheduled or dead).
     """
-    export_id, path, uid = claimed.export_id, claimed.path, claimed.sop_instance_uid
+    export_id, uid = claimed.export_id, claimed.sop_instance_uid
     try:
-        if not path.is_file():
-            raise ExportError(f"The file {path} of instance {uid} is missing.")
-        _send(path, claimed.destination, config=config)
-    except (ExportError, ValueError, OSError) as exc:
+        _send(read_output(claimed.path, uid), claimed.destination, config=config)
+    except Exception as exc:
+        error = public_error(exc)
+        if isinstance(exc, WorkerError):
+            log.warning("Export %d of %s failed: %s", export_id, uid, error_detail(exc))
+        else:
+            log.exception("Export %d of %s failed unexpectedly", export_id, uid)
         with sessions() as session:
             db.exports.mark_export_failed(
                 session=session,
                 export_id=export_id,
-                error=f"{type(exc).__name__}: {exc}",
+                error=str(error),
                 max_attempts=config.export_max_attempts,
                 backoff_s=config.export_backoff_s,
             )
@@ -192,16 +202,64 @@ def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConf
     return True
 
 
-def _send(path: Path, destination: str, *, config: WorkerConfig) -> None:
+@dataclass(frozen=True)
+class StoredOutput:
+    """An output file as stored (its bytes, for STOW-RS) and as read (for C-STORE)."""
+
+    raw: bytes
+    dataset: pydicom.Dataset
+
+
+def read_output(path: Path, sop_instance_uid: str) -> StoredOutput:
+    """Read an output file and check it is the DICOM object it is named after.
+
+    Raises:
+        ExportError: The file is missing, or is not readable DICOM of that SOP Instance UID
+            (empty, truncated before its identity, or another object).
+    """
+    if not path.is_file():
+        raise ExportError(
+            f"The file {path} of instance {sop_instance_uid} is missing.",
+            code=ErrorCode.FILE_MISSING,
+        )
+    try:
+        raw = path.read_bytes()
+        dataset = pydicom.dcmread(BytesIO(raw))
+        found = str(dataset.SOPInstanceUID)
+        str(dataset.StudyInstanceUID)  # STOW-RS names the study; C-STORE needs it too
+    except Exception as exc:
+        # pydicom raises InvalidDicomError, AttributeError, ValueError or EOFError here.
+        raise ExportError(
+            f"The file {path} of instance {sop_instance_uid} is not readable DICOM (empty, "
+            "truncated or damaged); it is not sent.",
+            code=ErrorCode.FILE_UNREADABLE,
+            detail=error_detail(exc),
+        ) from exc
+    if found != sop_instance_uid:
+        raise ExportError(
+            f"The file {path} holds instance {found}, not {sop_instance_uid}; it is not sent.",
+            code=ErrorCode.FILE_UNREADABLE,
+        )
+    return StoredOutput(raw, dataset)
+
+
+def _send(output: StoredOutput, destination: str, *, config: WorkerConfig) -> None:
     """C-STORE to ``AE@host:port``, or STOW-RS to a configured DICOMweb base URL."""
     if destination.startswith(("http://", "https://")):
         for server in config.dicomweb:
             if server.url == destination:
-                stow(paths=[path], destination=server)
+                stow(
+                    parts=[output.raw],
+                    study_instance_uid=str(output.dataset.StudyInstanceUID),
+                    destination=server,
+                )
                 return
-        raise ExportError(f"The DICOMweb destination {destination} is no longer configured.")
+        raise ExportError(
+            f"The DICOMweb destination {destination} is no longer configured.",
+            code=ErrorCode.NOT_CONFIGURED,
+        )
     send_datasets(
-        datasets=[path],
+        datasets=[output.dataset],
         destination=PacsDestination.parse(destination),
         calling_ae_title=config.calling_ae_title,
     )

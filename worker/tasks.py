@@ -13,7 +13,7 @@ import worker.metrics
 from db.errors import DatabaseUnavailableError, JobStateError
 from dicom_edge import PROCESS_SERIES_TASK
 from worker.context import WorkerContext
-from worker.export import ExportError
+from worker.errors import ExportError, error_detail, public_error
 from worker.lease import JobLease, LeaseNotTakenError
 from worker.pipeline import Outcome, process_series
 
@@ -96,11 +96,13 @@ def _run(
 
 
 def _record_failure(ctx: WorkerContext, job_id: int, exc: BaseException, *, final: bool) -> None:
+    """Store the failure's code and our message on the job; its own text goes to the log."""
     worker.metrics.job_outcome("failed" if final else "retry")
+    log.info("Job %d failed: %s", job_id, error_detail(exc))
     try:
         with ctx.sessions() as session:
             db.jobs.fail_job(
-                session=session, job_id=job_id, error=f"{type(exc).__name__}: {exc}", final=final
+                session=session, job_id=job_id, error=str(public_error(exc)), final=final
             )
             session.commit()
     except Exception:  # the database itself may be what failed

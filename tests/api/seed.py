@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import db.exports
 import db.jobs
 import db.receiving
-import db.results
-from db.engine import SessionFactory
+from db.engine import Session, SessionFactory
 from db.enums import ExportKind
-from db.receiving import InstanceRecord
+from tests.helpers import (
+    SEED_TIME,
+    record_head_ct_series,
+    seed_export,
+    seed_result,
+    seed_verdict,
+)
 
-T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+T0 = SEED_TIME
 
 
 @dataclass(frozen=True)
@@ -31,25 +34,16 @@ class Seeded:
     sent_export: int
 
 
-def _series(session: object, uid: str, *, at: datetime, ae: str, count: int = 3) -> None:
-    db.receiving.record_instances(
-        session=session,  # type: ignore[arg-type]
-        study_instance_uid=uid.rsplit(".", 1)[0] + ".0",
-        series_instance_uid=uid,
-        modality="CT",
-        series_description="HEAD",
+def _series(session: Session, uid: str, *, at: datetime, ae: str, count: int = 3) -> None:
+    record_head_ct_series(
+        session,
+        series=uid,
+        study=uid.rsplit(".", 1)[0] + ".0",
+        numbers=range(count),
+        at=at,
+        spacing_s=1.0,
         calling_ae_title=ae,
-        instances=[
-            InstanceRecord(
-                sop_instance_uid=f"{uid}.{n}",
-                sop_class_uid=CT_IMAGE_STORAGE,
-                path=f"{uid}/{n}.dcm",
-                transfer_syntax_uid=EXPLICIT_VR_LE,
-                size_bytes=1000,
-                received_at=at + timedelta(seconds=n),
-            )
-            for n in range(count)
-        ],
+        folder=uid,
     )
 
 
@@ -67,39 +61,21 @@ def seed(factory: SessionFactory, *, base: datetime = T0) -> Seeded:
         db.jobs.start_job(
             session=session, job_id=job.id, worker="w", now=base + timedelta(seconds=7)
         )
-        result = db.results.record_result(
-            session=session,
+        result = seed_result(
+            session,
             job_id=job.id,
-            verdict=db.results.Verdict(
-                probability=0.91,
-                suspected=True,
-                threshold=0.5,
-                model_name="vit-stroke",
-                model_version="1.0.0",
-                model_sha256="a" * 64,
-                input_fingerprint="f" * 64,
-                precision="fp32",
-                device="cpu",
-            ),
+            verdict=seed_verdict(0.91),
             slice_scores=[(f"{done}.{n}", p) for n, p in enumerate((0.2, 0.95, 0.6))],
             now=base + timedelta(seconds=9),
         )
-        sr = db.exports.ensure_export(
-            session=session,
-            result_id=result.id,
-            kind=ExportKind.SR,
-            destination="PACS",
-            sop_instance_uid="1.2.3.4.1",
-            path="reports/sr.dcm",
-        )
+        sr = seed_export(session, result_id=result.id, sop_instance_uid="1.2.3.4.1")
         db.exports.mark_export_sent(
             session=session, export_id=sr.id, now=base + timedelta(seconds=10)
         )
-        sc = db.exports.ensure_export(
-            session=session,
+        sc = seed_export(
+            session,
             result_id=result.id,
             kind=ExportKind.SC,
-            destination="PACS",
             sop_instance_uid="1.2.3.4.2",
             path="reports/sc.dcm",
         )

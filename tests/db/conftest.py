@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import text
 
-from db.engine import Engine, create_engine_for, migrate
+from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
 from tests.helpers import postgres_schema
 
 
@@ -28,3 +29,28 @@ def engine(
             yield engine
         finally:
             engine.dispose()
+
+
+#: Every table, children first: a test that needs an empty database deletes them in this order.
+TABLES = (
+    "outcome_changes",
+    "outcomes",
+    "notifications",
+    "exports",
+    "slice_scores",
+    "challenger_results",
+    "results",
+    "jobs",
+    "instances",
+    "series",
+    "studies",
+)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Iterator[SessionFactory]:
+    """Sessions on this module's database, emptied first."""
+    with engine.begin() as connection:
+        for table in TABLES:
+            connection.execute(text(f"DELETE FROM {table}"))
+    yield make_session_factory(engine)

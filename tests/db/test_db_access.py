@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
@@ -13,28 +13,22 @@ import db.jobs
 import db.receiving
 import db.results
 import db.retention
-from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
 from db.errors import JobStateError, NotFoundError
 from db.models import Instance, Job, Result, SliceScore
 from db.receiving import InstanceRecord
+from tests.helpers import SEED_TIME, instance_records, seed_result, seed_verdict
 
-T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+T0 = SEED_TIME
 STUDY = "1.2.826.0.1.3680043.10.1"
 SERIES = "1.2.826.0.1.3680043.10.1.1"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 MODEL_SHA = "a" * 64
 
 
 @pytest.fixture
-def factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+def factory(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """Session factory on an emptied database."""
-    tables = ("exports", "slice_scores", "results", "jobs", "instances", "series", "studies")
-    with engine.begin() as connection:
-        for table in tables:
-            connection.execute(text(f"DELETE FROM {table}"))
-    yield make_session_factory(engine)
+    return sessions
 
 
 @pytest.fixture
@@ -44,17 +38,7 @@ def session(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def _records(numbers: range, *, at: datetime = T0, folder: str = "a") -> list[InstanceRecord]:
-    return [
-        InstanceRecord(
-            sop_instance_uid=f"{SERIES}.{n}",
-            sop_class_uid=CT_IMAGE_STORAGE,
-            path=f"{folder}/{n}.dcm",
-            transfer_syntax_uid=EXPLICIT_VR_LE,
-            size_bytes=1000 + n,
-            received_at=at + timedelta(seconds=n),
-        )
-        for n in numbers
-    ]
+    return instance_records(SERIES, numbers, at=at, folder=folder, spacing_s=1.0)
 
 
 def _receive(session: Session, records: list[InstanceRecord], series: str = SERIES) -> int:
@@ -70,20 +54,10 @@ def _receive(session: Session, records: list[InstanceRecord], series: str = SERI
 
 
 def _result(session: Session, job_id: int, fingerprint: str, probability: float = 0.8) -> Result:
-    return db.results.record_result(
-        session=session,
+    return seed_result(
+        session,
         job_id=job_id,
-        verdict=db.results.Verdict(
-            probability=probability,
-            suspected=probability >= 0.5,
-            threshold=0.5,
-            model_name="vit-stroke",
-            model_version="1.0.0",
-            model_sha256=MODEL_SHA,
-            input_fingerprint=fingerprint,
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(probability, fingerprint=fingerprint, model_sha256=MODEL_SHA),
         slice_scores=[(f"{SERIES}.1", 0.2), (f"{SERIES}.2", 0.9), (f"{SERIES}.3", 0.5)],
         now=T0 + timedelta(minutes=5),
     )
@@ -305,16 +279,8 @@ def test_list_results_newest_first_with_best_export_status(session: Session) -> 
         result = db.results.record_result(
             session=session,
             job_id=job.id,
-            verdict=db.results.Verdict(
-                probability=0.1 * (n + 1),
-                suspected=False,
-                threshold=0.5,
-                model_name="vit-stroke",
-                model_version="1.0.0",
-                model_sha256=MODEL_SHA,
-                input_fingerprint="f",
-                precision="bf16",
-                device="cpu",
+            verdict=seed_verdict(
+                0.1 * (n + 1), fingerprint="f", model_sha256=MODEL_SHA, precision="bf16"
             ),
             slice_scores=[],
             now=T0 + timedelta(minutes=n),
@@ -417,17 +383,7 @@ def test_stage_timings(session: Session) -> None:
     db.results.record_result(
         session=session,
         job_id=job.id,
-        verdict=db.results.Verdict(
-            probability=0.7,
-            suspected=True,
-            threshold=0.5,
-            model_name="vit-stroke",
-            model_version="1.0.0",
-            model_sha256=MODEL_SHA,
-            input_fingerprint="f",
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(0.7, fingerprint="f", model_sha256=MODEL_SHA),
         slice_scores=[],
         now=T0 + timedelta(seconds=11),
     )

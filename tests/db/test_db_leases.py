@@ -1,10 +1,9 @@
 """Job leases on SQLite and PostgreSQL: queued and running jobs that are lost are found again."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
@@ -12,11 +11,10 @@ import db.jobs
 import db.leases
 import db.receiving
 import db.results
-from db.engine import make_session_factory
 from db.enums import ExportKind, ExportStatus, JobStatus, SeriesStatus
-from db.receiving import InstanceRecord
+from tests.helpers import SEED_TIME, record_head_ct_series, seed_verdict
 
-T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+T0 = SEED_TIME
 SERIES = "1.2.826.0.1.3680043.10.2.1"
 
 
@@ -25,36 +23,13 @@ def _at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    tables = ("exports", "slice_scores", "results", "jobs", "instances", "series", "studies")
-    with engine.begin() as connection:
-        for table in tables:
-            connection.execute(text(f"DELETE FROM {table}"))
-    factory: sessionmaker[Session] = make_session_factory(engine)
-    with factory() as session:
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
         yield session
 
 
 def _job(session: Session) -> int:
-    db.receiving.record_instances(
-        session=session,
-        study_instance_uid="1.2.826.0.1.3680043.10.2",
-        series_instance_uid=SERIES,
-        modality="CT",
-        series_description="HEAD",
-        calling_ae_title="SCANNER",
-        instances=[
-            InstanceRecord(
-                sop_instance_uid=f"{SERIES}.{n}",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                path=f"a/{n}.dcm",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                size_bytes=1000,
-                received_at=T0,
-            )
-            for n in range(1, 4)
-        ],
-    )
+    record_head_ct_series(session, series=SERIES, count=3, at=T0, folder="a")
     job = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
     session.commit()
     return job.id
@@ -156,17 +131,7 @@ def test_a_retry_keeps_the_lease_and_a_finished_task_releases_it(session: Sessio
     db.results.record_result(
         session=session,
         job_id=job_id,
-        verdict=db.results.Verdict(
-            probability=0.3,
-            suspected=False,
-            threshold=0.5,
-            model_name="vit",
-            model_version="1",
-            model_sha256="a" * 64,
-            input_fingerprint="f",
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(0.3, fingerprint="f", model_name="vit", model_version="1"),
         slice_scores=[(f"{SERIES}.1", 0.3)],
         now=_at(31),
     )
@@ -185,17 +150,7 @@ def test_a_dead_export_flags_its_job_until_it_is_retried(session: Session) -> No
     result = db.results.record_result(
         session=session,
         job_id=job_id,
-        verdict=db.results.Verdict(
-            probability=0.9,
-            suspected=True,
-            threshold=0.5,
-            model_name="vit",
-            model_version="1",
-            model_sha256="a" * 64,
-            input_fingerprint="f",
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(0.9, fingerprint="f", model_name="vit", model_version="1"),
         slice_scores=[(f"{SERIES}.1", 0.9)],
         now=_at(2),
     )
@@ -243,7 +198,7 @@ def test_new_instances_supersede_a_job_whose_export_failed(session: Session) -> 
     job_id = _job(session)
     db.jobs.start_job(session=session, job_id=job_id, now=_at(1))
     db.jobs.mark_inferred(session=session, job_id=job_id, now=_at(2))
-    db.jobs.flag_export_failed(session=session, job_id=job_id, now=_at(3))
+    db.jobs.set_export_failed(session=session, job_id=job_id, failed=True, now=_at(3))
     newer = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=_at(4))
     assert newer.id != job_id
     assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.SUPERSEDED

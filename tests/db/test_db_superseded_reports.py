@@ -1,7 +1,7 @@
 """db.exports.superseded_report_paths on SQLite and PostgreSQL: one query, same answers."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, event
@@ -14,9 +14,9 @@ import db.results
 from db.engine import make_session_factory
 from db.enums import ExportKind
 from db.errors import NotFoundError
-from db.receiving import InstanceRecord
+from tests.helpers import SEED_TIME, record_head_ct_series, seed_result, seed_verdict
 
-T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+T0 = SEED_TIME
 STUDY = "1.2.826.0.1.3680043.10.2"
 SERIES = "1.2.826.0.1.3680043.10.2.1"
 OTHER_SERIES = "1.2.826.0.1.3680043.10.2.2"
@@ -31,39 +31,21 @@ def session(engine: Engine) -> Iterator[Session]:
 
 def _job_and_result(session: Session, series: str, number: int) -> int:
     """Receive one more instance of ``series``, and record a job and its result; the result id."""
-    db.receiving.record_instances(
-        session=session,
-        study_instance_uid=STUDY,
-        series_instance_uid=series,
-        modality="CT",
-        series_description="HEAD",
+    record_head_ct_series(
+        session,
+        series=series,
+        study=STUDY,
+        numbers=[number],
+        at=T0,
+        spacing_s=1.0,
         calling_ae_title="SCANNER1",
-        instances=[
-            InstanceRecord(
-                sop_instance_uid=f"{series}.{number}",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                path=f"a/{series}.{number}.dcm",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                size_bytes=1000,
-                received_at=T0 + timedelta(seconds=number),
-            )
-        ],
+        folder="a",
     )
     job = db.jobs.create_job(session=session, series_instance_uid=series)
-    result = db.results.record_result(
-        session=session,
+    result = seed_result(
+        session,
         job_id=job.id,
-        verdict=db.results.Verdict(
-            probability=0.8,
-            suspected=True,
-            threshold=0.5,
-            model_name="vit-stroke",
-            model_version="1.0.0",
-            model_sha256="a" * 64,
-            input_fingerprint=f"f{number}",
-            precision="fp32",
-            device="cpu",
-        ),
+        verdict=seed_verdict(0.8, fingerprint=f"f{number}"),
         slice_scores=[(f"{series}.{number}", 0.8)],
         now=T0 + timedelta(minutes=number),
     )

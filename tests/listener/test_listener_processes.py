@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy import func, select
 import listener.metrics
 from db.models import Instance, Job, Series
 from listener.status import StoreStatus
+from listener.supervisor import ReceiverGroup
 from tests.listener.helpers import (
     DCMTK_ENV,
     LISTENER_AE,
@@ -228,3 +231,41 @@ def test_the_metrics_port_counts_what_a_child_received(start_listener_for_test: 
     assert "stroke_triage_listener_store_seconds_count" in {
         sample.name for family in served.collect() for sample in family.samples
     }
+
+
+def crash_after_first_start(folder: Path, slot: int, control: Connection) -> None:
+    """A receiving process that serves once, dies, and then fails at every start-up.
+
+    Runs in the fork server's child (importable here by module name): each start appends a
+    line to ``folder/starts``.
+    """
+    starts = folder / "starts"
+    with starts.open("a") as log_file:
+        log_file.write(f"{time.monotonic()}\n")
+    if len(starts.read_text().splitlines()) > 1:
+        os._exit(3)  # start-up fails: the port, the database, a bad setting...
+    control.send("serving")
+    time.sleep(0.2)
+    os._exit(1)  # then it dies, once
+
+
+def test_a_receiver_that_fails_at_start_up_is_restarted_with_backoff(tmp_path: Path) -> None:
+    deaths: list[int] = []
+    group = ReceiverGroup(
+        count=1,
+        target=crash_after_first_start,
+        args=(tmp_path,),
+        on_death=lambda pid, slot: deaths.append(slot),
+    )
+    group.start()
+    try:
+        time.sleep(4.0)
+    finally:
+        group.stop()
+    starts = [float(line) for line in (tmp_path / "starts").read_text().splitlines()]
+    # The death is recovered once (a full storage scan), not at every failed restart.
+    assert deaths == [1]
+    # Started, died, restarted at once, then again after 1 s and 2 s: not in a tight loop.
+    assert 3 <= len(starts) <= 5, starts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts[2:])]
+    assert all(gap >= 0.9 for gap in gaps), gaps

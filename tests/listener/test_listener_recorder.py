@@ -1,11 +1,14 @@
-"""The recorder: one transaction per batch window, and a flush that does not wait for it."""
+"""The recorder: one transaction per batch window, a flush that does not wait for it, and a
+thread that nothing stops: a record the database refuses for good is left to the start-up scan."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pydicom.uid import generate_uid
@@ -16,8 +19,14 @@ from db.engine import SessionFactory, create_engine_for, make_session_factory, m
 from db.models import Instance
 from listener.inspection import ReceivedInstance
 from listener.recorder import InstanceRecorder, PendingRecord
+from listener.recovery import record_unrecorded
+from listener.storage import instance_relpath
+from tests.helpers import postgres_schema
+from tests.listener.helpers import ct_dataset
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+#: A receive time that is no time: a record the recorder cannot store (not a database error).
+NO_TIME = cast(datetime, None)
 
 
 @pytest.fixture
@@ -29,8 +38,27 @@ def sessions(tmp_path: Path) -> Iterator[SessionFactory]:
     engine.dispose()
 
 
-def _pending(study: str, series: str) -> PendingRecord:
-    uid = generate_uid()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionFactory]:
+    """Sessions on a migrated SQLite file, or on a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+        engine = create_engine_for(url)
+        migrate(engine)
+        yield make_session_factory(engine)
+        engine.dispose()
+        return
+    with postgres_schema("recorder") as url:
+        engine = create_engine_for(url)
+        migrate(engine)
+        yield make_session_factory(engine)
+        engine.dispose()
+
+
+def _pending(
+    study: str, series: str, *, description: str = "head", uid: str | None = None
+) -> PendingRecord:
+    uid = uid or generate_uid()
     path = f"{study}/{series}/{uid}.dcm"
     return PendingRecord(
         instance=ReceivedInstance(
@@ -39,7 +67,7 @@ def _pending(study: str, series: str) -> PendingRecord:
             sop_instance_uid=uid,
             sop_class_uid=CT_IMAGE,
             modality="CT",
-            series_description="head",
+            series_description=description,
             relpath=Path(path),
         ),
         calling_ae_title="CT1",
@@ -91,3 +119,65 @@ def test_stop_commits_what_is_queued_without_waiting_for_the_window(
     recorder.stop(timeout_s=30.0)
     assert time.monotonic() - start < 30.0
     assert _recorded(sessions) == 1
+
+
+def _recorded_uids(sessions: SessionFactory) -> set[str]:
+    with sessions() as session:
+        return set(session.execute(select(Instance.sop_instance_uid)).scalars())
+
+
+def test_a_permanent_database_error_is_left_out_and_the_rest_is_recorded(
+    any_sessions: SessionFactory,
+) -> None:
+    """PostgreSQL refuses a NUL character in text for good (a DataError), whatever the retry;
+    on SQLite the same record has a time that cannot be compared (a TypeError, not SQL)."""
+    recorder = InstanceRecorder(session_factory=any_sessions, batch_window_s=60.0)
+    recorder.start()
+    try:
+        study = generate_uid()
+        good = [_pending(study, generate_uid()) for _ in range(3)]
+        poison = _pending(study, generate_uid(), description="HEAD\x00CT")
+        if _dialect(any_sessions) == "sqlite":
+            poison = dataclasses.replace(
+                poison, record=dataclasses.replace(poison.record, received_at=NO_TIME)
+            )
+        tickets = [recorder.submit(item) for item in (good[0], poison, *good[1:])]
+        assert recorder.flush(timeout_s=30.0), "the recorder is stuck on the poison record"
+        assert _recorded_uids(any_sessions) == {item.record.sop_instance_uid for item in good}
+        assert [recorder.wait_for(ticket, 0) for ticket in tickets] == [True, False, True, True]
+        # The thread lives on: a later record is committed as usual.
+        ticket = recorder.submit(_pending(study, generate_uid()))
+        assert recorder.flush(timeout_s=30.0) and recorder.wait_for(ticket, 0)
+        assert len(_recorded_uids(any_sessions)) == 4
+    finally:
+        recorder.stop()
+
+
+def test_a_record_left_out_is_recorded_from_its_file_by_the_start_up_scan(
+    sessions: SessionFactory, tmp_path: Path
+) -> None:
+    """The guarantee behind leaving a record out: its file is on disk, and the scan that runs
+    at every start (and after a receiving process dies) records it."""
+    storage = tmp_path / "storage"
+    dataset = ct_dataset(study_uid=generate_uid(), series_uid=generate_uid(), number=1)
+    study, series = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+    uid = str(dataset.SOPInstanceUID)
+    path = storage / instance_relpath(study, series, uid)
+    path.parent.mkdir(parents=True)
+    dataset.save_as(path, enforce_file_format=True)
+    item = _pending(study, series, uid=uid)
+    poison = dataclasses.replace(item, record=dataclasses.replace(item.record, received_at=NO_TIME))
+    recorder = InstanceRecorder(session_factory=sessions, batch_window_s=0.0)
+    recorder.start()
+    try:
+        assert not recorder.wait_for(recorder.submit(poison), timeout_s=30.0)
+    finally:
+        recorder.stop()
+    assert _recorded_uids(sessions) == set()
+    assert record_unrecorded(storage, sessions) == 1
+    assert _recorded_uids(sessions) == {uid}
+
+
+def _dialect(sessions: SessionFactory) -> str:
+    with sessions() as session:
+        return session.get_bind().dialect.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,18 @@ import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE, evt
 
+import db.engine
+import db.exports
+from db.enums import ExportStatus
 from dicom_edge import PacsDestination
 from model.phantom import write_phantom_series
+from tests.helpers import free_port, record_head_ct_series, seed_export, seed_job
+from tests.worker.helpers import Pacs
 from worker.capture import build_heatmap_capture
+from worker.config import WorkerConfig
+from worker.errors import ErrorCode
 from worker.export import ExportError, send_datasets
+from worker.outbox import sweep
 from worker.report import AlgorithmInfo, Finding, build_structured_report
 
 SCP_AE_TITLE = "TESTPACS"
@@ -166,3 +175,103 @@ def test_destination_parses_and_prints() -> None:
 def test_destination_refuses_malformed_text(text: str) -> None:
     with pytest.raises(ValueError, match=r"AE@host:port|outside"):
         PacsDestination.parse(text)
+
+
+def test_closed_port_says_the_connection_was_refused(outputs: list[pydicom.Dataset]) -> None:
+    destination = PacsDestination(ae_title="PACS", host="127.0.0.1", port=free_port())
+    with pytest.raises(ExportError) as caught:
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=5)
+    assert caught.value.code == ErrorCode.CONNECTION_REFUSED
+    assert str(caught.value) == (f"No association with {destination}: the connection was refused.")
+
+
+def test_an_unknown_host_is_named(outputs: list[pydicom.Dataset]) -> None:
+    destination = PacsDestination(ae_title="PACS", host="pacs.invalid", port=104)
+    with pytest.raises(ExportError) as caught:
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=5)
+    assert caught.value.code == ErrorCode.HOST_NOT_FOUND
+    assert "the host name does not resolve" in str(caught.value)
+
+
+def test_a_rejection_says_the_pacs_reason(
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], PacsDestination]
+) -> None:
+    served = storage_scp(lambda event: 0x0000)
+    destination = PacsDestination(ae_title="WRONGAET", host=served.host, port=served.port)
+    with pytest.raises(ExportError) as caught:
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=10)
+    assert caught.value.code == ErrorCode.ASSOCIATION_REJECTED
+    assert "Called AE title not recognised" in str(caught.value)
+
+
+def test_a_pacs_that_never_answers_is_a_timeout(outputs: list[pydicom.Dataset]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, then says nothing
+        port = int(silent.getsockname()[1])
+        destination = PacsDestination(ae_title="PACS", host="127.0.0.1", port=port)
+        with pytest.raises(ExportError) as caught:
+            send_datasets(datasets=outputs[:1], destination=destination, timeout_s=1)
+    assert caught.value.code == ErrorCode.TIMEOUT
+    assert "did not answer the association request within 1 s" in str(caught.value)
+
+
+def test_a_failure_status_is_told_with_its_meaning(
+    outputs: list[pydicom.Dataset], storage_scp: Callable[[StoreHandler], PacsDestination]
+) -> None:
+    destination = storage_scp(lambda event: 0xA700)
+    with pytest.raises(ExportError) as caught:
+        send_datasets(datasets=outputs[:1], destination=destination, timeout_s=10)
+    assert caught.value.code == ErrorCode.STORE_FAILED
+    assert "status 0xA700 (Refused: Out of Resources)" in str(caught.value)
+
+
+def test_poison_report_files_are_failed_attempts_and_the_sweep_goes_on(
+    tmp_path: Path, outputs: list[pydicom.Dataset]
+) -> None:
+    """An SR that is empty or truncated is a counted failure (then a dead letter), with its
+    reason; the good SR behind it is sent in the same sweep."""
+    pacs = Pacs()
+    engine = db.engine.create_engine_for(f"sqlite:///{tmp_path / 'triage.db'}")
+    db.engine.migrate(engine)
+    sessions = db.engine.make_session_factory(engine)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    good = reports / f"{outputs[0].SOPInstanceUID}.dcm"
+    outputs[0].save_as(good, enforce_file_format=True)
+    empty = reports / "1.2.826.0.1.3680043.10.6.1.dcm"
+    empty.write_bytes(b"")
+    truncated = reports / "1.2.826.0.1.3680043.10.6.2.dcm"
+    truncated.write_bytes(good.read_bytes()[:300])  # DICM and file meta, then cut
+    config = WorkerConfig(export_max_attempts=2, export_backoff_s=0.01)
+    try:
+        with sessions() as session:
+            ids = []
+            for n, path in enumerate((empty, truncated, good), start=1):
+                series = f"1.2.826.0.1.3680043.10.6.{n}0"
+                record_head_ct_series(session, series=series)
+                _, result_id = seed_job(session, series=series, stage="inferred")
+                assert result_id is not None
+                export = seed_export(
+                    session,
+                    result_id=result_id,
+                    destination=str(pacs.destination),
+                    sop_instance_uid=path.stem,
+                    path=str(path),
+                )
+                ids.append(export.id)
+            session.commit()
+        assert sweep(sessions, config=config) == 1
+        assert pacs.uids("SR") == [str(outputs[0].SOPInstanceUID)]
+        time.sleep(0.05)
+        assert sweep(sessions, config=config) == 0
+        with sessions() as session:
+            rows = [db.exports.get_export(session=session, export_id=i) for i in ids]
+    finally:
+        pacs.stop()
+        engine.dispose()
+    for row, path in zip(rows[:2], (empty, truncated), strict=True):
+        assert row.status == ExportStatus.DEAD and row.attempts == 2
+        assert row.last_error == (
+            f"file_unreadable: The file {path} of instance {path.stem} is not readable DICOM "
+            "(empty, truncated or damaged); it is not sent."
+        )
+    assert rows[2].status == ExportStatus.SENT

@@ -98,12 +98,15 @@ class WebhookDestination(_Destination):
 
 
 class EmailDestination(_Destination):
-    """An SMTP server (STARTTLS and login) and the addresses to write to."""
+    """An SMTP server (STARTTLS, or implicit TLS on port 465, and login) and the addresses."""
 
     kind: Literal["email"]
     host: str = Field(min_length=1)
     port: int = Field(587, ge=1, le=65535)
-    starttls: bool = True
+    starttls: bool = Field(True, description="STARTTLS before login (ignored with implicit_tls).")
+    implicit_tls: bool = Field(
+        False, description="TLS from the first byte (SMTPS, usually port 465), not STARTTLS."
+    )
     username: str | None = None
     password: SecretStr | None = None
     sender: str = Field(min_length=3)
@@ -112,6 +115,17 @@ class EmailDestination(_Destination):
     verify_tls: bool = True
     ca_file: Path | None = None
     timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> EmailDestination:
+        # Without TLS, AUTH PLAIN/LOGIN carry the password in clear on the network.
+        if self.username and not (self.starttls or self.implicit_tls):
+            raise ValueError(
+                f"The e-mail destination {self.name!r} has a username but starttls = false "
+                "and implicit_tls = false, which would send the password in clear; set "
+                "starttls = true (port 587) or implicit_tls = true (port 465)."
+            )
+        return self
 
 
 class Hl7Destination(_Destination):
@@ -127,6 +141,14 @@ class Hl7Destination(_Destination):
     receiving_facility: str = Field("HOSPITAL", min_length=1, max_length=HD_LENGTH)
     processing_id: Literal["P", "T", "D"] = "P"
     timeout_s: float = Field(10.0, gt=0)
+    tls: bool = Field(False, description="MLLP over TLS (the interface engine's TLS port).")
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    include_patient_identifiers: bool = Field(
+        False,
+        description="Send the Patient ID (PID-3) and name (PID-5); otherwise PID-3 is UNKNOWN "
+        "and the receiver matches the order by accession number (OBR-3, OBR-18).",
+    )
 
 
 NotificationDestination = Annotated[

@@ -1,12 +1,18 @@
-"""E-mail over SMTP with STARTTLS and login; no patient name unless the destination allows it."""
+"""E-mail over SMTP with STARTTLS or implicit TLS and login; no patient name unless allowed.
+
+A username without TLS is refused at start-up (:class:`EmailDestination`): the password is
+never sent in clear.
+"""
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 
+from worker.errors import ErrorCode, describe_network_error
 from worker.notify.config import EmailDestination
 from worker.notify.errors import NotificationError
 from worker.notify.message import Notice
@@ -16,15 +22,24 @@ log = logging.getLogger(__name__)
 
 
 def subject(notice: Notice) -> str:
-    """``AI STROKE TRIAGE: SUSPECTED - <accession>`` (the series UID when there is none)."""
+    """``AI ICH TRIAGE: SUSPECTED - <accession>`` (the series UID when there is none)."""
     reference = notice.identifiers.accession_number or notice.payload["series_instance_uid"]
-    return f"AI STROKE TRIAGE: {notice.verdict} - {reference}"
+    return f"{notice.headline} - {reference}"
 
 
 def body(notice: Notice, *, include_patient_name: bool) -> str:
     """The plain-text body."""
     payload = notice.payload
-    lines = [f"AI stroke triage: {notice.verdict}", ""]
+    lines = [notice.headline, ""]
+    if notice.finding_text:
+        lines += [notice.finding_text, ""]
+    if notice.failure is not None:
+        lines.append(f"Failure: {notice.failure} ({payload.get('error_code') or 'unknown'})")
+        if payload.get("reason"):
+            lines.append(f"Reason: {payload['reason']}")
+        if notice.verdict is not None:
+            lines.append(f"The verdict stands: {notice.verdict}")
+        lines.append("")
     if include_patient_name and notice.identifiers.patient_name:
         lines.append(f"Patient name: {notice.identifiers.patient_name}")
     lines += [
@@ -34,12 +49,10 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
     ]
     if payload.get("probability") is not None:
         lines.append(
-            f"Probability: {payload['probability']:.3f} (threshold {payload['threshold']:.3f})"
+            f"Probability: {payload['probability']:.2f} (threshold {payload['threshold']:.2f})"
         )
     if payload.get("model_version"):
         lines.append(f"Model: {payload['model_name']} {payload['model_version']}")
-    if payload.get("reason"):
-        lines.append(f"Reason: {payload['reason']}")
     if notice.series_url:
         lines.append(f"Series page: {notice.series_url}")
     lines += [
@@ -66,32 +79,58 @@ def build_message(destination: EmailDestination, notice: Notice) -> EmailMessage
 
 
 def send(destination: EmailDestination, notice: Notice) -> None:
-    """Send the notice's e-mail.
+    """Send the notice's e-mail (implicit TLS, or STARTTLS, before any login).
 
     Raises:
-        NotificationError: Connection, STARTTLS, login or a refused recipient.
+        NotificationError: Connection, TLS, login or a refused recipient.
     """
     message = build_message(destination, notice)
+    context = client_context(verify=destination.verify_tls, ca_file=destination.ca_file)
     try:
-        with smtplib.SMTP(
-            destination.host, destination.port, timeout=destination.timeout_s
-        ) as smtp:
+        with _connect(destination, context) as smtp:
             smtp.ehlo()
-            if destination.starttls:
-                smtp.starttls(
-                    context=client_context(
-                        verify=destination.verify_tls, ca_file=destination.ca_file
-                    )
-                )
+            if destination.starttls and not destination.implicit_tls:
+                smtp.starttls(context=context)
                 smtp.ehlo()
             if destination.username:
                 password = destination.password.get_secret_value() if destination.password else ""
                 smtp.login(destination.username, password)
             refused = smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
+        code, words = _smtp_failure(exc)
         raise NotificationError(
-            f"The e-mail to {destination.name} was not accepted: {type(exc).__name__}: {exc}"
+            f"The e-mail to {destination.name} was not accepted: {words}.",
+            code=code,
+            detail=repr(exc),
         ) from exc
     if refused:
-        raise NotificationError(f"The SMTP server of {destination.name} refused {sorted(refused)}.")
+        raise NotificationError(
+            f"The SMTP server of {destination.name} refused {len(refused)} of "
+            f"{len(destination.recipients)} recipients.",
+            code=ErrorCode.REFUSED,
+            detail=repr(refused),
+        )
     log.info("E-mail %s: notification %s accepted", destination.name, notice.key)
+
+
+def _connect(destination: EmailDestination, context: ssl.SSLContext) -> smtplib.SMTP:
+    if destination.implicit_tls:
+        return smtplib.SMTP_SSL(
+            destination.host, destination.port, timeout=destination.timeout_s, context=context
+        )
+    return smtplib.SMTP(destination.host, destination.port, timeout=destination.timeout_s)
+
+
+def _smtp_failure(exc: BaseException) -> tuple[ErrorCode, str]:
+    """The code and our words for a failed SMTP exchange (reply codes, never reply text)."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return ErrorCode.LOGIN_FAILED, f"the server refused our login (SMTP {exc.smtp_code})"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return ErrorCode.REFUSED, "the server refused every recipient"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return ErrorCode.REFUSED, "the server does not offer STARTTLS or our login method"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return ErrorCode.REFUSED, f"the server answered SMTP {exc.smtp_code}"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return ErrorCode.NETWORK_ERROR, "the server closed the connection"
+    return describe_network_error(exc)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from worker.errors import WorkerError
+from worker.errors import ErrorCode, WorkerError
 
 
 class NotificationError(WorkerError):
     """A destination did not accept a notification; the outbox retries it."""
+
+    code = ErrorCode.REFUSED

@@ -3,6 +3,10 @@
 The message control ID (MSH-10) is the notification's idempotency key, so an interface
 engine can drop a resend it has already processed. ``AA``/``CA`` is success; ``AE``, ``AR``,
 ``CE``, ``CR``, an ACK for another message, or no ACK at all is a failure that is retried.
+
+With ``tls = true`` the MLLP frames go over TLS (verified like the other channels). The Patient
+ID (PID-3) and name (PID-5) are sent only with ``include_patient_identifiers = true``, as an
+e-mail names the patient only with ``include_patient_name``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 
+from db.clock import utcnow
+from worker.errors import ErrorCode, describe_network_error
 from worker.notify.config import Hl7Destination
 from worker.notify.errors import NotificationError
 from worker.notify.message import Notice
+from worker.notify.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,9 @@ VERSION = "2.5.1"
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 ACCEPTED = frozenset({"AA", "CA"})
+UNKNOWN_PATIENT = "UNKNOWN"
+"""PID-3 and PID-5 when the patient's ID and name are not sent (``include_patient_identifiers``
+is false) or absent."""
 CODING_SYSTEM = "99STROKETRIAGE"
 """A local coding system (HL7 table 0396 reserves ``99zzz`` for local codes)."""
 
@@ -48,7 +58,7 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
     msh.msh_4 = destination.sending_facility
     msh.msh_5 = destination.receiving_application
     msh.msh_6 = destination.receiving_facility
-    msh.msh_7 = _timestamp(now or datetime.now(UTC))
+    msh.msh_7 = _timestamp(now or utcnow())
     msh.msh_9 = "ORU^R01^ORU_R01"
     msh.msh_10 = notice.key
     msh.msh_11 = destination.processing_id
@@ -56,10 +66,13 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
     result = message.add_group("ORU_R01_PATIENT_RESULT")
     patient = result.add_group("ORU_R01_PATIENT")
     patient.pid.pid_1 = "1"
-    # PID-3 is required; a series without Patient ID is matched by accession number (OBR).
-    patient.pid.pid_3 = _escape(ids.patient_id) or "UNKNOWN"
-    if ids.patient_name:
-        patient.pid.pid_5 = patient_name_xpn(ids.patient_name)
+    # PID-3 is required: without the opt-in (or a Patient ID) it says UNKNOWN, and the receiver
+    # matches the order by accession number (OBR-3, OBR-18).
+    identified = destination.include_patient_identifiers
+    patient.pid.pid_3 = (_escape(ids.patient_id) if identified else "") or UNKNOWN_PATIENT
+    # PID-5 is required too (hl7apy's strict validation): UNKNOWN unless opted in and known.
+    name = patient_name_xpn(ids.patient_name) if identified else ""
+    patient.pid.pid_5 = name or UNKNOWN_PATIENT
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     obr = order.obr
     obr.obr_1 = "1"
@@ -68,14 +81,18 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
         obr.obr_18 = _escape(ids.accession_number)
     obr.obr_4 = f"STROKE-AI^AI stroke triage^{CODING_SYSTEM}"
     obr.obr_7 = _hl7_time(payload.get("received_at"))
-    obr.obr_22 = _hl7_time(payload.get("reported_at")) or _timestamp(now or datetime.now(UTC))
+    obr.obr_22 = _hl7_time(payload.get("reported_at")) or _timestamp(now or utcnow())
     obr.obr_25 = "F"
-    observations: list[tuple[str, str, str]] = [
-        ("ST", f"VERDICT^Stroke triage verdict^{CODING_SYSTEM}", notice.verdict),
-    ]
+    observations: list[tuple[str, str, str]] = []
+    if notice.verdict is not None:
+        observations.append(("ST", f"VERDICT^Triage verdict^{CODING_SYSTEM}", notice.verdict))
     if payload.get("probability") is not None:
         observations += [
-            ("NM", f"PROB^Probability of stroke^{CODING_SYSTEM}", f"{payload['probability']:.4f}"),
+            (
+                "NM",
+                f"PROB^Probability of the finding^{CODING_SYSTEM}",
+                f"{payload['probability']:.4f}",
+            ),
             ("NM", f"THRESH^Decision threshold^{CODING_SYSTEM}", f"{payload['threshold']:.4f}"),
         ]
     if payload.get("model_version"):
@@ -84,6 +101,13 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
     observations.append(
         ("ST", f"STUDYUID^Study Instance UID^{CODING_SYSTEM}", payload["study_instance_uid"])
     )
+    # Added after the original five, so that OBX set IDs 1-5 keep their meaning.
+    if notice.finding_text:
+        observations.append(
+            ("ST", f"FINDING^Finding^{CODING_SYSTEM}", _escape(notice.finding_text))
+        )
+    if notice.failure is not None:
+        observations.append(("ST", f"FAILURE^Failure^{CODING_SYSTEM}", str(notice.failure)))
     if payload.get("reason"):
         observations.append(("ST", f"REASON^Reason^{CODING_SYSTEM}", _escape(payload["reason"])))
     for number, (value_type, code, value) in enumerate(observations, start=1):
@@ -131,10 +155,14 @@ def read_frame(connection: socket.socket, *, limit: int = 1 << 20) -> str:
     while END_BLOCK not in data:
         chunk = connection.recv(65536)
         if not chunk:
-            raise NotificationError("The HL7 peer closed the connection without an ACK.")
+            raise NotificationError(
+                "The HL7 peer closed the connection without an ACK.", code=ErrorCode.BAD_ANSWER
+            )
         data += chunk
         if len(data) > limit:
-            raise NotificationError("The HL7 peer sent a frame over 1 MiB.")
+            raise NotificationError(
+                "The HL7 peer sent a frame over 1 MiB.", code=ErrorCode.BAD_ANSWER
+            )
     start = data.find(START_BLOCK)
     return data[start + 1 : data.index(END_BLOCK)].decode("utf-8", errors="replace")
 
@@ -147,29 +175,62 @@ def check_ack(ack: str, *, control_id: str) -> None:
         acked = str(parsed.msa.msa_2.value)
         text = str(parsed.msa.msa_3.value) if parsed.msa.msa_3.value else ""
     except (HL7apyException, AttributeError, IndexError) as exc:
-        raise NotificationError(f"The HL7 ACK could not be parsed: {exc}") from exc
+        raise NotificationError(
+            "The HL7 ACK could not be parsed.", code=ErrorCode.BAD_ANSWER, detail=repr(exc)
+        ) from exc
     if acked != control_id:
-        raise NotificationError(f"The HL7 ACK is for message {acked!r}, not {control_id!r}.")
+        raise NotificationError(
+            f"The HL7 ACK is for another message than {control_id}.",
+            code=ErrorCode.BAD_ANSWER,
+            detail=f"MSA-2 {acked!r}",
+        )
     if code not in ACCEPTED:
-        raise NotificationError(f"The HL7 peer answered {code} to {control_id}: {text}".strip())
+        # The ACK code is from HL7 table 0008; its text (MSA-3) is the peer's, for the log.
+        raise NotificationError(
+            f"The HL7 peer answered {_ack_code(code)} to {control_id}.",
+            code=ErrorCode.REFUSED,
+            detail=f"MSA-3 {text!r}",
+        )
+
+
+def _ack_code(code: str) -> str:
+    known = {"AE": "AE (application error)", "AR": "AR (application reject)"}
+    known |= {"CE": "CE (commit error)", "CR": "CR (commit reject)"}
+    return known.get(code, "an unknown acknowledgment code")
 
 
 def send(destination: Hl7Destination, notice: Notice) -> None:
-    """Send the ORU^R01 over MLLP and wait for its ACK.
+    """Send the ORU^R01 over MLLP (over TLS when ``tls`` is set) and wait for its ACK.
 
     Raises:
-        NotificationError: No connection, no ACK, or a negative ACK (AE/AR).
+        NotificationError: No connection, a TLS failure, no ACK, or a negative ACK (AE/AR).
     """
     message = build_oru(destination, notice)
     try:
-        with socket.create_connection(
-            (destination.host, destination.port), timeout=destination.timeout_s
-        ) as connection:
+        with _connect(destination) as connection:
             connection.sendall(frame(message))
             ack = read_frame(connection)
     except OSError as exc:
+        code, words = describe_network_error(exc)
         raise NotificationError(
-            f"The HL7 destination {destination.name} is not reachable: {exc}"
+            f"The HL7 destination {destination.name} is not reachable: {words}.",
+            code=code,
+            detail=repr(exc),
         ) from exc
     check_ack(ack, control_id=notice.key)
     log.info("HL7 %s: ORU %s acknowledged", destination.name, notice.key)
+
+
+def _connect(destination: Hl7Destination) -> socket.socket:
+    """A connection to the interface engine; with ``tls``, a verified TLS one."""
+    connection = socket.create_connection(
+        (destination.host, destination.port), timeout=destination.timeout_s
+    )
+    if not destination.tls:
+        return connection
+    context = client_context(verify=destination.verify_tls, ca_file=destination.ca_file)
+    try:
+        return context.wrap_socket(connection, server_hostname=destination.host)
+    except OSError:
+        connection.close()
+        raise

@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,10 +22,22 @@ log = logging.getLogger(__name__)
 CONTROL_ID_LENGTH = 20
 """HL7 v2.5.1 MSH-10 (Message Control ID, ST) holds at most 20 characters."""
 
-VERDICTS = {
-    NotificationEvent.SUSPECTED: "SUSPECTED",
-    NotificationEvent.NOT_SUSPECTED: "NOT SUSPECTED",
-    NotificationEvent.FAILED: "FAILED",
+VERDICTS = {True: "SUSPECTED", False: "NOT SUSPECTED"}
+"""The clinical verdict of a result, as every channel words it."""
+
+
+class Failure(StrEnum):
+    """What went wrong with a series (an IT event, told apart from the clinical verdict)."""
+
+    NOT_CLASSIFIED = "not_classified"
+    """The series could not be classified: there is no verdict."""
+    REPORT_NOT_DELIVERED = "report_not_delivered"
+    """The verdict stands, but its SR (or SC) could not be delivered to the PACS."""
+
+
+HEADLINE_FAILURES = {
+    Failure.NOT_CLASSIFIED: "SERIES NOT CLASSIFIED",
+    Failure.REPORT_NOT_DELIVERED: "REPORT NOT DELIVERED",
 }
 
 
@@ -38,6 +51,21 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+@dataclass(frozen=True)
+class ResultFacts:
+    """What a notification says of the model's verdict (from the result row)."""
+
+    suspected: bool
+    probability: float
+    threshold: float
+    model_name: str
+    model_version: str
+    finding_name: str
+    """The finding's short name (``ICH``, ``stroke``), for titles."""
+    finding_meaning: str
+    """The finding's code meaning (``Intracranial hemorrhage``)."""
+
+
 def build_payload(
     *,
     key: str,
@@ -45,28 +73,36 @@ def build_payload(
     study_instance_uid: str,
     series_instance_uid: str,
     calling_ae_title: str,
-    probability: float | None = None,
-    threshold: float | None = None,
-    model_name: str | None = None,
-    model_version: str | None = None,
+    result: ResultFacts | None = None,
     received_at: datetime | None = None,
     reported_at: datetime | None = None,
+    failure: Failure | None = None,
+    error_code: str | None = None,
     reason: str | None = None,
 ) -> str:
-    """The JSON stored with the outbox row (no patient identifiers: those are read when sent)."""
+    """The JSON stored with the outbox row (no patient identifiers: those are read when sent).
+
+    ``verdict`` is always the model's clinical verdict (null when there is none): a failure
+    (``event`` ``failed``) says what failed in ``failure``, ``error_code`` and ``reason``, and
+    never replaces the verdict.
+    """
     document: dict[str, Any] = {
         "idempotency_key": key,
         "event": str(event),
-        "verdict": VERDICTS[event],
+        "verdict": None if result is None else VERDICTS[result.suspected],
+        "finding_name": None if result is None else result.finding_name,
+        "finding_meaning": None if result is None else result.finding_meaning,
         "study_instance_uid": study_instance_uid,
         "series_instance_uid": series_instance_uid,
         "calling_ae_title": calling_ae_title,
-        "probability": probability,
-        "threshold": threshold,
-        "model_name": model_name,
-        "model_version": model_version,
+        "probability": None if result is None else result.probability,
+        "threshold": None if result is None else result.threshold,
+        "model_name": None if result is None else result.model_name,
+        "model_version": None if result is None else result.model_version,
         "received_at": _time(received_at),
         "reported_at": _time(reported_at),
+        "failure": None if failure is None else str(failure),
+        "error_code": error_code,
         "reason": reason,
     }
     return json.dumps(document, sort_keys=True)
@@ -132,9 +168,35 @@ class Notice:
         return NotificationEvent(self.payload["event"])
 
     @property
-    def verdict(self) -> str:
-        """``SUSPECTED``, ``NOT SUSPECTED`` or ``FAILED``."""
-        return str(self.payload["verdict"])
+    def verdict(self) -> str | None:
+        """The clinical verdict, ``SUSPECTED`` or ``NOT SUSPECTED``; None when there is none."""
+        verdict = self.payload.get("verdict")
+        # Rows written before failures kept the verdict said "FAILED" here.
+        return None if verdict in (None, "FAILED") else str(verdict)
+
+    @property
+    def failure(self) -> Failure | None:
+        """What failed, for a failure notice (rows from before: not classified)."""
+        if self.event != NotificationEvent.FAILED:
+            return None
+        failure = self.payload.get("failure")
+        return Failure(failure) if failure else Failure.NOT_CLASSIFIED
+
+    @property
+    def headline(self) -> str:
+        """``AI ICH TRIAGE: SUSPECTED``; for a failure, ``... TRIAGE: REPORT NOT DELIVERED``."""
+        name = self.payload.get("finding_name")
+        prefix = f"AI {name.upper()} TRIAGE" if name else "AI TRIAGE"
+        failure = self.failure
+        return f"{prefix}: {HEADLINE_FAILURES[failure] if failure else self.verdict}"
+
+    @property
+    def finding_text(self) -> str | None:
+        """``Intracranial hemorrhage suspected`` (or ``not suspected``); None without a verdict."""
+        meaning, verdict = self.payload.get("finding_meaning"), self.verdict
+        if not meaning or verdict is None:
+            return None
+        return f"{meaning} {verdict.lower()}"
 
     def document(self) -> dict[str, Any]:
         """The webhook's JSON document: the payload, the accession number and the series page

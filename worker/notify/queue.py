@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import db.notifications
 import db.receiving
+import db.results
+from db.clock import utc
 from db.engine import Session
-from db.enums import NotificationChannel, NotificationEvent
+from db.enums import ExportKind, JobStatus, NotificationChannel, NotificationEvent
 from db.rows import Job, Result
 from dicom_edge import CLASSIFIABLE_SOP_CLASSES
 from worker.config import WorkerConfig
+from worker.errors import PublicError
 from worker.notify.config import NotificationDestination, Trigger
-from worker.notify.message import build_payload, idempotency_key
+from worker.notify.message import Failure, ResultFacts, build_payload, idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -88,72 +91,68 @@ def queue_failure_notifications(
     *,
     destinations: Sequence[NotificationDestination],
     now: datetime | None = None,
+    batch: int = 100,
 ) -> int:
-    """Put notifications of recent failures (dead jobs, dead exports) in the outbox.
+    """Put notifications of recent failures in the outbox: one per failed series' job.
 
-    Idempotent (one row per failure and destination), so the sweeper calls it every round.
+    A failure is a series that could not be classified, or whose report is a dead letter
+    (however many of its objects died: one message). It is told to the destinations whose
+    ``on`` lists ``failed`` and whose AE filter lets the series through. Idempotent (one row
+    per job and destination), so the sweeper calls it every round; each call takes up to
+    ``batch`` failures not yet told per destination, so a long outage is told in full.
 
     Returns:
-        How many (failure, destination) pairs are wanted.
+        How many rows were written.
     """
-    wanted = [d for d in destinations if Trigger.FAILED in d.on]
-    if not wanted:
-        return 0
-    since = (now or datetime.now(UTC)) - FAILURE_WINDOW
-    count = 0
-    for job in db.notifications.failed_jobs_since(session=session, since=since):
-        count += _queue_failure(
-            session,
-            wanted,
-            job=job,
-            result=None,
-            event_key=f"job:{job.id}",
-            source=None,
-            reason=f"The series could not be classified: {(job.last_error or '')[:200]}",
-        )
-    for export in db.notifications.dead_exports_since(session=session, since=since):
-        count += _queue_failure(
-            session,
-            wanted,
-            job=export.result.job,
-            result=export.result,
-            event_key=f"export:{export.id}",
-            source=export.path if export.kind == "sr" else None,
-            reason=f"The {export.kind.upper()} could not be delivered to {export.destination}.",
-        )
-    return count
-
-
-def _queue_failure(
-    session: Session,
-    destinations: Sequence[NotificationDestination],
-    *,
-    job: Job,
-    result: Result | None,
-    event_key: str,
-    source: str | None,
-    reason: str,
-) -> int:
-    series = job.series
+    since = utc(now) - FAILURE_WINDOW
     count = 0
     for destination in destinations:
-        # The Station Name of a failed series is not known here: a station filter lets it pass.
-        if destination.calling_ae_titles and (
-            series.calling_ae_title not in destination.calling_ae_titles
-        ):
+        if Trigger.FAILED not in destination.on:
             continue
-        _enqueue(
-            session,
-            destination,
-            job=job,
-            result=result,
-            event=NotificationEvent.FAILED,
-            event_key=event_key,
-            source=source,
-            reason=reason,
-        )
-        count += 1
+        # The Station Name of a failed series is not known here: a station filter lets it pass.
+        for job in db.notifications.unannounced_failures(
+            session=session,
+            destination=destination.name,
+            since=since,
+            calling_ae_titles=destination.calling_ae_titles,
+            limit=batch,
+        ):
+            _queue_failure(session, destination, job)
+            count += 1
     return count
+
+
+def _queue_failure(session: Session, destination: NotificationDestination, job: Job) -> None:
+    """Write the failure notification of one job to one destination, with its reason."""
+    if job.status == JobStatus.EXPORT_FAILED:
+        dead = db.notifications.dead_exports(session=session, job_id=job.id)
+        result = dead[0].result if dead else db.results.get_result(session=session, job_id=job.id)
+        error = PublicError.parse(dead[0].last_error) if dead else None
+        places = sorted({export.destination for export in dead})
+        kinds = sorted({export.kind.upper() for export in dead})
+        failure = Failure.REPORT_NOT_DELIVERED
+        reason = (
+            f"The {' and '.join(kinds) or 'report'} could not be delivered to "
+            f"{', '.join(places) or 'the PACS'}" + (f": {error.message}" if error else ".")
+        )
+        source = next((export.path for export in dead if export.kind == ExportKind.SR), None)
+    else:
+        result, failure = None, Failure.NOT_CLASSIFIED
+        error = PublicError.parse(job.last_error)
+        reason = "The series could not be classified" + (f": {error.message}" if error else ".")
+        source = None
+    _enqueue(
+        session,
+        destination,
+        job=job,
+        result=result,
+        event=NotificationEvent.FAILED,
+        event_key=f"failed:job:{job.id}",
+        source=source,
+        failure=failure,
+        error_code=error.code if error else None,
+        reason=reason,
+    )
 
 
 def _enqueue(
@@ -166,6 +165,8 @@ def _enqueue(
     event_key: str,
     source: str | None,
     reported_at: datetime | None = None,
+    failure: Failure | None = None,
+    error_code: str | None = None,
     reason: str | None = None,
 ) -> None:
     """Write (if new) the outbox row of one event to one destination, with its payload."""
@@ -191,14 +192,26 @@ def _enqueue(
             study_instance_uid=series.study.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
             calling_ae_title=series.calling_ae_title,
-            probability=result.probability if result is not None else None,
-            threshold=result.threshold if result is not None else None,
-            model_name=result.model_name if result is not None else None,
-            model_version=result.model_version if result is not None else None,
+            result=None if result is None else result_facts(result),
             received_at=series.last_received_at,
             reported_at=reported_at,
+            failure=failure,
+            error_code=error_code,
             reason=reason,
         ),
+    )
+
+
+def result_facts(result: Result) -> ResultFacts:
+    """What a notification says of a stored result."""
+    return ResultFacts(
+        suspected=result.suspected,
+        probability=result.probability,
+        threshold=result.threshold,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        finding_name=result.finding_name,
+        finding_meaning=result.finding_meaning,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import db.notifications
 from db.engine import SessionFactory
 from worker.config import WorkerConfig
+from worker.errors import ErrorCode, WorkerError, error_detail, public_error
 from worker.notify import email, hl7, webhook
 from worker.notify.config import (
     EmailDestination,
@@ -51,7 +52,10 @@ def _find(destinations: Sequence[NotificationDestination], name: str) -> Notific
     for destination in destinations:
         if destination.name == name:
             return destination
-    raise NotificationError(f"The notification destination {name!r} is no longer configured.")
+    raise NotificationError(
+        f"The notification destination {name!r} is no longer configured.",
+        code=ErrorCode.NOT_CONFIGURED,
+    )
 
 
 def deliver_notification(
@@ -76,14 +80,19 @@ def deliver_notification(
         dispatch(_find(config.notifications, name), notice)
     except Exception as exc:
         # Whatever the failure (a refusal, or a message hl7apy will not build), it is counted,
-        # so that the row backs off and dead-letters instead of coming back forever.
-        if not isinstance(exc, NotificationError | ValueError | OSError):
+        # so that the row backs off and dead-letters instead of coming back forever. The row
+        # keeps our code and message; the library's own text goes to the log only.
+        if isinstance(exc, WorkerError):
+            log.warning(
+                "Notification %d to %s failed: %s", notification_id, name, error_detail(exc)
+            )
+        else:
             log.exception("Notification %d to %s failed unexpectedly", notification_id, name)
         with sessions() as session:
             db.notifications.mark_notification_failed(
                 session=session,
                 notification_id=notification_id,
-                error=f"{type(exc).__name__}: {exc}"[:2000],
+                error=str(public_error(exc)),
                 max_attempts=config.export_max_attempts,
                 backoff_s=config.export_backoff_s,
             )

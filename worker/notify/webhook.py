@@ -73,14 +73,11 @@ def post(destination: WebhookDestination, notice: Notice) -> None:
             target=destination,
         )
     except http.HttpPostError as exc:
-        if exc.status is not None:
-            raise NotificationError(
-                f"The webhook {destination.name} answered HTTP {exc.status} {exc.detail}."
-            ) from exc
         raise NotificationError(
-            f"The webhook {destination.name} is not reachable: {exc.detail}."
+            f"The webhook {destination.name} failed: {exc.message}.",
+            code=exc.code,
+            detail=exc.detail,
         ) from exc
-    status = answer.status
-    if not 200 <= status < 300:
-        raise NotificationError(f"The webhook {destination.name} answered HTTP {status}.")
-    log.info("Webhook %s: notification %s accepted (%d)", destination.name, notice.key, status)
+    log.info(
+        "Webhook %s: notification %s accepted (%d)", destination.name, notice.key, answer.status
+    )
