@@ -6,6 +6,7 @@ Each test failed before its fix.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,7 @@ STEPS: dict[JobStatus, list[Callable[..., object]]] = {
         db.jobs.mark_job_queued,
         db.jobs.start_job,
         db.jobs.mark_inferred,
-        db.jobs.flag_export_failed,
+        functools.partial(db.jobs.set_export_failed, failed=True),
     ],
 }
 
