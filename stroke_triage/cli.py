@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from db.enums import ExportStatus, JobStatus
 from stroke_triage.settings import Settings, load_settings
+from stroke_triage.settings_errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"stroke-triage: {line}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         print(f"stroke-triage: invalid settings:\n{exc}", file=sys.stderr)
         return 2
