@@ -163,7 +163,7 @@ def _source(
 
 
 def _shown_input(error: Mapping[str, Any], location: tuple[Any, ...]) -> str:
-    """`` = 'abc'``: the value the user gave, unless it is a table or could be a secret."""
+    """``='abc'``: the value the user gave, unless it is a table or could be a secret."""
     value = error.get("input")
     text = " ".join(str(part) for part in location).lower()
     if not isinstance(value, str | int | float) or any(w in text for w in _SECRET_WORDS):
@@ -173,14 +173,18 @@ def _shown_input(error: Mapping[str, Any], location: tuple[Any, ...]) -> str:
 
 
 def _toml_key(location: tuple[Any, ...]) -> str:
+    """``worker.pacs[0].port``: a location as a dotted key, list items by index."""
     key = ""
     for part in location:
-        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
     return key
 
 
 def _toml_table(where: tuple[str | int, ...]) -> str:
-    """`` in [listener]``, or `` in the 2nd [[worker.pacs]] table``."""
+    """`` in [listener]``, or `` in [[worker.pacs]] number 2`` (counted from 1)."""
     if not where:
         return ""
     names = ".".join(str(part) for part in where if not isinstance(part, int))
