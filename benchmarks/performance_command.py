@@ -4,8 +4,10 @@ Seeds a SQLite database with ``--series`` series (half of them strokes, every on
 outcome) scored by a live model and a challenger, then runs `stroke-triage performance` in fresh
 processes ``--runs`` times and prints the median and range beside the interpreter alone and the
 import of the command's module (``validation.performance``), with the load average.
+``--baseline DIR`` times the same commands with another source tree (say ``git archive`` of an
+older commit unpacked in DIR) on the same database, the runs interleaved, and prints the ratios.
 
-    .venv/bin/python benchmarks/performance_command.py [--series 200] [--runs 3]
+    .venv/bin/python benchmarks/performance_command.py [--series 200] [--runs 3] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -92,10 +94,13 @@ def seed(sessions: SessionFactory, n_series: int) -> None:
             session.commit()
 
 
-def timed_run(args: list[str], env: dict[str, str]) -> float:
-    """Seconds for a process to run to completion (it must succeed)."""
+def timed_run(args: list[str], env: dict[str, str], tree: Path) -> float:
+    """Seconds for a process to run in ``tree`` to completion (it must succeed).
+
+    In ``tree``: ``-c`` and ``-m`` put the working folder first on the import path.
+    """
     start = time.perf_counter()
-    subprocess.run(args, env=env, cwd=REPO, check=True, capture_output=True, timeout=TIMEOUT_S)
+    subprocess.run(args, env=env, cwd=tree, check=True, capture_output=True, timeout=TIMEOUT_S)
     return time.perf_counter() - start
 
 
@@ -104,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--series", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, default=None, help="another source tree")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-performance-") as tmp:
         data_dir = Path(tmp)
@@ -112,8 +118,12 @@ def main() -> None:
         migrate(engine)
         seed(make_session_factory(engine), args.series)
         engine.dispose()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
-        env.update({"STROKE_TRIAGE_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)})
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
+        trees = {"this tree": REPO, **({"baseline": args.baseline} if args.baseline else {})}
+        envs = {
+            name: {**clean, "STROKE_TRIAGE_DATA_DIR": str(data_dir), "PYTHONPATH": str(tree)}
+            for name, tree in trees.items()
+        }
         python = sys.executable
         cases = {
             "python -c pass": [python, "-c", "pass"],
@@ -126,12 +136,20 @@ def main() -> None:
             ],
         }
         print(f"load average before: {os.getloadavg()[0]:.2f}")
-        for name, command in cases.items():
-            times = [timed_run(command, env) for _ in range(args.runs)]
-            print(
-                f"{name:45s} median {statistics.median(times):6.2f} s  "
-                f"(range {min(times):.2f}-{max(times):.2f}, {args.runs} runs)"
-            )
+        for case, command in cases.items():
+            times: dict[str, list[float]] = {name: [] for name in trees}
+            for _ in range(args.runs):
+                for name, tree in trees.items():
+                    times[name].append(timed_run(command, envs[name], tree))
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            for name, values in times.items():
+                print(
+                    f"{case:40s} {name:10s} median {medians[name]:6.2f} s "
+                    f"(range {min(values):.2f}-{max(values):.2f}, {args.runs} runs)"
+                )
+            if args.baseline:
+                ratio = medians["baseline"] / medians["this tree"]
+                print(f"{case:40s} baseline / this tree: {ratio:.2f}x")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
