@@ -1,8 +1,8 @@
 """The effective settings, as `stroke-triage settings` prints them: secrets masked.
 
-Passwords in URLs are masked by the libraries that parse those URLs: SQLAlchemy renders the
-database URL with ``hide_password=True``, kombu's ``maybe_sanitize_url`` any other URL (the
-broker's, a destination's).
+Passwords in URLs are masked by kombu's ``maybe_sanitize_url`` (the database URL's too: only
+``db`` may import SQLAlchemy, whose ``render_as_string(hide_password=True)`` would keep the
+query string). A URL's query string is left out, since it may hold credentials.
 """
 
 from __future__ import annotations
@@ -19,27 +19,16 @@ from stroke_triage.settings import ENV_PREFIX, Settings
 MASK = "***"
 #: A setting whose name says it holds a secret is never printed.
 SECRET_NAME = re.compile(r"password|secret|token|api_key|private", re.IGNORECASE)
-#: Settings that hold a SQLAlchemy URL.
-DATABASE_URLS = frozenset({"database_url"})
 
 
-def mask_url(value: str, *, database: bool = False) -> str:
+def mask_url(value: str) -> str:
     """``value`` with the password of a URL in it masked; any other text unchanged.
 
-    Args:
-        value: A setting's text.
-        database: Whether it is a SQLAlchemy URL (``postgresql+psycopg://user:pw@host/db``).
+    ``postgresql+psycopg://triage:pw@db/t?sslmode=require`` prints as
+    ``postgresql+psycopg://triage:***@db/t``.
     """
     if "://" not in value or "@" not in value:
         return value  # no credentials: kept as written (kombu would add a slash to some)
-    if database:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            return make_url(value).render_as_string(hide_password=True)
-        except (ArgumentError, ValueError):
-            pass  # not SQLAlchemy's form: masked as any other URL
     # Imported only here: `stroke-triage settings` imports no queue library otherwise.
     from kombu.utils.url import maybe_sanitize_url
 
@@ -53,7 +42,7 @@ def mask_secrets(name: str, value: Any) -> Any:
     if isinstance(value, SecretStr | SecretBytes) or SECRET_NAME.search(name):
         return MASK
     if isinstance(value, str):
-        return mask_url(value, database=name in DATABASE_URLS)
+        return mask_url(value)
     if isinstance(value, BaseModel):
         return {key: mask_secrets(key, getattr(value, key)) for key in type(value).model_fields}
     if isinstance(value, dict):
@@ -87,6 +76,6 @@ def effective_settings(settings: Settings) -> str:
     The resolved database and broker URLs (their defaults under the data folder) come last.
     """
     rows = _rows(settings, ENV_PREFIX)
-    rows.append(("# resolved database", mask_url(settings.resolved_database_url, database=True)))
+    rows.append(("# resolved database", mask_url(settings.resolved_database_url)))
     rows.append(("# resolved broker", mask_url(settings.resolved_broker_url)))
     return "\n".join(f"{variable}={_text(value)}" for variable, value in rows)
