@@ -174,7 +174,7 @@ def migrate(url_or_engine: str | URL | Engine) -> None:
             connection.rollback()
             if before == HEAD_REVISION:
                 # The common start-up: nothing to upgrade, so Alembic is not even imported.
-                logger.info("Database schema at %s.", HEAD_REVISION)
+                logger.debug("Database schema at %s.", HEAD_REVISION)
                 return
             from alembic import command
 

@@ -1,4 +1,5 @@
-"""Who may associate: the calling-AE allow-list, IP pinning, back-pressure, the association limit.
+"""Who may associate: our called AE title (when required), the calling-AE allow-list, IP pinning,
+back-pressure, the association limit.
 
 pynetdicom's own ``require_calling_aet`` cannot see the peer's address, so the decision is
 taken in an ``EVT_REQUESTED`` handler, which runs after the A-ASSOCIATE-RQ is read and before
@@ -59,6 +60,8 @@ class AdmissionPolicy:
         process's pynetdicom sees only its own, so the limit across them is checked here.
         """
         self._max_associations = config.max_associations
+        # None: any called AE title is accepted (the default, as most PACS nodes do).
+        self._called = config.ae_title.strip() if config.require_called_ae_title else None
         self._balance = balance
         self._allowed = {title.strip() for title in config.allowed_calling_ae_titles}
         self._pinned = {
@@ -67,8 +70,13 @@ class AdmissionPolicy:
         }
         self._guard = guard
 
-    def decide(self, *, calling_ae_title: str, address: str) -> Rejection | None:
+    def decide(
+        self, *, calling_ae_title: str, address: str, called_ae_title: str | None = None
+    ) -> Rejection | None:
         """Return why to reject the request, or None to accept it."""
+        if self._called is not None and (called_ae_title or "").strip() != self._called:
+            # Permanent, service user, called AE title not recognised (PS3.8 9.3.4).
+            return Rejection(RejectResult.PERMANENT, 0x01, 0x07, "called AE title not recognised")
         title = calling_ae_title.strip()
         if self._allowed and title not in self._allowed:
             return Rejection(RejectResult.PERMANENT, 0x01, 0x03, "calling AE title not allowed")
@@ -105,13 +113,18 @@ def handle_association_request(event: Event, policy: AdmissionPolicy) -> None:
     assoc = event.assoc
     primitive = assoc.requestor.primitive
     calling = primitive.calling_ae_title if primitive is not None else ""
+    called = str(primitive.called_ae_title if primitive is not None else "").strip()
     title = str(calling).strip()
     address = str(assoc.requestor.address)
-    rejection = policy.decide(calling_ae_title=title, address=address)
+    rejection = policy.decide(calling_ae_title=title, address=address, called_ae_title=called)
     if rejection is None:
         return
     log.warning(
-        "Association from %s at %s rejected: %s", title or "(none)", address, rejection.reason
+        "Association from %s at %s to %s rejected: %s",
+        title or "(none)",
+        address,
+        called or "(none)",
+        rejection.reason,
     )
     listener.metrics.association_refused(
         reason=rejection.reason, transient=rejection.result == RejectResult.TRANSIENT

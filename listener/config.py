@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dicom_edge import AETitle
 
@@ -21,7 +21,14 @@ DEFAULT_MAX_PROCESSES = 4
 class ListenerConfig(BaseModel):
     """How the DICOM listener receives and when it judges a series complete."""
 
+    model_config = ConfigDict(extra="forbid")
+
     ae_title: AETitle = Field("STROKETRIAGE", description="Our AE title (called AE).")
+    require_called_ae_title: bool = Field(
+        False,
+        description="Refuse an association addressed to another called AE title than ae_title "
+        "(A-ASSOCIATE-RJ, called AE title not recognised); off: any called AE title is accepted.",
+    )
     host: str = Field("0.0.0.0", description="Address the listener binds to.")
     port: int = Field(11112, ge=1, le=65535, description="DICOM port the listener binds to.")
     metrics_host: str = Field("127.0.0.1", description="Address the listener's metrics bind to.")

@@ -13,16 +13,28 @@ from pydantic import ValidationError
 
 from db.enums import ExportStatus, JobStatus
 from stroke_triage.settings import Settings, load_settings
+from stroke_triage.settings_errors import SettingsError
 
 log = logging.getLogger(__name__)
+
+#: Libraries whose INFO lines describe their own workings (each association's presentation
+#: contexts, each SR content item, each migration plugin): WARNING unless log_level is DEBUG.
+CHATTY_LIBRARIES = ("pynetdicom", "highdicom", "alembic")
+
+
+def configure_logging(level: str) -> None:
+    """Our loggers at ``level``; the chatty libraries at WARNING unless ``level`` is DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = (
+        logging.NOTSET if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level))
+    )
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     return settings
 
 
@@ -423,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"stroke-triage: {line}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         print(f"stroke-triage: invalid settings:\n{exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from pathlib import Path
 from dicom_edge.peers import FolderPacs, echo, send_files
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint
 from model.phantom import Lesion, write_phantom_series
-from model.spec import ModelSpec
+from model.spec import INTRACRANIAL_HAEMORRHAGE, CodedFinding, ModelSpec
 from worker.report import read_finding
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ STARTUP_TIMEOUT_S = 90.0
 RESULT_TIMEOUT_S = 120.0
 CONSOLE_TIMEOUT_S = 30.0
 QUIET_PERIOD_S = 2.0
+_ARTICLED = {Lesion.INFARCT: "an infarct", Lesion.HAEMORRHAGE: "a haemorrhage"}
 
 
 class DemoError(Exception):
@@ -48,6 +49,10 @@ class DemoResult:
     model_version: str
     seconds: float
     console_lines: tuple[str, ...] = ()
+    finding: CodedFinding = INTRACRANIAL_HAEMORRHAGE
+    """What the model detects (its spec's finding)."""
+    phantom: bool = True
+    """Whether the series was the synthetic phantom (no patient, so no diagnosis)."""
 
 
 def _free_port() -> int:
@@ -70,10 +75,13 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
     root = workdir or Path(tempfile.mkdtemp(prefix="stroke-triage-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     checkpoint, spec = _checkpoint(root)
+    print(describe_model(spec))
+    phantom = series_dir is None
     if series_dir is None:
         series_dir = root / "phantom"
-        files = write_phantom_series(series_dir, lesion=Lesion.INFARCT, seed=1)
-        print(f"Wrote a synthetic head CT phantom with an infarct: {len(files)} slices")
+        lesion = phantom_lesion(spec.finding)
+        files = write_phantom_series(series_dir, lesion=lesion, seed=1)
+        print(f"Wrote a synthetic head CT phantom with {_ARTICLED[lesion]}: {len(files)} slices")
     else:
         files = sorted(p for p in series_dir.rglob("*") if p.is_file() and _is_dicom(p))
         if not files:
@@ -135,7 +143,24 @@ def run_demo(*, series_dir: Path | None, workdir: Path | None = None) -> DemoRes
         spec.version,
         time.monotonic() - started,
         console_lines,
+        finding=spec.finding,
+        phantom=phantom,
     )
+
+
+def describe_model(spec: ModelSpec) -> str:
+    """What the model can see, from its spec: ``Model ... detects Intracranial hemorrhage``."""
+    finding = spec.finding
+    return (
+        f"Model {spec.name} {spec.version} detects {finding.meaning} "
+        f"({finding.scheme} {finding.value}, shown as {finding.short_name.upper()}); "
+        "it says nothing about anything else."
+    )
+
+
+def phantom_lesion(finding: CodedFinding) -> Lesion:
+    """The phantom's lesion: a haemorrhage for a haemorrhage model, else an infarct."""
+    return Lesion.HAEMORRHAGE if finding.value == INTRACRANIAL_HAEMORRHAGE.value else Lesion.INFARCT
 
 
 def _open_console(env: dict[str, str], api_port: int) -> tuple[str, ...]:
@@ -262,8 +287,14 @@ def _wait_for_report(service: subprocess.Popen[bytes], pacs: FolderPacs, log_pat
 
 def print_result(result: DemoResult) -> None:
     """Print the verdict for a person."""
-    verdict = "STROKE SUSPECTED" if result.suspected else "STROKE NOT SUSPECTED"
-    print(f"Verdict: {verdict} (probability {result.probability:.3f})")
+    verdict = "SUSPECTED" if result.suspected else "NOT SUSPECTED"
+    name = result.finding.short_name.upper()
+    print(f"Verdict: {name} {verdict} (probability {result.probability:.2f})")
+    if result.phantom:
+        print(
+            "The series was a synthetic phantom, not a patient: the verdict shows that the path "
+            "works, not what the model would say of a real head CT, and it is no diagnosis."
+        )
     print(f"Structured Report: {result.report_path}")
     print(f"Finished in {result.seconds:.1f} s")
     for line in result.console_lines:

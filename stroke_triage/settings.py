@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +16,13 @@ from pydantic_settings import (
 
 from console.config import ApiConfig, ConsoleRuntime
 from listener.config import ListenerConfig, ListenerRuntime
+from stroke_triage.settings_errors import (
+    SettingsError,
+    check_environment,
+    explain,
+    read_toml,
+    settings_variables,
+)
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.routing import inference_queue
 
@@ -158,16 +165,42 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build the settings: explicit overrides, then STROKE_TRIAGE_* variables, then a TOML file.
 
     The file is ``config_file`` or the one named by ``STROKE_TRIAGE_CONFIG``.
+
+    Raises:
+        FileNotFoundError: The settings file does not exist.
+        SettingsError: A mistake in the variables or the file: an unknown variable or key (with
+            the nearest valid name), bad JSON or TOML, or a bad value; one line each, naming the
+            variable or the file's key that holds it.
     """
+    environ = dict(os.environ)
     path = config_file
-    if path is None and os.environ.get(CONFIG_FILE_ENV):
-        path = Path(os.environ[CONFIG_FILE_ENV])
-    if path is None:
-        return Settings(**overrides)
-    if not path.is_file():
+    if path is None and environ.get(CONFIG_FILE_ENV):
+        path = Path(environ[CONFIG_FILE_ENV])
+    if path is not None and not path.is_file():
         raise FileNotFoundError(f"The settings file {path} does not exist.")
+    problems = check_environment(Settings, ENV_PREFIX, environ)
+    file_data = None
+    if path is not None:
+        try:
+            file_data = read_toml(path, Settings)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SettingsError("\n".join(problems))
+    settings_class = Settings
+    if path is not None:
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
 
-    return FileSettings(**overrides)
+        settings_class = FileSettings
+    try:
+        return settings_class(**overrides)
+    except ValidationError as exc:
+        raise explain(
+            exc,
+            variables=settings_variables(Settings, ENV_PREFIX),
+            environ=environ,
+            file_data=file_data,
+            file=path,
+        ) from None

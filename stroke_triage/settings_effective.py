@@ -1,4 +1,9 @@
-"""The effective settings, as `stroke-triage settings` prints them: secrets masked."""
+"""The effective settings, as `stroke-triage settings` prints them: secrets masked.
+
+Passwords in URLs are masked by kombu's ``maybe_sanitize_url`` (the database URL's too: only
+``db`` may import SQLAlchemy, whose ``render_as_string(hide_password=True)`` would keep the
+query string). A URL's query string is left out, since it may hold credentials.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,20 @@ from stroke_triage.settings import ENV_PREFIX, Settings
 MASK = "***"
 #: A setting whose name says it holds a secret is never printed.
 SECRET_NAME = re.compile(r"password|secret|token|api_key|private", re.IGNORECASE)
-#: The password in a URL such as ``postgresql+psycopg://user:password@host/db``.
-URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]+@", re.IGNORECASE)
+
+
+def mask_url(value: str) -> str:
+    """``value`` with the password of a URL in it masked; any other text unchanged.
+
+    ``postgresql+psycopg://triage:pw@db/t?sslmode=require`` prints as
+    ``postgresql+psycopg://triage:***@db/t``.
+    """
+    if "://" not in value or "@" not in value:
+        return value  # no credentials: kept as written (kombu would add a slash to some)
+    # Imported only here: `stroke-triage settings` imports no queue library otherwise.
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(value, mask=MASK))
 
 
 def mask_secrets(name: str, value: Any) -> Any:
@@ -25,7 +42,7 @@ def mask_secrets(name: str, value: Any) -> Any:
     if isinstance(value, SecretStr | SecretBytes) or SECRET_NAME.search(name):
         return MASK
     if isinstance(value, str):
-        return URL_PASSWORD.sub(rf"\g<head>{MASK}@", value)
+        return mask_url(value)
     if isinstance(value, BaseModel):
         return {key: mask_secrets(key, getattr(value, key)) for key in type(value).model_fields}
     if isinstance(value, dict):
@@ -59,6 +76,6 @@ def effective_settings(settings: Settings) -> str:
     The resolved database and broker URLs (their defaults under the data folder) come last.
     """
     rows = _rows(settings, ENV_PREFIX)
-    rows.append(("# resolved database", mask_secrets("", settings.resolved_database_url)))
-    rows.append(("# resolved broker", mask_secrets("", settings.resolved_broker_url)))
+    rows.append(("# resolved database", mask_url(settings.resolved_database_url)))
+    rows.append(("# resolved broker", mask_url(settings.resolved_broker_url)))
     return "\n".join(f"{variable}={_text(value)}" for variable, value in rows)

@@ -1,15 +1,19 @@
-"""Operator paper cuts (issue 11): retry-export without a target, dead exports, demo errors."""
+"""Operator paper cuts (issues 11 and 24): retry-export without a target, dead exports, demo
+errors, and log lines nobody needs."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import db.exports
 from db.enums import ExportKind, JobStatus
+from stroke_triage.cli import CHATTY_LIBRARIES, configure_logging
 from stroke_triage.demo import DemoError, _wait_for_listener
 from tests.helpers import (
     cli_sqlite_database,
@@ -99,3 +103,38 @@ def test_the_demo_shows_the_service_log_when_the_listener_never_answers(tmp_path
     message = str(raised.value)
     assert "did not answer C-ECHO" in message
     assert "OSError: [Errno 98] in use" in message
+
+
+def test_a_command_on_a_current_schema_does_not_announce_it(tmp_path: Path) -> None:
+    env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"), "STROKE_TRIAGE_LOG_LEVEL": "INFO"}
+    first = run_cli(["migrate"], env)
+    assert first.returncode == 0, first.stderr
+    # The first migration says what it did, in our words only (no Alembic plugin chatter).
+    assert "INFO db.engine: Database schema at" in first.stderr
+    assert "alembic" not in first.stderr
+    again = run_cli(["migrate"], env)
+    assert again.returncode == 0, again.stderr
+    assert "Database schema at" not in again.stderr
+    jobs = run_cli(["jobs"], env)
+    assert jobs.returncode == 0, jobs.stderr
+    assert jobs.stderr == ""
+
+
+@pytest.fixture
+def restored_loggers() -> Iterator[None]:
+    names = ["", *CHATTY_LIBRARIES]
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_loggers")
+def test_library_chatter_is_off_unless_the_level_is_debug() -> None:
+    configure_logging("INFO")
+    assert {logging.getLogger(n).getEffectiveLevel() for n in CHATTY_LIBRARIES} == {logging.WARNING}
+    assert not logging.getLogger("pynetdicom.acse").isEnabledFor(logging.INFO)
+    configure_logging("ERROR")
+    assert logging.getLogger("highdicom").getEffectiveLevel() == logging.ERROR
+    configure_logging("DEBUG")
+    assert {logging.getLogger(n).level for n in CHATTY_LIBRARIES} == {logging.NOTSET}

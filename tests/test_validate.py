@@ -6,6 +6,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +19,19 @@ import pytest
 from pydicom.uid import SecondaryCaptureImageStorage
 
 import db.jobs
+import db.outcomes
+import db.receiving
 import db.results
-from db.engine import create_engine_for, migrate
+from db.engine import create_engine_for, make_session_factory, migrate
+from db.enums import OutcomeKey
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
+from model.checkpoint import SPEC_FILE as CHECKPOINT_SPEC_FILE
 from model.phantom import Lesion, write_phantom_series
 from stroke_triage.cli import main as cli_main
-from tests.helpers import record_stored_files
+from tests.helpers import REPO_ROOT, record_stored_files
 from validation.calibrate import CalibrationRefusedError, CalibrationResult, calibrate
 from validation.labels_file import SiteValidationError
+from validation.performance import SPEC_FILE, print_performance
 from validation.validate import (
     ScoredFolder,
     SeriesRow,
@@ -179,10 +186,13 @@ def test_validate_reports_every_series_and_every_problem(
     assert summary["counts"]["label_problems"] == 1
     assert set(summary["metrics"]) == {"sensitivity", "specificity", "ppv", "npv", "roc_auc"}
     assert sum(summary["confusion"].values()) == 7
-    low, high = summary["intervals_95"]["roc_auc"]
-    assert 0.0 <= low <= high <= 1.0
+    # Seven series are too few for intervals: said, and none shown.
+    assert summary["warning"].startswith("too few series: 7 labelled (3 with the finding, 4")
+    assert summary["intervals_95"] == {}
     assert len(document["series"]) == len(report.rows)
     markdown = report.markdown.read_text()
+    assert f"**Warning: {summary['warning']}**" in markdown
+    assert "not shown (too few series)" in markdown and "0.000 - 0.000" not in markdown
     assert "junk.dcm" in markdown and "'maybe' is not recognised" in markdown
     assert "series_instance_uid=1.2.3.4.5" in markdown
     assert {p.name for p in report.figures} == {"roc.png", "calibration.png", "confusion.png"}
@@ -230,6 +240,124 @@ def test_shuffled_labels_give_an_auc_interval_that_includes_one_half() -> None:
     shuffled = summarise(_scored(rng.permutation(labels), scores), threshold=0.5, n_resamples=300)
     low, high = shuffled["intervals_95"]["roc_auc"]
     assert low < 0.5 < high
+
+
+def test_intervals_need_twenty_series_five_of_each() -> None:
+    rng = np.random.default_rng(3)
+    enough = np.array([1] * 5 + [0] * 15)
+    summary = summarise(_scored(enough, rng.uniform(size=20)), threshold=0.5, n_resamples=50)
+    assert summary["warning"] is None and set(summary["intervals_95"]) >= {"roc_auc"}
+    for labels in (np.array([1] * 4 + [0] * 16), np.array([1] * 5 + [0] * 14)):
+        few = summarise(_scored(labels, rng.uniform(size=labels.size)), threshold=0.5)
+        assert few["warning"] and few["intervals_95"] == {}
+        assert few["metrics"]["sensitivity"] == few["metrics"]["sensitivity"]  # still a figure
+
+
+def test_validate_on_the_command_line_warns_of_too_few_series(
+    tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "series"
+    strokes = _phantoms(root, [Lesion.HAEMORRHAGE])
+    normals = _phantoms(root, [None], start_seed=10)
+    labels = _write_labels(tmp_path / "labels.csv", _stroke_and_normal(strokes, normals))
+    code = cli_main(
+        [
+            "validate",
+            "--series",
+            str(root),
+            "--labels",
+            str(labels),
+            "--output",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(tiny),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("WARNING: too few series: 2 labelled (1 with the finding, 1 without)")
+
+
+def _performance_database(tmp_path: Path, n_series: int) -> str:
+    """A database where ``n_series`` series (every other one a stroke) have a live verdict."""
+    url = f"sqlite:///{tmp_path / 'performance.db'}"
+    engine = create_engine_for(url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    records = []
+    for i in range(n_series):
+        study, series = f"1.2.826.0.2.{i}", f"1.2.826.0.2.{i}.1"
+        with sessions() as session:
+            db.receiving.record_instances(
+                session=session,
+                study_instance_uid=study,
+                series_instance_uid=series,
+                modality="CT",
+                series_description=None,
+                calling_ae_title="SCANNER",
+                instances=[
+                    db.receiving.InstanceRecord(
+                        f"{series}.1", "1.2.840.10008.5.1.4.1.1.2", "x", "1.2", 1, datetime.now(UTC)
+                    )
+                ],
+            )
+            job = db.jobs.create_job(session=session, series_instance_uid=series)
+            probability = 0.8 if i % 2 == 0 else 0.2
+            db.results.record_result(
+                session=session,
+                job_id=job.id,
+                verdict=db.results.Verdict(
+                    probability=probability,
+                    suspected=probability >= 0.5,
+                    threshold=0.5,
+                    model_name="m",
+                    model_version="v1",
+                    model_sha256="a" * 64,
+                    input_fingerprint="f" * 64,
+                    precision="fp32",
+                    device="cpu",
+                ),
+                slice_scores=[],
+                shadow=False,
+            )
+            session.commit()
+        records.append(db.outcomes.OutcomeRecord(OutcomeKey.STUDY, study, i % 2 == 0))
+    with sessions() as session:
+        db.outcomes.import_outcomes(session=session, records=records, source="test")
+        session.commit()
+    engine.dispose()
+    return url
+
+
+def test_performance_warns_of_too_few_series_and_shows_no_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _performance_database(tmp_path, 3)
+    assert print_performance(url, checkpoints=[], since=None, model_version=None) == 0
+    out = capsys.readouterr().out
+    assert "WARNING v1: too few series: 3 labelled (2 with the finding, 1 without)" in out
+    assert "(0.000-0.000)" not in out and "(1.000-1.000)" not in out
+    assert " | 1.000 | 1.000 | 1.000 | 1.000 | " in out  # the figures, without intervals
+
+
+def test_the_performance_command_imports_no_torch() -> None:
+    """The spec file's name is kept here, not imported with torch and timm (3 of 8 s)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, validation.performance; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm'}))",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "[]"
+    assert SPEC_FILE == CHECKPOINT_SPEC_FILE
 
 
 def _worker_probability(tmp_path: Path, series: Path, series_instance_uid: str) -> float | None:

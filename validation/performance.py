@@ -20,12 +20,17 @@ import numpy as np
 
 import db.performance
 from db.engine import SessionFactory, check_revision, create_engine_for, make_session_factory
-from model.checkpoint import SPEC_FILE
 from model.evaluation.drift import PSI_ALERT, population_stability_index
 from model.evaluation.series_metrics import series_metric_intervals, series_metrics
 from model.spec import ModelSpec
+from validation.sample_size import too_few_series
 
 log = logging.getLogger(__name__)
+
+SPEC_FILE = "spec.json"
+"""The spec's file in a checkpoint folder (``model.checkpoint.SPEC_FILE``, a test checks).
+
+Not imported from there: ``model.checkpoint`` loads torch and timm, 3 of the command's 8 s."""
 
 
 @dataclass
@@ -45,6 +50,8 @@ class ModelPerformance:
     intervals_95: dict[str, tuple[float, float]] = field(default_factory=dict)
     psi: float | None = None
     drift: bool = False
+    warning: str | None = None
+    """Set when the compared series are too few for intervals (then none are computed)."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,14 @@ def measure_performance(
             performance.metrics = {
                 k: values[k] for k in ("sensitivity", "specificity", "ppv", "npv", "roc_auc")
             }
-            performance.intervals_95 = series_metric_intervals(
-                labels, scores, threshold, n_resamples=n_resamples
+            positives = int(labels.sum())
+            performance.warning = too_few_series(
+                positives=positives, negatives=len(compared) - positives
             )
+            if performance.warning is None:
+                performance.intervals_95 = series_metric_intervals(
+                    labels, scores, threshold, n_resamples=n_resamples
+                )
         spec = next(
             (
                 s
@@ -185,6 +197,7 @@ def render_performance(report: PerformanceReport) -> str:
             )
         )
     lines.append("Metrics compare every model on the same series (95 % bootstrap intervals).")
+    lines += [f"WARNING {m.model_version}: {m.warning}" for m in report.models if m.warning]
 
     def mix(title: str, counts: dict[str, int]) -> str:
         return f"{title}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

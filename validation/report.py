@@ -63,14 +63,18 @@ def render_markdown(document: dict[str, Any], figures: Sequence[Path]) -> str:
         f"scored ({document['positives']} stroke, {document['negatives']} normal); "
         f"data fingerprint {document['data_fingerprint'][:12]}.",
         "",
+        *([f"**Warning: {document['warning']}**", ""] if document.get("warning") else []),
         "| metric | value | 95 % interval |",
         "|---|---|---|",
     ]
     for name, value in document["metrics"].items():
-        low, high = document["intervals_95"].get(name, [float("nan"), float("nan")])
-        lines.append(
-            f"| {name} | {format_number(value)} | {format_number(low)} - {format_number(high)} |"
+        interval = document["intervals_95"].get(name)
+        shown = (
+            "not shown (too few series)"
+            if interval is None
+            else f"{format_number(interval[0])} - {format_number(interval[1])}"
         )
+        lines.append(f"| {name} | {format_number(value)} | {shown} |")
     confusion = document["confusion"] or {"tn": 0, "fp": 0, "fn": 0, "tp": 0}
     lines += [
         "",

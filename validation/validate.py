@@ -33,6 +33,7 @@ from model.evaluation.series_metrics import series_metric_intervals, series_metr
 from model.inference import Classifier
 from validation.labels_file import SiteValidationError, read_label_rows
 from validation.report import format_number, write_report
+from validation.sample_size import too_few_series
 from worker.config import WorkerConfig
 from worker.context import build_classifier, checkpoint_dir
 from worker.inputs import SeriesUnreadableError, read_series
@@ -277,11 +278,13 @@ def summarise(
 ) -> dict[str, Any]:
     """Metrics with intervals, the confusion matrix and the counts, as a JSON-ready dict."""
     labels, scores, _ = scored.scored()
+    positives = int(labels.sum())
+    warning = too_few_series(positives=positives, negatives=int(labels.size) - positives)
     metrics = series_metrics(labels, scores, threshold) if labels.size else {}
     intervals = (
-        series_metric_intervals(labels, scores, threshold, n_resamples=n_resamples, seed=seed)
-        if labels.size
-        else {}
+        {}
+        if warning
+        else series_metric_intervals(labels, scores, threshold, n_resamples=n_resamples, seed=seed)
     )
     verdicts: dict[str, int] = defaultdict(int)
     for row in scored.rows:
@@ -289,8 +292,9 @@ def summarise(
     return {
         "threshold": threshold,
         "series_scored": int(labels.size),
-        "positives": int(labels.sum()),
-        "negatives": int(labels.size - labels.sum()),
+        "positives": positives,
+        "negatives": int(labels.size) - positives,
+        "warning": warning,
         "metrics": {k: metrics[k] for k in ("sensitivity", "specificity", "ppv", "npv", "roc_auc")}
         if metrics
         else {},
@@ -389,6 +393,8 @@ def run_validate(
         progress=progress,
     )
     metrics, counts = report.summary["metrics"], report.summary["counts"]
+    if report.summary["warning"]:
+        print(f"WARNING: {report.summary['warning']}")
     print(
         f"{report.summary['series_scored']} labelled series scored; "
         + ", ".join(f"{k} {format_number(v)}" for k, v in metrics.items())

@@ -1,14 +1,19 @@
 """The heat-map Secondary Capture: the most suspicious slices with the model's attention.
 
 One RGB Secondary Capture holds a mosaic of the top slices, each with its heat map blended over
-the windowed grayscale image, below a burned-in banner that says the image is not for diagnosis
-and states the verdict. It joins the patient and study of the CT series as a new series.
+the windowed grayscale image. Burned in: a banner that says the image is not for diagnosis and
+states the finding, the verdict, the probability, the threshold and the model version; on each
+tile its rank, instance number, slice location in mm and the patient's left and right; below the
+tiles a legend that explains them. It joins the patient and study of the CT series as a new
+series.
 """
 
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Sequence
+from datetime import datetime
 
 import highdicom as hd
 import numpy as np
@@ -17,22 +22,34 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.sr.codedict import codes
 
+from model.spec import STROKE, CodedFinding
 from worker.errors import ReportError
-from worker.report import source_header
+from worker.report import decimals_for, source_header, verdict_text
 
 logger = logging.getLogger(__name__)
 
-BANNER_TEXT = "NOT FOR DIAGNOSTIC USE - AI STROKE TRIAGE"
-SERIES_DESCRIPTION = "AI STROKE TRIAGE HEATMAP (NOT FOR DIAGNOSTIC USE)"
 MANUFACTURER = "stroke-triage project"
+LEGEND = (
+    "#1, #2, ...: the slices ranked by the model's suspicion (#1 most suspicious). "
+    "IMG: instance number in the CT series. mm: slice location. "
+    "R/L, A/P: the patient's right/left, anterior/posterior. "
+    "Colour: where the model looked (red most, blue least); it is not an outline of a lesion."
+)
+"""Burned in below the tiles, so that the labels need no manual."""
 
 TILE_SIZE = 384
 """Edge of one square tile of the mosaic, in pixels."""
-BANNER_HEIGHT = 48
-"""Height of the banner strip above the tiles, in pixels."""
+LINE_HEIGHT = 20
+"""Height of one line of burned-in text, in pixels (16 px font)."""
+MARGIN = 6
+"""Space around the burned-in text, in pixels."""
 HEATMAP_OPACITY = 0.5
 """Opacity of the colour overlay where the heat map is 1; it fades to 0 with the heat."""
+_SERIES_DESCRIPTION_LENGTH = 64
+"""Series Description is an LO: at most 64 characters."""
+_OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
 
+_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 FloatImage = npt.NDArray[np.floating]
 RGBImage = npt.NDArray[np.uint8]
 
@@ -47,6 +64,9 @@ def build_heatmap_capture(
     series_instance_uid: str,
     sop_instance_uid: str,
     series_number: int = 9002,
+    threshold: float | None = None,
+    finding: CodedFinding = STROKE,
+    model_version: str | None = None,
 ) -> hd.sc.SCImage:
     """Builds the Secondary Capture that shows the heat maps of the top slices.
 
@@ -54,11 +74,14 @@ def build_heatmap_capture(
         source_datasets: The top slices, most suspicious first (headers suffice).
         images: Their windowed images, 2-D, values in [0, 1], same order.
         heatmaps: Their heat maps, 2-D, values in [0, 1], any size; resized to each image.
-        probability: Series-level stroke probability, printed in the banner.
+        probability: Series-level probability of the finding, printed in the banner.
         suspected: The verdict, printed in the banner.
         series_instance_uid: UID of the new Secondary Capture series.
         sop_instance_uid: UID of the Secondary Capture instance.
         series_number: Series Number of the Secondary Capture series.
+        threshold: The threshold the verdict was taken with, printed in the banner.
+        finding: What the model detects, named in the banner and the series description.
+        model_version: The model's version, printed in the banner.
 
     Returns:
         The Secondary Capture, 8-bit RGB, with burned-in annotation.
@@ -74,13 +97,21 @@ def build_heatmap_capture(
         _overlay(_fit(_check_unit(image, "image")), _check_unit(heatmap, "heat map"))
         for image, heatmap in zip(images, heatmaps, strict=True)
     ]
-    labels = [
-        f"#{index + 1} IMG {ds.get('InstanceNumber', '?')}"
-        for index, ds in enumerate(source_datasets)
-    ]
-    verdict = "SUSPECTED" if suspected else "NOT SUSPECTED"
-    mosaic = _mosaic(tiles, labels, f"STROKE {verdict}  p={probability:.2f}")
     header = source_header(source_datasets[0])
+    orientation = _patient_orientation(header)
+    mosaic = _mosaic(
+        tiles,
+        [tile_label(rank, ds) for rank, ds in enumerate(source_datasets, start=1)],
+        banner_lines(
+            probability=probability,
+            suspected=suspected,
+            threshold=threshold,
+            finding=finding,
+            model_version=model_version,
+        ),
+        edge_markers(orientation),
+    )
+    now = datetime.now()
     try:
         capture = hd.sc.SCImage(
             pixel_array=mosaic,
@@ -102,13 +133,18 @@ def build_heatmap_capture(
             study_date=header.StudyDate,
             study_time=header.StudyTime,
             referring_physician_name=header.ReferringPhysicianName,
-            patient_orientation=_patient_orientation(header),
+            patient_orientation=orientation,
             transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
-            series_description=SERIES_DESCRIPTION,
+            series_description=series_description(suspected=suspected, finding=finding),
+            content_date=now.date(),
+            content_time=now.time(),
         )
     except (ValueError, TypeError) as error:
         raise ReportError(f"The heat-map capture could not be built: {error}.") from error
     capture.copy_patient_and_study_information(header)
+    # Series Date and Time (type 3) let a PACS file the new series beside the CT by date.
+    capture.SeriesDate = capture.ContentDate
+    capture.SeriesTime = capture.ContentTime
     # Laterality (type 2C) is needed unless the body part is unpaired; the head is not paired.
     capture.BodyPartExamined = header.get("BodyPartExamined") or "HEAD"
     capture.BurnedInAnnotation = "YES"
@@ -124,6 +160,66 @@ def build_heatmap_capture(
         mosaic.shape[0],
     )
     return capture
+
+
+def series_description(*, suspected: bool, finding: CodedFinding = STROKE) -> str:
+    """``AI ICH TRIAGE: SUSPECTED (HEATMAP, NOT FOR DIAGNOSIS)``, shortened to fit 64 characters."""
+    verdict = verdict_text(suspected=suspected, finding=finding)
+    for suffix in (" (HEATMAP, NOT FOR DIAGNOSIS)", " (HEATMAP)"):
+        if len(verdict + suffix) <= _SERIES_DESCRIPTION_LENGTH:
+            return verdict + suffix
+    return verdict[:_SERIES_DESCRIPTION_LENGTH]
+
+
+def banner_lines(
+    *,
+    probability: float,
+    suspected: bool,
+    threshold: float | None,
+    finding: CodedFinding = STROKE,
+    model_version: str | None = None,
+) -> list[str]:
+    """The banner's text: the warning, then the verdict with its numbers and the model."""
+    name = finding.short_name.upper()
+    places = 2 if threshold is None else decimals_for(probability=probability, threshold=threshold)
+    numbers = [f"probability {probability:.{places}f}"]
+    if threshold is not None:
+        numbers.append(f"threshold {threshold:.{places}f}")
+    if model_version:
+        numbers.append(f"model {model_version}")
+    return [
+        f"NOT FOR DIAGNOSTIC USE - AI {name} TRIAGE, UNVERIFIED",
+        f"{name} {'SUSPECTED' if suspected else 'NOT SUSPECTED'}: " + ", ".join(numbers),
+    ]
+
+
+def tile_label(rank: int, dataset: pydicom.Dataset) -> str:
+    """``#1 IMG 16  42.5 mm``: rank by suspicion, instance number, slice location."""
+    label = f"#{rank} IMG {dataset.get('InstanceNumber', '?')}"
+    location = slice_location_mm(dataset)
+    return label if location is None else f"{label}  {location:.1f} mm"
+
+
+def slice_location_mm(dataset: pydicom.Dataset) -> float | None:
+    """Slice Location, or else the z of Image Position (Patient); None when neither is there."""
+    location = dataset.get("SliceLocation")
+    if location is not None and str(location).strip():
+        return float(location)
+    position = dataset.get("ImagePositionPatient")
+    if position is not None and len(position) == 3:
+        return float(position[2])
+    return None
+
+
+def edge_markers(orientation: tuple[str, str]) -> tuple[str, str, str, str]:
+    """The patient directions at a tile's left, right, top and bottom edges.
+
+    Columns run towards ``orientation[0]`` and rows towards ``orientation[1]`` (Patient
+    Orientation), so the right edge faces the first and the left edge its opposite: an axial
+    slice in the usual radiological view has the patient's right (R) on the left.
+    """
+    towards_right, towards_bottom = (direction[0] for direction in orientation)
+    return (_OPPOSITE[towards_right], towards_right, _OPPOSITE[towards_bottom], towards_bottom)
 
 
 def _check_unit(array: FloatImage, what: str) -> FloatImage:
@@ -161,17 +257,64 @@ def _overlay(tile: FloatImage, heatmap: FloatImage) -> RGBImage:
     return np.asarray(np.round(blended * 255.0), dtype=np.uint8)
 
 
-def _mosaic(tiles: Sequence[RGBImage], labels: Sequence[str], verdict: str) -> RGBImage:
-    """Puts tiles side by side below a banner, and burns in the banner and tile labels."""
-    canvas = Image.new("RGB", (TILE_SIZE * len(tiles), BANNER_HEIGHT + TILE_SIZE))
-    draw = ImageDraw.Draw(canvas)
+def _mosaic(
+    tiles: Sequence[RGBImage],
+    labels: Sequence[str],
+    banner: Sequence[str],
+    markers: tuple[str, str, str, str],
+) -> RGBImage:
+    """Puts tiles side by side between a banner and a legend, and burns in every text."""
     font = ImageFont.load_default(size=16)
+    width = TILE_SIZE * len(tiles)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    warning = _wrap(banner[:1], width, font, measure)
+    top = warning + _wrap(banner[1:], width, font, measure)
+    bottom = _wrap([LEGEND], width, font, measure)
+    top_height = 2 * MARGIN + LINE_HEIGHT * len(top)
+    canvas = Image.new(
+        "RGB", (width, top_height + TILE_SIZE + 2 * MARGIN + LINE_HEIGHT * len(bottom))
+    )
+    draw = ImageDraw.Draw(canvas)
     for index, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
-        canvas.paste(Image.fromarray(tile), (index * TILE_SIZE, BANNER_HEIGHT))
-        draw.text((index * TILE_SIZE + 4, BANNER_HEIGHT + 4), label, fill="white", font=font)
-    draw.text((6, 4), BANNER_TEXT, fill="yellow", font=font)
-    draw.text((6, 4 + BANNER_HEIGHT // 2), verdict, fill="white", font=font)
+        left = index * TILE_SIZE
+        canvas.paste(Image.fromarray(tile), (left, top_height))
+        _outlined(draw, (left + 4, top_height + 4), label, font)
+        left_marker, right_marker, top_marker, bottom_marker = markers
+        middle = top_height + TILE_SIZE // 2 - LINE_HEIGHT // 2
+        centre = left + TILE_SIZE // 2 - 4
+        _outlined(draw, (left + 4, middle), left_marker, font)
+        _outlined(draw, (left + TILE_SIZE - 16, middle), right_marker, font)
+        _outlined(draw, (centre, top_height + 4 + LINE_HEIGHT), top_marker, font)
+        _outlined(draw, (centre, top_height + TILE_SIZE - LINE_HEIGHT - 2), bottom_marker, font)
+    for number, line in enumerate(top):
+        colour = "yellow" if number < len(warning) else "white"
+        draw.text((MARGIN, MARGIN + number * LINE_HEIGHT), line, fill=colour, font=font)
+    legend_top = top_height + TILE_SIZE + MARGIN
+    for number, line in enumerate(bottom):
+        draw.text((MARGIN, legend_top + number * LINE_HEIGHT), line, fill="white", font=font)
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def _outlined(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: _Font) -> None:
+    """White text with a black outline, legible over any part of the image."""
+    draw.text(xy, text, fill="white", font=font, stroke_width=2, stroke_fill="black")
+
+
+def _wrap(
+    paragraphs: Sequence[str],
+    width: int,
+    font: _Font,
+    draw: ImageDraw.ImageDraw,
+) -> list[str]:
+    """The paragraphs broken into lines that fit ``width`` pixels (less the margins)."""
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        for columns in range(len(paragraph), 0, -1):
+            wrapped = textwrap.wrap(paragraph, columns)
+            if all(draw.textlength(line, font=font) <= width - 2 * MARGIN for line in wrapped):
+                lines += wrapped
+                break
+    return lines
 
 
 def _patient_orientation(header: pydicom.Dataset) -> tuple[str, str]:

@@ -13,6 +13,7 @@ import db.results
 import worker.metrics
 from db.engine import Session
 from db.rows import Result
+from model.spec import CodedFinding
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
 from worker.monitoring import record_series_attributes
@@ -76,6 +77,12 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
                 suspected=result.suspected,
                 threshold=result.threshold,
                 top_instance_uids=top,
+                concept=CodedFinding(
+                    scheme=result.finding_scheme,
+                    value=result.finding_value,
+                    meaning=result.finding_meaning,
+                    short_name=result.finding_name,
+                ),
             ),
             predecessor_paths=db.exports.superseded_report_paths(
                 session=session, result_id=result.id

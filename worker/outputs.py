@@ -17,10 +17,10 @@ from pydicom.uid import generate_uid
 
 from db.enums import ExportKind
 from dicom_edge import write_atomic
+from model.explain import explain_slices
 from worker.capture import build_heatmap_capture
 from worker.classification import Verdict
 from worker.context import WorkerContext
-from worker.heatmaps import top_slice_heatmaps
 from worker.inputs import SeriesInputs
 from worker.outbox import OutputFile
 from worker.report import AlgorithmInfo, build_structured_report
@@ -87,8 +87,8 @@ def _write_capture(
     datasets, finding = inputs.datasets, verdict.finding
     by_uid = {uid: index for index, uid in enumerate(inputs.sop_instance_uids)}
     top = [by_uid[uid] for uid in finding.top_instance_uids[:CAPTURE_SLICES] if uid in by_uid]
-    images, heatmaps = top_slice_heatmaps(
-        network=ctx.network, spec=ctx.classifier.spec, datasets=datasets, top_indices=top
+    images, heatmaps = explain_slices(
+        network=ctx.network, spec=ctx.classifier.spec, datasets=datasets, indices=top
     )
     sop_uid = generate_uid(entropy_srcs=[*seed, "sc-instance"])
     capture = build_heatmap_capture(
@@ -97,6 +97,9 @@ def _write_capture(
         heatmaps=heatmaps,
         probability=finding.probability,
         suspected=finding.suspected,
+        threshold=finding.threshold,
+        finding=finding.concept,
+        model_version=ctx.classifier.spec.version,
         series_instance_uid=generate_uid(entropy_srcs=[*seed, "sc-series"]),
         sop_instance_uid=sop_uid,
     )

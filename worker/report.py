@@ -4,6 +4,11 @@ The report is a Comprehensive 3D SR holding one TID 1500 Measurement Report, bui
 highdicom's templates. It joins the patient and study of the analysed CT series as a new series,
 names the algorithm as the device observer (TID 1004) and in TID 4019, and records the
 algorithm as Contributing Equipment, as IHE AI Results (AIR) asks.
+
+The finding is the model's own (its spec's coded concept, stored with the result), never a
+fixed one. One measurement group holds the verdict (a qualitative evaluation, the probability,
+the threshold, a one-line summary and the disclaimer); each further finding of a multi-output
+model has a group of its own with its probability. Values carry two decimals.
 """
 
 from __future__ import annotations
@@ -18,27 +23,37 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from model.spec import CodedFinding
+from model.spec import STROKE, CodedFinding
 from worker.errors import ReportError
 
 logger = logging.getLogger(__name__)
 
-SUSPECTED_TEXT = "AI STROKE TRIAGE: SUSPECTED"
-NOT_SUSPECTED_TEXT = "AI STROKE TRIAGE: NOT SUSPECTED"
-
-PRIVATE_SCHEME = "99STRKTRG"
-"""Designator of the project's private coding scheme (a "99" prefix marks it as local)."""
-
-STROKE = hd.sr.CodedConcept.from_code(codes.SCT.CerebrovascularAccidentOrStroke)
-"""SCT 230690007, the concept of the qualitative evaluation."""
-STROKE_PROBABILITY = hd.sr.CodedConcept("STROKE_PROB", PRIVATE_SCHEME, "Stroke probability")
-STROKE_THRESHOLD = hd.sr.CodedConcept(
-    "STROKE_THRESHOLD", PRIVATE_SCHEME, "Stroke decision threshold"
+DISCLAIMER = (
+    "UNVERIFIED machine output, not for diagnostic use: no physician has reviewed it. "
+    "The images decide."
 )
+"""Said inside the content tree, beside the verdict, for readers that show only the tree."""
+
+PROBABILITY = hd.sr.CodedConcept.from_code(codes.DCM.Probability)
+"""DCM 122157 "Probability": the model's probability of the finding."""
+THRESHOLD = hd.sr.CodedConcept.from_code(codes.DCM.ThresholdValue)
+"""DCM 122411 "Threshold Value": the probability at and above which the finding is suspected."""
+SUMMARY = hd.sr.CodedConcept.from_code(codes.DCM.Summary)
+"""DCM 121111 "Summary": the verdict in one line."""
+COMMENT = hd.sr.CodedConcept.from_code(codes.DCM.Comment)
+"""DCM 121106 "Comment": the disclaimer."""
 # CID 240 "Present-Absent Only": SCT 52101004 Present, SCT 272519000 Absent.
 PRESENT = hd.sr.CodedConcept.from_code(codes.SCT.Present)
 ABSENT = hd.sr.CodedConcept.from_code(codes.SCT.Absent)
 NO_UNITS = hd.sr.CodedConcept.from_code(codes.UCUM.NoUnits)
+
+# Reports written before the finding travelled with the model: the evaluation was always SCT
+# 230690007 and the values had private codes. ``read_finding`` still reads them.
+_LEGACY_SCHEME = "99STRKTRG"
+_LEGACY_PROBABILITY = hd.sr.CodedConcept("STROKE_PROB", _LEGACY_SCHEME, "Stroke probability")
+
+DECIMALS = 2
+"""Decimals of the probabilities and the threshold in the report and the series description."""
 
 _COMPLETION_DESCRIPTION = "Machine-generated triage result; not reviewed by a physician"
 
@@ -69,18 +84,20 @@ class Finding:
     """The verdict on one CT series.
 
     Attributes:
-        probability: Series-level stroke probability in [0, 1].
+        probability: Series-level probability of the finding, in [0, 1].
         suspected: Whether the probability reached the threshold.
         threshold: Decision threshold the verdict was taken with.
         top_instance_uids: SOP Instance UIDs of the most suspicious slices, most suspicious first.
+        concept: What the model detects (its spec's finding, as stored with the result).
+        other_findings: Further findings of a multi-output model with their probabilities.
     """
 
     probability: float
     suspected: bool
     threshold: float
     top_instance_uids: Sequence[str]
+    concept: CodedFinding = STROKE
     other_findings: Sequence[tuple[CodedFinding, float]] = ()
-    """Further findings of a multi-output model with their probabilities (not the verdict's)."""
 
 
 class ReportedFinding(NamedTuple):
@@ -90,9 +107,40 @@ class ReportedFinding(NamedTuple):
     probability: float
 
 
-def verdict_text(*, suspected: bool) -> str:
-    """Returns the text that names a verdict in series descriptions and tracking identifiers."""
-    return SUSPECTED_TEXT if suspected else NOT_SUSPECTED_TEXT
+def verdict_text(*, suspected: bool, finding: CodedFinding = STROKE) -> str:
+    """The series description and tracking identifier: ``AI ICH TRIAGE: SUSPECTED``."""
+    verdict = "SUSPECTED" if suspected else "NOT SUSPECTED"
+    return f"AI {finding.short_name.upper()} TRIAGE: {verdict}"
+
+
+def decimals_for(*, probability: float, threshold: float) -> int:
+    """How many decimals show ``probability`` and ``threshold`` without contradicting the verdict.
+
+    Two, unless rounding to two would make a probability just below the threshold look equal to
+    it (0.4199 and 0.42 both read 0.42, yet the verdict is NOT SUSPECTED); then as many as it takes.
+    """
+    suspected = probability >= threshold
+    for decimals in range(DECIMALS, 7):
+        if (round(probability, decimals) >= round(threshold, decimals)) == suspected:
+            return decimals
+    return 7
+
+
+def summary_text(finding: Finding) -> str:
+    """The verdict in one line.
+
+    For example ``AI ICH TRIAGE: SUSPECTED (probability 0.63, threshold 0.42)``.
+    """
+    places = decimals_for(probability=finding.probability, threshold=finding.threshold)
+    return (
+        f"{verdict_text(suspected=finding.suspected, finding=finding.concept)} "
+        f"(probability {finding.probability:.{places}f}, threshold {finding.threshold:.{places}f})"
+    )
+
+
+def coded_concept(finding: CodedFinding) -> hd.sr.CodedConcept:
+    """The finding as highdicom's coded concept."""
+    return hd.sr.CodedConcept(finding.value, finding.scheme, finding.meaning)
 
 
 def build_structured_report(
@@ -130,7 +178,7 @@ def build_structured_report(
     _check_inputs(source_datasets=source_datasets, finding=finding)
     sop_instance_uid = sop_instance_uid or hd.UID()
     series_instance_uid = series_instance_uid or hd.UID()
-    text = verdict_text(suspected=finding.suspected)
+    text = verdict_text(suspected=finding.suspected, finding=finding.concept)
     try:
         content = _measurement_report(
             source_datasets=source_datasets,
@@ -158,23 +206,21 @@ def build_structured_report(
             series_description=text,
             manufacturer_model_name=algorithm.model_name,
             software_versions=algorithm.software_version,
-            coding_schemes=[
-                hd.coding_schemes.CodingSchemeIdentificationItem(
-                    designator=PRIVATE_SCHEME,
-                    name="stroke-triage private codes",
-                    responsible_organization="stroke-triage project",
-                )
-            ],
         )
     except (ValueError, TypeError, AttributeError) as error:
         raise ReportError(f"The Structured Report could not be built: {error}.") from error
     report.CompletionFlagDescription = _COMPLETION_DESCRIPTION
+    # Series Date and Time (type 3) let a PACS file the new series beside the CT by date.
+    report.SeriesDate = report.ContentDate
+    report.SeriesTime = report.ContentTime
     logger.info(
-        "Built SR %s for series %s: suspected=%s, %d evidence instances",
+        "Built SR %s for series %s: %s suspected=%s, %d evidence instances, %d further findings",
         sop_instance_uid,
         source_datasets[0].SeriesInstanceUID,
+        finding.concept.short_name,
         finding.suspected,
         len(source_datasets),
+        len(finding.other_findings),
     )
     return report
 
@@ -185,11 +231,15 @@ def read_finding(sr: pydicom.Dataset) -> ReportedFinding:
     Args:
         sr: The Structured Report dataset, for example from ``pydicom.dcmread``.
 
+    The verdict's group is the one whose qualitative evaluation names its finding (the groups
+    of further findings have none). Reports written before the finding travelled with the model
+    (SCT 230690007 and private value codes) are read too.
+
     Returns:
-        Whether stroke was suspected, and the reported probability.
+        Whether the finding was suspected, and the reported probability.
 
     Raises:
-        ReportError: If the dataset holds no stroke triage measurement group.
+        ReportError: If the dataset holds no triage measurement group.
     """
     try:
         content = hd.sr.Comprehensive3DSR.from_dataset(sr, copy=True).content
@@ -197,23 +247,29 @@ def read_finding(sr: pydicom.Dataset) -> ReportedFinding:
         raise ReportError(f"The dataset is not a readable Structured Report: {error}.") from error
     if not isinstance(content, hd.sr.MeasurementReport):
         raise ReportError("The Structured Report does not hold a TID 1500 Measurement Report.")
-    groups = content.get_image_measurement_groups()
-    for group in groups:
-        evaluations = [e for e in group.get_qualitative_evaluations() if e.name == STROKE]
-        measurements = group.get_measurements(name=STROKE_PROBABILITY)
+    for group in content.get_image_measurement_groups():
+        evaluations = [
+            e for e in group.get_qualitative_evaluations() if e.name == group.finding_type
+        ]
+        measurements = group.get_measurements(name=PROBABILITY) or group.get_measurements(
+            name=_LEGACY_PROBABILITY
+        )
         if evaluations and measurements:
             return ReportedFinding(
                 suspected=evaluations[0].value == PRESENT,
                 probability=float(measurements[0].value),
             )
-    raise ReportError("The Structured Report holds no stroke triage measurement group.")
+    raise ReportError("The Structured Report holds no triage measurement group.")
 
 
 def _check_inputs(*, source_datasets: Sequence[pydicom.Dataset], finding: Finding) -> None:
     if not source_datasets:
         raise ReportError("A Structured Report needs at least one source instance.")
-    if not 0.0 <= finding.probability <= 1.0:
-        raise ReportError(f"The probability {finding.probability} lies outside [0, 1].")
+    for concept, probability in [(finding.concept, finding.probability), *finding.other_findings]:
+        if not 0.0 <= probability <= 1.0:
+            raise ReportError(
+                f"The probability {probability} of {concept.meaning} lies outside [0, 1]."
+            )
     if len({ds.StudyInstanceUID for ds in source_datasets}) != 1:
         raise ReportError("The source instances belong to more than one study.")
     source_uids = {ds.SOPInstanceUID for ds in source_datasets}
@@ -229,25 +285,33 @@ def _measurement_report(
     algorithm: AlgorithmInfo,
     tracking_uid: str,
 ) -> hd.sr.MeasurementReport:
+    places = decimals_for(probability=finding.probability, threshold=finding.threshold)
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
-        parameters=[f"model_sha256={algorithm.model_sha256}", f"threshold={finding.threshold}"],
+        parameters=[
+            f"model_sha256={algorithm.model_sha256}",
+            f"threshold={finding.threshold:.{places}f}",
+        ],
     )
     by_uid = {ds.SOPInstanceUID: ds for ds in source_datasets}
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+    concept = coded_concept(finding.concept)
+    verdict = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=verdict_text(suspected=finding.suspected)
+            uid=tracking_uid,
+            identifier=verdict_text(suspected=finding.suspected, finding=finding.concept),
         ),
-        finding_type=STROKE,
+        finding_type=concept,
         algorithm_id=algorithm_id,
         finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=STROKE, value=PRESENT if finding.suspected else ABSENT)
+            hd.sr.QualitativeEvaluation(
+                name=concept, value=PRESENT if finding.suspected else ABSENT
+            )
         ],
         measurements=[
-            hd.sr.Measurement(name=STROKE_PROBABILITY, value=finding.probability, unit=NO_UNITS),
-            hd.sr.Measurement(name=STROKE_THRESHOLD, value=finding.threshold, unit=NO_UNITS),
+            _value(PROBABILITY, finding.probability, places),
+            _value(THRESHOLD, finding.threshold, places),
         ],
         source_images=[
             hd.sr.SourceImageForMeasurementGroup.from_source_image(by_uid[uid])
@@ -255,6 +319,32 @@ def _measurement_report(
         ]
         or None,
     )
+    # TID 1501 allows TEXT qualitative evaluations: the summary and the disclaimer sit in the
+    # tree itself, where a viewer that shows only the content tree still shows them.
+    verdict[0].ContentSequence.extend(
+        hd.sr.TextContentItem(
+            name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+        for name, value in ((SUMMARY, summary_text(finding)), (COMMENT, DISCLAIMER))
+    )
+    further = [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=generate_uid(entropy_srcs=[tracking_uid, other.scheme, other.value]),
+                identifier=f"AI {other.short_name.upper()} PROBABILITY",
+            ),
+            finding_type=coded_concept(other),
+            # Without the threshold: it belongs to the verdict's finding, not to this one.
+            algorithm_id=hd.sr.AlgorithmIdentification(
+                name=algorithm.name,
+                version=algorithm.version,
+                parameters=[f"model_sha256={algorithm.model_sha256}"],
+            ),
+            finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
+            measurements=[_value(PROBABILITY, probability, DECIMALS)],
+        )
+        for other, probability in finding.other_findings
+    ]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -269,8 +359,13 @@ def _measurement_report(
     return hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.HeadCT,
-        imaging_measurements=[group],
+        imaging_measurements=[verdict, *further],
     )
+
+
+def _value(name: hd.sr.CodedConcept, value: float, places: int) -> hd.sr.Measurement:
+    """A unitless value, rounded: highdicom writes a float's every digit (0.62915306091309)."""
+    return hd.sr.Measurement(name=name, value=round(float(value), places), unit=NO_UNITS)
 
 
 def _algorithm_equipment(algorithm: AlgorithmInfo) -> hd.ContributingEquipment:
@@ -282,7 +377,7 @@ def _algorithm_equipment(algorithm: AlgorithmInfo) -> hd.ContributingEquipment:
         manufacturer_model_name=algorithm.model_name,
         software_versions=[algorithm.software_version, algorithm.version],
         contribution_description=(
-            f"AI stroke triage by {algorithm.name} {algorithm.version}, "
+            f"AI triage by {algorithm.name} {algorithm.version}, "
             f"model weights sha256 {algorithm.model_sha256}"
         ),
     )

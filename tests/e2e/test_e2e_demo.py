@@ -11,6 +11,8 @@ import pytest
 import db.tokens
 from console.tokens import token_sha256
 from db.engine import create_engine_for, make_session_factory
+from model.checkpoint import DEFAULT_CHECKPOINT_DIR
+from model.spec import ModelSpec
 from tests.helpers import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.slow
@@ -27,9 +29,17 @@ def test_make_demo_prints_a_verdict(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # What the shipped model can see, from its spec, before anything else.
+    finding = ModelSpec.from_json((DEFAULT_CHECKPOINT_DIR / "spec.json").read_text()).finding
+    printed = done.stdout.splitlines()
+    assert printed[1].startswith("Model "), done.stdout  # after make's own echo of the command
+    assert f"detects {finding.meaning} ({finding.scheme} {finding.value}" in done.stdout
+    name = re.escape(finding.short_name.upper())
     assert re.search(
-        r"Verdict: STROKE (NOT )?SUSPECTED \(probability [01]\.\d{3}\)", done.stdout
+        rf"Verdict: {name} (NOT )?SUSPECTED \(probability [01]\.\d\d\)\n", done.stdout
     ), done.stdout
+    assert "synthetic phantom, not a patient" in done.stdout
+    assert "it is no diagnosis" in done.stdout
     match = re.search(r"Structured Report: (\S+)", done.stdout)
     assert match, done.stdout
     assert Path(match.group(1)).is_file()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +146,20 @@ def test_orthanc_sends_ct_and_receives_sr_and_capture(
     files = sorted(ge_head_ct.glob("*.dcm"))
     study_id = _upload_and_send(orthanc, files)
     found = _wait_for_series(orthanc, study_id, ("SR", "OT"), service, timeout_s=120)
-    assert found["SR"]["MainDicomTags"]["SeriesDescription"] in {
-        "AI STROKE TRIAGE: SUSPECTED",
-        "AI STROKE TRIAGE: NOT SUSPECTED",
-    }
-    assert "NOT FOR DIAGNOSTIC USE" in found["OT"]["MainDicomTags"]["SeriesDescription"]
+    # The finding is the model's (the random checkpoint's: stroke), and so is the verdict.
+    sr_tags, sc_tags = found["SR"]["MainDicomTags"], found["OT"]["MainDicomTags"]
+    assert re.fullmatch(r"AI \S+ TRIAGE: (NOT )?SUSPECTED", sr_tags["SeriesDescription"])
+    assert sc_tags["SeriesDescription"].startswith(sr_tags["SeriesDescription"])
+    assert "NOT FOR DIAGNOSIS" in sc_tags["SeriesDescription"]
     for series in found.values():
         assert len(series["Instances"]) == 1
+        # Filed in the CT's study, with a Series Date and Time of its own (not "?").
+        assert series["ParentStudy"] == study_id
+        tags = series["MainDicomTags"]
+        assert re.fullmatch(r"\d{8}", tags.get("SeriesDate", "")), tags
+        assert re.fullmatch(r"\d{6}(\.\d+)?", tags.get("SeriesTime", "")), tags
+        made = datetime.strptime(tags["SeriesDate"], "%Y%m%d").date()
+        assert abs((made - datetime.now().date()).days) <= 1
     study = orthanc.get(f"/studies/{study_id}")
     assert len(study["Series"]) == 3  # the CT, the SR and the SC, in one study
 

@@ -21,8 +21,10 @@ import db.receiving
 from listener.status import StoreStatus
 from tests.helpers import relaxed_dicom_validation, require_tool
 from tests.listener.helpers import (
+    DCMTK_ENV,
     RunningListener,
     ct_dataset,
+    dcmtk,
     echoscu,
     scu,
     storescu,
@@ -43,6 +45,39 @@ def test_unknown_calling_ae_gets_associate_rj(start_listener_for_test: Start) ->
     assert assoc.is_rejected
     assert assoc.acceptor.primitive.result == 0x01  # permanent
     assert assoc.acceptor.primitive.diagnostic == 0x03  # calling AE title not recognised
+
+
+def _echo_to(port: int, called_ae: str) -> subprocess.CompletedProcess[str]:
+    """C-ECHO with DCMTK's echoscu, addressed to ``called_ae``."""
+    return subprocess.run(
+        [dcmtk("echoscu"), "-v", "-aet", "SCANNER", "-aec", called_ae, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=DCMTK_ENV,
+        timeout=60,
+    )
+
+
+def test_any_called_ae_title_is_accepted_by_default(start_listener_for_test: Start) -> None:
+    running = start_listener_for_test()
+    assert _echo_to(running.port, "WRONG").returncode == 0
+
+
+def test_a_wrong_called_ae_title_is_refused_when_required(start_listener_for_test: Start) -> None:
+    running = start_listener_for_test(require_called_ae_title=True)
+    assert _echo_to(running.port, "STROKETRIAGE").returncode == 0
+    refused = _echo_to(running.port, "WRONG")
+    assert refused.returncode != 0
+    output = refused.stderr + refused.stdout
+    assert "Association Rejected" in output
+    assert "Called AE Title Not Recognized" in output
+
+    assoc = scu().associate("127.0.0.1", running.port, ae_title="WRONG")
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.result == 0x01  # permanent
+    assert assoc.acceptor.primitive.result_source == 0x01  # service user
+    assert assoc.acceptor.primitive.diagnostic == 0x07  # called AE title not recognised
 
 
 def test_ip_pinning(start_listener_for_test: Start) -> None:

@@ -1,4 +1,4 @@
-"""The heat-map Secondary Capture: pixels, banner, identity, and dciodvfy."""
+"""The heat-map Secondary Capture: pixels, banner, markers, legend, identity, and dciodvfy."""
 
 from __future__ import annotations
 
@@ -12,8 +12,18 @@ import pytest
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
 from model.phantom import write_phantom_series
+from model.spec import INTRACRANIAL_HAEMORRHAGE, CodedFinding
 from tests.helpers import require_tool
-from worker.capture import BANNER_HEIGHT, SERIES_DESCRIPTION, TILE_SIZE, build_heatmap_capture
+from worker.capture import (
+    LEGEND,
+    TILE_SIZE,
+    banner_lines,
+    build_heatmap_capture,
+    edge_markers,
+    series_description,
+    slice_location_mm,
+    tile_label,
+)
 from worker.errors import ReportError
 
 
@@ -36,6 +46,9 @@ def _build(datasets: list[pydicom.Dataset], *, heat_size: int = 7) -> hd.sc.SCIm
         heatmaps=[rng.random((heat_size, heat_size)) for _ in datasets],
         probability=0.75,
         suspected=True,
+        threshold=0.42,
+        finding=INTRACRANIAL_HAEMORRHAGE,
+        model_version="2.0.0-test",
         series_instance_uid=generate_uid(),
         sop_instance_uid=generate_uid(),
     )
@@ -49,19 +62,26 @@ def test_capture_is_a_valid_rgb_mosaic(tmp_path: Path, top_slices: list[pydicom.
     assert capture.SOPClassUID == SecondaryCaptureImageStorage
     assert capture.PhotometricInterpretation == "RGB"
     pixels = capture.pixel_array
-    assert pixels.shape == (BANNER_HEIGHT + TILE_SIZE, TILE_SIZE * len(top_slices), 3)
+    rows, columns, _ = pixels.shape
+    assert columns == TILE_SIZE * len(top_slices)
+    assert rows > TILE_SIZE + 40  # a banner above the tiles and a legend below them
     assert capture.BurnedInAnnotation == "YES"
-    assert capture.SeriesDescription == SERIES_DESCRIPTION
+    assert capture.SeriesDescription == "AI ICH TRIAGE: SUSPECTED (HEATMAP, NOT FOR DIAGNOSIS)"
+    # Series Date and Time, so that a PACS files the capture beside the CT by date.
+    assert capture.SeriesDate == capture.ContentDate and len(capture.SeriesDate) == 8
+    assert capture.SeriesTime == capture.ContentTime
     assert capture.StudyInstanceUID == top_slices[0].StudyInstanceUID
     assert capture.PatientID == top_slices[0].PatientID
     assert capture.SeriesInstanceUID != top_slices[0].SeriesInstanceUID
     assert [item.ReferencedSOPInstanceUID for item in capture.SourceImageSequence] == [
         ds.SOPInstanceUID for ds in top_slices
     ]
-    banner = pixels[:BANNER_HEIGHT]
+    banner = pixels[:40]
     assert banner.min() != banner.max(), "the banner text is missing"
+    legend = pixels[-30:]
+    assert legend.min() != legend.max(), "the legend is missing"
     # The overlay colours the image: the channels differ somewhere inside the tiles.
-    tiles = pixels[BANNER_HEIGHT:].astype(int)
+    tiles = pixels[40:-30].astype(int)
     assert np.abs(tiles[..., 0] - tiles[..., 2]).max() > 50
 
     dciodvfy = require_tool("dciodvfy", "dicom3tools")
@@ -78,7 +98,56 @@ def test_highdicom_reads_the_capture(tmp_path: Path, top_slices: list[pydicom.Da
     _build(top_slices[:1], heat_size=64).save_as(path, enforce_file_format=True)
     image = hd.imread(path)
     assert image.SOPClassUID == SecondaryCaptureImageStorage
-    assert image.pixel_array.shape == (BANNER_HEIGHT + TILE_SIZE, TILE_SIZE, 3)
+    rows, columns, samples = image.pixel_array.shape
+    assert (columns, samples) == (TILE_SIZE, 3) and rows > TILE_SIZE
+
+
+def test_the_banner_states_the_finding_threshold_and_model() -> None:
+    lines = banner_lines(
+        probability=0.62915,
+        suspected=True,
+        threshold=0.4213,
+        finding=INTRACRANIAL_HAEMORRHAGE,
+        model_version="2.0.0",
+    )
+    assert lines == [
+        "NOT FOR DIAGNOSTIC USE - AI ICH TRIAGE, UNVERIFIED",
+        "ICH SUSPECTED: probability 0.63, threshold 0.42, model 2.0.0",
+    ]
+    close = banner_lines(probability=0.4199, suspected=False, threshold=0.42)
+    assert close[1] == "STROKE NOT SUSPECTED: probability 0.4199, threshold 0.4200"
+
+
+def test_each_tile_says_its_rank_instance_and_slice_location(
+    top_slices: list[pydicom.Dataset],
+) -> None:
+    first = top_slices[0]
+    assert tile_label(1, first) == (
+        f"#1 IMG {first.InstanceNumber}  {float(first.ImagePositionPatient[2]):.1f} mm"
+    )
+    located = pydicom.Dataset()
+    located.InstanceNumber = 16
+    located.SliceLocation = "-42.25"
+    located.ImagePositionPatient = [0, 0, 7]
+    assert slice_location_mm(located) == -42.25  # Slice Location wins where present
+    assert tile_label(3, located) == "#3 IMG 16  -42.2 mm"
+    assert tile_label(2, pydicom.Dataset()) == "#2 IMG ?"
+    # The legend explains every part of that label.
+    for words in ("#1 most suspicious", "IMG: instance number", "mm: slice location", "R/L"):
+        assert words in LEGEND
+
+
+def test_markers_put_the_patients_right_on_the_left_of_an_axial_slice() -> None:
+    assert edge_markers(("L", "P")) == ("R", "L", "A", "P")
+    # Rows running towards the patient's right (a flipped image): the markers follow.
+    assert edge_markers(("R", "P")) == ("L", "R", "A", "P")
+
+
+def test_series_description_fits_a_long_finding_name() -> None:
+    long_name = CodedFinding(scheme="SCT", value="1", meaning="Something long", short_name="X" * 16)
+    text = series_description(suspected=False, finding=long_name)
+    assert len(text) <= 64
+    assert text.startswith(f"AI {'X' * 16} TRIAGE: NOT SUSPECTED")
 
 
 def test_mismatched_inputs_are_refused(top_slices: list[pydicom.Dataset]) -> None:

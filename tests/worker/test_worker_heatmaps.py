@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps of the ViT (model.explain) and of a series' top slices."""
+"""Grad-CAM heat maps of the ViT (model.explain), and of the top slices the capture shows."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from model.checkpoint import LoadedModel, create_random_checkpoint, load_checkpoint
-from model.explain import ExplainError, explain
+from model.explain import ExplainError, explain, explain_slices
 from model.phantom import write_phantom_series
 from model.spec import ChannelMode
-from worker.heatmaps import top_slice_heatmaps
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +48,10 @@ def test_explain_refuses_what_it_cannot_explain(loaded: LoadedModel) -> None:
         explain(loaded.network, np.zeros((3, 64, 64), dtype=np.float32))
 
 
-def test_top_slice_heatmaps_of_a_phantom(loaded: LoadedModel, tmp_path: Path) -> None:
+def test_heat_maps_of_a_phantoms_top_slices(loaded: LoadedModel, tmp_path: Path) -> None:
     datasets = [pydicom.dcmread(p) for p in write_phantom_series(tmp_path, n_slices=4, size=48)]
-    images, heatmaps = top_slice_heatmaps(
-        network=loaded.network, spec=loaded.spec, datasets=datasets[::-1], top_indices=[0, 3]
+    images, heatmaps = explain_slices(
+        network=loaded.network, spec=loaded.spec, datasets=datasets[::-1], indices=[0, 3]
     )
     assert [image.shape for image in images] == [(48, 48), (48, 48)]
     assert [heat.shape for heat in heatmaps] == [(64, 64), (64, 64)]
@@ -64,8 +63,8 @@ def test_mirror_mode_heat_maps_are_placed_back_on_the_slice(
 ) -> None:
     spec = loaded.spec.model_copy(update={"channel_mode": ChannelMode.MIRROR})
     datasets = [pydicom.dcmread(p) for p in write_phantom_series(tmp_path, n_slices=6, size=96)]
-    images, heatmaps = top_slice_heatmaps(
-        network=loaded.network, spec=spec, datasets=datasets, top_indices=[2, 3]
+    images, heatmaps = explain_slices(
+        network=loaded.network, spec=spec, datasets=datasets, indices=[2, 3]
     )
     assert [heat.shape for heat in heatmaps] == [(96, 96), (96, 96)]
     for image, heat in zip(images, heatmaps, strict=True):

@@ -1,4 +1,8 @@
-"""The Structured Report: built by highdicom, read back, checked by dciodvfy and dsrdump."""
+"""The Structured Report: built by highdicom, read back, checked by dciodvfy and dsrdump.
+
+The finding is the model's, values have two decimals, a summary line and the disclaimer sit in
+the content tree, Series Date and Time are set, further findings get groups of their own.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,27 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from model.phantom import write_phantom_series
+from model.spec import INTRACRANIAL_HAEMORRHAGE, STROKE, CodedFinding
 from tests.helpers import dciodvfy_errors, require_peer, require_tool
 from worker.errors import ReportError
 from worker.report import (
-    NOT_SUSPECTED_TEXT,
-    STROKE,
-    SUSPECTED_TEXT,
+    DISCLAIMER,
+    PROBABILITY,
     AlgorithmInfo,
     Finding,
     build_structured_report,
+    coded_concept,
+    decimals_for,
     read_finding,
+    source_header,
+    verdict_text,
+)
+
+EPIDURAL = CodedFinding(
+    scheme="SCT", value="262300005", meaning="Epidural hemorrhage", short_name="EDH"
+)
+SUBDURAL = CodedFinding(
+    scheme="SCT", value="35486000", meaning="Subdural hemorrhage", short_name="SDH"
 )
 
 ALGORITHM = AlgorithmInfo(
@@ -54,13 +69,36 @@ def ge_datasets(ge_head_ct: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
 
 
-def _finding(datasets: list[pydicom.Dataset], *, suspected: bool, probability: float) -> Finding:
+def _finding(
+    datasets: list[pydicom.Dataset],
+    *,
+    suspected: bool,
+    probability: float,
+    concept: CodedFinding = INTRACRANIAL_HAEMORRHAGE,
+    threshold: float = 0.5,
+    other_findings: tuple[tuple[CodedFinding, float], ...] = (),
+) -> Finding:
     return Finding(
         probability=probability,
         suspected=suspected,
-        threshold=0.5,
+        threshold=threshold,
         top_instance_uids=[datasets[3].SOPInstanceUID, datasets[1].SOPInstanceUID],
+        concept=concept,
+        other_findings=other_findings,
     )
+
+
+def _dsrdump(path: Path) -> str:
+    """dsrdump's text of the report, long values printed whole."""
+    dump = subprocess.run(
+        [_tool("dsrdump"), "+Pl", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert dump.returncode == 0, dump.stderr
+    return dump.stdout
 
 
 def _write(
@@ -97,7 +135,7 @@ def _evidence_uids(sr: pydicom.Dataset) -> set[str]:
 
 @pytest.mark.parametrize(
     ("suspected", "probability", "text"),
-    [(True, 0.8125, SUSPECTED_TEXT), (False, 0.0625, NOT_SUSPECTED_TEXT)],
+    [(True, 0.8125, "AI ICH TRIAGE: SUSPECTED"), (False, 0.0625, "AI ICH TRIAGE: NOT SUSPECTED")],
 )
 def test_phantom_report_round_trips_and_validates(
     tmp_path: Path,
@@ -113,7 +151,7 @@ def test_phantom_report_round_trips_and_validates(
     assert isinstance(sr, hd.sr.Comprehensive3DSR)
     reported = read_finding(sr)
     assert reported.suspected is suspected
-    assert reported.probability == pytest.approx(probability)
+    assert reported.probability == pytest.approx(probability, abs=0.005)
     source = phantom_datasets[0]
     assert sr.StudyInstanceUID == source.StudyInstanceUID
     assert sr.PatientID == source.PatientID
@@ -123,13 +161,142 @@ def test_phantom_report_round_trips_and_validates(
     assert sr.CompletionFlag == "COMPLETE"
     assert _evidence_uids(sr) == {ds.SOPInstanceUID for ds in phantom_datasets}
 
+    assert sr.SeriesDate == sr.ContentDate and sr.SeriesTime == sr.ContentTime
     assert dciodvfy_errors(path) == []
-    dump = subprocess.run(
-        [_tool("dsrdump"), str(path)], capture_output=True, text=True, check=False, timeout=60
+    dump = _dsrdump(path)
+    assert text in dump
+    assert '(1386000,SCT,"Intracranial hemorrhage")' in dump
+    assert "230690007" not in dump
+
+
+def test_dsrdump_shows_two_decimals_a_summary_and_the_disclaimer(
+    tmp_path: Path, phantom_datasets: list[pydicom.Dataset]
+) -> None:
+    finding = _finding(
+        phantom_datasets, suspected=True, probability=0.62915306091309, threshold=0.4213
     )
-    assert dump.returncode == 0, dump.stderr
-    assert text in dump.stdout
-    assert "Stroke" in dump.stdout
+    path, _ = _write(tmp_path, phantom_datasets, finding)
+    dump = _dsrdump(path)
+    assert 'NUM:(,,"Probability")="0.63"' in dump
+    assert 'NUM:(,,"Threshold Value")="0.42"' in dump
+    assert "0.629153" not in dump and "0.4213" not in dump
+    summary = "AI ICH TRIAGE: SUSPECTED (probability 0.63, threshold 0.42)"
+    assert f'TEXT:(,,"Summary")="{summary}"' in dump
+    assert f'TEXT:(,,"Comment")="{DISCLAIMER}"' in dump
+    assert "UNVERIFIED machine output, not for diagnostic use" in DISCLAIMER
+    assert dciodvfy_errors(path) == []
+    # The rounded value is also the binary one: no reader sees the long float.
+    sr = pydicom.dcmread(path)
+    values = [
+        item.MeasuredValueSequence[0]
+        for group in sr.ContentSequence[-1].ContentSequence
+        for item in group.ContentSequence
+        if item.ValueType == "NUM"
+    ]
+    assert [float(v.FloatingPointValue) for v in values] == [0.63, 0.42]
+
+
+def test_decimals_never_contradict_the_verdict() -> None:
+    assert decimals_for(probability=0.62915, threshold=0.4213) == 2
+    # 0.4199 and 0.42 would both read "0.42", yet the verdict is NOT SUSPECTED.
+    assert decimals_for(probability=0.4199, threshold=0.42) == 4
+    assert decimals_for(probability=0.42, threshold=0.42) == 2
+    assert decimals_for(probability=0.41996, threshold=0.42) == 5
+    # Rounding keeps order, so a suspected verdict never needs more than two.
+
+
+def test_the_finding_of_an_old_checkpoint_is_still_stroke(
+    tmp_path: Path, phantom_datasets: list[pydicom.Dataset]
+) -> None:
+    finding = _finding(phantom_datasets, suspected=True, probability=0.7, concept=STROKE)
+    path, _ = _write(tmp_path, phantom_datasets, finding)
+    sr = hd.sr.srread(path)
+    assert sr.SeriesDescription == "AI STROKE TRIAGE: SUSPECTED"
+    (group,) = _content(sr).get_image_measurement_groups()
+    assert group.finding_type.value == "230690007"
+    assert read_finding(sr) == (True, 0.7)
+
+
+def test_further_findings_have_groups_of_their_own(
+    tmp_path: Path, phantom_datasets: list[pydicom.Dataset]
+) -> None:
+    finding = _finding(
+        phantom_datasets,
+        suspected=False,
+        probability=0.3,
+        other_findings=((EPIDURAL, 0.123456), (SUBDURAL, 0.987)),
+    )
+    path, _ = _write(tmp_path, phantom_datasets, finding)
+    sr = hd.sr.srread(path)
+    verdict, *further = _content(sr).get_image_measurement_groups()
+    assert verdict.finding_type == coded_concept(INTRACRANIAL_HAEMORRHAGE)
+    assert [(g.finding_type.value, g.tracking_identifier) for g in further] == [
+        ("262300005", "AI EDH PROBABILITY"),
+        ("35486000", "AI SDH PROBABILITY"),
+    ]
+    probabilities = [float(g.get_measurements(name=PROBABILITY)[0].value) for g in further]
+    assert probabilities == [0.12, 0.99]
+    # A further finding claims no verdict: no evaluation, no threshold of its own.
+    assert all(g.get_qualitative_evaluations() == [] for g in further)
+    assert len({g.tracking_uid for g in [verdict, *further]}) == 3
+    assert read_finding(sr) == (False, 0.3)
+    assert dciodvfy_errors(path) == []
+    dump = _dsrdump(path)
+    assert '(262300005,SCT,"Epidural hemorrhage")' in dump
+    assert 'NUM:(,,"Probability")="0.12"' in dump
+
+
+def test_a_further_findings_probability_outside_unit_interval_is_refused(
+    phantom_datasets: list[pydicom.Dataset],
+) -> None:
+    finding = _finding(
+        phantom_datasets, suspected=True, probability=0.9, other_findings=((EPIDURAL, 1.2),)
+    )
+    with pytest.raises(ReportError, match="Epidural hemorrhage lies outside"):
+        build_structured_report(
+            source_datasets=phantom_datasets, finding=finding, algorithm=ALGORITHM
+        )
+
+
+def test_read_finding_reads_a_report_written_before_the_finding_travelled(
+    phantom_datasets: list[pydicom.Dataset],
+) -> None:
+    """SCT 230690007 and the private value codes of the reports already in PACSs."""
+    stroke = hd.sr.CodedConcept.from_code(codes.SCT.CerebrovascularAccidentOrStroke)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier="AI STROKE TRIAGE: NOT SUSPECTED"
+        ),
+        finding_type=stroke,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=stroke, value=codes.SCT.Absent)],
+        measurements=[
+            hd.sr.Measurement(
+                name=hd.sr.CodedConcept("STROKE_PROB", "99STRKTRG", "Stroke probability"),
+                value=0.31415926,
+                unit=codes.UCUM.NoUnits,
+            )
+        ],
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid()
+        ),
+    )
+    legacy = hd.sr.Comprehensive3DSR(
+        evidence=[source_header(phantom_datasets[0])],
+        content=hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            procedure_reported=codes.LN.HeadCT,
+            imaging_measurements=[group],
+        ),
+        series_instance_uid=generate_uid(),
+        series_number=9001,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="stroke-triage project",
+    )
+    assert read_finding(legacy) == (False, pytest.approx(0.31415926))
 
 
 def test_measurement_group_content(tmp_path: Path, phantom_datasets: list[pydicom.Dataset]) -> None:
@@ -138,14 +305,19 @@ def test_measurement_group_content(tmp_path: Path, phantom_datasets: list[pydico
     sr = hd.sr.srread(path)
 
     (group,) = _content(sr).get_image_measurement_groups()
-    assert group.tracking_identifier == SUSPECTED_TEXT
+    assert group.tracking_identifier == verdict_text(
+        suspected=True, finding=INTRACRANIAL_HAEMORRHAGE
+    )
     assert [site.value for site in group.finding_sites] == [codes.SCT.Brain]
     (evaluation,) = group.get_qualitative_evaluations()
-    assert evaluation.name == STROKE
-    assert evaluation.name.value == "230690007"
+    assert evaluation.name == coded_concept(INTRACRANIAL_HAEMORRHAGE)
+    assert evaluation.name.value == "1386000"
     assert evaluation.value == codes.SCT.Present
-    units = {m.name.meaning: (float(m.value), m.unit.value) for m in group.get_measurements()}
-    assert units == {"Stroke probability": (0.9, "1"), "Stroke decision threshold": (0.5, "1")}
+    units = {
+        (m.name.scheme_designator, m.name.value): (float(m.value), m.unit.value)
+        for m in group.get_measurements()
+    }
+    assert units == {("DCM", "122157"): (0.9, "1"), ("DCM", "122411"): (0.5, "1")}
     assert [image.referenced_sop_instance_uid for image in group.source_images] == list(
         finding.top_instance_uids
     )
@@ -168,7 +340,7 @@ def test_real_ge_series_report_references_every_slice(
     path, _ = _write(tmp_path, ge_datasets, finding)
 
     sr = hd.sr.srread(path)
-    assert read_finding(sr) == (False, 0.125)
+    assert read_finding(sr) == (False, 0.12)  # 0.125, two decimals (round half to even)
     assert sr.StudyInstanceUID == ge_datasets[0].StudyInstanceUID
     assert sr.PatientID == ge_datasets[0].PatientID
     assert sr.SeriesInstanceUID != ge_datasets[0].SeriesInstanceUID
