@@ -66,6 +66,11 @@ def _normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+def masked_url(url: str) -> str:
+    """``url`` as SQLAlchemy renders it with the password hidden (``***``), query kept."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _is_memory_sqlite(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or "mode=memory" in str(url.database)
 

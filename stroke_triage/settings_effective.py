@@ -1,8 +1,8 @@
 """The effective settings, as `stroke-triage settings` prints them: secrets masked.
 
-Passwords in URLs are masked by kombu's ``maybe_sanitize_url`` (the database URL's too: only
-``db`` may import SQLAlchemy, whose ``render_as_string(hide_password=True)`` would keep the
-query string). A URL's query string is left out, since it may hold credentials.
+The database URL's password is masked by SQLAlchemy's own rendering
+(``db.engine.masked_url``: ``render_as_string(hide_password=True)``), every other URL's by
+kombu's ``maybe_sanitize_url``, which leaves out the query string (it may hold credentials).
 """
 
 from __future__ import annotations
@@ -35,12 +35,21 @@ def mask_url(value: str) -> str:
     return str(maybe_sanitize_url(value, mask=MASK))
 
 
+def mask_database_url(value: str) -> str:
+    """A SQLAlchemy database URL with its password masked by SQLAlchemy itself."""
+    from db.engine import masked_url
+
+    return masked_url(value)
+
+
 def mask_secrets(name: str, value: Any) -> Any:
     """``value`` with any secret in it replaced by ``***`` (recursing into lists and maps)."""
     if value is None:
         return None
     if isinstance(value, SecretStr | SecretBytes) or SECRET_NAME.search(name):
         return MASK
+    if isinstance(value, str) and name == "database_url":
+        return mask_database_url(value)
     if isinstance(value, str):
         return mask_url(value)
     if isinstance(value, BaseModel):
@@ -76,6 +85,6 @@ def effective_settings(settings: Settings) -> str:
     The resolved database and broker URLs (their defaults under the data folder) come last.
     """
     rows = _rows(settings, ENV_PREFIX)
-    rows.append(("# resolved database", mask_url(settings.resolved_database_url)))
+    rows.append(("# resolved database", mask_database_url(settings.resolved_database_url)))
     rows.append(("# resolved broker", mask_url(settings.resolved_broker_url)))
     return "\n".join(f"{variable}={_text(value)}" for variable, value in rows)

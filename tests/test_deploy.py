@@ -25,7 +25,7 @@ import yaml
 
 from stroke_triage.cli import build_parser
 from stroke_triage.settings import CONFIG_FILE_ENV, Settings, load_settings
-from stroke_triage.settings_effective import SECRET_NAME, URL_PASSWORD
+from stroke_triage.settings_effective import SECRET_NAME
 from tests.helpers import REPO_ROOT, require_tool
 from tests.settings_names import (
     NOT_SETTINGS,
@@ -35,6 +35,8 @@ from tests.settings_names import (
 )
 
 DEPLOY = REPO_ROOT / "deploy"
+#: A password written into a URL (``scheme://user:password@host``).
+URL_PASSWORD = re.compile(r"://[^/:@\s]*:[^@\s]+@")
 EXAMPLE_TOML = DEPLOY / "stroke-triage.example.toml"
 EXAMPLE_ENV = DEPLOY / "stroke-triage.env.example"
 UNITS = DEPLOY / "systemd"

@@ -214,7 +214,7 @@ def test_a_secret_is_never_repeated_in_a_refusal() -> None:
     assert "987654321" not in line
 
 
-def test_effective_settings_mask_url_passwords_with_kombu(
+def test_effective_settings_mask_url_passwords_with_sqlalchemy_and_kombu(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from stroke_triage.settings_effective import effective_settings, mask_url
@@ -225,8 +225,10 @@ def test_effective_settings_mask_url_passwords_with_kombu(
     monkeypatch.setenv("STROKE_TRIAGE_BROKER_URL", "amqp://triage:hunter2@mq:5672//")
     monkeypatch.setenv("STROKE_TRIAGE_API__SESSION_SECRET", "signing-key")
     text = effective_settings(load_settings(settings_file))
-    # The query string is left out: it may hold credentials too.
-    assert "STROKE_TRIAGE_DATABASE_URL=postgresql+psycopg://triage:***@db/t\n" in text
+    # SQLAlchemy masks the database URL's password and keeps its query (driver options).
+    assert (
+        "STROKE_TRIAGE_DATABASE_URL=postgresql+psycopg://triage:***@db/t?sslmode=require\n" in text
+    )
     assert "STROKE_TRIAGE_BROKER_URL=amqp://triage:***@mq:5672//" in text
     assert "# resolved broker=amqp://triage:***@mq:5672//" in text
     assert "STROKE_TRIAGE_API__SESSION_SECRET=***" in text
