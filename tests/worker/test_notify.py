@@ -209,6 +209,8 @@ def test_hl7_oru_is_acknowledged_and_a_negative_ack_is_a_failure(
     assert result.oru_r01_patient.pid.pid_5.to_er7() == "UNKNOWN"
     order = result.oru_r01_order_observation
     assert order.obr.obr_3.to_er7() == ACCESSION
+    finding = ctx.classifier.spec.finding.short_name  # the service is named after the finding
+    assert order.obr.obr_4.to_er7().startswith(f"{finding.upper()}-AI^AI {finding} triage^")
     values = [group.obx.obx_5.to_er7() for group in order.oru_r01_observation]
     assert values[0] in ("SUSPECTED", "NOT SUSPECTED")
     assert 0.0 <= float(values[1]) <= 1.0

@@ -79,7 +79,9 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
     if ids.accession_number:
         obr.obr_3 = _escape(ids.accession_number)
         obr.obr_18 = _escape(ids.accession_number)
-    obr.obr_4 = f"STROKE-AI^AI stroke triage^{CODING_SYSTEM}"
+    # The service is named after the model's finding (AI ICH triage); old results say stroke.
+    finding = str(payload.get("finding_name") or "stroke")
+    obr.obr_4 = f"{_escape(finding.upper())}-AI^AI {_escape(finding)} triage^{CODING_SYSTEM}"
     obr.obr_7 = _hl7_time(payload.get("received_at"))
     obr.obr_22 = _hl7_time(payload.get("reported_at")) or _timestamp(now or utcnow())
     obr.obr_25 = "F"
