@@ -44,6 +44,7 @@ def service_env(data_dir: Path, port: int, checkpoint: Path) -> dict[str, str]:
             "STROKE_TRIAGE_DATA_DIR": str(data_dir),
             "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
             "STROKE_TRIAGE_LISTENER__PORT": str(port),
+            "STROKE_TRIAGE_API__PORT": str(free_port()),
             "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
             "STROKE_TRIAGE_TASK_QUEUE": f"bench-startup-{os.getpid()}",
         }

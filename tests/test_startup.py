@@ -78,6 +78,8 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
             "STROKE_TRIAGE_DATA_DIR": str(data_dir),
             "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
             "STROKE_TRIAGE_LISTENER__PORT": str(free_port()),
+            # A port of its own: a taken console port stops `up` (exit 2).
+            "STROKE_TRIAGE_API__PORT": str(free_port()),
             "STROKE_TRIAGE_LOG_LEVEL": "INFO",
         }
     )

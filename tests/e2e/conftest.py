@@ -44,6 +44,7 @@ def service_env(tmp_path: Path, tiny_checkpoint: Path, test_pacs: PacsStub) -> d
             "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
             "STROKE_TRIAGE_LISTENER__PORT": str(free_port()),
             "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": "1.5",
+            "STROKE_TRIAGE_API__PORT": str(free_port()),
             "STROKE_TRIAGE_WORKER__CHECKPOINT": str(tiny_checkpoint),
             "STROKE_TRIAGE_WORKER__PACS": json.dumps(
                 [{"ae_title": test_pacs.ae_title, "host": "127.0.0.1", "port": test_pacs.port}]
