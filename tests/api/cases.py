@@ -367,3 +367,27 @@ def seed_cases(
         dead_notification=dead.id,
         sent_notification=sent.id,
     )
+
+
+def seed_month(factory: SessionFactory, *, today: datetime, days: int = 30) -> int:
+    """Three series a day for ``days`` days up to ``today``, one suspected; return how many."""
+    count = 0
+    with factory() as session:
+        for day in range(days):
+            for n in range(3):
+                uid = f"{ROOT}.30.{day}.{n}"
+                at = today - timedelta(days=day, hours=n)
+                _record(session, uid, at=at)
+                job, result = _classified(session, uid, at=at, suspected=n == 0)
+                _export(
+                    session,
+                    result,
+                    ExportKind.SR,
+                    sop=f"{uid}.99",
+                    path=f"r/{uid}.dcm",
+                    sent_at=at + timedelta(seconds=12),
+                )
+                db.jobs.finish_job(session=session, job_id=job, now=at + timedelta(seconds=12))
+                count += 1
+        session.commit()
+    return count
