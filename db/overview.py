@@ -185,8 +185,20 @@ def own_report_series() -> Select[int]:
     )
 
 
-def _current_jobs() -> Select[Any]:
-    return select(func.max(Job.id)).group_by(Job.series_id)
+def _is_current_job() -> ColumnElement[bool]:
+    """The job joined to a series is its newest one.
+
+    A correlated lookup (the index on ``jobs.series_id``), not ``IN`` over every series' newest
+    job: SQLite evaluates that list again for each row of an outer join (0.6 s for 2000 series).
+    """
+    newer = aliased(Job)
+    newest = (
+        select(func.max(newer.id))
+        .where(newer.series_id == Series.id)
+        .correlate(Series)
+        .scalar_subquery()
+    )
+    return (Job.series_id == Series.id) & (Job.id == newest)
 
 
 def _conditions(
@@ -262,7 +274,7 @@ def _series_statement(statement: AnySelect, filters: Filters) -> AnySelect:
     statement = (
         statement.select_from(Series)
         .join(Study, Series.study_id == Study.id)
-        .outerjoin(Job, (Job.series_id == Series.id) & Job.id.in_(_current_jobs()))
+        .outerjoin(Job, _is_current_job())
         .outerjoin(Result, (Result.series_id == Series.id) & Result.superseded.is_(False))
         .outerjoin(SeriesHeader, SeriesHeader.series_id == Series.id)
         .where(*_conditions(filters, at=Series.last_received_at))
@@ -438,7 +450,7 @@ def series_detail(*, session: Session, series_instance_uid: str) -> SeriesDetail
         select(Series, Job, Result, SeriesHeader.station_name)
         .options(lazyload(Job.series), lazyload(Result.job))
         .select_from(Series)
-        .outerjoin(Job, (Job.series_id == Series.id) & Job.id.in_(_current_jobs()))
+        .outerjoin(Job, _is_current_job())
         .outerjoin(Result, (Result.series_id == Series.id) & Result.superseded.is_(False))
         .outerjoin(SeriesHeader, SeriesHeader.series_id == Series.id)
         .where(Series.series_instance_uid == series_instance_uid)
