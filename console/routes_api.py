@@ -91,15 +91,23 @@ SeriesFiltered = Annotated[Filters, Depends(series_filters)]
 
 @router.get("/series", response_model=list[SeriesRow])
 def list_series(
-    response: Response, state: State, where: SeriesFiltered, limit: Limit = 50, offset: Offset = 0
+    *,
+    response: Response,
+    caller: Reader,
+    state: State,
+    where: SeriesFiltered,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> list[SeriesRow]:
     """Series, newest first, with their current job and result; ``X-Total-Count`` says how
     many match over all pages. Our own reports sent back by a PACS are not listed."""
     with state.sessions() as session:
-        response.headers["X-Total-Count"] = str(
-            db.overview.count_series(session=session, filters=where)
-        )
-        return db.overview.list_series(session=session, filters=where, limit=limit, offset=offset)
+        total = db.overview.count_series(session=session, filters=where)
+        rows = db.overview.list_series(session=session, filters=where, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    if where.search is not None:
+        actions.audit_search(sessions=state.sessions, actor=caller, where="api", found=total)
+    return rows
 
 
 @router.get("/series/{series_instance_uid}", response_model=SeriesDetailOut)
@@ -126,6 +134,7 @@ def get_series(series_instance_uid: str, _: Reader, state: State) -> SeriesDetai
 def list_results(
     *,
     request: Request,
+    caller: Reader,
     state: State,
     where: SeriesFiltered,
     limit: Limit = 50,
@@ -135,6 +144,8 @@ def list_results(
     """Current results as JSON, or as CSV (``Accept: text/csv`` or ``?format=csv``)."""
     with state.sessions() as session:
         records = result_records(session=session, filters=where, limit=limit, offset=offset)
+    if where.search is not None:
+        actions.audit_search(sessions=state.sessions, actor=caller, where="api", found=len(records))
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )

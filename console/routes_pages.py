@@ -59,17 +59,8 @@ def worklist(request: Request, state: State, viewer: Viewing) -> HTMLResponse:
         )
         stations = db.overview.stations(session=session)
     if query.q:
-        # Who searched, and whether patient data could match: never what was searched for.
-        actions.record(
-            sessions=state.sessions,
-            actor=viewer.principal.name,
-            action="worklist.search",
-            target="worklist",
-            outcome=actions.Outcome(
-                "ok",
-                f"{total} series found; "
-                + ("patient name and ID searched." if admin else "no patient data searched."),
-            ),
+        actions.audit_search(
+            sessions=state.sessions, actor=viewer.principal, where="worklist", found=total
         )
     return page(
         request,

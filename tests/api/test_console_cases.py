@@ -151,6 +151,16 @@ def test_search_by_uid_accession_and_for_admins_the_patient(site: Site) -> None:
     assert _uids(site, f"q={OTHER_PATIENT[1]}") == [cases.other]
     answer = site.client.get("/api/series?q=Brennick", headers=bearer(site.tokens["ops"]))
     assert answer.headers["x-total-count"] == "1"
+    # Every search is audited: who, how many found, whether the patient was searched; not what.
+    audit = site.client.get(
+        "/api/audit?action=series.search&limit=1000", headers=bearer(site.tokens["ops"])
+    ).json()
+    assert len(audit) == 16  # 4 + 2 x 4 + 4 searches above
+    assert {(e["actor"], e["detail"]) for e in audit if e["actor"] == "reader"} == {
+        ("reader", "1 series found; no patient data searched."),
+        ("reader", "0 series found; no patient data searched."),
+    }
+    assert all("Quolmbyx" not in str(e) and PATIENT[1] not in str(e) for e in audit)
 
 
 def test_read_tokens_never_see_a_patient_and_the_database_holds_none(
