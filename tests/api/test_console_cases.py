@@ -225,6 +225,7 @@ def test_filters_paging_and_the_sender(site: Site) -> None:
     # 25 rows a page, and the plain worklist's count covers every page.
     first = site.client.get("/?size=25").text
     assert "Series 1\u20134 of 4" in first and 'id="next-page"' not in first
+    assert "No series on page 9: there are 4" in site.client.get("/?page=9").text
 
 
 def test_the_verdict_names_the_models_finding_and_links_the_viewer(site: Site) -> None:
