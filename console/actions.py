@@ -13,6 +13,7 @@ import db.audit
 import db.exports
 import db.jobs
 import db.notifications
+from console.auth import Principal
 from console.config import ConsoleRuntime
 from db.engine import Session, SessionFactory
 from db.enums import JobStatus
@@ -79,6 +80,16 @@ def audit_refusal(*, sessions: SessionFactory, actor: str, action: str, target: 
     """Audit an admin action refused because the caller lacks the admin scope."""
     outcome = Outcome("forbidden", "The token has no admin scope.")
     record(sessions=sessions, actor=actor, action=action, target=target, outcome=outcome)
+
+
+def audit_search(*, sessions: SessionFactory, actor: Principal, where: str, found: int) -> None:
+    """Audit a search (``series.search``): who, where, how many series it found, and whether the
+    patient's name and ID were searched. Never the search text, which may name the patient."""
+    searched = "patient name and ID searched" if actor.is_admin else "no patient data searched"
+    outcome = Outcome("ok", f"{found} series found; {searched}.")
+    record(
+        sessions=sessions, actor=actor.name, action="series.search", target=where, outcome=outcome
+    )
 
 
 def _refused(exc: DbError) -> Outcome:

@@ -82,7 +82,7 @@ def print_jobs(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> in
                 job.attempts,
                 job.instance_count,
                 job.worker or "-",
-                (job.last_error or "")[:80],
+                job.last_error or "",
             ]
             for job in jobs
         ]
@@ -101,6 +101,7 @@ def print_jobs(runtime: ConsoleRuntime, *, status: str | None, limit: int) -> in
                 "last error",
             ],
             rows,
+            wrap_last=True,
         )
     )
     return 0
@@ -168,11 +169,11 @@ def _print_outbox(
             row.id,
             *(getattr(row, column) for column in columns),
             _when(row.next_attempt_at),
-            (row.last_error or "")[:80],
+            row.last_error or "",
         ]
         for row in rows
     ]
-    print(format_table([*headers, "next try (UTC)", "last error"], table))
+    print(format_table([*headers, "next try (UTC)", "last error"], table, wrap_last=True))
     return 0
 
 

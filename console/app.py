@@ -17,11 +17,13 @@ from console import (
     routes_forms,
     routes_login,
     routes_pages,
+    routes_service,
 )
 from console.actions import OpenPublisher, publisher_opener
 from console.auth import Authenticator
 from console.config import ConsoleRuntime
 from console.headers import SecurityHeaders
+from console.search import SearchKey
 from console.security import LoginRequiredError
 from console.session_key import session_secret
 from console.state import Console
@@ -47,14 +49,14 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
     config = runtime.config
     engine = create_engine_for(runtime.database_url)
     sessions = make_session_factory(engine)
+    secret = session_secret(config.session_secret, runtime.data_dir)
     state = Console(
         runtime=runtime,
         engine=engine,
         sessions=sessions,
-        auth=Authenticator(
-            sessions=sessions, secret=session_secret(config.session_secret, runtime.data_dir)
-        ),
+        auth=Authenticator(sessions=sessions, secret=secret),
         open_publisher=open_publisher or publisher_opener(runtime, sessions),
+        search_key=SearchKey.derive(secret),
     )
     app = FastAPI(
         title="stroke-triage admin console",
@@ -77,7 +79,16 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
             allow_headers=["Authorization"],
         )
     app.add_middleware(SecurityHeaders)
-    for module in (health, metrics, routes_api, docs, routes_login, routes_pages, routes_forms):
+    for module in (
+        health,
+        metrics,
+        routes_api,
+        docs,
+        routes_login,
+        routes_pages,
+        routes_service,
+        routes_forms,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

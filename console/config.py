@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from console.viewer import check_viewer_template
 
 
 class ApiConfig(BaseModel):
@@ -38,6 +40,13 @@ class ApiConfig(BaseModel):
     tls_key_file: Path | None = Field(
         None, description="PEM private key of tls_cert_file (readable by the service only)."
     )
+    viewer_url: str = Field(
+        "",
+        description="Link to open a study in the site's viewer, shown on the worklist and the "
+        "series page: a URL with {study_instance_uid}, {series_instance_uid} or "
+        "{accession_number} in it, e.g. https://pacs/ohif/viewer?StudyInstanceUIDs="
+        "{study_instance_uid}. Empty: no link.",
+    )
     tls_by_proxy: bool = Field(
         False,
         description="A reverse proxy in front terminates TLS: the console may then bind a "
@@ -51,6 +60,12 @@ class ApiConfig(BaseModel):
                 "api.tls_cert_file and api.tls_key_file go together: set both, or neither."
             )
         return self
+
+    @field_validator("viewer_url")
+    @classmethod
+    def _viewer_template(cls, value: str) -> str:
+        check_viewer_template(value.strip())
+        return value.strip()
 
     @property
     def serves_tls(self) -> bool:

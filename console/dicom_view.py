@@ -44,6 +44,19 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def display_name(person_name: str) -> str:
+    """A DICOM Person Name as people write it: ``FAMILY^GIVEN^MIDDLE`` as "FAMILY, GIVEN MIDDLE".
+
+    Only the first (alphabetic) component group is shown; empty components are left out.
+    """
+    alphabetic = person_name.split("=", 1)[0]
+    family, _, rest = alphabetic.partition("^")
+    others = " ".join(part for part in rest.split("^") if part.strip())
+    if not others:
+        return family.strip()
+    return f"{family.strip()}, {others}" if family.strip() else others
+
+
 def read_header(path: Path, *, with_patient: bool) -> StudyHeader | None:
     """Read a stored instance's header; None when the file is gone (purged) or unreadable."""
     try:

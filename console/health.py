@@ -22,7 +22,8 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _broker_ok(state: Console) -> str | None:
+def broker_problem(state: Console) -> str | None:
+    """Why the broker is not reachable, or None when it is (or needs no server)."""
     if state.runtime.broker_url.startswith("filesystem://"):
         return None  # the folder queue needs no server
     try:
@@ -48,7 +49,7 @@ def ready(state: Annotated[Console, Depends(console)]) -> JSONResponse:
         problems.append(str(exc))
     except DatabaseAccessError as exc:
         problems.append(f"database not reachable: {type(exc).__name__}")
-    broker = _broker_ok(state)
+    broker = broker_problem(state)
     if broker:
         problems.append(broker)
     body: dict[str, Any] = {

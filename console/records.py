@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -31,10 +32,20 @@ class ResultRecord(BaseModel):
     model_name: str | None
     model_version: str | None
     series_status: str
+    """As the console shows it: ``not_delivered`` when the report is a dead letter."""
     job_status: str | None
     export_status: str | None
     """The report's delivery state: ``sent``, ``dead``, ``pending`` or ``failed``."""
     latency_s: float | None
+    """Seconds from the series judged complete to its report delivered."""
+    finding: str | None
+    """What the model looks for, short (``ICH``)."""
+    finding_meaning: str | None
+    station_name: str | None
+    completed_at: str | None
+    """When the series was judged complete (ISO 8601, UTC)."""
+    reported_at: str | None
+    """When its report was delivered (ISO 8601, UTC)."""
 
 
 #: Columns of a results record, in order (also the CSV header).
@@ -46,6 +57,18 @@ def verdict(row: SeriesRow) -> str:
     if row.suspected is None:
         return "none"
     return "suspected" if row.suspected else "not suspected"
+
+
+def verdict_text(row: SeriesRow) -> str:
+    """The verdict as the SR's series description says it: ``AI ICH TRIAGE: SUSPECTED``."""
+    if row.suspected is None:
+        return "no result"
+    finding = (row.finding_name or "finding").upper()
+    return f"AI {finding} TRIAGE: {'SUSPECTED' if row.suspected else 'NOT SUSPECTED'}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def result_record(row: SeriesRow) -> ResultRecord:
@@ -65,6 +88,11 @@ def result_record(row: SeriesRow) -> ResultRecord:
         job_status=None if row.job_status is None else str(row.job_status),
         export_status=None if row.export_status is None else str(row.export_status),
         latency_s=None if row.latency_s is None else round(row.latency_s, 3),
+        finding=row.finding_name,
+        finding_meaning=row.finding_meaning,
+        station_name=row.station_name,
+        completed_at=_iso(row.completed_at),
+        reported_at=_iso(row.reported_at),
     )
 
 

@@ -1,4 +1,5 @@
-"""The dashboard's admin buttons (re-queue, re-send): a form with the session's CSRF token."""
+"""The dashboard's admin buttons (re-queue, re-send, retry a notification): forms with the
+session's CSRF token."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ def retry(export_id: int, state: State, sender: Sender, series: SeriesUid) -> Re
     actor = _admin(state, sender, action="export.retry", target=f"export {export_id}")
     outcome = actions.retry_export(sessions=state.sessions, export_id=export_id, actor=actor)
     return _back(series, outcome)
+
+
+@router.post("/notifications/{notification_id}/retry")
+def retry_notification(notification_id: int, state: State, sender: Sender) -> RedirectResponse:
+    """The notifications page's retry button (admin)."""
+    target = f"notification {notification_id}"
+    actor = _admin(state, sender, action="notification.retry", target=target)
+    outcome = actions.retry_outbox(
+        sessions=state.sessions, actor=actor, notification_ids=[notification_id]
+    )
+    return RedirectResponse(
+        f"/notifications?message={quote(outcome.detail)}", status_code=status.HTTP_303_SEE_OTHER
+    )

@@ -1,24 +1,26 @@
-"""The dashboard's pages: worklist, series (audited), heat maps, failures and statistics."""
+"""The dashboard's case pages: the worklist (search, filters, paging), a series, its heat maps."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, Response
 from pydicom.errors import InvalidDicomError
 
 import db.exports
 import db.overview
-import db.statistics
-from console import actions, dicom_view, series_page, svg
+from console import actions, dicom_view, series_page
+from console.listing import PAGE_SIZES, Paging, WorklistQuery, shown_rows
 from console.lookup import series_or_404
+from console.search import refresh_index
 from console.security import State, Viewer, page_viewer
 from console.templating import page
-from db.enums import ExportKind, ExportStatus, JobStatus
+from console.viewer import viewer_link
+from db.enums import ExportKind, ExportStatus
 from db.errors import NotFoundError
-from db.overview import Filters
+from db.overview import Filters, SeriesState
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,19 +29,53 @@ Viewing = Annotated[Viewer, Depends(page_viewer)]
 
 @router.get("/", response_class=HTMLResponse)
 def worklist(request: Request, state: State, viewer: Viewing) -> HTMLResponse:
-    """Newest series first, recent suspected ones on top."""
+    """The series, newest first: search, filters and paging; recent suspected ones on top."""
+    query, errors = WorklistQuery.parse(dict(request.query_params))
+    refresh_index(state.sessions, state.storage_dir, state.search_key)
+    admin = viewer.principal.is_admin
+    filters = query.filters(state.search_key, with_patient=admin)
+    recent = datetime.now(UTC) - timedelta(hours=state.config.suspected_window_h)
     with state.sessions() as session:
-        rows = db.overview.worklist(
-            session=session,
-            suspected_within=timedelta(hours=state.config.suspected_window_h),
-            limit=100,
+        total = db.overview.count_series(session=session, filters=filters)
+        rows = db.overview.list_series(
+            session=session, filters=filters, limit=query.size, offset=query.offset
+        )
+        urgent = (
+            []
+            if query.narrowed or query.page > 1
+            else db.overview.list_series(
+                session=session, filters=Filters(since=recent, suspected=True), limit=query.size
+            )
+        )
+        shown, urgent_shown = (
+            shown_rows(
+                session,
+                found,
+                storage_dir=state.storage_dir,
+                viewer_template=state.config.viewer_url,
+                with_patient=admin,
+            )
+            for found in (rows, urgent)
+        )
+        stations = db.overview.stations(session=session)
+    if query.q:
+        actions.audit_search(
+            sessions=state.sessions, actor=viewer.principal, where="worklist", found=total
         )
     return page(
         request,
         viewer,
         "worklist.html",
-        rows=rows,
-        refresh_s=state.config.refresh_s,
+        query=query,
+        errors=errors,
+        rows=shown,
+        urgent=urgent_shown,
+        paging=Paging.of(query, shown=len(shown), total=total),
+        stations=stations,
+        states=list(SeriesState),
+        sizes=PAGE_SIZES,
+        # A search or a filter is not refreshed (nor audited again every few seconds).
+        refresh_s=0 if query.narrowed else state.config.refresh_s,
         window_h=state.config.suspected_window_h,
     )
 
@@ -49,6 +85,7 @@ def series(
     series_instance_uid: str, request: Request, state: State, viewer: Viewing
 ) -> HTMLResponse:
     """Stage timeline, slice scores, heat maps, report, exports and admin actions (audited)."""
+    refresh_index(state.sessions, state.storage_dir, state.search_key)
     with state.sessions() as session:
         detail = series_or_404(session, series_instance_uid)
     shown = series_page.build(state.runtime, detail, with_patient=viewer.principal.is_admin)
@@ -62,15 +99,22 @@ def series(
             "Patient name and ID shown." if viewer.principal.is_admin else "No patient data.",
         ),
     )
+    row = detail.row
     return page(
         request,
         viewer,
         "series.html",
         detail=detail,
-        row=detail.row,
+        row=row,
         header=shown.header,
         plot=shown.plot,
         heatmaps=shown.heatmaps,
+        viewer_url=viewer_link(
+            state.config.viewer_url,
+            study_instance_uid=row.study_instance_uid,
+            series_instance_uid=row.series_instance_uid,
+            accession_number=None if shown.header is None else shown.header.accession_number,
+        ),
         retryable={ExportStatus.DEAD, ExportStatus.FAILED},
         requeueable=actions.REQUEUEABLE,
         message=request.query_params.get("message"),
@@ -93,35 +137,3 @@ def heatmap_png(export_id: int, frame: int, state: State, _: Viewing) -> Respons
     except (OSError, InvalidDicomError, IndexError) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "The image is not available.") from exc
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
-
-
-@router.get("/failures", response_class=HTMLResponse)
-def failures(request: Request, state: State, viewer: Viewing) -> HTMLResponse:
-    """Dead jobs and dead exports."""
-    with state.sessions() as session:
-        jobs = db.overview.list_jobs(
-            session=session, filters=Filters(job_status=JobStatus.FAILED), limit=200
-        )
-        exports = db.overview.list_exports(
-            session=session, filters=Filters(export_status=ExportStatus.DEAD), limit=200
-        )
-        job_rows = [(j, j.series.series_instance_uid) for j in jobs]
-        export_rows = [(e, e.result.job.series.series_instance_uid) for e in exports]
-    return page(request, viewer, "failures.html", jobs=job_rows, exports=export_rows)
-
-
-@router.get("/stats", response_class=HTMLResponse)
-def stats(
-    request: Request,
-    state: State,
-    viewer: Viewing,
-    days: Annotated[int, Query(ge=1, le=366)] = 14,
-) -> HTMLResponse:
-    """Series per day over the last ``days`` calendar days (1: today), latency, failures."""
-    now = datetime.now(UTC)
-    with state.sessions() as session:
-        found = db.statistics.stats(
-            session=session, since=db.statistics.last_days(days, now), now=now
-        )
-    chart = svg.bar_chart(found.series_per_day, highlight=[n for _, n in found.suspected_per_day])
-    return page(request, viewer, "stats.html", stats=found, chart=chart, days=days)

@@ -70,6 +70,8 @@ class SeriesDetailOut(SeriesRow):
     jobs: list[JobOut]
     slice_scores: list[SliceProbability]
     exports: list[ExportOut]
+    own_report_of: str | None
+    """Set when this series is our own report sent back by a PACS: the series it reports on."""
 
 
 class AuditEntryOut(_FromRow):

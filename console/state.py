@@ -10,6 +10,7 @@ from fastapi import Request
 from console.actions import OpenPublisher
 from console.auth import Authenticator
 from console.config import ApiConfig, ConsoleRuntime
+from console.search import SearchKey
 from db.engine import Engine, SessionFactory
 
 
@@ -22,6 +23,8 @@ class Console:
     sessions: SessionFactory
     auth: Authenticator
     open_publisher: OpenPublisher
+    search_key: SearchKey
+    """Keys the search index's hashes of accession numbers and patient identifiers."""
 
     @property
     def config(self) -> ApiConfig:

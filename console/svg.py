@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
 WIDTH, HEIGHT, PAD = 640, 200, 32
+#: Room one day label takes on the x axis ("MM-DD" at 11 px, with a gap), in chart units.
+LABEL_WIDTH = 40.0
 
 
 def line_plot(
@@ -48,31 +51,47 @@ def line_plot(
     return "".join(parts)
 
 
+def label_step(count: int, *, slot_width: float, label_width: float = LABEL_WIDTH) -> int:
+    """Label every n-th of ``count`` slots so that labels ``label_width`` wide never overlap."""
+    if count <= 0 or slot_width <= 0:
+        return 1
+    return max(1, math.ceil(label_width / slot_width))
+
+
 def bar_chart(bars: Sequence[tuple[str, int]], *, highlight: Sequence[int] = ()) -> str:
-    """Vertical bars with labels (e.g. series per day); ``highlight`` is drawn over them."""
+    """Vertical bars with labels (e.g. series per day); ``highlight`` is drawn over them.
+
+    Labels are ``YYYY-MM-DD`` days shown as ``MM-DD``; with many bars only every n-th is
+    written (the last one always), so that they never overlap. Each bar's title says its day.
+    """
     if not bars:
         return '<p class="muted">No data.</p>'
     inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
     top = max([count for _, count in bars] + list(highlight) + [1])
     width = inner_w / len(bars)
+    step = label_step(len(bars), slot_width=width)
     parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">']
     for i, (label, count) in enumerate(bars):
         height = inner_h * count / top
         x = PAD + i * width
+        marked_count = highlight[i] if i < len(highlight) else 0
+        bar_w = max(width - 2, 1)
         parts.append(
-            f'<rect x="{x + 2:.1f}" y="{PAD + inner_h - height:.1f}" width="{width - 4:.1f}" '
-            f'height="{height:.1f}" class="bar"><title>{escape(label)}: {count}</title></rect>'
+            f'<rect x="{x + 1:.1f}" y="{PAD + inner_h - height:.1f}" width="{bar_w:.1f}" '
+            f'height="{height:.1f}" class="bar"><title>{escape(label)}: {count} series, '
+            f"{marked_count} suspected</title></rect>"
         )
         if i < len(highlight):
-            marked = inner_h * highlight[i] / top
+            marked = inner_h * marked_count / top
             parts.append(
-                f'<rect x="{x + 2:.1f}" y="{PAD + inner_h - marked:.1f}" '
-                f'width="{width - 4:.1f}" height="{marked:.1f}" class="bar-highlight"/>'
+                f'<rect x="{x + 1:.1f}" y="{PAD + inner_h - marked:.1f}" '
+                f'width="{bar_w:.1f}" height="{marked:.1f}" class="bar-highlight"/>'
             )
-        parts.append(
-            f'<text x="{x + width / 2:.1f}" y="{HEIGHT - 8}" class="axis" '
-            f'text-anchor="middle">{escape(label[5:])}</text>'
-        )
+        if (len(bars) - 1 - i) % step == 0:
+            parts.append(
+                f'<text x="{x + width / 2:.1f}" y="{HEIGHT - 8}" class="axis day" '
+                f'text-anchor="middle">{escape(label[5:])}</text>'
+            )
     parts.append(f'<text x="{PAD - 4}" y="{PAD + 4}" class="axis" text-anchor="end">{top}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -9,11 +9,14 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from console.records import verdict
+from console.dicom_view import display_name
+from console.records import verdict, verdict_text
 from console.security import Viewer
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["verdict"] = verdict
+templates.env.globals["verdict_text"] = verdict_text
+templates.env.globals["display_name"] = display_name
 
 
 def page(request: Request, viewer: Viewer, name: str, **context: Any) -> HTMLResponse:

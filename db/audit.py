@@ -5,7 +5,7 @@ Every function takes the caller's ``session``, flushes, and never commits.
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from db._query import utc
@@ -41,12 +41,38 @@ def record_action(
     return entry
 
 
-def list_actions(*, session: Session, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
-    """Return audit entries, newest first."""
+def _conditions(actor: str | None, action: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if actor:
+        conditions.append(AuditEntry.actor == actor)
+    if action:
+        # "job" matches job.requeue; "job.requeue" only itself.
+        conditions.append(
+            or_(AuditEntry.action == action, AuditEntry.action.startswith(f"{action}."))
+        )
+    return conditions
+
+
+def list_actions(
+    *,
+    session: Session,
+    limit: int = 100,
+    offset: int = 0,
+    actor: str | None = None,
+    action: str | None = None,
+) -> list[AuditEntry]:
+    """Return audit entries, newest first; optionally of one actor, one action (or family)."""
     statement = (
         select(AuditEntry)
+        .where(*_conditions(actor, action))
         .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
         .limit(limit)
         .offset(offset)
     )
     return list(session.execute(statement).scalars())
+
+
+def count_actions(*, session: Session, actor: str | None = None, action: str | None = None) -> int:
+    """How many entries :func:`list_actions` lists with these filters, over all pages."""
+    statement = select(func.count(AuditEntry.id)).where(*_conditions(actor, action))
+    return int(session.execute(statement).scalar_one())

@@ -114,3 +114,23 @@ class NotificationChannel(StrEnum):
     """E-mail over SMTP with STARTTLS."""
     HL7 = "hl7"
     """HL7 v2.5.1 ORU^R01 over MLLP."""
+
+
+class SearchTermKind(StrEnum):
+    """Which identifier of a series a search term (a keyed hash) stands for."""
+
+    ACCESSION = "accession"
+    """The Accession Number (every token may search by it)."""
+    PATIENT_ID = "patient_id"
+    """The Patient ID (admin tokens only)."""
+    PATIENT_NAME = "patient_name"
+    """One part of the Patient's Name, e.g. the family name (admin tokens only)."""
+
+
+class ProcessKind(StrEnum):
+    """Which kind of process a heartbeat comes from."""
+
+    LISTENER = "listener"
+    """The DICOM listener that judges series complete (the leader)."""
+    WORKER = "worker"
+    """A Celery worker (one per node; its pool's processes run the model)."""

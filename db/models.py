@@ -23,6 +23,8 @@ from db.enums import (
     NotificationChannel,
     NotificationEvent,
     OutcomeKey,
+    ProcessKind,
+    SearchTermKind,
     SeriesStatus,
     TokenScope,
 )
@@ -284,6 +286,57 @@ class ConsoleSession(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SeriesHeader(Base):
+    """What the console read from a series' first stored instance, for search and display.
+
+    The Station Name is kept as it is (a device, not a person); the patient's name and ID and
+    the Accession Number only as keyed hashes (:class:`SeriesSearchTerm`), so a search can
+    match them while the database still holds no patient data.
+    """
+
+    __tablename__ = "series_headers"
+
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    station_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    read_ok: Mapped[bool] = mapped_column(Boolean)
+    """False when no stored instance could be read (purged, or not on this host)."""
+    key_id: Mapped[str] = mapped_column(String(16))
+    """Which key the terms were hashed with (a changed key makes them unmatchable)."""
+    indexed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SeriesSearchTerm(Base):
+    """One keyed hash (HMAC-SHA256) of an identifier of a series, as the search matches it."""
+
+    __tablename__ = "series_search_terms"
+    __table_args__ = (UniqueConstraint("series_id", "kind", "term_hmac"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[SearchTermKind] = mapped_column(StrEnumType(SearchTermKind))
+    term_hmac: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class Heartbeat(Base):
+    """A listener or worker process saying it is alive, every few seconds, with what it knows."""
+
+    __tablename__ = "heartbeats"
+    __table_args__ = (UniqueConstraint("kind", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[ProcessKind] = mapped_column(StrEnumType(ProcessKind))
+    name: Mapped[str] = mapped_column(String(128))
+    """The process: host, node name and process id."""
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """Set when the process stopped cleanly; a process that died just stops beating."""
+    details: Mapped[str] = mapped_column(Text)
+    """What the process knows, as JSON (model version, disk free, ...): no patient data."""
 
 
 class AuditEntry(Base):

@@ -14,9 +14,10 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from db._query import utc
-from db.enums import ExportStatus, JobStatus, SeriesStatus
-from db.models import Export, Job, Series
+from db.enums import ExportStatus, JobStatus
+from db.models import Export, Instance, Job, Notification, Series
 from db.overview import Filters, list_series
+from db.series_state import SeriesState
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Stats:
     suspected_share: float | None
     """Share of results that are suspected, or None without results."""
     latency_p50_s: float | None
+    """Median seconds from a series judged complete to its report delivered."""
     latency_p95_s: float | None
     failed_jobs: int
     """Jobs that failed for good (dead letters) within the window."""
@@ -40,7 +42,10 @@ class Stats:
     dead_exports_now: int
     """Dead-letter exports waiting now, of any age (not yet retried)."""
     skipped_series: int
+    """Series not eligible for inference (our own reports sent back to us not counted)."""
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    suspected_by_finding: dict[str, int] = field(default_factory=dict)
+    """Suspected results by the finding their model looks for (``ICH``, ``stroke``)."""
 
 
 def _percentile(values: Sequence[float], share: float) -> float | None:
@@ -60,9 +65,10 @@ def last_days(days: int, now: datetime | None = None) -> datetime:
 def stats(*, session: Session, since: datetime, now: datetime | None = None) -> Stats:
     """Return activity from ``since`` to ``now``: series and results per day, latency, failures.
 
-    Latency is the time from a series' last instance to its report's export. Failures are given
-    twice: those of the window (by the time the job or export became a dead letter) and every
-    dead letter still waiting now, whatever its age.
+    Latency is the time from a series judged complete to its report delivered (see
+    :attr:`db.overview.SeriesRow.latency_s`). Failures are given twice: those of the window (by
+    the time the job or export became a dead letter) and every dead letter still waiting now,
+    whatever its age. Our own reports that a PACS sent back to us are not series here.
     """
     until = utc(now)
     series_rows = list_series(
@@ -79,10 +85,11 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
         day += timedelta(days=1)
     latencies = [row.latency_s for row in series_rows if row.latency_s is not None]
     skipped = Counter(
-        (row.skip_reason or "unknown") for row in series_rows if row.status == SeriesStatus.SKIPPED
+        (row.skip_reason or "unknown") for row in series_rows if row.status == SeriesState.SKIPPED
     )
     results = sum(1 for row in series_rows if row.probability is not None)
     suspected = sum(1 for row in series_rows if row.suspected)
+    findings = Counter(row.finding_name or "unknown" for row in series_rows if row.suspected)
     start = utc(since)
     failed_job = Job.status == JobStatus.FAILED
     dead_export = Export.status == ExportStatus.DEAD
@@ -106,6 +113,7 @@ def stats(*, session: Session, since: datetime, now: datetime | None = None) -> 
         dead_exports_now=count(Export.id, dead_export),
         skipped_series=sum(skipped.values()),
         skipped_by_reason=dict(skipped),
+        suspected_by_finding=dict(findings),
     )
 
 
@@ -127,4 +135,36 @@ def status_counts(*, session: Session) -> StatusCounts:
 
     return StatusCounts(
         series=count(Series.status), jobs=count(Job.status), exports=count(Export.status)
+    )
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What the health page says of the pipeline, read from the database."""
+
+    queue_depth: int
+    """Jobs waiting for a worker (pending in the outbox, or queued on the broker)."""
+    last_instance_at: datetime | None
+    """When the last instance was received, from any sender."""
+    failed_jobs: int
+    """Dead-letter jobs waiting (not re-queued)."""
+    dead_exports: int
+    """Dead-letter exports waiting (not retried)."""
+    dead_notifications: int
+    """Dead-letter notifications waiting (not retried)."""
+
+
+def service_facts(*, session: Session) -> ServiceFacts:
+    """Queue depth, the last instance received and the dead letters waiting, now."""
+
+    def count(column: Any, *conditions: ColumnElement[bool]) -> int:
+        return int(session.execute(select(func.count(column)).where(*conditions)).scalar_one())
+
+    last: datetime | None = session.execute(select(func.max(Instance.received_at))).scalar_one()
+    return ServiceFacts(
+        queue_depth=count(Job.id, Job.status.in_([JobStatus.PENDING, JobStatus.QUEUED])),
+        last_instance_at=None if last is None else utc(last),
+        failed_jobs=count(Job.id, Job.status == JobStatus.FAILED),
+        dead_exports=count(Export.id, Export.status == ExportStatus.DEAD),
+        dead_notifications=count(Notification.id, Notification.status == ExportStatus.DEAD),
     )

@@ -28,12 +28,15 @@ import db.receiving
 import listener.metrics
 from db.clock import as_utc, utcnow
 from db.engine import Session, SessionFactory
+from db.enums import ProcessKind
+from db.heartbeats import HeartbeatWriter
 from db.rows import Series
 from dicom_edge import SeriesSelection, select_instances
 from listener.config import ListenerConfig
 from listener.errors import DispatchError
 from listener.interruptions import QuietPeriods
 from listener.publish import JobPublisher
+from listener.resources import free_disk_mb
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,10 @@ class CompletionMonitor:
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
         self._next_due: datetime | None = None
+        # The console's health page reads it: this (leading) listener is up, and its disk.
+        self._heartbeat = HeartbeatWriter(
+            session_factory, kind=ProcessKind.LISTENER, details=self._heartbeat_details
+        )
 
     @property
     def quiet_periods(self) -> QuietPeriods:
@@ -252,6 +259,7 @@ class CompletionMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            self._heartbeat.stopped()
 
     def seconds_to_next_pass(self, now: datetime | None = None) -> float:
         """How long the thread sleeps before its next pass.
@@ -278,3 +286,14 @@ class CompletionMonitor:
                     self.reconcile()
             except Exception:  # the monitor must outlive any one bad pass
                 log.exception("Completion check failed; retrying on the next pass")
+            self._heartbeat.beat_if_due()
+
+    def _heartbeat_details(self) -> dict[str, object]:
+        config = self._config
+        return {
+            "ae_title": config.ae_title,
+            "port": config.port,
+            "processes": config.receiving_processes,
+            "free_disk_mb": round(free_disk_mb(self._storage_dir), 1),
+            "min_free_disk_mb": config.min_free_disk_mb,
+        }

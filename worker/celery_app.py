@@ -17,6 +17,7 @@ from model.device import use_one_thread
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.metrics import serve_metrics
+from worker.monitoring import start_heartbeat
 from worker.routing import cuda_available, worker_queues
 from worker.sweeper import ExportSweeper
 from worker.tasks import register_tasks
@@ -98,6 +99,14 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
         sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
         sweeper.start()
         state["sweeper"] = sweeper
+        state["heartbeat"] = start_heartbeat(
+            ctx,
+            sessions,
+            node=getattr(sender, "hostname", None),
+            model_loaded=(lambda: children_loaded.value > 0)
+            if state["prefork"]
+            else (lambda: ctx.model_loaded),
+        )
         state["metrics"] = serve_metrics(
             host=ctx.config.metrics_host,
             port=ctx.config.metrics_port,
@@ -111,6 +120,9 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
         )
 
     def shutdown(**_: Any) -> None:
+        heartbeat = state.pop("heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
         sweeper = state.pop("sweeper", None)
         if sweeper is not None:
             sweeper.stop()

@@ -8,14 +8,20 @@ challenger is logged and never fails the live job.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import pydicom
 
 import db.challengers
 import db.outcomes
 import db.performance
-from db.engine import Session
-from worker.context import WorkerContext
+from db.engine import Session, SessionFactory
+from db.enums import ProcessKind
+from db.heartbeats import HeartbeatThread, process_name
+from model.checkpoint import SPEC_FILE
+from model.spec import ModelSpec
+from worker.context import WorkerContext, checkpoint_dir
 from worker.inputs import SeriesInputs
 from worker.verdict import verdict_of
 
@@ -90,3 +96,32 @@ def run_challenger(ctx: WorkerContext, inputs: SeriesInputs) -> int | None:
         verdict.probability,
     )
     return result_id
+
+
+def start_heartbeat(
+    ctx: WorkerContext,
+    sessions: SessionFactory,
+    *,
+    node: str | None,
+    model_loaded: Callable[[], bool],
+) -> HeartbeatThread:
+    """Write this worker's heartbeat every few seconds (the console's health page reads it):
+    its model's name and version (from the checkpoint's spec) and whether it is loaded."""
+    try:
+        spec: ModelSpec | None = ModelSpec.from_json(
+            (checkpoint_dir(ctx.config) / SPEC_FILE).read_bytes()
+        )
+    except (OSError, ValueError):
+        spec = None
+
+    def details() -> dict[str, Any]:
+        return {
+            "model_name": None if spec is None else spec.name,
+            "model_version": None if spec is None else spec.version,
+            "model_loaded": model_loaded(),
+            "device": ctx.config.device,
+        }
+
+    return HeartbeatThread(
+        sessions, kind=ProcessKind.WORKER, name=process_name(node), details=details
+    ).start()

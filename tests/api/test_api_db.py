@@ -13,8 +13,9 @@ import db.results
 import db.statistics
 import db.tokens
 from db.engine import SessionFactory
-from db.enums import ExportStatus, JobStatus, SeriesStatus, TokenScope
+from db.enums import ExportStatus, JobStatus, TokenScope
 from db.errors import NotFoundError
+from db.overview import SeriesState
 from tests.api.seed import T0, seed
 
 
@@ -70,9 +71,11 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         done = rows[2]
         assert done.suspected is True and done.probability == pytest.approx(0.91)
         assert done.job_status is JobStatus.DONE and done.export_status is ExportStatus.SENT
-        assert done.latency_s == pytest.approx(10.0)  # last instance at +2 s, exported at +12 s
+        assert done.latency_s == pytest.approx(7.0)  # complete at +5 s, reported at +12 s
+        assert done.finding_name == "stroke" and done.dead_exports == 1  # its SC is dead
         assert rows[1].job_status is JobStatus.FAILED and rows[1].probability is None
-        assert rows[0].status is SeriesStatus.SKIPPED and rows[0].skip_reason == "too few slices"
+        assert rows[0].status is SeriesState.SKIPPED and rows[0].skip_reason == "too few slices"
+        assert db.overview.count_series(session=session) == 3
 
         def uids(filters: db.overview.Filters) -> list[str]:
             return [
@@ -84,7 +87,8 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         assert uids(F(suspected=True)) == [seeded.done_series]
         assert uids(F(suspected=False)) == []
         assert uids(F(calling_ae_title="SCANNER2")) == [seeded.failed_series]
-        assert uids(F(series_status=SeriesStatus.SKIPPED)) == [seeded.skipped_series]
+        assert uids(F(series_status=SeriesState.SKIPPED)) == [seeded.skipped_series]
+        assert uids(F(without_result=True)) == [seeded.skipped_series, seeded.failed_series]
         assert uids(F(model_version="1.0.0")) == [seeded.done_series]
         assert uids(F(with_result=True)) == [seeded.done_series]
         assert uids(F(since=T0 + timedelta(seconds=30))) == [
@@ -94,15 +98,6 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         assert uids(F(until=T0 + timedelta(seconds=30))) == [seeded.done_series]
         page = db.overview.list_series(session=session, limit=1, offset=1)
         assert [r.series_instance_uid for r in page] == [seeded.failed_series]
-
-        urgent = db.overview.worklist(
-            session=session, suspected_within=timedelta(hours=6), now=T0 + timedelta(hours=1)
-        )
-        assert urgent[0].series_instance_uid == seeded.done_series
-        stale = db.overview.worklist(
-            session=session, suspected_within=timedelta(hours=6), now=T0 + timedelta(days=1)
-        )
-        assert stale[0].series_instance_uid == seeded.skipped_series
 
         detail = db.overview.series_detail(session=session, series_instance_uid=seeded.done_series)
         assert [s.rank for s in sorted(detail.slice_scores, key=lambda s: s.sop_instance_uid)] == [
@@ -126,7 +121,8 @@ def test_overview_rows_filters_and_detail(factory: SessionFactory) -> None:
         )
         assert stats.series_per_day == [("2026-02-28", 0), ("2026-03-01", 3)]
         assert stats.results == 1 and stats.suspected == 1 and stats.suspected_share == 1.0
-        assert stats.latency_p50_s == pytest.approx(10.0)
+        assert stats.latency_p50_s == pytest.approx(7.0)
+        assert stats.suspected_by_finding == {"stroke": 1}
         assert stats.failed_jobs == 1 and stats.dead_exports == 1
         assert stats.failed_jobs_now == 1 and stats.dead_exports_now == 1
         # A window after the failures: none of its own, but the dead letters still wait.
@@ -152,7 +148,7 @@ def test_one_filter_builder_serves_jobs_and_exports(factory: SessionFactory) -> 
         assert jobs(F(calling_ae_title="SCANNER2")) == [seeded.failed_job]
         assert jobs(F(suspected=True)) == [seeded.done_job]
         assert jobs(F(model_version="1.0.0", job_status=JobStatus.DONE)) == [seeded.done_job]
-        assert jobs(F(series_status=SeriesStatus.SKIPPED)) == []
+        assert jobs(F(series_status=SeriesState.SKIPPED)) == []
         assert exports(F(calling_ae_title="SCANNER1", export_status=ExportStatus.SENT)) == [
             seeded.sent_export
         ]

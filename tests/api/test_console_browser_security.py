@@ -82,6 +82,9 @@ def test_every_page_renders_under_the_csp_swagger_ui_included(
         (f"/series/{running.seeded.done_series}", "csp-series"),
         ("/failures", "csp-failures"),
         ("/stats", "csp-stats"),
+        ("/status", "csp-status"),
+        ("/notifications", "csp-notifications"),
+        ("/audit", "csp-audit"),
     ):
         browser.get(f"{running.base}{path}")
         header = browser.find_element(By.CSS_SELECTOR, "header.top")

@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 PATIENT_NAME = "Quolmbyx^Zerwintha"
 PATIENT_ID = "PHI7734121X"
+STATION = "CT_E2E"
 BIRTH_DATE = "19410203"
 #: Every form in which the patient could leak into a log line.
 PHI = [
@@ -70,6 +72,7 @@ def _copies_with_patient(ge_head_ct: Path, folder: Path) -> list[Path]:
         ds.PatientName = PATIENT_NAME
         ds.PatientID = PATIENT_ID
         ds.PatientBirthDate = BIRTH_DATE
+        ds.StationName = STATION
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = pydicom.uid.generate_uid()
@@ -101,6 +104,12 @@ def _sample(samples: dict[str, float], name: str, **labels: str) -> float:
         if base == name and found == wanted:
             return value
     return 0.0
+
+
+def _get_json(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -201,6 +210,9 @@ def test_metrics_no_phi_and_dashboard_after_a_real_series(
         assert len(rows) == 1, browser.page_source  # type: ignore[attr-defined]
         assert re.search(r"SUSPECTED|not suspected", rows[0].text, re.IGNORECASE), rows[0].text
         assert PATIENT_ID not in browser.page_source  # type: ignore[attr-defined]
+        # "From" is the scanner's Station Name, not the calling AE title.
+        sender = rows[0].find_element(By.CSS_SELECTOR, "td.sender").text
+        assert sender == STATION, sender
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "e2e-1-worklist.png"))  # type: ignore[attr-defined]
         browser.get(f"{base}/series/{series_uid}")  # type: ignore[attr-defined]
@@ -220,6 +232,18 @@ def test_metrics_no_phi_and_dashboard_after_a_real_series(
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.load(response)["series_instance_uid"] == series_uid
+        # The health page's facts, from the listener's and the worker's heartbeats.
+        status = _get_json(f"{base}/api/status", token)
+        assert [p["up"] for p in status["listeners"]] == [True], status
+        assert status["workers_up"] == 1 and status["workers_with_model"] == 1, status
+        assert status["workers"][0]["details"]["model_version"], status
+        assert status["queue_depth"] == 0 and status["last_instance_at"], status
+        assert status["disk"]["measured_by"] == "listener", status
+        # An admin finds the series by the patient's ID (never written to a log, below).
+        admin = _cli(env, "token", "create", "--name", "e2e-admin", "--scope", "admin")
+        found = _get_json(f"{base}/api/series?q={PATIENT_ID}", admin.splitlines()[0])
+        assert [s["series_instance_uid"] for s in found] == [series_uid]
+        assert _get_json(f"{base}/api/series?q={PATIENT_ID}", token) == []
     finally:
         service.stop()
 

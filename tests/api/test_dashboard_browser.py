@@ -19,9 +19,11 @@ def test_login_worklist_series_and_requeue(browser: Any, running: RunningConsole
     screenshot(browser, "1-login")
     browser.find_element(By.ID, "token").send_keys(running.token)
     click_through(browser, browser.find_element(By.ID, "login-button"))
+    # Suspected series of the last hours on top, then every series, newest first.
+    urgent = browser.find_element(By.ID, "urgent").find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(urgent) == 1 and "SUSPECTED" in urgent[0].text and "0.91" in urgent[0].text
     table = browser.find_element(By.ID, "worklist")
-    first = table.find_elements(By.CSS_SELECTOR, "tbody tr")[0]
-    assert "SUSPECTED" in first.text and "0.910" in first.text
+    assert len(table.find_elements(By.CSS_SELECTOR, "tbody tr")) == 3
     screenshot(browser, "2-worklist")
 
     cookie = browser.get_cookie("stroke_triage_session")
