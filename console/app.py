@@ -28,6 +28,7 @@ from console.security import LoginRequiredError
 from console.session_key import session_secret
 from console.state import Console
 from db.engine import create_engine_for, make_session_factory
+from db.site_key import site_key
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -56,7 +57,7 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
         sessions=sessions,
         auth=Authenticator(sessions=sessions, secret=secret),
         open_publisher=open_publisher or publisher_opener(runtime, sessions),
-        search_key=SearchKey.derive(secret),
+        search_key=SearchKey.derive(site_key(runtime.data_dir)),
     )
     app = FastAPI(
         title="stroke-triage admin console",

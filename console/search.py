@@ -41,11 +41,13 @@ class SearchKey:
     key_id: str
 
     @classmethod
-    def derive(cls, console_secret: str) -> SearchKey:
-        """The search key of a console key (its own purpose: never the CSRF key itself)."""
-        secret = hmac.new(
-            console_secret.encode(), b"stroke-triage series search v1", hashlib.sha256
-        ).digest()
+    def derive(cls, site_key: bytes) -> SearchKey:
+        """The search key of the data folder's site key (``db.site_key``), for this purpose only.
+
+        One secret per site keys every stored identifier hash (accession HMACs included); each
+        use derives its own key from it, so no two uses share a key.
+        """
+        secret = hmac.new(site_key, b"stroke-triage series search v1", hashlib.sha256).digest()
         return cls(secret, hashlib.sha256(secret).hexdigest()[:16])
 
     def hash(self, kind: SearchTermKind, normalised: str) -> str:
