@@ -168,6 +168,8 @@ def _shown_input(error: Mapping[str, Any], location: tuple[Any, ...]) -> str:
     text = " ".join(str(part) for part in location).lower()
     if not isinstance(value, str | int | float) or any(w in text for w in _SECRET_WORDS):
         return ""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return ""  # a URL with user info may carry a password (https://user:pw@host)
     shown = repr(value)
     return f"={shown}" if len(shown) <= 60 else f"={shown[:57]}...'"
 

@@ -214,6 +214,15 @@ def test_a_secret_is_never_repeated_in_a_refusal() -> None:
     assert "987654321" not in line
 
 
+def test_a_password_in_a_refused_url_is_never_repeated() -> None:
+    # The URL is refused (plain HTTP), and the refusal must not print its user info.
+    url = "http://ops:hunter2@hooks.example/x"
+    hook = {"kind": "webhook", "name": "w", "url": url, "secret": "s"}
+    line = _refusal(["settings"], {"STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps([hook])})
+    assert "STROKE_TRIAGE_WORKER__NOTIFICATIONS" in line
+    assert "hunter2" not in line
+
+
 def test_effective_settings_mask_url_passwords_with_sqlalchemy_and_kombu(
     settings_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

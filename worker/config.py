@@ -83,7 +83,8 @@ class WorkerConfig(BaseModel):
     notifications: Annotated[list[NotificationDestination], AfterValidator(check_unique_names)] = (
         Field(
             default_factory=list,
-            description="Webhook, e-mail and HL7 destinations told of results (see README).",
+            description="Webhook, e-mail and HL7 destinations told of results "
+            "(see docs/notifications.md).",
         )
     )
     dicomweb: list[DicomWebDestination] = Field(

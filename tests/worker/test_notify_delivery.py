@@ -29,6 +29,7 @@ from tests.notify_peers import (
 from tests.worker.helpers import ACCESSION, notify_context, receive_accessioned_series
 from worker.config import WorkerRuntime
 from worker.context import WorkerContext
+from worker.notify.config import EmailDestination
 from worker.pipeline import process_series
 
 ANY_VERDICT = ["suspected", "not_suspected"]
@@ -139,6 +140,15 @@ def test_e_mail_with_a_username_but_no_tls_is_refused_at_start_up() -> None:
     env = {"STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps([without_login])}
     accepted = run_cli(["settings"], env)  # a relay on a trusted network, no password
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+def test_e_mail_with_implicit_tls_defaults_to_the_smtps_port() -> None:
+    base = {"kind": "email", "name": "m", "host": "smtp", "sender": "a@b", "recipients": ["c@d"]}
+    assert EmailDestination.model_validate(base).port == 587
+    assert EmailDestination.model_validate({**base, "implicit_tls": True}).port == 465
+    assert (
+        EmailDestination.model_validate({**base, "implicit_tls": True, "port": 2465}).port == 2465
+    )
 
 
 def test_e_mail_over_implicit_tls_logs_in_and_is_delivered(

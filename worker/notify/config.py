@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -102,7 +102,9 @@ class EmailDestination(_Destination):
 
     kind: Literal["email"]
     host: str = Field(min_length=1)
-    port: int = Field(587, ge=1, le=65535)
+    port: int = Field(
+        587, ge=1, le=65535, description="SMTP port; default 587, or 465 with implicit_tls."
+    )
     starttls: bool = Field(True, description="STARTTLS before login (ignored with implicit_tls).")
     implicit_tls: bool = Field(
         False, description="TLS from the first byte (SMTPS, usually port 465), not STARTTLS."
@@ -115,6 +117,15 @@ class EmailDestination(_Destination):
     verify_tls: bool = True
     ca_file: Path | None = None
     timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_tls_port(cls, data: Any) -> Any:
+        # SMTPS listens on 465: a site that turns implicit TLS on should not also have to
+        # remember the port (an explicit port still wins).
+        if isinstance(data, dict) and data.get("implicit_tls") is True and "port" not in data:
+            return {**data, "port": 465}
+        return data
 
     @model_validator(mode="after")
     def _no_password_in_clear(self) -> EmailDestination:
