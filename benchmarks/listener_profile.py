@@ -25,19 +25,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from io import BytesIO
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from listener import server  # noqa: E402
+from dicom_edge.durable import move_into_place  # noqa: E402
+from listener import incoming, server  # noqa: E402
 from listener.handlers import StoreContext, handle_store  # noqa: E402
-from listener.inspection import inspect_dataset  # noqa: E402
+from listener.incoming import start as start_incoming  # noqa: E402
+from listener.inspection import inspect_file  # noqa: E402
 from listener.server import start_listener  # noqa: E402
 from listener.status import StoreStatus  # noqa: E402
-from listener.storage import file_meta_bytes  # noqa: E402
 from model.phantom import write_phantom_series  # noqa: E402
 from stroke_triage.settings import Settings  # noqa: E402
 
@@ -60,8 +60,8 @@ def _nothing(event: Any, context: StoreContext) -> Any:
 def _checked(event: Any, context: StoreContext) -> Any:
     request = event.request
     context.guard.check_disk()
-    inspect_dataset(
-        cast(BytesIO, request.DataSet),
+    inspect_file(
+        Path(event.dataset_path),
         transfer_syntax_uid=str(event.context.transfer_syntax),
         sop_class_uid=str(request.AffectedSOPClassUID),
         sop_instance_uid=str(request.AffectedSOPInstanceUID),
@@ -70,36 +70,33 @@ def _checked(event: Any, context: StoreContext) -> Any:
     return StoreStatus.SUCCESS
 
 
-def _written(event: Any, context: StoreContext) -> Any:
-    from dicom_edge import write_atomic
-
+def _moved(event: Any, context: StoreContext) -> Any:
     request = event.request
-    stream = cast(BytesIO, request.DataSet)
-    syntax = str(event.context.transfer_syntax)
+    received = Path(event.dataset_path)
     context.guard.check_disk()
-    instance = inspect_dataset(
-        stream,
-        transfer_syntax_uid=syntax,
+    instance, _ = inspect_file(
+        received,
+        transfer_syntax_uid=str(event.context.transfer_syntax),
         sop_class_uid=str(request.AffectedSOPClassUID),
         sop_instance_uid=str(request.AffectedSOPInstanceUID),
         max_image_pixels=context.max_image_pixels,
     )
-    meta = file_meta_bytes(
-        sop_class_uid=instance.sop_class_uid,
-        sop_instance_uid=instance.sop_instance_uid,
-        transfer_syntax_uid=syntax,
-    )
-    with stream.getbuffer() as body:
-        write_atomic(context.storage_dir / instance.relpath, [meta, body], fsync=context.fsync)
+    move_into_place(received, context.storage_dir / instance.relpath, fsync=context.fsync)
     return StoreStatus.SUCCESS
 
 
-#: The handler cut short after each step, in order; the last is the real one.
-STEPS: list[tuple[str, Handler]] = [
-    ("nothing (answers success)", _nothing),
-    ("+ header read and checks", _checked),
-    ("+ file meta and the durable write", _written),
-    ("+ record queued, association noted (the whole handler)", handle_store),
+def _in_memory(event: Any, storage_dir: Path) -> None:
+    """EVT_CONN_OPEN without an incoming folder: pynetdicom keeps data sets in memory."""
+
+
+#: The handler cut short after each step, in order (and whether data sets go to files as they
+#: arrive); the last is the real one.
+STEPS: list[tuple[str, Handler, bool]] = [
+    ("nothing (answers success); data set kept in memory", _nothing, False),
+    ("nothing; pynetdicom writes the data set to a file as it arrives", _nothing, True),
+    ("+ header read from that file, and the checks", _checked, True),
+    ("+ flush, rename into place, flush of the folder", _moved, True),
+    ("+ record queued, association noted (the whole handler)", handle_store, True),
 ]
 
 
@@ -111,9 +108,13 @@ class Run:
     cpu_ms_per_slice: float
 
 
-def run_step(files: list[Path], workdir: Path, handler: Handler, *, fsync: bool) -> Run:
+def run_step(
+    files: list[Path], workdir: Path, handler: Handler, *, to_files: bool, fsync: bool
+) -> Run:
     """Send ``files`` once to a listener whose C-STORE handler is ``handler``."""
     server.handle_store = handler  # type: ignore[assignment,attr-defined]
+    if not to_files:
+        incoming.start = _in_memory
     settings = Settings(
         data_dir=workdir,
         # One receiving process: the handler is patched into this process only.
@@ -148,6 +149,7 @@ def run_step(files: list[Path], workdir: Path, handler: Handler, *, fsync: bool)
     finally:
         running.stop()
         server.handle_store = handle_store  # type: ignore[attr-defined]
+        incoming.start = start_incoming
     return Run(len(files) / seconds, cpu / len(files) * 1e3)
 
 
@@ -173,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[tuple[bool, str], list[Run]] = {}
         for round_number in range(args.rounds):
             for fsync in modes:
-                for index, (label, handler) in enumerate(STEPS):
+                for index, (label, handler, to_files) in enumerate(STEPS):
                     folder = workdir / f"data-{round_number}-{int(fsync)}-{index}"
                     results.setdefault((fsync, label), []).append(
-                        run_step(files, folder, handler, fsync=fsync)
+                        run_step(files, folder, handler, to_files=to_files, fsync=fsync)
                     )
     end = os.getloadavg()
     print(
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- |")
     for fsync in modes:
         previous: float | None = None
-        for label, _ in STEPS:
+        for label, _, _ in STEPS:
             runs = results[fsync, label]
             rate = statistics.median(run.images_per_s for run in runs)
             cpu = statistics.median(run.cpu_ms_per_slice for run in runs)

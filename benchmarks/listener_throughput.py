@@ -75,14 +75,15 @@ ORTHANC_STORAGE = {
 
 
 def load_average() -> str:
-    """The 1-minute load average and the CPU count, as printed with every figure."""
-    return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    """The 1-minute load average, as printed with every figure."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def tool_version(command: list[str]) -> str:
     """The first line a tool prints for its version."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip("$ ").removeprefix("dcmtk: ") if lines else "?"
 
 
 def free_port() -> int:
@@ -439,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{args.count} slices of 512x512 CT, best of {args.repeat} runs, TCP_NODELAY=1 on every "
-        f"DCMTK end; load average {load_at_start} at the start, {load_average()} at the end\n"
+        f"DCMTK end; load average {load_at_start} at the start, {load_average()} at the end, on "
+        f"{os.cpu_count()} CPUs\n"
     )
     print("| receiver | configuration | load average before / after |\n| --- | --- | --- |")
     for name, receiver in receivers.items():
@@ -462,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{ceiling / reference:.2f}x storescp (which does not fsync), before any network "
         "or DICOM work."
     )
-    print(f"load average at the end: {load_average()}")
+    print(f"load average at the end: {load_average()} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -11,6 +11,10 @@ and prometheus_client are imported by the functions that use them.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -65,3 +69,72 @@ def prometheus_writes_to_files() -> bool:
     from prometheus_client import values
 
     return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def receive_c_store_into_files(
+    place: Callable[[], tuple[Path, str] | None], *, suffix: str, mode: int
+) -> None:
+    """Have pynetdicom write each received C-STORE data set to a file as its fragments arrive.
+
+    ``place()``, called in the thread that receives (the association's network thread),
+    names the folder and the file name prefix for the association it serves, or ``None``:
+    then the data set stays in memory, as by default. The file (``suffix``, permissions
+    ``mode``) holds the preamble, the file meta and the data set; ``Event.dataset_path`` names
+    it in the C-STORE handler, and pynetdicom removes it after the handler unless the handler
+    moved it away.
+
+    pynetdicom's own switch, ``_config.STORE_RECV_CHUNKED_DATASET``, is process-wide (it would
+    change every other SCP in the process, the demo's PACS for one) and its file goes to the
+    system's temporary folder (not always the storage's file system, so no rename).
+    ``pynetdicom.dimse_messages`` reads the switch through its module name ``_config`` and
+    makes the file with its module name ``NamedTemporaryFile``: both are replaced there. Calling
+    this again with the same ``place`` changes nothing; with another, ``place`` is replaced.
+    """
+    from pynetdicom import dimse_messages
+
+    module: Any = dimse_messages  # two of its module-level names are replaced
+    current = module._config
+    if isinstance(current, _ChunkedWhere):
+        if current.place is place and module.NamedTemporaryFile == current.make_file:
+            return
+        current = current.config
+    hooked = _ChunkedWhere(current, place, suffix=suffix, mode=mode)
+    module._config = hooked
+    module.NamedTemporaryFile = hooked.make_file
+
+
+class _ChunkedWhere:
+    """pynetdicom's ``_config`` module, except that data sets go to files where a place is set."""
+
+    def __init__(
+        self,
+        config: Any,
+        place: Callable[[], tuple[Path, str] | None],
+        *,
+        suffix: str,
+        mode: int,
+    ) -> None:
+        self.config = config
+        self.place = place
+        self._suffix = suffix
+        self._mode = mode
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.config, name)
+
+    @property
+    def STORE_RECV_CHUNKED_DATASET(self) -> bool:  # noqa: N802 (pynetdicom's name)
+        """pynetdicom's switch, on where ``place()`` names a folder."""
+        return bool(self.config.STORE_RECV_CHUNKED_DATASET) or self.place() is not None
+
+    def make_file(self, **kwargs: Any) -> Any:
+        """``NamedTemporaryFile`` for pynetdicom: in the place's folder, with its prefix."""
+        where = self.place()
+        if where is None:
+            return tempfile.NamedTemporaryFile(**kwargs)
+        folder, prefix = where
+        file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (pynetdicom closes it)
+            **{**kwargs, "dir": folder, "prefix": prefix, "suffix": self._suffix}
+        )
+        os.fchmod(file.fileno(), self._mode)
+        return file

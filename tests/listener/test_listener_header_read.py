@@ -50,8 +50,8 @@ def test_header_read_matches_a_full_read(syntax: str, nested: bool) -> None:
     assert header["Rows"] == ds.Rows and header["Columns"] == ds.Columns
     assert header["RescaleSlope"] == str(ds.RescaleSlope)
     assert pixels is not None and pixels.tag == 0x7FE00010
-    start, end = pixels.value_offset, pixels.value_offset + pixels.length
-    assert bytes(pixels.buffer.getbuffer()[start:end]) == ds.PixelData
+    pixels.source.seek(pixels.value_offset)
+    assert pixels.source.read(pixels.length) == ds.PixelData
 
 
 @pytest.mark.parametrize(
