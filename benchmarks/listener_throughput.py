@@ -182,7 +182,9 @@ def orthanc(workdir: Path) -> Iterator[Receiver]:
     settings = ", ".join(f"{key} {json.dumps(value)}" for key, value in ORTHANC_STORAGE.items())
     configuration = (
         f"{tool_version([executable, '--version'])}: TCP_NODELAY=1, {settings}, "
-        "SQLite index and files on the benchmark's disk"
+        "SQLite index and files on the benchmark's disk. (strace of Orthanc 1.10.1: each file "
+        "is written in place and fdatasynced once; no temporary file, rename or folder fsync; "
+        "its SQLite index is in WAL mode, synced at checkpoints, not per instance)"
     )
     try:
         yield Receiver("Orthanc (default storage)", port, configuration, startup_s=wait_echo(port))
@@ -275,10 +277,15 @@ def our_listener(
     name = f"stroke-triage {durability}, {processes} proc" + (
         " (wait for DB)" if wait_for_database else ""
     )
+    durable = (
+        "each file fsynced, renamed into place, its folder fsynced, before success"
+        if durability == "fsync"
+        else "each file renamed into place, no fsync"
+    )
     configuration = (
-        f"`stroke-triage listen` from {tree}: durability {durability}, {processes} receiving "
-        "process(es), SQLite records, log level WARNING"
-        + (", success after the database commit" if wait_for_database else "")
+        f"`stroke-triage listen` from {tree}: durability {durability} ({durable}), "
+        f"{processes} receiving process(es), SQLite records (committed in batches), "
+        "log level WARNING" + (", success after the database commit" if wait_for_database else "")
     )
     try:
         startup = wait_echo(port)

@@ -105,6 +105,40 @@ def parse_header(stream: bytes | BinaryIO, syntax: UID) -> tuple[Header, PixelEl
     return _read(source, syntax)
 
 
+#: How much of a received file is read at once for its header: a CT header is a few KiB
+#: (tens with large private groups); a longer one is read from the file instead.
+HEAD_BYTES = 65536
+
+
+def parse_file(file: BinaryIO, syntax: UID) -> tuple[Header, PixelElement | None]:
+    """:func:`parse_header` on a received file (preamble, file meta, the data set).
+
+    The file's first :data:`HEAD_BYTES` are read once and parsed in memory (pydicom asks a
+    file for its position at every element, a system call each); the pixel data is never read,
+    only the item headers of encapsulated pixel data, from the file. When the header does not
+    end within those bytes, it is read from the file itself.
+
+    Raises:
+        InvalidInstanceError: As :func:`parse_header`, or the file has no readable file meta.
+    """
+    size = os.fstat(file.fileno()).st_size
+    head = BytesIO(file.read(HEAD_BYTES))
+    whole = size <= HEAD_BYTES
+    if syntax != DeflatedExplicitVRLittleEndian:  # (inflated from the whole file below)
+        try:
+            skip_file_meta(head)
+            header, pixels = _read(head, syntax, source=file, end=size)
+        except InvalidInstanceError:
+            if whole:
+                raise
+        else:
+            if pixels is not None or whole:
+                return header, pixels
+    file.seek(0)
+    skip_file_meta(file)
+    return parse_header(file, syntax)
+
+
 def skip_file_meta(file: BinaryIO) -> None:
     """Move a DICOM file (at its start) to the first byte of its data set, past the file meta.
 
@@ -118,7 +152,11 @@ def skip_file_meta(file: BinaryIO) -> None:
         raise InvalidInstanceError(f"The received file cannot be read: {exc}") from exc
 
 
-def _read(source: BinaryIO, syntax: UID) -> tuple[Header, PixelElement | None]:
+def _read(
+    buffer: BinaryIO, syntax: UID, *, source: BinaryIO | None = None, end: int | None = None
+) -> tuple[Header, PixelElement | None]:
+    """Read ``buffer`` from where it is; ``source`` and ``end``: the stream it is the start of
+    (the same offsets) and where that ends, if ``buffer`` holds only its first bytes."""
     found: list[tuple[int, str | None, int]] = []
 
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -129,7 +167,7 @@ def _read(source: BinaryIO, syntax: UID) -> tuple[Header, PixelElement | None]:
 
     try:
         dataset = read_dataset(
-            source,
+            buffer,
             syntax.is_implicit_VR,
             syntax.is_little_endian,
             stop_when=at_pixels,
@@ -148,9 +186,9 @@ def _read(source: BinaryIO, syntax: UID) -> tuple[Header, PixelElement | None]:
     element = PixelElement(
         tag=tag,
         length=length,
-        value_offset=source.tell() + header_length,
-        source=source,
-        end=_size(source),
+        value_offset=buffer.tell() + header_length,
+        source=buffer if source is None else source,
+        end=_size(buffer) if end is None else end,
     )
     return header, element
 

@@ -10,6 +10,7 @@ and geometry rely on.
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,8 @@ from listener.header_scan import (
     Header,
     PixelElement,
     as_text,
+    parse_file,
     parse_header,
-    skip_file_meta,
 )
 from listener.storage import instance_relpath, validate_uid
 
@@ -72,15 +73,17 @@ def inspect_file(
         InvalidInstanceError: See :func:`inspect_dataset`.
     """
     with path.open("rb") as file:
-        skip_file_meta(file)
-        instance = inspect_dataset(
-            file,
-            transfer_syntax_uid=transfer_syntax_uid,
+        syntax = UID(transfer_syntax_uid)
+        header, pixels = parse_file(file, syntax)
+        instance = _inspect(
+            header,
+            pixels,
+            syntax=syntax,
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
             max_image_pixels=max_image_pixels,
         )
-        return instance, file.seek(0, 2)
+        return instance, os.fstat(file.fileno()).st_size
 
 
 def inspect_dataset(
@@ -111,6 +114,25 @@ def inspect_dataset(
     """
     syntax = UID(transfer_syntax_uid)
     header, pixels = parse_header(stream, syntax)
+    return _inspect(
+        header,
+        pixels,
+        syntax=syntax,
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        max_image_pixels=max_image_pixels,
+    )
+
+
+def _inspect(
+    header: Header,
+    pixels: PixelElement | None,
+    *,
+    syntax: UID,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    max_image_pixels: int,
+) -> ReceivedInstance:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
         if not header.get(keyword):
             raise InvalidInstanceError(f"The data set has no {keyword}.")

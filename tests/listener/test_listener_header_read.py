@@ -92,9 +92,16 @@ def test_header_read_decodes_text_in_the_data_sets_character_set(charset: str) -
     assert header["SeriesDescription"] == "Schädel nativ"
 
 
+@pytest.mark.parametrize("head_bytes", [header_scan.HEAD_BYTES, 300, 1000])
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-def test_a_received_file_is_inspected_as_its_bytes_are(syntax: str, tmp_path: Path) -> None:
-    """The file pynetdicom writes (preamble, file meta, data set) reads like the data set."""
+def test_a_received_file_is_inspected_as_its_bytes_are(
+    syntax: str, head_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file pynetdicom writes (preamble, file meta, data set) reads like the data set.
+
+    Also when the header does not end within the bytes read first (it is read from the file).
+    """
+    monkeypatch.setattr(header_scan, "HEAD_BYTES", head_bytes)
     ds = _with_sequences(ct_dataset(study_uid=generate_uid(), series_uid=generate_uid(), number=2))
     encoded = encode(ds, syntax == ImplicitVRLittleEndian, True)
     assert encoded is not None
