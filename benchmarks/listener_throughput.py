@@ -16,11 +16,13 @@ receiving processes) with ``durability = fsync`` and with ``durability = os``.
 Every DCMTK end gets ``TCP_NODELAY=1`` in its environment: storescu, echoscu, storescp and
 Orthanc (which receives through DCMTK; without it every C-STORE response waits for a delayed
 ACK, and Orthanc stalls near 20 img/s). The report prints each receiver's configuration
-(Orthanc's storage durability settings included), the load average before and after each
-receiver, images per second, each receiver's start-up time (start to first answered C-ECHO),
+(Orthanc's storage durability settings included), the load average at the start of each
+round, images per second, each receiver's start-up time (start to first answered C-ECHO),
 the ratios of issue 25's goals (and issue 16's), the ceiling the no-op SCP implies, and the time
 of the listener's durable write alone (each run into a new folder: the listener always writes
-new files). Numbers are wall-clock times of the storescu processes, best of ``--repeat`` runs.
+new files). Every receiver runs from the start to the end; each of ``--repeat`` rounds sends to
+each in turn, so that a change in the load of a shared machine falls on all of them alike.
+Numbers are wall-clock times of the storescu processes, the best of the rounds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,22 +337,17 @@ def instance_count(database: Path | None) -> int:
         return int(connection.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
 
 
-def measure(
-    receiver: Receiver, template: list[Path], workdir: Path, groups: int, repeat: int
+def measure_once(
+    receiver: Receiver, template: list[Path], folder: Path, groups: int
 ) -> tuple[float, float | None]:
-    """Best images per second over ``repeat`` runs, and the record lag of the best run."""
-    best_rate, best_lag = 0.0, None
-    for run in range(repeat):
-        lists = fresh_copies(template, workdir / f"send-{receiver.port}-{groups}-{run}", groups)
-        before = instance_count(receiver.database)
-        seconds = send(receiver, lists)
-        lag = None
-        if receiver.database is not None:
-            lag = recorded(receiver.database, before, len(template))
-        rate = len(template) / seconds
-        if rate > best_rate:
-            best_rate, best_lag = rate, lag
-    return best_rate, best_lag
+    """Images per second of one run into ``receiver``, and its database records' lag."""
+    lists = fresh_copies(template, folder, groups)
+    before = instance_count(receiver.database)
+    seconds = send(receiver, lists)
+    lag = None
+    if receiver.database is not None:
+        lag = recorded(receiver.database, before, len(template))
+    return len(template) / seconds, lag
 
 
 def durable_write_ms(template: list[Path], folder: Path, *, fsync: bool) -> float:
@@ -374,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="slices per run")
     parser.add_argument("--associations", type=int, default=4, help="concurrent associations")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best counts")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds over every receiver; the best run counts"
+    )
     parser.add_argument(
         "--wait-for-database",
         action="store_true",
@@ -401,10 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = load_average()
     # One association, then several (once only when --associations is 1).
     cases = sorted({1, args.associations})
-    rows: list[tuple[str, int, float, float | None]] = []
+    best: dict[tuple[str, int], tuple[float, float | None]] = {}
     receivers: dict[str, Receiver] = {}
-    loads: dict[str, tuple[str, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="listener-bench-") as temp:
+    round_loads: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="listener-bench-") as temp, ExitStack() as running:
         workdir = Path(temp)
         template = make_template(workdir / "template", args.count)
         kinds: list[tuple[str, str, bool]] = [
@@ -434,25 +433,33 @@ def main(argv: list[str] | None = None) -> int:
                     processes=args.processes,
                 )
             )
-            before = load_average()
-            with context as receiver:
-                receivers[receiver.name] = receiver
-                for groups in cases:
-                    rate, lag = measure(receiver, template, folder, groups, args.repeat)
-                    rows.append((receiver.name, groups, rate, lag))
-            loads[receiver.name] = (before, load_average())
+            receiver = running.enter_context(context)
+            receivers[receiver.name] = receiver
+        # Every receiver runs all along; each round sends to each in turn, so that a change
+        # of the machine's load (shared with others) falls on all of them alike.
+        for run in range(args.repeat):
+            round_loads.append(load_average())
+            for groups in cases:
+                for name, receiver in receivers.items():
+                    folder = workdir / f"send-{receiver.port}-{groups}-{run}"
+                    rate, lag = measure_once(receiver, template, folder, groups)
+                    if rate > best.get((name, groups), (0.0, None))[0]:
+                        best[name, groups] = (rate, lag)
+        running.close()
 
         floor_synced = durable_write_ms(template, workdir / "floor-fsync", fsync=True)
         floor_cached = durable_write_ms(template, workdir / "floor-os", fsync=False)
 
+    rows = [(name, groups, *best[name, groups]) for name in receivers for groups in cases]
     print(
-        f"{args.count} slices of 512x512 CT, best of {args.repeat} runs, TCP_NODELAY=1 on every "
-        f"DCMTK end; load average {load_at_start} at the start, {load_average()} at the end, on "
-        f"{os.cpu_count()} CPUs\n"
+        f"{args.count} slices of 512x512 CT, best of {args.repeat} rounds (each round sends to "
+        f"every receiver in turn), TCP_NODELAY=1 on every DCMTK end; load average "
+        f"{load_at_start} at the start, {', '.join(round_loads)} at the start of each round, "
+        f"{load_average()} at the end, on {os.cpu_count()} CPUs\n"
     )
-    print("| receiver | configuration | load average before / after |\n| --- | --- | --- |")
+    print("| receiver | configuration |\n| --- | --- |")
     for name, receiver in receivers.items():
-        print(f"| {name} | {receiver.configuration} | {loads[name][0]} / {loads[name][1]} |")
+        print(f"| {name} | {receiver.configuration} |")
     print_rates(rows, receivers, cases)
     rates = {(name, groups): value for name, groups, value, _ in rows}
     print_goals(rates, args.associations, args.processes)
