@@ -53,7 +53,7 @@ def write_atomic(
     return path
 
 
-def move_into_place(temp: Path, path: Path, *, fsync: bool = True) -> Path:
+def move_into_place(temp: Path, path: Path, *, fsync: bool = True, flushed: bool = False) -> Path:
     """Make a finished file durable and give it its name: fsync, rename, fsync of the folder.
 
     The same guarantee as :func:`write_atomic`, for a file already written in full elsewhere on
@@ -65,18 +65,25 @@ def move_into_place(temp: Path, path: Path, *, fsync: bool = True) -> Path:
         temp: The finished file (its writer may still hold it open; nothing more is written).
         path: Its name from now on; its folder is created if missing.
         fsync: Whether to flush the file and the folder to disk.
+        flushed: :func:`flush_file` has flushed ``temp`` already (while the caller did other
+            work); only the rename and the folder's flush are left.
 
     Returns:
         ``path``.
     """
-    if fsync:
-        fd = os.open(temp, os.O_WRONLY)  # any descriptor flushes the file's data
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if fsync and not flushed:
+        flush_file(temp)
     _rename(temp, path, fsync=fsync)
     return path
+
+
+def flush_file(path: Path) -> None:
+    """fsync a finished file (its data and size) through a descriptor of its own."""
+    fd = os.open(path, os.O_WRONLY)  # any descriptor flushes the file's data
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _rename(temp: Path, path: Path, *, fsync: bool) -> None:

@@ -47,10 +47,12 @@ def test_data_sets_are_written_as_they_arrive_and_renamed_not_copied(
 ) -> None:
     moved: list[tuple[Path, Path]] = []
 
-    def recording_move(temp: Path, path: Path, *, fsync: bool = True) -> Path:
+    def recording_move(
+        temp: Path, path: Path, *, fsync: bool = True, flushed: bool = False
+    ) -> Path:
         moved.append((temp, path))
         assert fsync == (durability == "fsync")
-        return move_into_place(temp, path, fsync=fsync)
+        return move_into_place(temp, path, fsync=fsync, flushed=flushed)
 
     def no_copy(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data set was copied out of memory")
