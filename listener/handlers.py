@@ -87,13 +87,16 @@ MESSAGE_LOG_EVENTS = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, ev
 
 
 def handle_connection_open(event: Event) -> None:
-    """Turn Nagle's algorithm off and shorten the reactor's idle sleep for this association.
+    """Turn Nagle's algorithm off and shorten the reactors' waits for this association.
 
-    Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms). pynetdicom's
-    logging of every message is unbound too, unless its logger is at DEBUG: what an
-    association stored is logged once, when it ends (:class:`listener.tally.AssociationTally`).
+    Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms). The network
+    reactor sleeps less when idle, and the association's reactor serves a request as soon as
+    it is whole instead of at its next 1 ms poll. pynetdicom's logging of every message is
+    unbound too, unless its logger is at DEBUG: what an association stored is logged once,
+    when it ends (:class:`listener.tally.AssociationTally`).
     """
     compat.set_reactor_delay(event.assoc, DUL_LOOP_DELAY_S)
+    compat.wake_reactor_on_messages(event.assoc)
     set_tcp_nodelay(event)
     if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
         for message_event in MESSAGE_LOG_EVENTS:

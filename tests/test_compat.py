@@ -160,3 +160,56 @@ def _small_ct() -> Any:
     ds.BitsAllocated = 16
     ds.PixelData = bytes(range(32))
     return ds
+
+
+def test_pynetdicom_reactor_still_polls_its_dimse_queue_every_millisecond() -> None:
+    """compat.wake_reactor_on_messages replaces exactly this sleep (pynetdicom.association)."""
+    import inspect
+
+    from pynetdicom import association
+
+    source = inspect.getsource(Association._run_reactor)
+    assert f"time.sleep({compat.REACTOR_POLL_S})" in source, (
+        "pynetdicom Association._run_reactor no longer polls with time.sleep(0.001): "
+        "fix compat.wake_reactor_on_messages"
+    )
+    assert "self.dimse.get_msg(block=False)" in source
+    assert association.time is not None
+    assoc = Association(AE(), mode="acceptor")
+    assert hasattr(assoc.dimse.msg_queue, "not_empty"), "DIMSE msg_queue is no queue.Queue"
+
+
+def test_the_reactor_of_a_named_association_waits_for_its_queue_instead_of_sleeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import queue
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from pynetdicom import association
+
+    # A fresh hook on the real module (one installed before stays untouched, and comes back).
+    monkeypatch.setattr(association, "time", time)
+    slept: list[float] = []
+    real = SimpleNamespace(sleep=slept.append)
+
+    class Reactor(threading.Thread):
+        def __init__(self, ready: bool) -> None:
+            super().__init__()
+            self.dimse = SimpleNamespace(msg_queue=queue.Queue())
+            if ready:
+                self.dimse.msg_queue.put("a whole C-STORE request")
+
+        def run(self) -> None:
+            association.time.sleep(compat.REACTOR_POLL_S)
+            association.time.sleep(0.1)  # any other sleep is the real one
+
+    named, other = Reactor(ready=True), Reactor(ready=True)
+    compat.wake_reactor_on_messages(named)
+    association.time._real = real  # record the real sleeps instead of sleeping
+    for thread in (named, other):
+        thread.start()
+        thread.join(5)
+    # The named association's poll found its message and did not sleep; the other slept.
+    assert slept == [0.1, compat.REACTOR_POLL_S, 0.1]
