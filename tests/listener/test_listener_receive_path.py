@@ -178,3 +178,24 @@ def test_pynetdicom_message_logging_stays_at_debug(
 
     received = [r for r in caplog.records if r.getMessage() == "Received Store Request"]
     assert len(received) == 2
+
+
+def test_without_an_incoming_folder_data_sets_are_received_in_memory_and_stored(
+    start_listener_for_test: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The incoming folder cannot be made (a file has its name): nothing is refused."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / incoming.INCOMING_DIR).write_bytes(b"not a folder")
+    running = start_listener_for_test()
+    files = write_series(tmp_path / "s", 3)
+
+    assert storescu(files, running.port).returncode == 0
+
+    assert running.instance_count() == 3
+    stored = {path.stem: path for path in running.stored_files()}
+    for sent in files:
+        original = pydicom.dcmread(sent)
+        assert pydicom.dcmread(stored[original.SOPInstanceUID]).PixelData == original.PixelData
+    assert any("data sets stay in memory" in r.getMessage() for r in caplog.records)
+    assert running.partial_files() == []
