@@ -213,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             runs = results[fsync, label]
             rate = statistics.median(run.images_per_s for run in runs)
             cpu = statistics.median(run.cpu_ms_per_slice for run in runs)
+            handler_cpu = statistics.median(run.handler_cpu_ms for run in runs)
             step = "-" if previous is None else f"{cpu - previous:+.2f}"
             previous = cpu
-            print(f"| {'fsync' if fsync else 'os'} | {label} | {rate:.0f} | {cpu:.2f} | {step} |")
+            print(
+                f"| {'fsync' if fsync else 'os'} | {label} | {rate:.0f} | {cpu:.2f} | {step} "
+                f"| {handler_cpu:.2f} |"
+            )
     return 0
 
 
