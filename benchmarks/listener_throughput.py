@@ -247,9 +247,18 @@ def bare_pynetdicom(workdir: Path) -> Iterator[Receiver]:
 
 @contextmanager
 def our_listener(
-    workdir: Path, *, wait_for_database: bool, tree: Path, durability: str, processes: int
+    workdir: Path,
+    *,
+    wait_for_database: bool,
+    tree: Path,
+    durability: str,
+    processes: int,
+    label: str = "",
 ) -> Iterator[Receiver]:
-    """``stroke-triage listen`` on embedded defaults (SQLite), no series judged during the run."""
+    """``stroke-triage listen`` on embedded defaults (SQLite), no series judged during the run.
+
+    ``label`` tells this listener's rows apart (another checkout, for a comparison).
+    """
     port = free_port()
     data_dir = workdir / "listener-data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STROKE_TRIAGE_")}
@@ -279,6 +288,7 @@ def our_listener(
     name = f"stroke-triage {durability}, {processes} proc" + (
         " (wait for DB)" if wait_for_database else ""
     )
+    name += f" ({label})" if label else ""
     durable = (
         "each file fsynced, renamed into place, its folder fsynced, before success"
         if durability == "fsync"
@@ -386,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the listener from another checkout (to compare versions)",
     )
     parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="also run the listener from this checkout, in the same rounds (before and after)",
+    )
+    parser.add_argument(
         "--processes", type=int, default=2, help="stroke-triage receiving processes (N)"
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -415,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if args.wait_for_database:
             kinds.append(("ours", "fsync", True))
+        if args.baseline_tree is not None:
+            kinds += [("baseline", "fsync", False), ("baseline", "os", False)]
         for kind, durability, wait in kinds:
             folder = workdir / f"{kind}-{durability}-{int(wait)}"
             folder.mkdir()
@@ -428,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
                 else our_listener(
                     folder,
                     wait_for_database=wait,
-                    tree=args.listener_tree,
+                    tree=args.listener_tree if kind == "ours" else args.baseline_tree,
                     durability=durability,
                     processes=args.processes,
+                    label="" if kind == "ours" else "baseline",
                 )
             )
             receiver = running.enter_context(context)
