@@ -11,8 +11,14 @@ and prometheus_client are imported by the functions that use them.
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 
 def add_server(ae: Any, server: Any) -> None:
@@ -65,3 +71,119 @@ def prometheus_writes_to_files() -> bool:
     from prometheus_client import values
 
     return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def receive_c_store_into_files(
+    place: Callable[[], tuple[Path, str] | None], *, suffix: str, mode: int
+) -> None:
+    """Have pynetdicom write each received C-STORE data set to a file as its fragments arrive.
+
+    ``place()``, called in the thread that receives (the association's network thread),
+    names the folder and the file name prefix for the association it serves, or ``None``:
+    then the data set stays in memory, as by default. The file (``suffix``, permissions
+    ``mode``) holds the preamble, the file meta and the data set; ``Event.dataset_path`` names
+    it in the C-STORE handler, and pynetdicom removes it after the handler unless the handler
+    moved it away.
+
+    pynetdicom's own switch, ``_config.STORE_RECV_CHUNKED_DATASET``, is process-wide (it would
+    change every other SCP in the process, the demo's PACS for one) and its file goes to the
+    system's temporary folder (not always the storage's file system, so no rename).
+    ``pynetdicom.dimse_messages`` reads the switch through its module name ``_config`` and
+    makes the file with its module name ``NamedTemporaryFile``: both are replaced there. Calling
+    this again with the same ``place`` changes nothing; with another, ``place`` is replaced.
+    """
+    from pynetdicom import dimse_messages
+
+    module: Any = dimse_messages  # two of its module-level names are replaced
+    current = module._config
+    if isinstance(current, _ChunkedWhere):
+        if current.place is place and module.NamedTemporaryFile == current.make_file:
+            return
+        current = current.config
+    hooked = _ChunkedWhere(current, place, suffix=suffix, mode=mode)
+    module._config = hooked
+    module.NamedTemporaryFile = hooked.make_file
+
+
+class _ChunkedWhere:
+    """pynetdicom's ``_config`` module, except that data sets go to files where a place is set."""
+
+    def __init__(
+        self,
+        config: Any,
+        place: Callable[[], tuple[Path, str] | None],
+        *,
+        suffix: str,
+        mode: int,
+    ) -> None:
+        self.config = config
+        self.place = place
+        self._suffix = suffix
+        self._mode = mode
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.config, name)
+
+    @property
+    def STORE_RECV_CHUNKED_DATASET(self) -> bool:  # noqa: N802 (pynetdicom's name)
+        """pynetdicom's switch, on where ``place()`` names a folder."""
+        return bool(self.config.STORE_RECV_CHUNKED_DATASET) or self.place() is not None
+
+    def make_file(self, **kwargs: Any) -> Any:
+        """``NamedTemporaryFile`` for pynetdicom: in the place's folder, with its prefix."""
+        where = self.place()
+        if where is None:
+            return tempfile.NamedTemporaryFile(**kwargs)
+        folder, prefix = where
+        file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (pynetdicom closes it)
+            **{**kwargs, "dir": folder, "prefix": prefix, "suffix": self._suffix}
+        )
+        os.fchmod(file.fileno(), self._mode)
+        return file
+
+
+#: The sleep at the top of pynetdicom's acceptor reactor loop (``Association._run_reactor``).
+REACTOR_POLL_S = 0.001
+_waking: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def wake_reactor_on_messages(assoc: Any) -> None:
+    """Let this association's reactor serve a DIMSE message as soon as it is whole.
+
+    pynetdicom's acceptor reactor (``Association._run_reactor``, in the association's own
+    thread) sleeps ``time.sleep(0.001)`` before each look at its DIMSE queue, so a C-STORE
+    request waits 0.5 ms on average before its handler runs. pynetdicom's ``association``
+    module reads ``time`` by its module name: it is replaced, once, by one whose ``sleep``, in
+    the reactor of an association named here, waits (as long at most) for a message to arrive
+    on the association's DIMSE queue (``DIMSEServiceProvider.msg_queue``, a ``queue.Queue``)
+    instead. Every other sleep is the real one.
+    """
+    from pynetdicom import association
+
+    module: Any = association
+    if not isinstance(module.time, _WakingTime):
+        module.time = _WakingTime(module.time)
+    _waking.add(assoc)
+
+
+class _WakingTime:
+    """The ``time`` module, except the reactor's poll of an association in ``_waking``."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep``, or a wait for the DIMSE queue of this thread's association."""
+        thread = threading.current_thread()
+        if seconds != REACTOR_POLL_S or thread not in _waking:
+            self._real.sleep(seconds)
+            return
+        messages = cast(Any, thread).dimse.msg_queue
+        if messages.empty():
+            # A message put between empty() and wait() is seen at the end of the wait, as
+            # it would have been without this.
+            with messages.not_empty:
+                messages.not_empty.wait(seconds)

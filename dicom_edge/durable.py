@@ -49,10 +49,55 @@ def write_atomic(
         temp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    os.replace(temp, path)
+    _rename(temp, path, fsync=fsync)
+    return path
+
+
+def move_into_place(temp: Path, path: Path, *, fsync: bool = True, flushed: bool = False) -> Path:
+    """Make a finished file durable and give it its name: fsync, rename, fsync of the folder.
+
+    The same guarantee as :func:`write_atomic`, for a file already written in full elsewhere on
+    the same file system (a C-STORE data set written as it arrived): once this returns,
+    ``path`` holds the whole file and survives a power cut; if it raises, ``path`` is as
+    before. ``temp`` is never copied.
+
+    Args:
+        temp: The finished file (its writer may still hold it open; nothing more is written).
+        path: Its name from now on; its folder is created if missing.
+        fsync: Whether to flush the file and the folder to disk.
+        flushed: :func:`flush_file` has flushed ``temp`` already (while the caller did other
+            work); only the rename and the folder's flush are left.
+
+    Returns:
+        ``path``.
+    """
+    if fsync and not flushed:
+        flush_file(temp)
+    _rename(temp, path, fsync=fsync)
+    return path
+
+
+def flush_file(path: Path) -> None:
+    """fsync a finished file (its data and size) through a descriptor of its own."""
+    fd = os.open(path, os.O_WRONLY)  # any descriptor flushes the file's data
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rename(temp: Path, path: Path, *, fsync: bool) -> None:
+    """Rename ``temp`` over ``path``, creating its folder if missing; fsync the folder."""
+    folder = path.parent
+    try:
+        os.replace(temp, path)
+    except FileNotFoundError:
+        if folder.is_dir() or not temp.exists():
+            raise
+        folder.mkdir(parents=True, exist_ok=True)  # the folder's first file (not a stat each)
+        os.replace(temp, path)
     if fsync:
         _fsync_dir(folder)
-    return path
 
 
 def _fsync_dir(folder: Path) -> None:

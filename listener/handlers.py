@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BytesIO
@@ -11,12 +13,14 @@ from typing import cast
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 import compat
 import db.receiving
 from dicom_edge import set_tcp_nodelay, write_atomic
+from dicom_edge.durable import flush_file, move_into_place
 from listener.errors import (
     ImageTooLargeError,
     InvalidInstanceError,
@@ -25,16 +29,19 @@ from listener.errors import (
     NotAnImageError,
     OutOfResourcesError,
 )
-from listener.inspection import inspect_dataset
+from listener.inspection import ReceivedInstance, inspect_dataset, inspect_file
 from listener.interruptions import AssociationSeries, QuietPeriods
 from listener.recorder import InstanceRecorder, PendingRecord
 from listener.resources import ResourceGuard
 from listener.status import StoreStatus
 from listener.storage import file_meta_bytes
+from listener.tally import AssociationTally
 
 log = logging.getLogger(__name__)
 
 ERROR_COMMENT_LENGTH = 64
+#: Threads that flush received files (one per association receiving at once is enough).
+FLUSH_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,13 @@ class StoreContext:
     quiet_periods: QuietPeriods = field(default_factory=QuietPeriods)
     """Shared with the completion monitor: restarted when an association is aborted."""
     associations: AssociationSeries = field(init=False)
+    tally: AssociationTally = field(default_factory=AssociationTally)
+    """Instances stored and refused per association, logged when it ends."""
+    flusher: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="fsync")
+    )
+    """Flushes received files to disk while the handler reads their header (the disk's wait
+    and the CPU's work overlap); shut down with the server."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "associations", AssociationSeries(self.quiet_periods))
@@ -66,13 +80,32 @@ def handle_echo(event: Event) -> int:
 DUL_LOOP_DELAY_S = 0.0002
 
 
-def handle_connection_open(event: Event) -> None:
-    """Turn Nagle's algorithm off and shorten the reactor's idle sleep for this association.
+#: pynetdicom's logging of every PDU and DIMSE message it sends and receives (its "standard"
+#: handlers): at INFO a line per image ("Received Store Request"), and at any level about
+#: 0.3 ms of CPU per 512 KiB image spent formatting its DEBUG lines (docs/benchmarks.md).
+MESSAGE_LOG_EVENTS = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
 
-    Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms).
+
+def handle_connection_open(event: Event) -> None:
+    """Turn Nagle's algorithm off and shorten the reactors' waits for this association.
+
+    Without TCP_NODELAY every small PDU waits for a delayed ACK (about 40 ms). The network
+    reactor sleeps less when idle, and the association's reactor serves a request as soon as
+    it is whole instead of at its next 1 ms poll. pynetdicom's logging of every message is
+    unbound too, unless its logger is at DEBUG: what an association stored is logged once,
+    when it ends (:class:`listener.tally.AssociationTally`).
     """
     compat.set_reactor_delay(event.assoc, DUL_LOOP_DELAY_S)
+    compat.wake_reactor_on_messages(event.assoc)
     set_tcp_nodelay(event)
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        for message_event in MESSAGE_LOG_EVENTS:
+            bound = cast(
+                list[tuple[Callable[..., object], object]], event.assoc.get_handlers(message_event)
+            )
+            for handler, _ in list(bound):  # notification events: a list of (handler, args)
+                if handler.__module__ == "pynetdicom._handlers":
+                    event.assoc.unbind(message_event, handler)
 
 
 def handle_released(event: Event, context: StoreContext) -> None:
@@ -81,34 +114,51 @@ def handle_released(event: Event, context: StoreContext) -> None:
 
 
 def handle_connection_close(event: Event, context: StoreContext) -> None:
-    """EVT_CONN_CLOSE: an association that ends without release restarts its series' quiet."""
+    """EVT_CONN_CLOSE: an association that ends without release restarts its series' quiet.
+
+    What it stored and refused is logged (once per association, not per image).
+    """
     context.associations.closed(event)
+    context.tally.closed(event)
 
 
 def handle_store(event: Event, context: StoreContext) -> int | Dataset:
-    """Store one instance durably, queue its record, and only then answer success."""
+    """Store one instance durably, queue its record, and only then answer success.
+
+    pynetdicom wrote the data set to a file as it arrived (:mod:`listener.incoming`): the
+    header is read from that file up to the pixel data, and the file is flushed and renamed
+    into place. (An association whose incoming folder could not be made is received in memory
+    and written out here.)
+    """
+    answer = _store(event, context)
+    context.tally.count(event, stored=isinstance(answer, int) and answer == StoreStatus.SUCCESS)
+    return answer
+
+
+def _store(event: Event, context: StoreContext) -> int | Dataset:
     calling_ae = str(event.assoc.requestor.ae_title).strip()
     request = cast(C_STORE, event.request)
     sop_instance_uid = str(request.AffectedSOPInstanceUID)
-    stream = cast(BytesIO, request.DataSet)
     syntax = str(event.context.transfer_syntax)
     try:
         context.guard.check_disk()
-        instance = inspect_dataset(
-            stream,
-            transfer_syntax_uid=syntax,
-            sop_class_uid=str(request.AffectedSOPClassUID),
-            sop_instance_uid=sop_instance_uid,
-            max_image_pixels=context.max_image_pixels,
-        )
-        meta = file_meta_bytes(
-            sop_class_uid=instance.sop_class_uid,
-            sop_instance_uid=instance.sop_instance_uid,
-            transfer_syntax_uid=syntax,
-        )
-        with stream.getbuffer() as body:
-            write_atomic(context.storage_dir / instance.relpath, [meta, body], fsync=context.fsync)
-            size = len(meta) + body.nbytes
+        received = _received_file(event)
+        if received is not None:
+            # The file's flush to disk (a wait) runs while its header is read (CPU work).
+            flushing = context.flusher.submit(flush_file, received) if context.fsync else None
+            instance, size = inspect_file(
+                received,
+                transfer_syntax_uid=syntax,
+                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_instance_uid=sop_instance_uid,
+                max_image_pixels=context.max_image_pixels,
+            )
+            if flushing is not None:
+                flushing.result()  # an OSError of the flush is raised here
+            target = context.storage_dir / instance.relpath
+            move_into_place(received, target, fsync=context.fsync, flushed=True)
+        else:
+            instance, size = _store_from_memory(event, context, syntax)
     except OutOfResourcesError as exc:
         return _refuse(StoreStatus.OUT_OF_RESOURCES, calling_ae, sop_instance_uid, exc)
     except InvalidUIDError as exc:
@@ -148,6 +198,39 @@ def handle_store(event: Event, context: StoreContext) -> int | Dataset:
         log.error("C-STORE of %s: database record not committed in time", sop_instance_uid)
         return StoreStatus.OUT_OF_RESOURCES
     return StoreStatus.SUCCESS
+
+
+def _received_file(event: Event) -> Path | None:
+    """The file pynetdicom wrote the data set to, or None when it was kept in memory."""
+    try:
+        path = event.dataset_path
+    except AttributeError:  # not a C-STORE request
+        return None
+    return None if path is None else Path(path)
+
+
+def _store_from_memory(
+    event: Event, context: StoreContext, syntax: str
+) -> tuple[ReceivedInstance, int]:
+    """Check a data set received in memory and write it durably with its file meta."""
+    request = cast(C_STORE, event.request)
+    stream = cast(BytesIO, request.DataSet)
+    stream.seek(0)
+    instance = inspect_dataset(
+        stream,
+        transfer_syntax_uid=syntax,
+        sop_class_uid=str(request.AffectedSOPClassUID),
+        sop_instance_uid=str(request.AffectedSOPInstanceUID),
+        max_image_pixels=context.max_image_pixels,
+    )
+    meta = file_meta_bytes(
+        sop_class_uid=instance.sop_class_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        transfer_syntax_uid=syntax,
+    )
+    with stream.getbuffer() as body:
+        write_atomic(context.storage_dir / instance.relpath, [meta, body], fsync=context.fsync)
+        return instance, len(meta) + body.nbytes
 
 
 def _refuse(

@@ -1,18 +1,20 @@
 """Reads what the listener needs from a received data set, and refuses what it must not store.
 
-The data set is parsed from the bytes as they arrived, up to the pixel data, without decoding
-pixels: parsing stays cheap whatever the transfer syntax. The pixel data's encapsulation is
-checked against the transfer syntax on the encoded bytes (item headers only), and a CT image
-must carry every attribute its HU conversion and geometry rely on.
+The data set is parsed from the bytes as they arrived (in memory, or in the file pynetdicom
+wrote them to), up to the pixel data, without reading pixels: parsing stays cheap whatever the
+transfer syntax. The pixel data's encapsulation is checked against the transfer syntax on the
+encoded bytes (item headers only), and a CT image must carry every attribute its HU conversion
+and geometry rely on.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.uid import UID
 
@@ -31,6 +33,7 @@ from listener.header_scan import (
     Header,
     PixelElement,
     as_text,
+    parse_file,
     parse_header,
 )
 from listener.storage import instance_relpath, validate_uid
@@ -49,8 +52,42 @@ class ReceivedInstance:
     relpath: Path
 
 
+def inspect_file(
+    path: Path,
+    *,
+    transfer_syntax_uid: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    max_image_pixels: int,
+) -> tuple[ReceivedInstance, int]:
+    """:func:`inspect_dataset` on a received file (preamble, file meta, the data set).
+
+    Reads the file up to the pixel data (and the item headers of encapsulated pixel data),
+    never the pixels.
+
+    Returns:
+        The instance, and the file's size in bytes.
+
+    Raises:
+        OSError: The file cannot be read.
+        InvalidInstanceError: See :func:`inspect_dataset`.
+    """
+    with path.open("rb") as file:
+        syntax = UID(transfer_syntax_uid)
+        header, pixels = parse_file(file, syntax)
+        instance = _inspect(
+            header,
+            pixels,
+            syntax=syntax,
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            max_image_pixels=max_image_pixels,
+        )
+        return instance, os.fstat(file.fileno()).st_size
+
+
 def inspect_dataset(
-    stream: bytes | BytesIO,
+    stream: bytes | BinaryIO,
     *,
     transfer_syntax_uid: str,
     sop_class_uid: str,
@@ -60,7 +97,8 @@ def inspect_dataset(
     """Check an encoded data set (without file meta) and say where it is stored.
 
     Args:
-        stream: The data set as received.
+        stream: The data set as received: bytes, or a binary stream at its first byte (it
+            ends where the stream ends).
         transfer_syntax_uid: The presentation context's transfer syntax.
         sop_class_uid: Affected SOP Class UID of the C-STORE request.
         sop_instance_uid: Affected SOP Instance UID of the C-STORE request.
@@ -76,6 +114,25 @@ def inspect_dataset(
     """
     syntax = UID(transfer_syntax_uid)
     header, pixels = parse_header(stream, syntax)
+    return _inspect(
+        header,
+        pixels,
+        syntax=syntax,
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        max_image_pixels=max_image_pixels,
+    )
+
+
+def _inspect(
+    header: Header,
+    pixels: PixelElement | None,
+    *,
+    syntax: UID,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    max_image_pixels: int,
+) -> ReceivedInstance:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
         if not header.get(keyword):
             raise InvalidInstanceError(f"The data set has no {keyword}.")
@@ -182,11 +239,10 @@ def _check_encapsulated(pixels: PixelElement, syntax: UID) -> None:
             f"Native pixel data ({pixels.length} bytes, defined length) under the "
             f"encapsulated (compressed) transfer syntax {syntax.name}."
         )
-    with pixels.buffer.getbuffer() as data:
-        _walk_items(data, pixels.value_offset, pixels.end)
+    _walk_items(pixels.source, pixels.value_offset, pixels.end)
 
 
-def _walk_items(data: memoryview, start: int, end: int) -> None:
+def _walk_items(source: BinaryIO, start: int, end: int) -> None:
     position = start
     items = 0
     while True:
@@ -194,7 +250,8 @@ def _walk_items(data: memoryview, start: int, end: int) -> None:
             raise InvalidInstanceError(
                 "The encapsulated pixel data is truncated: it ends without a sequence delimiter."
             )
-        group, element, length = struct.unpack_from("<HHI", data, position)
+        source.seek(position)
+        group, element, length = struct.unpack("<HHI", source.read(8))
         tag = group << 16 | element
         position += 8
         if tag == SEQUENCE_DELIMITER and items >= 2:

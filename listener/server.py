@@ -27,7 +27,7 @@ from pynetdicom.utils import make_target
 import compat
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
 from dicom_edge import PART_SUFFIX
-from listener import metrics
+from listener import incoming, metrics
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.balance import AcceptBalance, SharedCounts
 from listener.completion import CompletionMonitor
@@ -72,6 +72,7 @@ class Receiving:
     def stop(self) -> None:
         """Stop accepting, then commit the queued records."""
         self.server.shutdown()  # pynetdicom's also closes the socket
+        self.context.flusher.shutdown()
         self.recorder.stop()
 
 
@@ -119,6 +120,7 @@ def _serve(
     policy = AdmissionPolicy(config=config, guard=guard, balance=balance)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_connection_open),
+        (evt.EVT_CONN_OPEN, incoming.start, [context.storage_dir]),
         (evt.EVT_REQUESTED, handle_association_request, [policy]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, metrics.timed_store(handle_store), [context]),
@@ -127,6 +129,7 @@ def _serve(
         (evt.EVT_ACCEPTED, metrics.association_accepted),
         (evt.EVT_RELEASED, handle_released, [context]),
         (evt.EVT_CONN_CLOSE, handle_connection_close, [context]),
+        (evt.EVT_CONN_CLOSE, incoming.finish),
     ]
     server_class: type[ThreadedAssociationServer] = ListenerServer
     if balance is not None:
@@ -279,6 +282,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
     if recovered:
         # Before anyone here receives: later, partial files may be writes in progress.
         remove_partial_files(storage_dir)
+        incoming.remove_leftovers(storage_dir)
         record_unrecorded(storage_dir, sessions)
 
     def lead() -> None:
@@ -366,12 +370,14 @@ def _recover_after_death(
 ) -> None:
     """Remove a dead receiver's temporary files; record the files it stored but not recorded.
 
-    Its temporary file names carry its pid (see :func:`dicom_edge.write_atomic`).
+    Its temporary file names carry its pid (see :func:`dicom_edge.write_atomic` and
+    :func:`listener.incoming.file_prefix`), and so do its incoming folders.
     """
     removed = 0
     for part in storage_dir.glob(f"*/*/.*.{pid}.*{PART_SUFFIX}"):
         part.unlink(missing_ok=True)
         removed += 1
+    incoming.remove_leftovers(storage_dir, pid)
     recorded = record_unrecorded(storage_dir, sessions) if leader else 0
     log.warning(
         "Receiving process %d died: removed %d partial files, recorded %d instances",
