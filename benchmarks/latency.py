@@ -212,6 +212,7 @@ def main() -> int:
             "STROKE_TRIAGE_DATA_DIR": str(work / "data"),
             "STROKE_TRIAGE_LISTENER__HOST": "127.0.0.1",
             "STROKE_TRIAGE_LISTENER__PORT": str(listener_port),
+            "STROKE_TRIAGE_API__PORT": str(free_port()),  # a taken console port stops `up`
             "STROKE_TRIAGE_LISTENER__QUIET_PERIOD_S": str(args.quiet_period),
             "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
             "STROKE_TRIAGE_WORKER__PACS": json.dumps(
