@@ -228,3 +228,11 @@ def dead_exports(*, session: Session, job_id: int) -> list[Export]:
         .order_by(Export.id)
     )
     return list(session.execute(statement).scalars())
+
+
+def destinations_told(*, session: Session, result_id: int) -> set[str]:
+    """The destinations that a result's verdict was queued for (sent or not)."""
+    statement = select(Notification.destination).where(
+        Notification.result_id == result_id, Notification.event != NotificationEvent.FAILED
+    )
+    return set(session.execute(statement).scalars())

@@ -216,6 +216,48 @@ class StudyRow:
     finding_name: str | None
 
 
+def _report(result: Result, owner: Series, statuses: set[ExportStatus]) -> StudyReport:
+    return StudyReport(
+        result_id=result.id,
+        series_instance_uid=owner.series_instance_uid,
+        series_number=owner.series_number,
+        series_description=owner.series_description,
+        probability=result.probability,
+        suspected=result.suspected,
+        threshold=result.threshold,
+        finding_name=result.finding_name,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        created_at=result.created_at,
+        superseded=result.superseded,
+        shadow=result.shadow,
+        replaces_result_id=result.replaces_result_id,
+        has_preview=result.preview_path is not None,
+        report_status=report_status(statuses),
+    )
+
+
+def get_report(*, session: Session, result_id: int) -> StudyReport:
+    """One report (result) of a study, with the series that made it.
+
+    Raises:
+        NotFoundError: No result has this id.
+    """
+    row = session.execute(
+        select(Result, Series)
+        .join(Series, Result.series_id == Series.id)
+        .where(Result.id == result_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"No result {result_id} exists.")
+    statuses = set(
+        session.execute(
+            select(Export.status).where(Export.result_id == result_id, Export.kind == ExportKind.SR)
+        ).scalars()
+    )
+    return _report(row[0], row[1], statuses)
+
+
 def _study_series(series: Series) -> StudySeries:
     return StudySeries(
         series_instance_uid=series.series_instance_uid,
@@ -263,27 +305,7 @@ def study_detail(*, session: Session, study_instance_uid: str) -> StudyDetail:
         )
     ):
         statuses.setdefault(result_id, set()).add(status)
-    reports = [
-        StudyReport(
-            result_id=result.id,
-            series_instance_uid=owner.series_instance_uid,
-            series_number=owner.series_number,
-            series_description=owner.series_description,
-            probability=result.probability,
-            suspected=result.suspected,
-            threshold=result.threshold,
-            finding_name=result.finding_name,
-            model_name=result.model_name,
-            model_version=result.model_version,
-            created_at=result.created_at,
-            superseded=result.superseded,
-            shadow=result.shadow,
-            replaces_result_id=result.replaces_result_id,
-            has_preview=result.preview_path is not None,
-            report_status=report_status(statuses.get(result.id, set())),
-        )
-        for result, owner in rows
-    ]
+    reports = [_report(result, owner, statuses.get(result.id, set())) for result, owner in rows]
     chosen = next((s for s in series if s.choice is SeriesChoice.CHOSEN), None)
     return StudyDetail(
         study_instance_uid=study.study_instance_uid, chosen=chosen, series=series, reports=reports

@@ -95,6 +95,13 @@ def verdict_text(*, suspected: bool) -> str:
     return SUSPECTED_TEXT if suspected else NOT_SUSPECTED_TEXT
 
 
+def series_description(verdict: str, classified_series: str | None) -> str:
+    """``AI STROKE TRIAGE: SUSPECTED - series 2 HEAD 5mm STD``, cut to LO's 64 characters."""
+    if not classified_series:
+        return verdict
+    return f"{verdict} - {classified_series}"[:64].rstrip()
+
+
 def build_structured_report(
     *,
     source_datasets: Sequence[pydicom.Dataset],
@@ -106,6 +113,7 @@ def build_structured_report(
     instance_number: int = 1,
     institution_name: str | None = None,
     previous_versions: Sequence[pydicom.Dataset] = (),
+    classified_series: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Builds the Comprehensive 3D SR that reports the verdict on a CT series.
 
@@ -118,8 +126,10 @@ def build_structured_report(
         series_number: Series Number of the SR series.
         instance_number: Instance Number of the SR.
         institution_name: Institution to record, if any.
-        previous_versions: Earlier reports on the same series that this one replaces (a late
-            instance changed the series); listed in the Predecessor Documents Sequence.
+        previous_versions: Earlier reports on the same study that this one replaces (a late
+            instance, or a better series); listed in the Predecessor Documents Sequence.
+        classified_series: The series the verdict is on (``series 2 HEAD 5mm STD``), named in
+            the series description and the content tree.
 
     Returns:
         The report, ready for ``save_as`` or C-STORE.
@@ -137,6 +147,7 @@ def build_structured_report(
             finding=finding,
             algorithm=algorithm,
             tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+            classified_series=classified_series,
         )
         report = hd.sr.Comprehensive3DSR(
             evidence=[source_header(source_datasets[0]), *source_datasets[1:]],
@@ -155,7 +166,7 @@ def build_structured_report(
             previous_versions=list(previous_versions) or None,
             record_evidence=True,
             contributing_equipment=[_algorithm_equipment(algorithm)],
-            series_description=text,
+            series_description=series_description(text, classified_series),
             manufacturer_model_name=algorithm.model_name,
             software_versions=algorithm.software_version,
             coding_schemes=[
@@ -228,6 +239,7 @@ def _measurement_report(
     finding: Finding,
     algorithm: AlgorithmInfo,
     tracking_uid: str,
+    classified_series: str | None = None,
 ) -> hd.sr.MeasurementReport:
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
@@ -255,6 +267,15 @@ def _measurement_report(
         ]
         or None,
     )
+    if classified_series:
+        # One series of the study is read (issue 26): the tree says which, beside the verdict.
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=f"Classified series: {classified_series}"[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
