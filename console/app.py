@@ -17,6 +17,7 @@ from console import (
     routes_forms,
     routes_login,
     routes_pages,
+    routes_studies,
 )
 from console.actions import OpenPublisher, publisher_opener
 from console.auth import Authenticator
@@ -79,5 +80,6 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
     app.add_middleware(SecurityHeaders)
     for module in (health, metrics, routes_api, docs, routes_login, routes_pages, routes_forms):
         app.include_router(module.router)
+    app.include_router(routes_studies.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
