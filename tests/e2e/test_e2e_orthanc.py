@@ -145,8 +145,8 @@ def test_orthanc_sends_ct_and_receives_sr_and_capture(
     study_id = _upload_and_send(orthanc, files)
     found = _wait_for_series(orthanc, study_id, ("SR", "OT"), service, timeout_s=120)
     assert found["SR"]["MainDicomTags"]["SeriesDescription"] in {
-        "AI STROKE TRIAGE: SUSPECTED",
-        "AI STROKE TRIAGE: NOT SUSPECTED",
+        "AI STROKE TRIAGE: SUSPECTED - series 2",  # the GE series read: number 2, no description
+        "AI STROKE TRIAGE: NOT SUSPECTED - series 2",
     }
     assert "NOT FOR DIAGNOSTIC USE" in found["OT"]["MainDicomTags"]["SeriesDescription"]
     for series in found.values():
