@@ -88,9 +88,9 @@ def apply_choice(
     """Record a study's choice: the chosen series (and its new job), and why not each other.
 
     A series passed over loses its jobs that have no result yet (``SUPERSEDED``: no report will
-    be made on it); without a result it is ``SKIPPED`` with its reason. One that was reported
-    before keeps its state: its result is superseded when the chosen series' result is stored,
-    and that report names it as the one it revises.
+    be made on it); without a result, or just received again, it is ``SKIPPED`` with its
+    reason. One that was reported before keeps its state: its result is superseded when the
+    chosen series' result is stored, and that report names it as the one it revises.
 
     Args:
         session: Database session.
@@ -124,7 +124,8 @@ def apply_choice(
         reported = session.execute(
             select(Result.id).where(Result.series_id == series.id).limit(1)
         ).first()
-        if reported is None:
+        # Newly received (its late slices too) or never reported: nothing more will be made.
+        if reported is None or series.status is SeriesStatus.RECEIVING:
             series.status = SeriesStatus.SKIPPED
             series.skip_reason = reason
             series.completed_at = series.completed_at or now

@@ -11,9 +11,12 @@ import pydicom
 from pydicom.uid import generate_uid
 
 import db.jobs
+import db.receiving
+import db.results
 import db.studies
 from db.enums import JobStatus, SeriesChoice, SeriesStatus
 from db.studies import StudyDetail
+from tests.helpers import seed_verdict
 from tests.listener.helpers import RunningListener, ct_dataset, storescu
 
 Start = Callable[..., RunningListener]
@@ -214,3 +217,38 @@ def test_a_study_is_judged_only_when_all_its_series_are_quiet(
     assert _jobs(running) == []
     assert monitor.judge_quiet_series(now=now + timedelta(seconds=90))
     assert _jobs(running) == [(brain[0], JobStatus.QUEUED)]
+
+
+def test_late_slices_of_a_reported_series_that_is_no_longer_chosen_are_skipped_once(
+    start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    running = start_listener_for_test(min_slices=5)
+    study = generate_uid()
+    monitor = running.listener.monitor
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
+    )
+    _send(running, (thin[0], thin[1][:96]))
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (thin_job,) = monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:  # the thin series was reported
+        db.jobs.start_job(session=session, job_id=thin_job)
+        db.results.record_result(
+            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
+        )
+        db.jobs.finish_job(session=session, job_id=thin_job)
+        session.commit()
+    brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
+    _send(running, brain)
+    (brain_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
+    # Two late slices of the thin series: judged once, passed over, and not judged again.
+    _send(running, (thin[0], thin[1][96:]))
+    assert monitor.judge_quiet_series(now=later + timedelta(hours=4)) == []
+    by_uid = {s.series_instance_uid: s for s in _detail(running, study).series}
+    assert by_uid[thin[0]].status is SeriesStatus.SKIPPED
+    assert by_uid[thin[0]].choice is SeriesChoice.PASSED_OVER
+    assert by_uid[thin[0]].instance_count == 98
+    with running.sessions() as session:
+        assert db.receiving.receiving_series(session=session) == []
+    assert [job for _, job in _jobs(running)] == [JobStatus.DONE, JobStatus.QUEUED]
+    assert brain_job != thin_job
