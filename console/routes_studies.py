@@ -115,14 +115,16 @@ def study_page(
 ) -> HTMLResponse:
     """The study page: the series read, the others and why, the reports, the preview."""
     shown = _study_out(_detail_or_404(state, study_instance_uid))
+    current = next((r for r in shown.reports if r.result_id == shown.current_result_id), None)
     actions.record(
         sessions=state.sessions,
         actor=viewer.principal.name,
         action="study.view",
         target=f"study {study_instance_uid}",
-        outcome=actions.Outcome("ok", "The preview of its images shown." if shown.reports else ""),
+        outcome=actions.Outcome(
+            "ok", "Preview shown." if current and current.preview_url else "No preview."
+        ),
     )
-    current = next((r for r in shown.reports if r.result_id == shown.current_result_id), None)
     return page(request, viewer, "study.html", study=shown, current=current)
 
 
