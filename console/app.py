@@ -18,6 +18,7 @@ from console import (
     routes_login,
     routes_pages,
     routes_service,
+    routes_studies,
 )
 from console.actions import OpenPublisher, publisher_opener
 from console.auth import Authenticator
@@ -91,5 +92,6 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
         routes_forms,
     ):
         app.include_router(module.router)
+    app.include_router(routes_studies.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

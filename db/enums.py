@@ -34,6 +34,17 @@ class SeriesStatus(StrEnum):
     """Its job failed for good."""
 
 
+class SeriesChoice(StrEnum):
+    """Where a series stands in its study's choice of the one series the model reads."""
+
+    CHOSEN = "chosen"
+    """The series the model reads for its study: its report is the study's."""
+    PASSED_OVER = "passed_over"
+    """Classifiable, but another series of the study suits the model better."""
+    NOT_ELIGIBLE = "not_eligible"
+    """Not classifiable at all (a localizer, a reformat, too few slices, not CT, ...)."""
+
+
 class JobStatus(StrEnum):
     """Life cycle of one inference job."""
 

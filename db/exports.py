@@ -17,7 +17,7 @@ from db import _outbox
 from db._query import export_for_update, insert, one, utc
 from db.enums import ExportKind, ExportStatus
 from db.errors import NotFoundError
-from db.models import Export, Result
+from db.models import Export, Result, Series
 
 logger = logging.getLogger(__name__)
 
@@ -186,22 +186,27 @@ def result_exports(*, session: Session, result_id: int) -> list[Export]:
 
 
 def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
-    """Files of the SRs that earlier, now superseded results of this result's series produced.
+    """Files of the SRs that earlier, now superseded results of this result's study produced.
 
-    One path per SR instance (several destinations share one file), oldest result first. One
-    query: the result itself, outer-joined to its series' superseded results and their SRs.
+    A study has one report at a time (see :func:`db.results.record_result`), whichever of its
+    series made it, so the SRs of every series of the study count. One path per SR instance
+    (several destinations share one file), oldest result first. One query: the result itself,
+    outer-joined to its study's series, their superseded results and those results' SRs.
 
     Raises:
         NotFoundError: No result has this id.
     """
     current, earlier = aliased(Result), aliased(Result)
+    current_series, study_series = aliased(Series), aliased(Series)
     rows = session.execute(
         select(Export.sop_instance_uid, Export.path)
         .select_from(current)
+        .join(current_series, current_series.id == current.series_id)
+        .outerjoin(study_series, study_series.study_id == current_series.study_id)
         .outerjoin(
             earlier,
             and_(
-                earlier.series_id == current.series_id,
+                earlier.series_id == study_series.id,
                 earlier.id != current.id,
                 earlier.superseded.is_(True),
             ),

@@ -25,6 +25,7 @@ from db.enums import (
     OutcomeKey,
     ProcessKind,
     SearchTermKind,
+    SeriesChoice,
     SeriesStatus,
     TokenScope,
 )
@@ -88,7 +89,18 @@ class Series(Base):
     manufacturer: Mapped[str | None] = mapped_column(String(64))
     convolution_kernel: Mapped[str | None] = mapped_column(String(64))
     slice_thickness_mm: Mapped[float | None] = mapped_column(Float)
-    """Recorded by the worker from the slices it classified (drift monitoring)."""
+    """Recorded when the study is judged, and by the worker from the slices it classified."""
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    axial_slices: Mapped[int | None] = mapped_column(Integer)
+    """Slices of the axial stack that would be classified (when the study was judged)."""
+    coverage_mm: Mapped[float | None] = mapped_column(Float)
+    """Length of that stack along its normal, plus one slice thickness."""
+    derived: Mapped[bool | None] = mapped_column(Boolean)
+    """Its images are derived (a reformat), not original."""
+    choice: Mapped[SeriesChoice | None] = mapped_column(StrEnumType(SeriesChoice, length=16))
+    """Its place in its study's choice of one series (None: not judged since revision 0012)."""
+    choice_reason: Mapped[str | None] = mapped_column(Text)
+    """Why it was chosen, or why not."""
 
     study: Mapped[Study] = relationship(lazy="joined", innerjoin=True)
 
@@ -172,6 +184,12 @@ class Result(VerdictColumns, Base):
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Made in shadow mode: stored, sent only to PACS marked shadow."""
+    replaces_result_id: Mapped[int | None] = mapped_column(
+        ForeignKey("results.id", ondelete="SET NULL")
+    )
+    """The study's report this one revises (the study's current result when it was stored)."""
+    preview_path: Mapped[str | None] = mapped_column(String(1024))
+    """The non-diagnostic JPEG preview of the key slices, once written."""
 
     job: Mapped[Job] = relationship(lazy="joined", innerjoin=True)
     slice_scores: Mapped[list["SliceScore"]] = relationship(

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from db import _outbox
@@ -90,14 +90,25 @@ def due_notifications(
 
     A result's notification is due only once every export of that result was tried at least
     once (sent, or failed): the verdict never goes out before its SR was sent to the PACS,
-    or tried and failed. An outage therefore does not hold the message back.
+    or tried and failed. An outage therefore does not hold the message back. Before its
+    exports are queued (the worker is still writing the SR and the preview) it waits too,
+    unless the job is exported already (no PACS: nothing to queue).
     """
     untried = select(Export.id).where(
         Export.result_id == Notification.result_id,
         Export.status == ExportStatus.PENDING,
         Export.attempts == 0,
     )
-    statement = select(Notification).where(_outbox.due(Notification, utc(now)), ~untried.exists())
+    queued = select(Export.id).where(Export.result_id == Notification.result_id)
+    exported = (
+        select(Result.id)
+        .join(Job, Result.job_id == Job.id)
+        .where(Result.id == Notification.result_id, Job.exported_at.is_not(None))
+    )
+    reports_out = or_(Notification.result_id.is_(None), queued.exists(), exported.exists())
+    statement = select(Notification).where(
+        _outbox.due(Notification, utc(now)), ~untried.exists(), reports_out
+    )
     if result_id is not None:
         statement = statement.where(Notification.result_id == result_id)
     statement = statement.order_by(*_outbox.longest_waiting_first(Notification)).limit(limit)
@@ -228,3 +239,11 @@ def dead_exports(*, session: Session, job_id: int) -> list[Export]:
         .order_by(Export.id)
     )
     return list(session.execute(statement).scalars())
+
+
+def destinations_told(*, session: Session, result_id: int) -> set[str]:
+    """The destinations that a result's verdict was queued for (sent or not)."""
+    statement = select(Notification.destination).where(
+        Notification.result_id == result_id, Notification.event != NotificationEvent.FAILED
+    )
+    return set(session.execute(statement).scalars())

@@ -92,7 +92,8 @@ def record_result(
 
     If the series already has a result for the same input fingerprint and model, that result is
     returned unchanged. Otherwise the result and its slice scores (ranked, 1 = most suspicious)
-    are inserted and every other result of the series is marked superseded. The job becomes
+    are inserted and every other result of the study is marked superseded (one report per
+    study); the newest of those is the one it revises (``replaces_result_id``). The job becomes
     ``INFERRED``.
 
     Args:
@@ -158,16 +159,25 @@ def record_result(
                         ]
                     )
                 )
+            # One report per study: this one supersedes the study's current one, whichever of
+            # its series made it, and names it as the report it revises.
+            study_series = select(Series.id).where(Series.study_id == job.series.study_id)
             superseded = session.execute(
                 update(Result)
                 .where(
-                    Result.series_id == job.series_id,
+                    Result.series_id.in_(study_series),
                     Result.id != result_id,
                     Result.superseded.is_(False),
                 )
                 .values(superseded=True)
                 .returning(Result.id)
             ).all()
+            if superseded:
+                session.execute(
+                    update(Result)
+                    .where(Result.id == result_id)
+                    .values(replaces_result_id=max(row[0] for row in superseded))
+                )
             result = one(session, select(Result).where(Result.id == result_id), "new result")
             logger.info(
                 "Result %s stored for job %s (p=%.3f, suspected=%s, %s slices, %s superseded).",

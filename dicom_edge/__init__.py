@@ -3,8 +3,8 @@
 The listener and the worker may import this package and no other part of ``stroke_triage``;
 it imports only the standard library and pydantic, so importing it never pulls in torch, the
 database, the CLI, or even pydicom and pynetdicom: the settings import it, and every command
-(``--help`` included) imports the settings. ``select_instances`` and ``SeriesSelection`` read
-pydicom datasets, so they are imported on first use.
+(``--help`` included) imports the settings. ``select_instances``, ``SeriesSelection`` and
+``series_facts`` read pydicom datasets, so they are imported on first use.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dicom_edge.durable import PART_SUFFIX, write_atomic
 from dicom_edge.file_lock import FileLock
+from dicom_edge.kernels import KernelFamily
 from dicom_edge.network import (
     AE_TITLE_MAX,
     AETitle,
@@ -25,9 +26,11 @@ from dicom_edge.sop_classes import (
     CT_IMAGE_STORAGE,
     ENHANCED_CT_IMAGE_STORAGE,
 )
+from dicom_edge.study_choice import SeriesFacts, StudyDecision, choose_series
 from dicom_edge.task import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
 
 if TYPE_CHECKING:
+    from dicom_edge.facts import series_facts
     from dicom_edge.selection import SeriesSelection, select_instances
 
 _LAZY = {"SeriesSelection", "select_instances"}
@@ -39,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from dicom_edge import selection
 
         return getattr(selection, name)
+    if name == "series_facts":  # reads pydicom datasets too
+        from dicom_edge import facts
+
+        return facts.series_facts
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -51,12 +58,17 @@ __all__ = [
     "PROCESS_SERIES_TASK",
     "AETitle",
     "FileLock",
+    "KernelFamily",
     "PacsDestination",
     "ProcessSeriesArgs",
+    "SeriesFacts",
     "SeriesSelection",
+    "StudyDecision",
     "check_ae_title",
+    "choose_series",
     "process_series_kwargs",
     "select_instances",
+    "series_facts",
     "set_tcp_nodelay",
     "write_atomic",
 ]

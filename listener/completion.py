@@ -1,7 +1,9 @@
-"""Decides when a series is complete, records it in the outbox, then queues it.
+"""Decides when a study is complete, records its one job in the outbox, then queues it.
 
-A series is complete after a quiet period with no new instance (per calling AE), or when
-it has been arriving for longer than the forced cut-off. The job is committed to the
+A series is quiet after a quiet period with no new instance (per calling AE), or when it has
+been arriving for longer than the forced cut-off; a study is judged once every series it is
+receiving is quiet. Of its series, the one the model was made for gets the job
+(:mod:`listener.study`). The job is committed to the
 database before the task is published, so a broker outage loses nothing: the reconciler
 publishes whatever is still pending once the broker is back.
 
@@ -31,12 +33,12 @@ from db.engine import Session, SessionFactory
 from db.enums import ProcessKind
 from db.heartbeats import HeartbeatWriter
 from db.rows import Series
-from dicom_edge import SeriesSelection, select_instances
-from listener.config import ListenerConfig
+from listener.config import DEFAULT_MODEL_SLICE_THICKNESS_MM, ListenerConfig
 from listener.errors import DispatchError
 from listener.interruptions import QuietPeriods
 from listener.publish import JobPublisher
 from listener.resources import free_disk_mb
+from listener.study import StudyRules, judge_study
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,21 @@ class CompletionMonitor:
         publisher: JobPublisher,
         before_judging: Callable[[], object] | None = None,
         quiet_periods: QuietPeriods | None = None,
+        model_slice_thickness_mm: float = DEFAULT_MODEL_SLICE_THICKNESS_MM,
     ) -> None:
         """Create the monitor; ``before_judging`` runs first in each pass (flush the records).
 
         ``quiet_periods`` says when each series' quiet period starts; by default no earlier
         than now, so that series left receiving by a crash are not judged at once.
+        ``model_slice_thickness_mm`` is the thickness the model was made for (its spec's): the
+        series of a study nearest to it is chosen.
         """
         self._config = config
+        self._rules = StudyRules(
+            min_slices=config.min_slices,
+            model_thickness_mm=model_slice_thickness_mm,
+            site_kernels=config.kernel_families,
+        )
         self._quiet_periods = quiet_periods or QuietPeriods()
         self._before_judging = before_judging
         self._sessions = session_factory
@@ -87,20 +97,29 @@ class CompletionMonitor:
     # One pass --------------------------------------------------------------------------
 
     def judge_quiet_series(self, now: datetime | None = None) -> list[int]:
-        """Turn every quiet (or overdue) receiving series into a pending job; return job ids."""
+        """Judge every study whose receiving series are all quiet (or overdue); return job ids.
+
+        A study gets at most one new job: for the series the model reads (:mod:`listener.study`).
+        """
         if self._before_judging is not None:
             self._before_judging()
         now = now or utcnow()
         job_ids: list[int] = []
         with self._sessions() as session:
-            receiving = db.receiving.receiving_series(session=session)
-            due = [series for series in receiving if self._is_due(series, now)]
-            waiting = [series for series in receiving if series not in due]
-            self._next_due = min((self._due_at(series) for series in waiting), default=None)
-            for series in due:
-                job_id = self._judge(session, series, now)
-                if job_id is not None:
-                    job_ids.append(job_id)
+            studies: dict[int, list[Series]] = {}
+            for series in db.receiving.receiving_series(session=session):
+                studies.setdefault(series.study_id, []).append(series)
+            # A study is due when the last of its receiving series is.
+            due_at = {
+                study: max(self._due_at(series) for series in received)
+                for study, received in studies.items()
+            }
+            self._next_due = min((at for at in due_at.values() if at > now), default=None)
+            for study, received in studies.items():
+                if due_at[study] <= now:
+                    job_id = self._judge(session, received, now)
+                    if job_id is not None:
+                        job_ids.append(job_id)
         for job_id, series_uid in self._pending(job_ids):
             self._publish(job_id, series_uid)
         return job_ids
@@ -162,55 +181,33 @@ class CompletionMonitor:
             as_utc(series.first_received_at) + timedelta(seconds=self._config.max_series_wait_s),
         )
 
-    def _is_due(self, series: Series, now: datetime) -> bool:
+    def _cut_off(self, series: Series, now: datetime) -> bool:
+        """Whether a series is judged by its cut-off, not after a quiet period."""
         quiet = self._config.quiet_period_for(series.calling_ae_title or "")
-        last = self._quiet_since(series)
-        first = as_utc(series.first_received_at)
-        if now - last >= timedelta(seconds=quiet):
-            return True
-        if now - first >= timedelta(seconds=self._config.max_series_wait_s):
-            log.warning(
-                "Series %s still receiving after %.0f s: cut off at %d instances",
-                series.series_instance_uid,
-                self._config.max_series_wait_s,
-                series.instance_count,
-            )
-            return True
-        return False
+        return now - self._quiet_since(series) < timedelta(seconds=quiet)
 
-    def _judge(self, session: Session, series: Series, now: datetime) -> int | None:
-        uid = series.series_instance_uid
-        self._quiet_periods.forget(uid)
-        instances = db.receiving.series_instances(session=session, series_instance_uid=uid)
-        # Every instance is looked at: a series may mix axial slices with reformats or
-        # localizers in any order (the worker applies the same selection to the job).
-        headers = [
-            header
-            for header in (self._read_header(instance.path) for instance in instances)
-            if header is not None
-        ]
-        try:
-            selection = select_instances(headers, min_slices=self._config.min_slices)
-        except Exception as exc:  # one odd series must never block the judging of the others
-            log.exception("Series %s cannot be judged", uid)
-            selection = SeriesSelection(False, f"cannot be judged ({type(exc).__name__})")
-        if not selection.classify:
-            db.receiving.skip_series(
-                session=session, series_instance_uid=uid, reason=selection.reason, now=now
-            )
-            session.commit()
-            log.info("Series %s skipped: %s (%d instances)", uid, selection.reason, len(instances))
-            listener.metrics.series_skipped(selection.reason)
+    def _judge(self, session: Session, received: list[Series], now: datetime) -> int | None:
+        for series in received:
+            self._quiet_periods.forget(series.series_instance_uid)
+            if self._cut_off(series, now):
+                log.warning(
+                    "Series %s still receiving after %.0f s: cut off at %d instances",
+                    series.series_instance_uid,
+                    self._config.max_series_wait_s,
+                    series.instance_count,
+                )
+        job = judge_study(
+            session, received, rules=self._rules, read_header=self._read_header, now=now
+        )
+        if job is None:
             return None
-        job = db.jobs.create_job(session=session, series_instance_uid=uid, now=now)
-        session.commit()
         listener.metrics.series_completed()
         log.info(
             "Series %s complete with %d instances: job %d in outbox (%s)",
-            uid,
+            job.series.series_instance_uid,
             job.instance_count,
             job.id,
-            selection.reason,
+            job.series.choice_reason,
         )
         return job.id
 

@@ -9,13 +9,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dicom_edge import AETitle
+from dicom_edge import AETitle, KernelFamily
 
 Durability = Literal["fsync", "os"]
 """When a C-STORE is answered: after fsync of file and folder, or once the OS has the bytes."""
 
 #: Most receiving processes chosen by default (``processes = 0``).
 DEFAULT_MAX_PROCESSES = 4
+
+#: The slice thickness a model is taken to be made for when its spec does not say.
+DEFAULT_MODEL_SLICE_THICKNESS_MM = 5.0
 
 
 class ListenerConfig(BaseModel):
@@ -45,6 +48,12 @@ class ListenerConfig(BaseModel):
         600.0, gt=0, description="A series that keeps trickling in is cut off after this long."
     )
     min_slices: int = Field(5, ge=1, description="Fewest axial CT slices worth classifying.")
+    kernel_families: dict[str, KernelFamily] = Field(
+        default_factory=dict,
+        description="This site's reconstruction kernels, tried before the built-in table: a "
+        "pattern (case-insensitive, * and ? wildcards) -> soft, bone, lung or sharp. Only "
+        "soft-tissue series are classified; of a study's series the one the model suits best.",
+    )
     check_interval_s: float = Field(0.5, gt=0, description="How often completion is checked.")
     reconcile_interval_s: float = Field(
         10.0,
@@ -161,3 +170,9 @@ class ListenerRuntime(BaseModel):
     broker_url: str
     broker_transport_options: dict[str, Any] = Field(default_factory=dict)
     task_queue: str = "stroke-triage"
+    model_slice_thickness_mm: float = Field(
+        DEFAULT_MODEL_SLICE_THICKNESS_MM,
+        gt=0,
+        description="Slice thickness of the model's training data (its spec's), which the "
+        "choice of a study's series prefers.",
+    )

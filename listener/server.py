@@ -276,6 +276,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         # Series left receiving by a crash, or by an aborted association, get a fresh quiet
         # period (counted from start-up, or from the abort) before they are judged.
         quiet_periods=context.quiet_periods,
+        model_slice_thickness_mm=runtime.model_slice_thickness_mm,
     )
     lock = LeaderLock(storage_dir)
     recovered = lock.try_acquire()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+import model
 from console.config import ApiConfig, ConsoleRuntime
-from listener.config import ListenerConfig, ListenerRuntime
+from listener.config import DEFAULT_MODEL_SLICE_THICKNESS_MM, ListenerConfig, ListenerRuntime
 from stroke_triage.settings_errors import (
     SettingsError,
     check_environment,
@@ -132,6 +134,7 @@ class Settings(BaseSettings):
             broker_url=self.resolved_broker_url,
             broker_transport_options=self.broker_transport_options,
             task_queue=inference_queue(self.worker, self.task_queue),
+            model_slice_thickness_mm=model_slice_thickness_mm(self.worker.checkpoint),
         )
 
     def console_runtime(self) -> ConsoleRuntime:
@@ -159,6 +162,24 @@ class Settings(BaseSettings):
             broker_transport_options=self.broker_transport_options,
             task_queue=self.task_queue,
         )
+
+
+def model_slice_thickness_mm(checkpoint: Path | None) -> float:
+    """The slice thickness the worker's model was made for, from its checkpoint's ``spec.json``.
+
+    Read as plain JSON, so that the listener never imports the model (nor torch); 5 mm when the
+    spec does not say, or cannot be read (the worker reports a broken checkpoint itself).
+    """
+    # model.checkpoint.DEFAULT_CHECKPOINT_DIR, without importing model.checkpoint (torch).
+    folder = checkpoint or Path(model.__file__).parent / "weights"
+    try:
+        value = json.loads((folder / "spec.json").read_text(encoding="utf-8")).get(
+            "slice_thickness_mm"
+        )
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_MODEL_SLICE_THICKNESS_MM
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else DEFAULT_MODEL_SLICE_THICKNESS_MM
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -23,6 +23,7 @@ from worker.classification import Verdict
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
 from worker.outbox import OutputFile
+from worker.preview import series_label
 from worker.report import AlgorithmInfo, build_structured_report
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,14 @@ def _write_report(
         sop_instance_uid=sop_uid,
         institution_name=ctx.config.institution_name,
         previous_versions=_read_predecessors(verdict.predecessor_paths),
+        classified_series=series_label(inputs.datasets[0]),
     )
     return _save(ctx, report, inputs, sop_uid)
 
 
 def _read_predecessors(paths: Sequence[str]) -> list[pydicom.Dataset]:
-    """The SRs this one replaces (a late instance changed the series), as far as still on disk."""
+    """The SRs this one replaces (late instances, or a better series of the study), as far as
+    still on disk."""
     found: list[pydicom.Dataset] = []
     for path in paths:
         try:

@@ -2,7 +2,8 @@
 
 Four steps, each in its own module: load the job's inputs (:mod:`worker.inputs`), classify or
 reuse the stored result (:mod:`worker.classification`), write the SR and the capture durably
-(:mod:`worker.outputs`), and queue and send the exports (:mod:`worker.outbox`).
+(:mod:`worker.outputs`) with the alert's preview (:mod:`worker.preview`), and queue and send
+the exports (:mod:`worker.outbox`).
 
 Idempotent: the same instances and the same model give one result row and one SR with
 the same UIDs however often this runs; only exports not yet sent are sent again.
@@ -19,6 +20,7 @@ from worker.inputs import JobSkipped, load_inputs
 from worker.monitoring import run_challenger
 from worker.outbox import export_outputs
 from worker.outputs import write_outputs
+from worker.preview import write_preview
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ def process_series(
         return Outcome(job_id, None, None, None, None, skipped=inputs.status)
     verdict = classify_or_reuse(ctx, inputs)
     outputs = write_outputs(ctx, inputs, verdict)
+    write_preview(ctx, inputs, verdict)  # before the exports: the alert that follows them links it
     export_outputs(
         ctx.sessions,
         job_id=job_id,

@@ -143,6 +143,13 @@ def coded_concept(finding: CodedFinding) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(finding.value, finding.scheme, finding.meaning)
 
 
+def series_description(verdict: str, classified_series: str | None) -> str:
+    """``AI STROKE TRIAGE: SUSPECTED - series 2 HEAD 5mm STD``, cut to LO's 64 characters."""
+    if not classified_series:
+        return verdict
+    return f"{verdict} - {classified_series}"[:64].rstrip()
+
+
 def build_structured_report(
     *,
     source_datasets: Sequence[pydicom.Dataset],
@@ -154,6 +161,7 @@ def build_structured_report(
     instance_number: int = 1,
     institution_name: str | None = None,
     previous_versions: Sequence[pydicom.Dataset] = (),
+    classified_series: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Builds the Comprehensive 3D SR that reports the verdict on a CT series.
 
@@ -166,8 +174,10 @@ def build_structured_report(
         series_number: Series Number of the SR series.
         instance_number: Instance Number of the SR.
         institution_name: Institution to record, if any.
-        previous_versions: Earlier reports on the same series that this one replaces (a late
-            instance changed the series); listed in the Predecessor Documents Sequence.
+        previous_versions: Earlier reports on the same study that this one replaces (a late
+            instance, or a better series); listed in the Predecessor Documents Sequence.
+        classified_series: The series the verdict is on (``series 2 HEAD 5mm STD``), named in
+            the series description and the content tree.
 
     Returns:
         The report, ready for ``save_as`` or C-STORE.
@@ -185,6 +195,7 @@ def build_structured_report(
             finding=finding,
             algorithm=algorithm,
             tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+            classified_series=classified_series,
         )
         report = hd.sr.Comprehensive3DSR(
             evidence=[source_header(source_datasets[0]), *source_datasets[1:]],
@@ -203,7 +214,7 @@ def build_structured_report(
             previous_versions=list(previous_versions) or None,
             record_evidence=True,
             contributing_equipment=[_algorithm_equipment(algorithm)],
-            series_description=text,
+            series_description=series_description(text, classified_series),
             manufacturer_model_name=algorithm.model_name,
             software_versions=algorithm.software_version,
         )
@@ -284,6 +295,7 @@ def _measurement_report(
     finding: Finding,
     algorithm: AlgorithmInfo,
     tracking_uid: str,
+    classified_series: str | None = None,
 ) -> hd.sr.MeasurementReport:
     places = decimals_for(probability=finding.probability, threshold=finding.threshold)
     algorithm_id = hd.sr.AlgorithmIdentification(
@@ -321,11 +333,15 @@ def _measurement_report(
     )
     # TID 1501 allows TEXT qualitative evaluations: the summary and the disclaimer sit in the
     # tree itself, where a viewer that shows only the content tree still shows them.
+    texts = [(SUMMARY, summary_text(finding)), (COMMENT, DISCLAIMER)]
+    if classified_series:
+        # One series of the study is read (issue 26): the tree says which, beside the verdict.
+        texts.append((COMMENT, f"Classified series: {classified_series}"[:1024]))
     verdict[0].ContentSequence.extend(
         hd.sr.TextContentItem(
             name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
         )
-        for name, value in ((SUMMARY, summary_text(finding)), (COMMENT, DISCLAIMER))
+        for name, value in texts
     )
     further = [
         hd.sr.MeasurementsAndQualitativeEvaluations(

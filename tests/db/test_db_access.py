@@ -41,10 +41,12 @@ def _records(numbers: range, *, at: datetime = T0, folder: str = "a") -> list[In
     return instance_records(SERIES, numbers, at=at, folder=folder, spacing_s=1.0)
 
 
-def _receive(session: Session, records: list[InstanceRecord], series: str = SERIES) -> int:
+def _receive(
+    session: Session, records: list[InstanceRecord], series: str = SERIES, study: str = STUDY
+) -> int:
     return db.receiving.record_instances(
         session=session,
-        study_instance_uid=STUDY,
+        study_instance_uid=study,
         series_instance_uid=series,
         modality="CT",
         series_description="HEAD ROUTINE " * 10,
@@ -274,7 +276,9 @@ def test_export_backoff_until_dead(session: Session) -> None:
 def test_list_results_newest_first_with_best_export_status(session: Session) -> None:
     rows = []
     for n, series_uid in enumerate(("1.2.3.1", "1.2.3.2", "1.2.3.3")):
-        _receive(session, _records(range(n * 10, n * 10 + 2)), series=series_uid)
+        # One study each: a study has one current result (see the test below).
+        study = STUDY if n == 2 else f"{STUDY}.{n}"
+        _receive(session, _records(range(n * 10, n * 10 + 2)), series=series_uid, study=study)
         job = db.jobs.create_job(session=session, series_instance_uid=series_uid)
         result = db.results.record_result(
             session=session,

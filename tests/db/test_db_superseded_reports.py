@@ -1,4 +1,5 @@
-"""db.exports.superseded_report_paths on SQLite and PostgreSQL: one query, same answers."""
+"""db.exports.superseded_report_paths on SQLite and PostgreSQL: one query, same answers, and
+the earlier reports of the whole study (one report per study), never another study's."""
 
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +21,7 @@ T0 = SEED_TIME
 STUDY = "1.2.826.0.1.3680043.10.2"
 SERIES = "1.2.826.0.1.3680043.10.2.1"
 OTHER_SERIES = "1.2.826.0.1.3680043.10.2.2"
+OTHER_STUDY = "1.2.826.0.1.3680043.10.3"
 
 
 @pytest.fixture
@@ -29,12 +31,12 @@ def session(engine: Engine) -> Iterator[Session]:
         session.rollback()
 
 
-def _job_and_result(session: Session, series: str, number: int) -> int:
+def _job_and_result(session: Session, series: str, number: int, study: str = STUDY) -> int:
     """Receive one more instance of ``series``, and record a job and its result; the result id."""
     record_head_ct_series(
         session,
         series=series,
-        study=STUDY,
+        study=study,
         numbers=[number],
         at=T0,
         spacing_s=1.0,
@@ -73,8 +75,8 @@ def test_superseded_report_paths_in_one_query(engine: Engine, session: Session) 
     second = _job_and_result(session, SERIES, 2)
     _export(session, second, ExportKind.SR, "PACS1")
     third = _job_and_result(session, SERIES, 3)
-    other = _job_and_result(session, OTHER_SERIES, 4)  # another series' SR never counts
-    _export(session, other, ExportKind.SR, "PACS1")
+    elsewhere = _job_and_result(session, f"{OTHER_STUDY}.1", 5, study=OTHER_STUDY)
+    _export(session, elsewhere, ExportKind.SR, "PACS1")  # another study's SR never counts
     session.flush()
 
     statements: list[str] = []
@@ -89,6 +91,14 @@ def test_superseded_report_paths_in_one_query(engine: Engine, session: Session) 
         event.remove(engine, "before_cursor_execute", count)
     assert paths == [f"outbox/{first}-sr.dcm", f"outbox/{second}-sr.dcm"]
     assert len(statements) == 1, statements
-    assert db.exports.superseded_report_paths(session=session, result_id=other) == []
+    assert db.exports.superseded_report_paths(session=session, result_id=elsewhere) == []
+    # Another series of the same study reports now: it revises the study's reports, SRs and all.
+    _export(session, third, ExportKind.SR, "PACS1")
+    other = _job_and_result(session, OTHER_SERIES, 4)
+    assert db.exports.superseded_report_paths(session=session, result_id=other) == [
+        f"outbox/{first}-sr.dcm",
+        f"outbox/{second}-sr.dcm",
+        f"outbox/{third}-sr.dcm",
+    ]
     with pytest.raises(NotFoundError):
         db.exports.superseded_report_paths(session=session, result_id=999_999)

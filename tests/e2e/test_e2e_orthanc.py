@@ -146,10 +146,13 @@ def test_orthanc_sends_ct_and_receives_sr_and_capture(
     files = sorted(ge_head_ct.glob("*.dcm"))
     study_id = _upload_and_send(orthanc, files)
     found = _wait_for_series(orthanc, study_id, ("SR", "OT"), service, timeout_s=120)
-    # The finding is the model's (the random checkpoint's: stroke), and so is the verdict.
+    # The finding is the model's (the random checkpoint's: stroke), and so is the verdict; the
+    # SR's series description then names the series read (issue 26): the GE series, number 2.
     sr_tags, sc_tags = found["SR"]["MainDicomTags"], found["OT"]["MainDicomTags"]
-    assert re.fullmatch(r"AI \S+ TRIAGE: (NOT )?SUSPECTED", sr_tags["SeriesDescription"])
-    assert sc_tags["SeriesDescription"].startswith(sr_tags["SeriesDescription"])
+    verdict, _, read = sr_tags["SeriesDescription"].partition(" - ")
+    assert re.fullmatch(r"AI \S+ TRIAGE: (NOT )?SUSPECTED", verdict)
+    assert read == "series 2"
+    assert sc_tags["SeriesDescription"].startswith(verdict)
     assert "NOT FOR DIAGNOSIS" in sc_tags["SeriesDescription"]
     for series in found.values():
         assert len(series["Instances"]) == 1

@@ -66,12 +66,9 @@ def test_two_workers_share_redis_and_postgres(
     service.wait_listening(port)
     _wait_for_log(service, "Export sweeper started", 2)
 
-    study = pydicom.uid.generate_uid()
+    # Four studies: a study has one report (issue 26), and each worker must get some.
     series = [
-        write_phantom_series(
-            tmp_path / f"s{i}", n_slices=8, size=96, seed=i, study_instance_uid=study
-        )
-        for i in range(4)
+        write_phantom_series(tmp_path / f"s{i}", n_slices=8, size=96, seed=i) for i in range(4)
     ]
     storescu([path for files in series for path in files], port)
     try:
@@ -105,7 +102,7 @@ def test_two_workers_share_redis_and_postgres(
 
         # A real dead letter: a series whose pixel data the worker cannot decode fails for
         # good; the admin sees it with its error and re-queues it, and it really runs again.
-        broken = _undecodable_series(tmp_path / "broken", study)
+        broken = _undecodable_series(tmp_path / "broken")
         assert send_files(
             broken, host="127.0.0.1", port=port, called_ae_title="STROKETRIAGE"
         ) == len(broken)
@@ -131,9 +128,10 @@ def test_two_workers_share_redis_and_postgres(
     assert shutil.which("storescu")
 
 
-def _undecodable_series(folder: Path, study: str) -> list[Path]:
-    """Phantom slices stored as RLE whose compressed stream is garbage (but well framed)."""
-    files = write_phantom_series(folder, n_slices=6, size=64, seed=9, study_instance_uid=study)
+def _undecodable_series(folder: Path) -> list[Path]:
+    """Phantom slices (a study of their own) stored as RLE whose compressed stream is garbage
+    (but well framed)."""
+    files = write_phantom_series(folder, n_slices=6, size=64, seed=9)
     for path in files:
         dataset = pydicom.dcmread(path)
         dataset.compress(RLELossless)

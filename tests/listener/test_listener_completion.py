@@ -111,7 +111,7 @@ def test_philips_study_classifies_exactly_one_series(
 def test_a_series_that_cannot_be_judged_is_skipped_and_blocks_no_other(
     start_listener_for_test: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import listener.completion
+    import listener.study
 
     running = start_listener_for_test(quiet_period_s=3600.0)
     odd, fine = write_series(tmp_path / "odd", 3), write_series(tmp_path / "fine", 3)
@@ -119,14 +119,14 @@ def test_a_series_that_cannot_be_judged_is_skipped_and_blocks_no_other(
     assert storescu(fine, running.port).returncode == 0
     odd_uid, fine_uid = (str(pydicom.dcmread(p[0]).SeriesInstanceUID) for p in (odd, fine))
     running.listener.recorder.flush(30)
-    select = listener.completion.select_instances
+    select = listener.study.select_instances
 
     def fails_on_odd(headers: list[pydicom.Dataset], *, min_slices: int) -> object:
         if str(headers[0].SeriesInstanceUID) == odd_uid:
             raise ArithmeticError("an unforeseen header")
         return select(headers, min_slices=min_slices)
 
-    monkeypatch.setattr(listener.completion, "select_instances", fails_on_odd)
+    monkeypatch.setattr(listener.study, "select_instances", fails_on_odd)
     running.listener.monitor.judge_quiet_series(now=datetime.now(UTC) + timedelta(hours=2))
     status, reason, _ = _series(running, odd_uid)
     assert status == SeriesStatus.SKIPPED

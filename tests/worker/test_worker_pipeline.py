@@ -272,6 +272,8 @@ def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -
     assert outcome.report_path is not None
     assert outcome.report_path.parent.parent == runtime.reports_dir
     written = sorted(path.name for path in runtime.reports_dir.rglob("*") if path.is_file())
-    assert len(written) == 2 and all(name.endswith(".dcm") for name in written), written
-    assert len(synced) == 4  # each file, then its folder
+    # The SR and the SC, and the alert's preview beside them.
+    assert [name.rsplit(".", 1)[1] for name in written].count("dcm") == 2, written
+    assert [name.rsplit(".", 1)[1] for name in written].count("jpg") == 1, written
+    assert len(synced) == 6  # each file, then its folder
     assert pydicom.dcmread(outcome.report_path).Modality == "SR"

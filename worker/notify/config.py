@@ -114,6 +114,11 @@ class EmailDestination(_Destination):
     sender: str = Field(min_length=3)
     recipients: list[str] = Field(min_length=1)
     include_patient_name: bool = False
+    attach_preview: bool = Field(
+        False,
+        description="Attach the preview of the key slices (a small JPEG: patient data, not "
+        "for diagnosis); off by default.",
+    )
     verify_tls: bool = True
     ca_file: Path | None = None
     timeout_s: float = Field(10.0, gt=0)

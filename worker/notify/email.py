@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def subject(notice: Notice) -> str:
-    """``AI ICH TRIAGE: SUSPECTED - <accession>`` (the series UID when there is none)."""
+    """``AI ICH TRIAGE: SUSPECTED - <accession>`` (the series UID when there is none);
+    ``AI ICH TRIAGE: SUSPECTED (REVISED) - <accession>`` when it revises an earlier report."""
     reference = notice.identifiers.accession_number or notice.payload["series_instance_uid"]
-    return f"{notice.headline} - {reference}"
+    revised = " (REVISED)" if notice.revises is not None and notice.failure is None else ""
+    return f"{notice.headline}{revised} - {reference}"
 
 
 def body(notice: Notice, *, include_patient_name: bool) -> str:
@@ -33,6 +35,8 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
     lines = [notice.headline, ""]
     if notice.finding_text:
         lines += [notice.finding_text, ""]
+    if notice.revision_text and notice.failure is None:
+        lines += [notice.revision_text, ""]
     if notice.failure is not None:
         lines.append(f"Failure: {notice.failure} ({payload.get('error_code') or 'unknown'})")
         if payload.get("reason"):
@@ -47,6 +51,8 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
         f"Study Instance UID: {payload['study_instance_uid']}",
         f"Series Instance UID: {payload['series_instance_uid']}",
     ]
+    if notice.series_text:
+        lines.append(f"Classified series: {notice.series_text}")
     if payload.get("probability") is not None:
         lines.append(
             f"Probability: {payload['probability']:.2f} (threshold {payload['threshold']:.2f})"
@@ -55,6 +61,8 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
         lines.append(f"Model: {payload['model_name']} {payload['model_version']}")
     if notice.series_url:
         lines.append(f"Series page: {notice.series_url}")
+    if notice.preview_url:
+        lines.append(f"Preview of the key slices (log in): {notice.preview_url}")
     lines += [
         f"Received: {payload.get('received_at') or '-'}",
         f"Reported: {payload.get('reported_at') or '-'}",
@@ -75,6 +83,15 @@ def build_message(destination: EmailDestination, notice: Notice) -> EmailMessage
     message["Message-ID"] = f"<{notice.key}@stroke-triage>"
     message["X-Stroke-Triage-Idempotency-Key"] = notice.key
     message.set_content(body(notice, include_patient_name=destination.include_patient_name))
+    if destination.attach_preview and notice.preview_path is not None:
+        try:
+            image = notice.preview_path.read_bytes()
+        except OSError as exc:  # purged since: the message goes without it
+            log.warning("Preview %s not attached: %s", notice.preview_path.name, exc)
+        else:
+            message.add_attachment(
+                image, maintype="image", subtype="jpeg", filename="preview-not-for-diagnosis.jpg"
+            )
     return message
 
 

@@ -84,7 +84,10 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
     obr.obr_4 = f"{_escape(finding.upper())}-AI^AI {_escape(finding)} triage^{CODING_SYSTEM}"
     obr.obr_7 = _hl7_time(payload.get("received_at"))
     obr.obr_22 = _hl7_time(payload.get("reported_at")) or _timestamp(now or utcnow())
-    obr.obr_25 = "F"
+    # HL7 table 0123: C, a correction of the final result sent before (the study's report was
+    # revised by a better series); F otherwise.
+    revised = notice.revises is not None and notice.failure is None
+    obr.obr_25 = "C" if revised else "F"
     observations: list[tuple[str, str, str]] = []
     if notice.verdict is not None:
         observations.append(("ST", f"VERDICT^Triage verdict^{CODING_SYSTEM}", notice.verdict))
@@ -112,13 +115,30 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
         observations.append(("ST", f"FAILURE^Failure^{CODING_SYSTEM}", str(notice.failure)))
     if payload.get("reason"):
         observations.append(("ST", f"REASON^Reason^{CODING_SYSTEM}", _escape(payload["reason"])))
+    if notice.series_text:
+        observations.append(
+            ("ST", f"SERIES^Classified series^{CODING_SYSTEM}", _escape(notice.series_text))
+        )
+    if revised and notice.revision_text:
+        observations.append(
+            ("ST", f"REVISES^Revised report^{CODING_SYSTEM}", _escape(notice.revision_text))
+        )
+    if notice.preview_url:
+        # RP: a reference pointer to an image (IM, JPEG) held by our console (it needs a token).
+        observations.append(
+            (
+                "RP",
+                f"PREVIEW^Preview of the key slices^{CODING_SYSTEM}",
+                f"{_escape(notice.preview_url)}^{_escape(destination.sending_application)}^IM^JPEG",
+            )
+        )
     for number, (value_type, code, value) in enumerate(observations, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         obx.obx_1 = str(number)
         obx.obx_2 = value_type
         obx.obx_3 = code
         obx.obx_5 = value
-        obx.obx_11 = "F"
+        obx.obx_11 = "C" if revised else "F"  # HL7 table 0085, as OBR-25
     message.validate()
     return str(message.to_er7())
 

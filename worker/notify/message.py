@@ -66,6 +66,36 @@ class ResultFacts:
     """The finding's code meaning (``Intracranial hemorrhage``)."""
 
 
+@dataclass(frozen=True)
+class Revision:
+    """The earlier report of the study that a result revises (a better series, late slices)."""
+
+    result_id: int
+    suspected: bool
+    series_instance_uid: str
+    series_number: int | None
+    series_description: str | None
+    reported_at: datetime | None
+
+    def document(self) -> dict[str, Any]:
+        """As the payload's ``revises`` says it."""
+        return {
+            "result_id": self.result_id,
+            "verdict": VERDICTS[self.suspected],
+            "series_instance_uid": self.series_instance_uid,
+            "series_number": self.series_number,
+            "series_description": self.series_description,
+            "reported_at": _time(self.reported_at),
+        }
+
+
+def series_text(number: object, description: object) -> str | None:
+    """``series 2 HEAD 5mm STD``; None when neither is known."""
+    if number is None and not description:
+        return None
+    return f"series {'?' if number is None else number} {description or ''}".strip()
+
+
 def build_payload(
     *,
     key: str,
@@ -79,12 +109,18 @@ def build_payload(
     failure: Failure | None = None,
     error_code: str | None = None,
     reason: str | None = None,
+    result_id: int | None = None,
+    series_number: int | None = None,
+    series_description: str | None = None,
+    revises: Revision | None = None,
 ) -> str:
     """The JSON stored with the outbox row (no patient identifiers: those are read when sent).
 
     ``verdict`` is always the model's clinical verdict (null when there is none): a failure
     (``event`` ``failed``) says what failed in ``failure``, ``error_code`` and ``reason``, and
-    never replaces the verdict.
+    never replaces the verdict. ``series_number`` and ``series_description`` name the series
+    that was classified (one per study); ``revises`` is the study's earlier report that this
+    one replaces (null for the study's first).
     """
     document: dict[str, Any] = {
         "idempotency_key": key,
@@ -104,6 +140,10 @@ def build_payload(
         "failure": None if failure is None else str(failure),
         "error_code": error_code,
         "reason": reason,
+        "result_id": result_id,
+        "series_number": series_number,
+        "series_description": series_description,
+        "revises": None if revises is None else revises.document(),
     }
     return json.dumps(document, sort_keys=True)
 
@@ -148,6 +188,13 @@ def series_page_url(console_url: str | None, series_instance_uid: str) -> str | 
     return f"{console_url.rstrip('/')}/series/{quote(series_instance_uid, safe='')}"
 
 
+def preview_url(console_url: str | None, result_id: object) -> str | None:
+    """The console's URL of a result's preview (it needs a login or a bearer token), or None."""
+    if not console_url or not isinstance(result_id, int):
+        return None
+    return f"{console_url.rstrip('/')}/previews/{result_id}.jpg"
+
+
 @dataclass(frozen=True)
 class Notice:
     """Everything a channel needs to write its message."""
@@ -156,6 +203,10 @@ class Notice:
     identifiers: Identifiers
     series_url: str | None = None
     """The series page of the admin console (``worker.console_url``), or None."""
+    preview_url: str | None = None
+    """The console's URL of the preview image (behind a login or a token), or None."""
+    preview_path: Path | None = None
+    """The preview image's file, for a destination that attaches it; None when there is none."""
 
     @property
     def key(self) -> str:
@@ -198,25 +249,68 @@ class Notice:
             return None
         return f"{meaning} {verdict.lower()}"
 
+    @property
+    def series_text(self) -> str | None:
+        """The classified series: ``series 2 HEAD 5mm STD`` (None on rows from before)."""
+        return series_text(
+            self.payload.get("series_number"), self.payload.get("series_description")
+        )
+
+    @property
+    def revises(self) -> dict[str, Any] | None:
+        """The study's earlier report that this one revises (its verdict and series), or None."""
+        revises = self.payload.get("revises")
+        return revises if isinstance(revises, dict) else None
+
+    @property
+    def revision_text(self) -> str | None:
+        """``This report revises the study's earlier one (series 4 HEAD 1.25mm: NOT
+        SUSPECTED).``; None for a study's first report."""
+        revises = self.revises
+        if revises is None:
+            return None
+        earlier = series_text(revises.get("series_number"), revises.get("series_description"))
+        return (
+            f"This report revises the study's earlier one ({earlier or 'another series'}: "
+            f"{revises.get('verdict')})."
+        )
+
     def document(self) -> dict[str, Any]:
-        """The webhook's JSON document: the payload, the accession number and the series page
-        (``series_url``: null when no admin console URL is configured)."""
+        """The webhook's JSON document: the payload, the accession number, the series page
+        (``series_url``) and the preview (``preview_url``, behind a login or a token); the URLs
+        are null when no admin console URL is configured."""
         return {
             **self.payload,
             "accession_number": self.identifiers.accession_number,
             "series_url": self.series_url,
+            "preview_url": self.preview_url,
         }
 
 
-def load_notice(payload: str, source_path: str | None, *, console_url: str | None = None) -> Notice:
+def load_notice(
+    payload: str,
+    source_path: str | None,
+    *,
+    console_url: str | None = None,
+    preview_path: str | None = None,
+) -> Notice:
     """The notice of one outbox row.
 
     Args:
         payload: The row's stored JSON.
         source_path: A stored instance (or the SR) to read the identifiers from.
-        console_url: The admin console's public base URL; the series page link is made at send
-            time, so a console moved since the row was written is linked where it is now.
+        console_url: The admin console's public base URL; the links are made at send time, so
+            a console moved since the row was written is linked where it is now.
+        preview_path: The result's preview image, when one was written (linked, and attached
+            where a destination opts in).
     """
     document = json.loads(payload)
     url = series_page_url(console_url, str(document["series_instance_uid"]))
-    return Notice(document, read_identifiers(source_path), series_url=url)
+    preview = Path(preview_path) if preview_path else None
+    return Notice(
+        document,
+        read_identifiers(source_path),
+        series_url=url,
+        preview_url=preview_url(console_url, document.get("result_id")) if preview else None,
+        preview_path=preview,
+    )

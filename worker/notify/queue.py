@@ -10,6 +10,7 @@ from pathlib import Path
 import db.notifications
 import db.receiving
 import db.results
+import db.studies
 from db.clock import utc
 from db.engine import Session
 from db.enums import ExportKind, JobStatus, NotificationChannel, NotificationEvent
@@ -18,7 +19,13 @@ from dicom_edge import CLASSIFIABLE_SOP_CLASSES
 from worker.config import WorkerConfig
 from worker.errors import PublicError
 from worker.notify.config import NotificationDestination, Trigger
-from worker.notify.message import Failure, ResultFacts, build_payload, idempotency_key
+from worker.notify.message import (
+    Failure,
+    ResultFacts,
+    Revision,
+    build_payload,
+    idempotency_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,18 @@ def queue_result_notifications(
     job = result.job
     series = job.series
     event = _event_of(result)
+    # A revision goes wherever the report it revises went, whatever its own verdict: a team
+    # paged for SUSPECTED hears that the study's report now says otherwise.
+    told = (
+        db.notifications.destinations_told(session=session, result_id=result.replaces_result_id)
+        if result.replaces_result_id is not None
+        else set()
+    )
     wanted = [
         d
         for d in destinations
-        if d.accepts(
+        if d.name in told
+        or d.accepts(
             Trigger(event), calling_ae_title=series.calling_ae_title, station_name=station_name
         )
     ]
@@ -171,6 +186,7 @@ def _enqueue(
 ) -> None:
     """Write (if new) the outbox row of one event to one destination, with its payload."""
     series = job.series
+    verdict = result is not None and failure is None
     key = idempotency_key(
         event_key=event_key,
         destination=destination.name,
@@ -198,7 +214,26 @@ def _enqueue(
             failure=failure,
             error_code=error_code,
             reason=reason,
+            result_id=result.id if verdict and result is not None else None,
+            series_number=series.series_number,
+            series_description=series.series_description,
+            revises=_revision(session, result) if verdict and result is not None else None,
         ),
+    )
+
+
+def _revision(session: Session, result: Result) -> Revision | None:
+    """The study's earlier report that ``result`` revises, or None for its first one."""
+    if result.replaces_result_id is None:
+        return None
+    earlier = db.studies.get_report(session=session, result_id=result.replaces_result_id)
+    return Revision(
+        result_id=earlier.result_id,
+        suspected=earlier.suspected,
+        series_instance_uid=earlier.series_instance_uid,
+        series_number=earlier.series_number,
+        series_description=earlier.series_description,
+        reported_at=earlier.created_at,
     )
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 import db.notifications
+import db.studies
 from db.engine import SessionFactory
 from worker.config import WorkerConfig
 from worker.errors import ErrorCode, WorkerError, error_detail, public_error
@@ -74,9 +75,14 @@ def deliver_notification(
             return False
         row = db.notifications.get_notification(session=session, notification_id=notification_id)
         name, payload, source = row.destination, row.payload, row.source_path
+        preview = (
+            None
+            if row.result_id is None
+            else db.studies.preview_path(session=session, result_id=row.result_id)
+        )
         session.commit()
     try:
-        notice = load_notice(payload, source, console_url=config.console_url)
+        notice = load_notice(payload, source, console_url=config.console_url, preview_path=preview)
         dispatch(_find(config.notifications, name), notice)
     except Exception as exc:
         # Whatever the failure (a refusal, or a message hl7apy will not build), it is counted,
