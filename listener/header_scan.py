@@ -8,6 +8,7 @@ it also words the error for a malformed data set.
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -15,7 +16,7 @@ from typing import BinaryIO
 
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -77,6 +78,21 @@ _WANTED_TAGS: list[BaseTag | int] = list(WANTED.values())
 Value = str | int | list[str] | list[int]
 Header = dict[str, Value]
 """The attributes the listener reads, by keyword: text (one value), a list (several), or int."""
+
+
+#: What pydicom raises for bytes that end inside an element or hold an impossible length:
+#: BytesLengthException (a value shorter than its VR needs) and struct.error (a header cut
+#: short) included, so that every cut point is refused with 0xC210, never a 0xC211 traceback.
+_UNPARSEABLE: tuple[type[Exception], ...] = (
+    InvalidDicomError,
+    BytesLengthException,
+    struct.error,
+    EOFError,
+    ValueError,
+    OSError,
+)
+#: The same, and what converting a malformed value raises.
+_UNCONVERTIBLE: tuple[type[Exception], ...] = (*_UNPARSEABLE, KeyError, TypeError)
 
 
 def as_text(value: Value) -> str:
@@ -148,7 +164,7 @@ def skip_file_meta(file: BinaryIO) -> None:
     try:
         read_preamble(file, False)
         read_dataset(file, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 0x0002)
-    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+    except _UNPARSEABLE as exc:
         raise InvalidInstanceError(f"The received file cannot be read: {exc}") from exc
 
 
@@ -175,7 +191,7 @@ def _read(
         )
         # Convert the values we use here, so that a malformed one fails here, not later.
         header = _plain(dataset)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+    except _UNCONVERTIBLE as exc:
         raise InvalidInstanceError(f"The data set cannot be parsed: {exc}") from exc
     if not found:
         return header, None

@@ -55,3 +55,41 @@ def test_a_truncated_file_is_refused_by_dcmtk_and_answered_0xa900_after_pydicom(
     output = by_pynetdicom.stdout + by_pynetdicom.stderr
     assert f"Status: 0x{StoreStatus.NOT_AN_IMAGE:04X}" in output, output
     assert running.stored_files() == []
+
+
+def test_a_data_set_cut_anywhere_before_its_pixels_is_a_refusal_never_an_error() -> None:
+    """Every cut point of a data set's header gives one of the listener's refusals.
+
+    An exception of any other type escapes the handler and pynetdicom answers 0xC211
+    ("Cannot understand", unspecified processing failure) with a traceback in the log: pydicom
+    raised BytesLengthException or struct.error at some cut points.
+    """
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from listener.errors import ListenerError
+    from listener.inspection import inspect_dataset
+
+    ds = ct_dataset(study_uid=generate_uid(), series_uid=generate_uid(), number=1)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    encoded = buffer.getvalue()
+    pixels_at = encoded.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data
+    escaped: dict[str, list[int]] = {}
+    for cut in range(pixels_at + 12):
+        try:
+            inspect_dataset(
+                encoded[:cut],
+                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                sop_class_uid=ds.SOPClassUID,
+                sop_instance_uid=ds.SOPInstanceUID,
+                max_image_pixels=10**8,
+            )
+        except ListenerError:
+            continue
+        except Exception as exc:  # what the handler would not turn into a DICOM status
+            escaped.setdefault(type(exc).__name__, []).append(cut)
+        else:
+            escaped.setdefault("accepted", []).append(cut)
+    assert escaped == {}, f"cut points not refused by the listener's checks: {escaped}"
