@@ -98,7 +98,7 @@ class Series(Base):
     derived: Mapped[bool | None] = mapped_column(Boolean)
     """Its images are derived (a reformat), not original."""
     choice: Mapped[SeriesChoice | None] = mapped_column(StrEnumType(SeriesChoice, length=16))
-    """Its place in its study's choice of one series (None: not judged since revision 0012)."""
+    """Its place in its study's choice of one series (None: not judged since revision 0013)."""
     choice_reason: Mapped[str | None] = mapped_column(Text)
     """Why it was chosen, or why not."""
 

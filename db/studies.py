@@ -149,7 +149,7 @@ class StudySeries:
     calling_ae_title: str
     status: SeriesStatus
     choice: SeriesChoice | None
-    """None: not judged since the choice exists (revision 0012), or still receiving."""
+    """None: not judged since the choice exists (revision 0013), or still receiving."""
     choice_reason: str | None
     skip_reason: str | None
     instance_count: int

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import multiprocessing
 import os
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from logging.handlers import QueueListener
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +32,7 @@ from dicom_edge import PART_SUFFIX
 from listener import incoming, metrics
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.balance import AcceptBalance, SharedCounts
+from listener.child_logs import ChildLogging, forward_child_logs, log_through_parent
 from listener.completion import CompletionMonitor
 from listener.config import ListenerConfig, ListenerRuntime
 from listener.handlers import (
@@ -169,6 +172,8 @@ class ReceiverSetup:
     """The listener's listening socket (inherited, not bound again)."""
     counts: SharedCounts
     """Open connections per process (:mod:`listener.balance`); the child's is ``counts[slot]``."""
+    logging: ChildLogging
+    """Where the child's log records go (the listener's own handlers)."""
 
 
 def serve_receiver(setup: ReceiverSetup, slot: int, control: Connection) -> None:
@@ -179,6 +184,7 @@ def serve_receiver(setup: ReceiverSetup, slot: int, control: Connection) -> None
     from committed state only); stops when anything else arrives or when it closes (the
     listener's process died).
     """
+    log_through_parent(setup.logging)
     metrics.use_children_dir(setup.metrics_dir)
     engine = create_engine_for(setup.runtime.database_url)
     sessions = make_session_factory(engine)
@@ -208,6 +214,8 @@ class Listener:
     receivers: ReceiverGroup | None = None
     balance: AcceptBalance | None = None
     """Open connections per receiving process, with more than one."""
+    child_logs: QueueListener | None = None
+    """Writes the receiving children's log records, with more than one process."""
     stopped: bool = False
 
     @property
@@ -237,6 +245,8 @@ class Listener:
         self.stopped = True
         if self.receivers is not None:
             self.receivers.stop()
+        if self.child_logs is not None:
+            self.child_logs.stop()  # after the children: their last lines are written first
         self.receiving.stop()
         self.monitor.stop()
         self.election.stop()
@@ -294,6 +304,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         monitor.start()
 
     count = config.receiving_processes
+    log_writer: QueueListener | None = None
     balance = AcceptBalance.create(count) if count > 1 else None
     receiving = _serve(config, context, guard, balance=balance)
     election = LeaderElection(lock, lead, retry_s=config.check_interval_s)
@@ -310,6 +321,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
             metrics.child_died(pid)
             _recover_after_death(storage_dir, sessions, pid, leader=election.is_leader)
 
+        child_logging, log_writer = forward_child_logs(multiprocessing.get_context("forkserver"))
         receivers = ReceiverGroup(
             count=count - 1,
             target=serve_receiver,
@@ -320,6 +332,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
                     metrics_dir=metrics_dir,
                     listening=cast(socket.socket, receiving.server.socket),
                     counts=counts,
+                    logging=child_logging,
                 ),
             ),
             on_death=after_death,
@@ -350,6 +363,7 @@ def start_listener(config: ListenerConfig, runtime: ListenerRuntime) -> Listener
         election=election,
         receivers=receivers,
         balance=balance,
+        child_logs=log_writer,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -114,6 +115,30 @@ def test_each_association_goes_to_the_least_busy_process(start_listener_for_test
     for assoc in held:
         assoc.release()
     wait_until(lambda: balance.snapshot() == [0, 0], timeout_s=10)
+
+
+def test_the_children_log_through_the_listener(
+    start_listener_for_test: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fork server starts the children: without forwarding, their lines were lost.
+    caplog.set_level("INFO")
+    running = start_listener_for_test(processes=2)
+    assert running.listener.receivers is not None
+    (child,) = running.listener.receivers.pids()
+    held = [scu().associate("127.0.0.1", running.port, ae_title=LISTENER_AE) for _ in range(4)]
+    assert all(assoc.is_established for assoc in held)
+    assert established_count(child, running.port) == 2  # two of them in the child
+    study = generate_uid()
+    for number, assoc in enumerate(held, 1):
+        slice_ = ct_dataset(study_uid=study, series_uid=generate_uid(), number=number)
+        assert assoc.send_c_store(slice_).Status == StoreStatus.SUCCESS
+        assoc.release()
+
+    def ended() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "Association from" in r.getMessage()]
+
+    wait_until(lambda: len(ended()) == 4, timeout_s=10)
+    assert {record.process for record in ended()} == {os.getpid(), child}
 
 
 def test_one_leader_per_data_folder_and_a_standby_takes_over(
