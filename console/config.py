@@ -22,8 +22,8 @@ class ApiConfig(BaseModel):
     session_secret: str | None = Field(
         None,
         description="Key from which the dashboard forms' CSRF tokens are derived; default: "
-        "one made once and kept in the data folder (console-session.key), so open pages "
-        "survive a restart.",
+        "one derived from the data folder's site key (site.key), so open pages survive a "
+        "restart.",
     )
     suspected_window_h: float = Field(
         6.0, gt=0, description="Suspected series this recent stay on top of the worklist."

@@ -1,4 +1,4 @@
-"""The console's key (CSRF tokens of the forms): configured, or made once in the data folder."""
+"""The console's key (CSRF tokens of the forms): configured, or derived from the site key."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from fastapi.testclient import TestClient
 
 import db.tokens
 from console.app import create_app
-from console.session_key import KEY_FILE_NAME, session_secret
+from console.session_key import session_secret
 from console.tokens import new_token, token_sha256
 from db.engine import SessionFactory
 from db.enums import TokenScope
+from db.site_key import KEY_FILE_NAME, site_key
 from stroke_triage.settings import Settings
 from tests.api.web import csrf_of
 
@@ -23,12 +24,14 @@ def test_a_configured_key_wins_and_nothing_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / KEY_FILE_NAME).exists()
 
 
-def test_the_key_is_made_once_and_readable_by_its_owner_only(tmp_path: Path) -> None:
+def test_the_key_comes_from_the_site_key_for_this_purpose_only(tmp_path: Path) -> None:
     first = session_secret(None, tmp_path / "data")
     assert len(first) >= 32
     assert session_secret(None, tmp_path / "data") == first
     mode = stat.S_IMODE((tmp_path / "data" / KEY_FILE_NAME).stat().st_mode)
-    assert mode == 0o600
+    assert mode == 0o600  # the one key file of the site, readable by its owner only
+    assert first not in (site_key(tmp_path / "data").hex(), "")  # derived, never the site key
+    assert session_secret(None, tmp_path / "other") != first
 
 
 def test_a_login_and_its_forms_survive_a_restart_of_the_console(
