@@ -52,12 +52,15 @@ class Authenticator:
         """Return the caller owning this (unrevoked) token, or None."""
         digest = token_sha256(token)
         with self._sessions() as session:
+            # Looked up by the token's SHA-256: a timing side channel would reveal the hash of
+            # a stored token at best, not a token.
             found = db.tokens.find_active_token(session=session, token_sha256=digest)
-            if found is None or not hmac.compare_digest(found.token_sha256, digest):
+            if found is None:
                 return None
-            db.tokens.touch_token(session=session, token_id=found.id)
-            session.commit()
-            return _principal(found)
+            principal = _principal(found)
+            if db.tokens.touch_token(session=session, token_id=found.id):
+                session.commit()
+            return principal
 
     def start_session(self, principal: Principal) -> str:
         """Start a dashboard session; return the cookie value (a random secret)."""

@@ -61,7 +61,7 @@ def read_header(path: Path, *, with_patient: bool) -> StudyHeader | None:
     """Read a stored instance's header; None when the file is gone (purged) or unreadable."""
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except (OSError, InvalidDicomError) as exc:
+    except Exception as exc:  # gone, or damaged anywhere: pydicom raises many types for that
         log.info("Stored instance %s cannot be read: %s", path.name, type(exc).__name__)
         return None
     return StudyHeader(

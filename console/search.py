@@ -2,10 +2,10 @@
 
 The console reads each series' first stored instance once and records its Station Name, and its
 Accession Number, Patient ID and the parts of its Patient's Name as HMACs (``db.search_index``)
-with a key derived from the console's own key (``api.session_secret`` or the data folder's
-``console-session.key``): the database holds no patient data, yet a search by an exact
-identifier finds its series. A name matches by whole parts ("SMITH", "smith john"), not by
-prefix. Only the admin scope may search by patient name or ID.
+with a key derived from the data folder's site key (``db.site_key``): the database holds no
+patient data, yet a search by an exact identifier finds its series. A name matches by whole
+parts ("SMITH", "smith john"), not by prefix. Only the admin scope may search by patient name
+or ID.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,11 @@ log = logging.getLogger(__name__)
 
 #: Series indexed per request at most (each costs one file read); the rest on the next ones.
 INDEX_BATCH = 500
+#: Held by the request that is indexing.
+_INDEXING = threading.Lock()
 
-_SEPARATORS = re.compile(r"[^0-9A-Z]+")
+#: What separates the parts of a name or ID: anything but a letter or digit, in any script.
+_SEPARATORS = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,11 @@ class SearchKey:
     def derive(cls, site_key: bytes) -> SearchKey:
         """The search key of the data folder's site key (``db.site_key``), for this purpose only.
 
-        One secret per site keys every stored identifier hash (accession HMACs included); each
-        use derives its own key from it, so no two uses share a key.
+        One secret per site keys every stored identifier hash; the search derives a key of its
+        own from it (the version in the purpose string changes when the normalisation does,
+        so that the index is rebuilt).
         """
-        secret = hmac.new(site_key, b"stroke-triage series search v1", hashlib.sha256).digest()
+        secret = hmac.new(site_key, b"stroke-triage series search v2", hashlib.sha256).digest()
         return cls(secret, hashlib.sha256(secret).hexdigest()[:16])
 
     def hash(self, kind: SearchTermKind, normalised: str) -> str:
@@ -57,7 +62,8 @@ class SearchKey:
 
 
 def normalise(text: str) -> str:
-    """Upper case, accents removed, runs of other characters as one space, trimmed."""
+    """Upper case, accents removed, runs of what is not a letter or digit (in any script) as
+    one space, trimmed: "Øster-Ås" reads "ØSTER AS", "Иванов^Иван" reads "ИВАНОВ ИВАН"."""
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
     return _SEPARATORS.sub(" ", plain).strip()
@@ -114,9 +120,22 @@ def refresh_index(
 ) -> int:
     """Index the series not yet in the search index (newest first, ``batch`` at most).
 
+    One request indexes at a time: the others go on with the index as it is (their pages
+    show what is indexed; the next request indexes the rest), instead of reading the same
+    files at the same moment.
+
     Returns:
-        How many series were indexed.
+        How many series were indexed (0 when another request is indexing).
     """
+    if not _INDEXING.acquire(blocking=False):
+        return 0
+    try:
+        return _index_batch(sessions, storage_dir, key, batch)
+    finally:
+        _INDEXING.release()
+
+
+def _index_batch(sessions: SessionFactory, storage_dir: Path, key: SearchKey, batch: int) -> int:
     with sessions() as session:
         todo = db.search_index.unindexed(session=session, key_id=key.key_id, limit=batch)
     if not todo:

@@ -77,7 +77,8 @@ def _server(runtime: ConsoleRuntime) -> uvicorn.Server:
         host=config.host,
         port=config.port,
         log_level=runtime.log_level.lower(),
-        # uvicorn's access log prints full URLs; they carry UIDs only, but keep it quiet.
+        # uvicorn's access log prints full URLs, and a search URL carries what was searched for
+        # (a patient's name): never logged here (a reverse proxy must not log it either).
         access_log=False,
         log_config=None,
         ssl_certfile=config.tls_cert_file,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,9 +67,19 @@ def _normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+#: Query parameters of a database URL that may hold a secret (libpq takes ``password=`` there).
+_SECRET_PARAMETER = re.compile(r"password|secret|token|key", re.IGNORECASE)
+
+
 def masked_url(url: str) -> str:
-    """``url`` as SQLAlchemy renders it with the password hidden (``***``), query kept."""
-    return make_url(url).render_as_string(hide_password=True)
+    """``url`` as SQLAlchemy renders it with the password hidden (``***``), and every query
+    parameter that may hold a secret too; the others (``sslmode``) are kept."""
+    parsed = make_url(url)
+    query = {
+        name: "***" if _SECRET_PARAMETER.search(name) else value
+        for name, value in parsed.query.items()
+    }
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 def _is_memory_sqlite(url: URL) -> bool:

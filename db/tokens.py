@@ -4,9 +4,10 @@ Every function takes the caller's ``session``, flushes, and never commits.
 """
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from db._query import one, utc
@@ -52,11 +53,28 @@ def find_active_token(*, session: Session, token_sha256: str) -> ApiToken | None
     return session.execute(statement).scalar_one_or_none()
 
 
-def touch_token(*, session: Session, token_id: int, now: datetime | None = None) -> None:
-    """Record that a token was just used."""
-    token = one(session, select(ApiToken).where(ApiToken.id == token_id), f"token {token_id}")
-    token.last_used_at = utc(now)
-    session.flush()
+#: ``last_used_at`` is rewritten at most this often: a write per API read would contend with
+#: the listener's writes (one writer at a time on SQLite) for a date nobody needs to the second.
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+def touch_token(*, session: Session, token_id: int, now: datetime | None = None) -> bool:
+    """Record that a token was just used, unless that was recorded in the last minute.
+
+    Returns:
+        Whether a row was written (commit then).
+    """
+    now = utc(now)
+    written: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - TOUCH_EVERY),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(written.rowcount)
 
 
 def list_tokens(*, session: Session) -> list[ApiToken]:

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from db.enums import ExportStatus, JobStatus
 from stroke_triage.settings import Settings, load_settings
 from stroke_triage.settings_errors import SettingsError
@@ -438,9 +436,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         for line in str(exc).splitlines():
             print(f"stroke-triage: {line}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        print(f"stroke-triage: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

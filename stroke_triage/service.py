@@ -119,7 +119,8 @@ def check_port_free(host: str, port: int) -> None:
     Raises:
         ServiceError: The port is in use or cannot be bound.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::" binds every IPv6 address
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         # As socketserver does: reuse a port in TIME_WAIT, but never one that is listening.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
@@ -22,17 +23,22 @@ SECRET_NAME = re.compile(r"password|secret|token|api_key|private", re.IGNORECASE
 
 
 def mask_url(value: str) -> str:
-    """``value`` with the password of a URL in it masked; any other text unchanged.
+    """``value`` with a URL's password masked and its query left out; other text unchanged.
 
-    ``postgresql+psycopg://triage:pw@db/t?sslmode=require`` prints as
-    ``postgresql+psycopg://triage:***@db/t``.
+    ``amqp://triage:pw@mq:5672//`` prints as ``amqp://triage:***@mq:5672//``, and
+    ``https://hooks.example/x?code=k`` as ``https://hooks.example/x`` (a query may hold a key).
     """
-    if "://" not in value or "@" not in value:
-        return value  # no credentials: kept as written (kombu would add a slash to some)
-    # Imported only here: `stroke-triage settings` imports no queue library otherwise.
-    from kombu.utils.url import maybe_sanitize_url
+    if "://" not in value:
+        return value
+    if "@" in value:
+        # Imported only here: `stroke-triage settings` imports no queue library otherwise.
+        from kombu.utils.url import maybe_sanitize_url
 
-    return str(maybe_sanitize_url(value, mask=MASK))
+        value = str(maybe_sanitize_url(value, mask=MASK))
+    parts = urlsplit(value)
+    if parts.query or parts.fragment:
+        value = urlunsplit(parts._replace(query="", fragment=""))
+    return value
 
 
 def mask_database_url(value: str) -> str:

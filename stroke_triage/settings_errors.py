@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -135,7 +136,7 @@ def explain(
     lines = []
     for error in exc.errors(include_url=False):
         location = tuple(error["loc"])
-        message = str(error["msg"]).rstrip(".")
+        message = redact_urls(str(error["msg"])).rstrip(".")
         if not location:
             lines.append(f"{message}.")
             continue
@@ -162,14 +163,26 @@ def _source(
     return f"setting {dotted}"
 
 
+#: A URL in a message: scheme, optional user info, host and path, optional query and fragment.
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^/@\s'\"]*@)?(?P<rest>[^?#\s'\"]*)[^\s'\"]*"
+)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL's user info, query and fragment removed (they may hold a
+    password or a token: ``https://u:pw@host/x?token=t`` reads ``https://host/x``)."""
+    return _URL.sub(lambda match: match["scheme"] + match["rest"], text)
+
+
 def _shown_input(error: Mapping[str, Any], location: tuple[Any, ...]) -> str:
     """``='abc'``: the value the user gave, unless it is a table or could be a secret."""
     value = error.get("input")
     text = " ".join(str(part) for part in location).lower()
     if not isinstance(value, str | int | float) or any(w in text for w in _SECRET_WORDS):
         return ""
-    if isinstance(value, str) and "://" in value and "@" in value:
-        return ""  # a URL with user info may carry a password (https://user:pw@host)
+    if isinstance(value, str) and "://" in value:
+        return f"={redact_urls(value)!r}"
     shown = repr(value)
     return f"={shown}" if len(shown) <= 60 else f"={shown[:57]}...'"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,15 @@ def test_requeue_publishes_through_the_listener_and_marks_the_job_queued(
         again = db.jobs.get_job(session=session, job_id=job_id)
         assert (again.status, again.task_id, again.attempts) == (JobStatus.QUEUED, "task-42", 0)
     engine.dispose()
+
+
+def test_the_listener_port_check_binds_ipv6_addresses_too() -> None:
+    # "::" (every IPv6 address) was refused: the check always made an IPv4 socket.
+    service.check_port_free("::", 0)
+    service.check_port_free("127.0.0.1", 0)
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(service.ServiceError, match="already listening"):
+            service.check_port_free("::1", port)

@@ -214,13 +214,31 @@ def test_a_secret_is_never_repeated_in_a_refusal() -> None:
     assert "987654321" not in line
 
 
-def test_a_password_in_a_refused_url_is_never_repeated() -> None:
-    # The URL is refused (plain HTTP), and the refusal must not print its user info.
-    url = "http://ops:hunter2@hooks.example/x"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://ops:hunter2@hooks.example/x",  # refused: user info
+        "ftp://ops:hunter2@hooks.example/x",  # refused: not http(s)
+        "http://hooks.example/x?token=hunter2",  # refused: plain http
+    ],
+)
+def test_a_secret_in_a_refused_url_is_never_repeated(url: str) -> None:
     hook = {"kind": "webhook", "name": "w", "url": url, "secret": "s"}
     line = _refusal(["settings"], {"STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps([hook])})
     assert "STROKE_TRIAGE_WORKER__NOTIFICATIONS" in line
     assert "hunter2" not in line
+
+
+def test_effective_settings_leave_out_a_url_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stroke_triage.settings_effective import effective_settings
+
+    # A webhook key in the query (Azure Functions' ?code=...) is a secret too.
+    hook = {"kind": "webhook", "name": "w", "url": "https://h.example/x?code=K3Y", "secret": "s"}
+    monkeypatch.setenv("STROKE_TRIAGE_WORKER__NOTIFICATIONS", json.dumps([hook]))
+    monkeypatch.setenv("STROKE_TRIAGE_DATABASE_URL", "postgresql+psycopg://t@db/t?password=pw9")
+    text = effective_settings(load_settings())
+    assert "https://h.example/x" in text
+    assert "K3Y" not in text and "pw9" not in text
 
 
 def test_effective_settings_mask_url_passwords_with_sqlalchemy_and_kombu(

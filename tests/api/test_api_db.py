@@ -42,6 +42,23 @@ def test_tokens_store_hash_and_revoke(factory: SessionFactory) -> None:
             db.tokens.revoke_token(session=session, name="nobody")
 
 
+def test_a_token_use_is_written_at_most_once_a_minute(factory: SessionFactory) -> None:
+    with factory() as session:
+        token = db.tokens.create_token(
+            session=session, name="wall", scope=TokenScope.READ, token_sha256="4" * 64
+        )
+        session.commit()
+        token_id = token.id
+    for offset_s, written in [(0, True), (30, False), (59, False), (61, True)]:
+        with factory() as session:
+            now = T0 + timedelta(seconds=offset_s)
+            assert db.tokens.touch_token(session=session, token_id=token_id, now=now) is written
+            session.commit()
+    with factory() as session:
+        (stored,) = db.tokens.list_tokens(session=session)
+        assert stored.last_used_at == T0 + timedelta(seconds=61)
+
+
 def test_audit_newest_first(factory: SessionFactory) -> None:
     with factory() as session:
         for n in range(3):

@@ -32,7 +32,7 @@ def check_url(value: str) -> str:
     """Return an http(s) URL without a trailing slash, or raise ValueError."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"The URL {value!r} must start with http:// or https:// and name a host.")
+        raise ValueError("The URL must start with http:// or https:// and name a host.")
     if parts.username is not None or parts.password is not None:
         # URLs appear in logs and error messages; credentials have their own secret settings.
         raise ValueError(
@@ -42,7 +42,7 @@ def check_url(value: str) -> str:
     try:
         _ = parts.port
     except ValueError as exc:
-        raise ValueError(f"The URL {value!r} has a port outside 1-65535.") from exc
+        raise ValueError("The URL has a port outside 1-65535.") from exc
     return value.strip().rstrip("/")
 
 
@@ -91,7 +91,7 @@ class WebhookDestination(_Destination):
         # The document names the study and its accession number: only over TLS by default.
         if self.url.startswith("http://") and not self.allow_plain_http:
             raise ValueError(
-                f"The webhook URL {self.url!r} is plain http://; use https:// or set "
+                f"The webhook {self.name!r} has a plain http:// URL; use https:// or set "
                 "allow_plain_http = true for a receiver on a trusted network."
             )
         return self
