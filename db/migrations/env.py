@@ -8,14 +8,37 @@ from db.models import Base
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite alters a table by copying it and dropping the original; with foreign keys on
+        # (every connection of db.engine turns them on), that DROP deletes every referencing
+        # row through ON DELETE CASCADE: an upgrade would empty slice_scores, exports and
+        # notifications. SQLite's own advice (ALTER TABLE, "making other kinds of table schema
+        # changes"): foreign keys off around the change, then foreign_key_check. The pragma is
+        # a no-op inside a transaction, so it is set before one begins.
+        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(
+                        f"The migration left {len(broken)} row(s) whose foreign key points at "
+                        f"nothing (first: {tuple(broken[0])}); it was rolled back."
+                    )
+    finally:
+        if sqlite:
+            connection.commit()
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+            connection.commit()
 
 
 def run_migrations_online() -> None:

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -10,7 +11,20 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    func,
+    inspect,
+    select,
+    text,
+)
 
 from db.engine import (
     HEAD_REVISION,
@@ -127,5 +141,60 @@ def test_check_revision_refuses_an_old_or_empty_schema(tmp_path: Path) -> None:
             check_revision(engine)
         migrate(engine)
         check_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _one_row_in_every_table(connection: Connection) -> dict[str, int]:
+    """Insert one row, id 1, into every table (parents first), with a value for each column
+    that needs one; return the tables' row counts."""
+    metadata = MetaData()
+    metadata.reflect(connection)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for table in metadata.sorted_tables:
+        if table.name == "alembic_version":
+            continue
+        row: dict[str, object] = {}
+        for column in table.columns:
+            if column.foreign_keys or column.primary_key:
+                row[column.name] = 1
+            elif column.nullable or column.server_default is not None:
+                continue
+            elif isinstance(column.type, DateTime):
+                row[column.name] = now
+            elif isinstance(column.type, Boolean):
+                row[column.name] = False
+            elif isinstance(column.type, Integer | Float | Numeric):
+                row[column.name] = 1
+            else:
+                length = getattr(column.type, "length", None) or 64
+                row[column.name] = f"{table.name}-{column.name}"[:length]
+        connection.execute(table.insert().values(**row))
+    return {
+        table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+        for table in metadata.sorted_tables
+    }
+
+
+def test_an_upgrade_keeps_every_row_of_a_populated_database(empty_db_url: str) -> None:
+    # On SQLite an ALTER that copies a table dropped the original with foreign keys on, and
+    # ON DELETE CASCADE emptied slice_scores, exports and notifications (revisions 0009, 0013).
+    engine = create_engine_for(empty_db_url)
+    try:
+        with engine.connect() as connection:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0008")
+            connection.commit()
+            before = _one_row_in_every_table(connection)
+            connection.commit()
+        assert before["slice_scores"] == before["exports"] == before["notifications"] == 1
+        migrate(engine)
+        with engine.connect() as connection:
+            after = {
+                name: connection.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+                for name in before
+            }
+        assert after == before
     finally:
         engine.dispose()

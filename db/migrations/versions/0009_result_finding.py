@@ -29,9 +29,9 @@ def upgrade() -> None:
     for table in ("results", "challenger_results"):
         with op.batch_alter_table(table) as batch:
             for name, type_, default in COLUMNS:
-                batch.add_column(
-                    sa.Column(name, type_, nullable=False, server_default=sa.text(f"'{default}'"))
-                )
+                # A plain constant default: SQLite then adds the column in place (ALTER TABLE
+                # ADD COLUMN) instead of copying the table.
+                batch.add_column(sa.Column(name, type_, nullable=False, server_default=default))
 
 
 def downgrade() -> None:
