@@ -9,6 +9,11 @@ from db.models import Base
 
 def _run(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
+    if sqlite and connection.in_transaction():
+        raise RuntimeError(
+            "SQLite migrations must start outside a transaction (foreign keys are turned off "
+            "around them): pass a connection from engine.connect(), as db.engine.migrate does."
+        )
     if sqlite:
         # SQLite alters a table by copying it and dropping the original; with foreign keys on
         # (every connection of db.engine turns them on), that DROP deletes every referencing

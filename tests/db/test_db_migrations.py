@@ -113,10 +113,11 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
     engine = create_engine_for(url)
     try:
         migrate(engine)
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.downgrade(config, "base")
+            connection.commit()
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         migrate(engine)
         assert _differences(engine) == []
