@@ -23,6 +23,7 @@ from console import (
 from console.actions import OpenPublisher, publisher_opener
 from console.auth import Authenticator
 from console.config import ConsoleRuntime
+from console.flash import Flash
 from console.headers import SecurityHeaders
 from console.search import SearchKey
 from console.security import LoginRequiredError
@@ -57,6 +58,7 @@ def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None 
         engine=engine,
         sessions=sessions,
         auth=Authenticator(sessions=sessions, secret=secret),
+        flash=Flash(secret),
         open_publisher=open_publisher or publisher_opener(runtime, sessions),
         search_key=SearchKey.derive(site_key(runtime.data_dir)),
     )

@@ -29,10 +29,10 @@ def _admin(state: State, sender: Viewer, *, action: str, target: str) -> str:
     return principal.name
 
 
-def _back(series_instance_uid: str, outcome: actions.Outcome) -> RedirectResponse:
-    """Back to the series page, which shows how the action ended."""
+def _back(state: State, page: str, outcome: actions.Outcome) -> RedirectResponse:
+    """Back to ``page``, which shows how the action ended (signed: a link cannot fake it)."""
     return RedirectResponse(
-        f"/series/{quote(series_instance_uid)}?message={quote(outcome.detail)}",
+        f"{page}?message={quote(state.flash.sign(outcome.detail))}",
         status_code=status.HTTP_303_SEE_OTHER,
     )
 
@@ -44,7 +44,7 @@ def requeue(job_id: int, state: State, sender: Sender, series: SeriesUid) -> Red
     outcome = actions.requeue_job(
         sessions=state.sessions, open_publisher=state.open_publisher, job_id=job_id, actor=actor
     )
-    return _back(series, outcome)
+    return _back(state, f"/series/{quote(series)}", outcome)
 
 
 @router.post("/exports/{export_id}/retry")
@@ -52,7 +52,7 @@ def retry(export_id: int, state: State, sender: Sender, series: SeriesUid) -> Re
     """The series page's re-send button (admin)."""
     actor = _admin(state, sender, action="export.retry", target=f"export {export_id}")
     outcome = actions.retry_export(sessions=state.sessions, export_id=export_id, actor=actor)
-    return _back(series, outcome)
+    return _back(state, f"/series/{quote(series)}", outcome)
 
 
 @router.post("/notifications/{notification_id}/retry")
@@ -63,6 +63,4 @@ def retry_notification(notification_id: int, state: State, sender: Sender) -> Re
     outcome = actions.retry_outbox(
         sessions=state.sessions, actor=actor, notification_ids=[notification_id]
     )
-    return RedirectResponse(
-        f"/notifications?message={quote(outcome.detail)}", status_code=status.HTTP_303_SEE_OTHER
-    )
+    return _back(state, "/notifications", outcome)

@@ -117,7 +117,7 @@ def series(
         ),
         retryable={ExportStatus.DEAD, ExportStatus.FAILED},
         requeueable=actions.REQUEUEABLE,
-        message=request.query_params.get("message"),
+        message=state.flash.read(request.query_params.get("message")),
     )
 
 

@@ -110,7 +110,7 @@ def notifications(
         size=size,
         paging=_pages(page_number, size, total),
         retryable={ExportStatus.DEAD, ExportStatus.FAILED},
-        message=request.query_params.get("message"),
+        message=state.flash.read(request.query_params.get("message")),
     )
 
 

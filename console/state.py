@@ -10,6 +10,7 @@ from fastapi import Request
 from console.actions import OpenPublisher
 from console.auth import Authenticator
 from console.config import ApiConfig, ConsoleRuntime
+from console.flash import Flash
 from console.search import SearchKey
 from db.engine import Engine, SessionFactory
 
@@ -25,6 +26,8 @@ class Console:
     open_publisher: OpenPublisher
     search_key: SearchKey
     """Keys the search index's hashes of accession numbers and patient identifiers."""
+    flash: Flash
+    """Signs the admin buttons' results shown on the next page."""
 
     @property
     def config(self) -> ApiConfig:

@@ -125,6 +125,28 @@ def _problems(found: ServiceStatus, database: str | None, broker: str | None) ->
     return problems
 
 
+def _broker(state: Console) -> list[str]:
+    problem = broker_problem(state)
+    return [problem] if problem else []
+
+
+def _nothing_known(now: datetime, problems: list[str]) -> ServiceStatus:
+    return ServiceStatus(
+        checked_at=now,
+        problems=problems,
+        listeners=[],
+        workers=[],
+        workers_up=0,
+        workers_with_model=0,
+        queue_depth=0,
+        last_instance_at=None,
+        disk=None,
+        failed_jobs=0,
+        dead_exports=0,
+        dead_notifications=0,
+    )
+
+
 def service_status(state: Console, *, now: datetime | None = None) -> ServiceStatus:
     """Read the health facts: processes, queue, disk, last instance, dead letters."""
     now = now or datetime.now(UTC)
@@ -134,7 +156,9 @@ def service_status(state: Console, *, now: datetime | None = None) -> ServiceSta
     except SchemaRevisionError as exc:
         database = str(exc)
     except DatabaseAccessError as exc:
-        database = f"The database is not reachable: {type(exc).__name__}."
+        # Nothing else can be read: the page says so rather than failing.
+        unreachable = f"The database is not reachable: {type(exc).__name__}."
+        return _nothing_known(now, [unreachable, *_broker(state)])
     with state.sessions() as session:
         beats = db.heartbeats.recent(session=session, since=now - SHOWN_FOR)
         facts = db.statistics.service_facts(session=session)

@@ -115,6 +115,17 @@ def test_dashboard_requeue_button_refuses_a_done_job(
     assert _status(factory, seeded.done_job)[0] is JobStatus.DONE
 
 
+def test_a_crafted_link_cannot_put_words_on_a_page(
+    client: TestClient, tokens: dict[str, str], seeded: Seeded
+) -> None:
+    login(client, tokens["ops"])
+    forged = "Report%20delivered%20to%20the%20PACS"
+    for page in (f"/series/{seeded.done_series}", "/notifications"):
+        answer = client.get(f"{page}?message={forged}")
+        assert answer.status_code == 200
+        assert "Report delivered to the PACS" not in answer.text
+
+
 def test_cli_requeue_refuses_a_running_job(
     database_url: str,
     tmp_path: Path,

@@ -136,6 +136,19 @@ def test_status_from_heartbeats(
     assert ">silent<" in page and "the listener refuses instances below 1024 MB" in page
 
 
+def test_status_names_an_unreachable_database_instead_of_failing(tmp_path: Path) -> None:
+    from console.status import service_status
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone",
+    )
+    app = create_app(settings.console_runtime())
+    found = service_status(app.state.console)
+    assert found.problems[0].startswith("The database is not reachable")
+    assert found.listeners == [] and found.workers == []
+
+
 def test_the_real_listener_beats_and_says_when_it_stops(
     tmp_path: Path, tokens: dict[str, str], redis_url: str
 ) -> None:
