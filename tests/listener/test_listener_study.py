@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 import db.jobs
@@ -252,3 +253,44 @@ def test_late_slices_of_a_reported_series_that_is_no_longer_chosen_are_skipped_o
         assert db.receiving.receiving_series(session=session) == []
     assert [job for _, job in _jobs(running)] == [JobStatus.DONE, JobStatus.QUEUED]
     assert brain_job != thin_job
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_reported_series_passed_over_while_its_late_slices_wait_for_a_worker_is_done(
+    start_listener_for_test: Start, tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_schema_url") if database == "postgresql" else None
+    running = start_listener_for_test(min_slices=5, database_url=url)
+    study = generate_uid()
+    monitor = running.listener.monitor
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
+    )
+    _send(running, (thin[0], thin[1][:96]))
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (thin_job,) = monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:  # the thin series was reported
+        db.jobs.start_job(session=session, job_id=thin_job)
+        db.results.record_result(
+            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
+        )
+        db.jobs.finish_job(session=session, job_id=thin_job)
+        session.commit()
+    # Two late slices: the thin series is still the study's only one, so it gets a new job.
+    _send(running, (thin[0], thin[1][96:]))
+    (late_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
+    # The brain series arrives while that job waits: the thin series is passed over, its job
+    # superseded, and it stands as reported (not "queued" for ever).
+    brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
+    _send(running, brain)
+    (brain_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=4))
+    assert [job for _, job in _jobs(running)] == [
+        JobStatus.DONE,
+        JobStatus.SUPERSEDED,
+        JobStatus.QUEUED,
+    ]
+    by_uid = {s.series_instance_uid: s for s in _detail(running, study).series}
+    assert by_uid[thin[0]].choice is SeriesChoice.PASSED_OVER
+    assert by_uid[thin[0]].status is SeriesStatus.DONE
+    assert by_uid[brain[0]].status is SeriesStatus.QUEUED
+    assert len({thin_job, late_job, brain_job}) == 3
