@@ -140,6 +140,15 @@ def apply_choice(
     return job
 
 
+def withdraw_choice(*, session: Session, series_instance_uid: str, reason: str) -> None:
+    """Pass over a series chosen before that can no longer be read; its status stays."""
+    series = series_for_update(session, series_instance_uid)
+    series.choice = SeriesChoice.PASSED_OVER
+    series.choice_reason = reason
+    session.flush()
+    logger.info("Series %s no longer chosen: %s", series_instance_uid, reason)
+
+
 # What the console shows ---------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 import db.jobs
 import db.receiving
 import db.results
+import db.retention
 import db.studies
 from db.enums import JobStatus, SeriesChoice, SeriesStatus
 from db.studies import StudyDetail
@@ -294,3 +295,47 @@ def test_a_reported_series_passed_over_while_its_late_slices_wait_for_a_worker_i
     assert by_uid[thin[0]].status is SeriesStatus.DONE
     assert by_uid[brain[0]].status is SeriesStatus.QUEUED
     assert len({thin_job, late_job, brain_job}) == 3
+
+
+@pytest.mark.parametrize("fate", ["failed", "purged"])
+def test_a_chosen_series_that_cannot_be_read_again_gives_way_to_a_later_worse_one(
+    start_listener_for_test: Start, tmp_path: Path, fate: str
+) -> None:
+    running = start_listener_for_test(min_slices=5)
+    study = generate_uid()
+    monitor = running.listener.monitor
+    brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
+    _send(running, brain)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (brain_job,) = monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:
+        db.jobs.start_job(session=session, job_id=brain_job)
+        if fate == "failed":  # a dead letter: the series is failed, with no report
+            db.jobs.fail_job(session=session, job_id=brain_job, error="unreadable", final=True)
+        else:  # reported, then its files deleted by the retention policy
+            db.results.record_result(
+                session=session, job_id=brain_job, verdict=seed_verdict(), slice_scores=[]
+            )
+            db.jobs.finish_job(session=session, job_id=brain_job)
+            assert db.retention.claim_series_for_purge(
+                session=session, series_instance_uid=brain[0], received_before=later
+            )
+        session.commit()
+    # A readable series, slightly worse (thin slices), arrives later: it gets the report.
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=96
+    )
+    _send(running, thin)
+    (thin_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
+    assert _jobs(running)[-1] == (thin[0], JobStatus.QUEUED)
+    detail = _detail(running, study)
+    assert detail.chosen is not None and detail.chosen.series_instance_uid == thin[0]
+    by_uid = {s.series_instance_uid: s for s in detail.series}
+    assert by_uid[brain[0]].choice is SeriesChoice.PASSED_OVER
+    expected = "its job failed for good" if fate == "failed" else "deleted by the retention"
+    assert expected in str(by_uid[brain[0]].choice_reason)
+    assert str(by_uid[brain[0]].choice_reason).endswith("chosen: series 4 HEAD 1.25mm")
+    assert by_uid[brain[0]].status is (
+        SeriesStatus.FAILED if fate == "failed" else SeriesStatus.DONE
+    )
+    assert thin_job != brain_job
