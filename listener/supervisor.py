@@ -235,7 +235,7 @@ class ReceiverGroup:
         failures[slot] = count + 1
         if count == 0:
             return 0.0
-        return min(RESTART_BACKOFF_S * 2 ** (count - 1), RESTART_BACKOFF_MAX_S)
+        return min(RESTART_BACKOFF_S * 2.0 ** (count - 1), RESTART_BACKOFF_MAX_S)
 
     def _reap(self, dead: _Child, restart: str) -> None:
         """Forget a dead child and run ``on_death`` for it (its files are recovered)."""
