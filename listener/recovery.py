@@ -20,6 +20,7 @@ from listener.errors import ListenerError
 from listener.inspection import ReceivedInstance
 from listener.recorder import PendingRecord, commit_records
 from listener.storage import PART_SUFFIX, instance_relpath
+from listener.text import recordable
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def _pending_record(storage_dir: Path, relpath: Path) -> PendingRecord | None:
         series_instance_uid=str(header.SeriesInstanceUID),
         sop_instance_uid=sop_instance_uid,
         sop_class_uid=str(header.SOPClassUID),
-        modality=str(header.get("Modality", ""))[:16],
-        series_description=None if description is None else str(description)[:64],
+        modality=recordable(str(header.get("Modality", "")), 16),
+        series_description=None if description is None else recordable(str(description), 64),
         relpath=relpath,
     )
     stat = path.stat()

@@ -256,12 +256,20 @@ def test_late_slices_of_a_reported_series_that_is_no_longer_chosen_are_skipped_o
     assert brain_job != thin_job
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the listener's SQLite file), or a new PostgreSQL schema.
+
+    A test asks for it before ``start_listener_for_test``, so that the schema is dropped after
+    the listener stopped.
+    """
+    return request.getfixturevalue("postgres_schema_url") if request.param == "postgresql" else None
+
+
 def test_a_reported_series_passed_over_while_its_late_slices_wait_for_a_worker_is_done(
-    start_listener_for_test: Start, tmp_path: Path, database: str, request: pytest.FixtureRequest
+    database_url: str | None, start_listener_for_test: Start, tmp_path: Path
 ) -> None:
-    url = request.getfixturevalue("postgres_schema_url") if database == "postgresql" else None
-    running = start_listener_for_test(min_slices=5, database_url=url)
+    running = start_listener_for_test(min_slices=5, database_url=database_url)
     study = generate_uid()
     monitor = running.listener.monitor
     thin = write_variant(
