@@ -7,12 +7,37 @@ survive a power cut. This costs one flush per new folder, none per file after th
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import re
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 PART_SUFFIX = ".part"
 """Suffix of temporary files; a file with it is never whole."""
+
+
+def writer_tag(pid: int | None = None) -> str:
+    """``<host>_<pid>``: which process wrote a temporary file, in its name (this one by default).
+
+    Listeners in separate containers may share a storage volume and have the same pid: the host
+    name tells them apart, so that a recovery removes only the files of the process that died.
+    The host part holds letters, digits and ``-`` only, the pid digits only: ``.<host>_<pid>.``
+    matches no other writer's tag, and no part of a UID.
+    """
+    return f"{host_tag()}_{os.getpid() if pid is None else pid}"
+
+
+@functools.cache
+def host_tag() -> str:
+    """This host's name as temporary file names carry it (letters, digits and ``-``)."""
+    name = socket.gethostname()
+    tag = re.sub(r"[^A-Za-z0-9-]", "-", name) or "host"
+    if len(tag) > 40:  # a long FQDN: keep file names short, and distinct
+        tag = f"{tag[:31]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return tag
 
 
 def write_atomic(
@@ -23,7 +48,7 @@ def write_atomic(
     The bytes go to a hidden temporary file in the same folder, are flushed to disk, and the
     file is renamed over ``path``; then the folder is flushed so that the rename survives a
     power cut (and the parent of each folder created for it, so that the folder does). A crash
-    leaves at most a ``.<name>.<pid>.<random>.part`` file.
+    leaves at most a ``.<name>.<host>_<pid>.<random>.part`` file (:func:`writer_tag`).
 
     Args:
         path: The file to write; its folder (and its parents) are created if missing.
@@ -35,7 +60,7 @@ def write_atomic(
         ``path``.
     """
     folder = path.parent
-    temp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{PART_SUFFIX}"
+    temp = folder / f".{path.name}.{writer_tag()}.{os.urandom(4).hex()}{PART_SUFFIX}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     except FileNotFoundError:  # the folder's first file: create it (not a stat per write)
