@@ -50,6 +50,7 @@ from db.engine import (  # noqa: E402
 )
 from db.enums import TokenScope  # noqa: E402
 from db.models import Job, Series  # noqa: E402
+from model.spec import STROKE  # noqa: E402
 from stroke_triage.settings import Settings  # noqa: E402
 
 ROOT = "1.2.826.0.1.3680043.10.77"
@@ -114,6 +115,10 @@ def fill(sessions: SessionFactory, storage: Path, count: int) -> None:
                     input_fingerprint=f"{n:064d}",
                     precision="fp32",
                     device="cpu",
+                    finding_scheme=STROKE.scheme,
+                    finding_value=STROKE.value,
+                    finding_meaning=STROKE.meaning,
+                    finding_name=STROKE.short_name,
                 ),
                 slice_scores=[(f"{uid}.1", 0.7)],
                 now=at,

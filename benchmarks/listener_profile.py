@@ -10,8 +10,10 @@ process), replaces its C-STORE handler by the real one cut short after each step
 association, once per step and round (the steps alternate within a round). For each step it
 prints the images per second, the CPU time of this process (every thread: pynetdicom's, the
 handler's, the recorder's) per slice, whose difference between two rows is what that step
-costs, and the CPU time of the handler's own thread (median per slice). CPU time, not wall
-time, so that the figures hold better on a shared machine (medians of ``--rounds``).
+costs, the CPU time of the handler's own thread (median per slice), and the flushes to
+disk (``fsync`` calls) per slice: a new study's and series' folders are flushed into their
+parents once, the file and its folder at every slice. CPU time, not wall time, so that the
+figures hold better on a shared machine (medians of ``--rounds``).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class Run:
     cpu_ms_per_slice: float
     handler_cpu_ms: float
     """The median CPU time of the handler's own thread per slice (the handler alone)."""
+    fsyncs_per_slice: float
+    """``os.fsync`` calls in this process per slice (files and folders flushed)."""
 
 
 def run_step(
@@ -120,6 +124,12 @@ def run_step(
 ) -> Run:
     """Send ``files`` once to a listener whose C-STORE handler is ``handler``."""
     handler_cpu: list[float] = []
+    fsyncs: list[int] = []  # one entry per call (list.append is atomic across threads)
+    real_fsync = os.fsync
+
+    def counted_fsync(fd: Any) -> None:
+        fsyncs.append(1)
+        real_fsync(fd)
 
     def timed(event: Any, context: StoreContext) -> Any:
         start = time.thread_time()
@@ -144,6 +154,7 @@ def run_step(
     )
     settings.ensure_dirs()
     running = start_listener(settings.listener, settings.listener_runtime())
+    os.fsync = counted_fsync
     try:
         cpu, start = time.process_time(), time.perf_counter()
         subprocess.run(
@@ -163,10 +174,16 @@ def run_step(
         running.recorder.flush(30)  # the records' commits count too
         cpu = time.process_time() - cpu
     finally:
+        os.fsync = real_fsync
         running.stop()
         server.handle_store = handle_store  # type: ignore[attr-defined]
         incoming.start = start_incoming
-    return Run(len(files) / seconds, cpu / len(files) * 1e3, statistics.median(handler_cpu) * 1e3)
+    return Run(
+        len(files) / seconds,
+        cpu / len(files) * 1e3,
+        statistics.median(handler_cpu) * 1e3,
+        len(fsyncs) / len(files),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| durability | the handler does | img/s | listener CPU ms per slice | step's CPU ms "
-        "| handler thread CPU ms |"
+        "| handler thread CPU ms | fsyncs per slice |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for fsync in modes:
         previous: float | None = None
         for label, _, _ in STEPS:
@@ -214,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
             rate = statistics.median(run.images_per_s for run in runs)
             cpu = statistics.median(run.cpu_ms_per_slice for run in runs)
             handler_cpu = statistics.median(run.handler_cpu_ms for run in runs)
+            fsyncs = statistics.median(run.fsyncs_per_slice for run in runs)
             step = "-" if previous is None else f"{cpu - previous:+.2f}"
             previous = cpu
             print(
                 f"| {'fsync' if fsync else 'os'} | {label} | {rate:.0f} | {cpu:.2f} | {step} "
-                f"| {handler_cpu:.2f} |"
+                f"| {handler_cpu:.2f} | {fsyncs:.3f} |"
             )
     return 0
 

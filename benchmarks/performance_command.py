@@ -32,6 +32,7 @@ import db.receiving  # noqa: E402
 import db.results  # noqa: E402
 from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate  # noqa: E402
 from db.enums import OutcomeKey  # noqa: E402
+from model.spec import STROKE  # noqa: E402
 
 TIMEOUT_S = 180.0
 
@@ -47,6 +48,10 @@ def _verdict(probability: float, version: str, sha256: str) -> db.results.Verdic
         input_fingerprint="f" * 64,
         precision="fp32",
         device="cpu",
+        finding_scheme=STROKE.scheme,
+        finding_value=STROKE.value,
+        finding_meaning=STROKE.meaning,
+        finding_name=STROKE.short_name,
     )
 
 

@@ -162,13 +162,12 @@ class VerdictColumns:
     input_fingerprint: Mapped[str] = mapped_column(String(64))
     precision: Mapped[str] = mapped_column(String(8))
     device: Mapped[str] = mapped_column(String(32))
-    # What the model detects (its spec's finding); rows made before 0009 say "stroke".
-    finding_scheme: Mapped[str] = mapped_column(String(16), server_default="SCT")
-    finding_value: Mapped[str] = mapped_column(String(64), server_default="230690007")
-    finding_meaning: Mapped[str] = mapped_column(
-        String(128), server_default="Cerebrovascular accident or stroke"
-    )
-    finding_name: Mapped[str] = mapped_column(String(16), server_default="stroke")
+    # What the model detects (its spec's finding). No default: a row that does not say what it
+    # found is refused (migration 0009 gave the rows made before it the old checkpoints' one).
+    finding_scheme: Mapped[str] = mapped_column(String(16))
+    finding_value: Mapped[str] = mapped_column(String(64))
+    finding_meaning: Mapped[str] = mapped_column(String(128))
+    finding_name: Mapped[str] = mapped_column(String(16))
 
 
 class Result(VerdictColumns, Base):

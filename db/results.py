@@ -35,7 +35,7 @@ class Verdict:
     """A model's verdict on a series, and which model gave it on which input (provenance)."""
 
     probability: float
-    """Series-level probability of stroke."""
+    """Series-level probability of the finding."""
     suspected: bool
     """Whether ``probability`` reached ``threshold``."""
     threshold: float
@@ -49,13 +49,14 @@ class Verdict:
     """``fp32`` or ``bf16``."""
     device: str
     """Device that ran the model (e.g. ``cpu``)."""
-    finding_scheme: str = "SCT"
-    """Coding scheme of what the model detects (from its checkpoint's spec)."""
-    finding_value: str = "230690007"
+    finding_scheme: str
+    """Coding scheme of what the model detects (from its checkpoint's spec; no default, so
+    that a verdict never claims a finding its model did not name)."""
+    finding_value: str
     """Code value of that finding."""
-    finding_meaning: str = "Cerebrovascular accident or stroke"
+    finding_meaning: str
     """Code meaning of that finding."""
-    finding_name: str = "stroke"
+    finding_name: str
     """Short name of that finding, for titles and series descriptions (``ICH``)."""
 
 

@@ -89,8 +89,9 @@ def apply_choice(
 
     A series passed over loses its jobs that have no result yet (``SUPERSEDED``: no report will
     be made on it); without a result, or just received again, it is ``SKIPPED`` with its
-    reason. One that was reported before keeps its state: its result is superseded when the
-    chosen series' result is stored, and that report names it as the one it revises.
+    reason. One that was reported before is ``DONE`` when a job of it was superseded (late
+    slices waiting for a worker), and otherwise keeps its state: its result is superseded when
+    the chosen series' result is stored, and that report names it as the one it revises.
 
     Args:
         session: Database session.
@@ -129,10 +130,23 @@ def apply_choice(
             series.status = SeriesStatus.SKIPPED
             series.skip_reason = reason
             series.completed_at = series.completed_at or now
+        elif superseded:
+            # Reported before, and a job for its late slices was waiting: that job will never
+            # run, so the series stands as reported instead of "queued" for ever.
+            series.status = SeriesStatus.DONE
         if superseded:
             logger.info("Series %s passed over: %s jobs superseded.", uid, len(superseded))
     session.flush()
     return job
+
+
+def withdraw_choice(*, session: Session, series_instance_uid: str, reason: str) -> None:
+    """Pass over a series chosen before that can no longer be read; its status stays."""
+    series = series_for_update(session, series_instance_uid)
+    series.choice = SeriesChoice.PASSED_OVER
+    series.choice_reason = reason
+    session.flush()
+    logger.info("Series %s no longer chosen: %s", series_instance_uid, reason)
 
 
 # What the console shows ---------------------------------------------------------------------

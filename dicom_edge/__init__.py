@@ -1,10 +1,12 @@
-"""What the DICOM edge (listener) and the worker share, and nothing else of ours.
+"""The small DICOM leaf that the listener, the worker and the components above them share.
 
-The listener and the worker may import this package and no other part of ``stroke_triage``;
-it imports only the standard library and pydantic, so importing it never pulls in torch, the
-database, the CLI, or even pydicom and pynetdicom: the settings import it, and every command
-(``--help`` included) imports the settings. ``select_instances``, ``SeriesSelection`` and
-``series_facts`` read pydicom datasets, so they are imported on first use.
+It lies on the lowest floor of the house, beside ``model`` and ``db``, and imports no other
+package of ours (the layers contract in ``pyproject.toml`` forbids those above it). Importing
+it pulls in only the standard library and pydantic, never torch, the database, the CLI, or
+even pydicom and pynetdicom: the settings import it, and every command (``--help`` included)
+imports the settings. ``select_instances``, ``SeriesSelection`` and ``series_facts`` read
+pydicom datasets, so they are imported on first use; :mod:`dicom_edge.peers` (pynetdicom) is
+imported by its users only.
 """
 
 from __future__ import annotations

@@ -36,11 +36,13 @@ from listener.resources import ResourceGuard
 from listener.status import StoreStatus
 from listener.storage import file_meta_bytes
 from listener.tally import AssociationTally
+from listener.text import printable
 
 log = logging.getLogger(__name__)
 
 ERROR_COMMENT_LENGTH = 64
-#: Threads that flush received files (one per association receiving at once is enough).
+#: Threads that flush received files: associations receiving at once beyond this many wait
+#: for a free one (a flush is a disk wait; the disk, not more threads, is then the limit).
 FLUSH_THREADS = 8
 
 
@@ -195,7 +197,18 @@ def _store(event: Event, context: StoreContext) -> int | Dataset:
         ticket, context.record_timeout_s
     ):
         # The file is durable and will be recorded; the sender may safely send it again.
-        log.error("C-STORE of %s: database record not committed in time", sop_instance_uid)
+        if context.recorder.refused(ticket):
+            log.error(
+                "C-STORE of %s: the database refused its record (its file is recorded by the "
+                "start-up scan)",
+                sop_instance_uid,
+            )
+        else:
+            log.error(
+                "C-STORE of %s: database record not committed within %.0f s",
+                sop_instance_uid,
+                context.record_timeout_s,
+            )
         return StoreStatus.OUT_OF_RESOURCES
     return StoreStatus.SUCCESS
 
@@ -252,12 +265,8 @@ def _refuse(
     answer = Dataset()
     answer.Status = int(status)
     # Error Comment is LO: 64 characters, no backslash or control characters.
-    answer.ErrorComment = _printable(str(exc))[:ERROR_COMMENT_LENGTH]
+    answer.ErrorComment = printable(str(exc))[:ERROR_COMMENT_LENGTH]
     tags = [Tag(keyword) for keyword in offending]
     if tags:
         answer.OffendingElement = tags
     return answer
-
-
-def _printable(text: str) -> str:
-    return "".join(c if " " <= c <= "~" and c != "\\" else " " for c in text).strip()

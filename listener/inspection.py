@@ -37,6 +37,7 @@ from listener.header_scan import (
     parse_header,
 )
 from listener.storage import instance_relpath, validate_uid
+from listener.text import recordable
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,8 @@ def _inspect(
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
         sop_class_uid=validate_uid(sop_class_uid, what="SOP Class UID"),
-        modality=as_text(header.get("Modality", ""))[:16],
-        series_description=None if description is None else as_text(description)[:64],
+        modality=recordable(as_text(header.get("Modality", "")), 16),
+        series_description=None if description is None else recordable(as_text(description), 64),
         relpath=instance_relpath(study_uid, series_uid, sop_uid),
     )
 

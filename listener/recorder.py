@@ -146,6 +146,11 @@ class InstanceRecorder:
             done = self._condition.wait_for(lambda: self._committed >= ticket, timeout_s)
             return done and ticket not in self._left_out
 
+    def refused(self, ticket: int) -> bool:
+        """Whether the database did not take the record with this ticket (left out)."""
+        with self._condition:
+            return ticket in self._left_out
+
     def flush(self, timeout_s: float | None = None) -> bool:
         """Commit everything submitted so far now, and wait for it; False on timeout."""
         with self._condition:

@@ -8,6 +8,7 @@ before the listener accepts associations, records it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from pydicom.errors import InvalidDicomError
 
 import db.receiving
 from db.engine import SessionFactory
+from dicom_edge.durable import host_tag, writer_tag
 from listener.errors import ListenerError
+from listener.incoming import STALE_AFTER_S
 from listener.inspection import ReceivedInstance
 from listener.recorder import PendingRecord, commit_records
 from listener.storage import PART_SUFFIX, instance_relpath
+from listener.text import recordable
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +32,37 @@ RECOVERED_AE_TITLE = "RECOVERED"
 BATCH = 200
 
 
-def remove_partial_files(storage_dir: Path) -> int:
-    """Delete temporary files left by an interrupted write; return how many."""
-    removed = 0
-    for part in storage_dir.glob(f"*/*/.*{PART_SUFFIX}"):
+def remove_partial_files(storage_dir: Path, pid: int | None = None) -> int:
+    """Delete temporary files left by interrupted writes of this host; return how many.
+
+    Their names carry the writer's host and pid (:func:`dicom_edge.durable.writer_tag`).
+    With ``pid`` (a receiving process died), that process's files only; without (at
+    start-up, before this listener receives), every file of this host, and another host's (a
+    listener in another container sharing the volume, which may be writing it right now) only
+    once it is :data:`listener.incoming.STALE_AFTER_S` old.
+    """
+    if pid is not None:
+        parts = list(storage_dir.glob(f"*/*/.*.{writer_tag(pid)}.*{PART_SUFFIX}"))
+    else:
+        ours = f".{host_tag()}_"
+        stale_before = time.time() - STALE_AFTER_S
+        parts = [
+            part
+            for part in storage_dir.glob(f"*/*/.*{PART_SUFFIX}")
+            if ours in part.name or _modified_before(part, stale_before)
+        ]
+    for part in parts:
         part.unlink(missing_ok=True)
-        removed += 1
-    if removed:
-        log.warning("Removed %d partial files left by interrupted writes", removed)
-    return removed
+    if parts:
+        log.warning("Removed %d partial files left by interrupted writes", len(parts))
+    return len(parts)
+
+
+def _modified_before(path: Path, when: float) -> bool:
+    try:
+        return path.stat().st_mtime < when
+    except OSError:
+        return False
 
 
 def record_unrecorded(storage_dir: Path, session_factory: SessionFactory) -> int:
@@ -83,8 +109,8 @@ def _pending_record(storage_dir: Path, relpath: Path) -> PendingRecord | None:
         series_instance_uid=str(header.SeriesInstanceUID),
         sop_instance_uid=sop_instance_uid,
         sop_class_uid=str(header.SOPClassUID),
-        modality=str(header.get("Modality", ""))[:16],
-        series_description=None if description is None else str(description)[:64],
+        modality=recordable(str(header.get("Modality", "")), 16),
+        series_description=None if description is None else recordable(str(description), 64),
         relpath=relpath,
     )
     stat = path.stat()

@@ -28,7 +28,6 @@ from pynetdicom.utils import make_target
 
 import compat
 from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
-from dicom_edge import PART_SUFFIX
 from listener import incoming, metrics
 from listener.admission import AdmissionPolicy, handle_association_request
 from listener.balance import AcceptBalance, SharedCounts
@@ -385,13 +384,10 @@ def _recover_after_death(
 ) -> None:
     """Remove a dead receiver's temporary files; record the files it stored but not recorded.
 
-    Its temporary file names carry its pid (see :func:`dicom_edge.write_atomic` and
-    :func:`listener.incoming.file_prefix`), and so do its incoming folders.
+    Its temporary file names carry this host's name and its pid (see
+    :func:`dicom_edge.durable.writer_tag`), and so do its incoming folders.
     """
-    removed = 0
-    for part in storage_dir.glob(f"*/*/.*.{pid}.*{PART_SUFFIX}"):
-        part.unlink(missing_ok=True)
-        removed += 1
+    removed = remove_partial_files(storage_dir, pid)
     incoming.remove_leftovers(storage_dir, pid)
     recorded = record_unrecorded(storage_dir, sessions) if leader else 0
     log.warning(

@@ -20,7 +20,7 @@ import db.receiving
 import db.studies
 import listener.metrics
 from db.engine import Session
-from db.enums import SeriesChoice
+from db.enums import SeriesChoice, SeriesStatus
 from db.rows import Job, Series
 from dicom_edge import (
     KernelFamily,
@@ -98,15 +98,28 @@ def judge_study(
             )
     new = {entry.series.series_instance_uid: entry.facts for entry in judged if entry.facts}
     study = db.studies.study_series(session=session, study_id=received[0].study_id)
+    # A series that cannot be read again (its job failed for good, its files were deleted) is
+    # neither the incumbent nor a candidate: a readable series arriving later gets the report.
+    fallen = {
+        series.series_instance_uid: why
+        for series in study
+        if series.series_instance_uid not in new and (why := _cannot_be_read_again(series))
+    }
     earlier = [
         _stored_facts(series)
         for series in study
         if series.series_instance_uid not in new
+        and series.series_instance_uid not in fallen
         and series.choice in (SeriesChoice.CHOSEN, SeriesChoice.PASSED_OVER)
         and series.axial_slices
     ]
     incumbent = next(
-        (s.series_instance_uid for s in study if s.choice is SeriesChoice.CHOSEN), None
+        (
+            s.series_instance_uid
+            for s in study
+            if s.choice is SeriesChoice.CHOSEN and s.series_instance_uid not in fallen
+        ),
+        None,
     )
     if not new and (incumbent is not None or not earlier):
         # Nothing classifiable arrived, and the study's chosen series (if any) stands.
@@ -119,6 +132,14 @@ def judge_study(
         incumbent=incumbent,
     )
     chosen = decision.chosen
+    labels = {facts.series_instance_uid: facts.label() for facts in [*new.values(), *earlier]}
+    for series in study:
+        uid = series.series_instance_uid
+        if series.choice is SeriesChoice.CHOSEN and uid in fallen:
+            reason = f"not read again: {fallen[uid]}"
+            if chosen is not None:
+                reason += f"; chosen: {labels[chosen]}"
+            db.studies.withdraw_choice(session=session, series_instance_uid=uid, reason=reason)
     job = db.studies.apply_choice(
         session=session,
         chosen=chosen,
@@ -159,6 +180,17 @@ def _judge_series(
         log.exception("Series %s cannot be judged", uid)
         selection, facts = SeriesSelection(False, f"cannot be judged ({type(exc).__name__})"), None
     return _Judged(series, selection, facts)
+
+
+def _cannot_be_read_again(series: Series) -> str | None:
+    """Why a series judged before can no longer be the study's series (None: it can)."""
+    if series.status is SeriesStatus.FAILED:
+        return "its job failed for good"
+    if series.purged_at is not None:
+        return "its files were deleted by the retention policy"
+    if series.instance_count == 0:
+        return "no instances of it are left"
+    return None
 
 
 def _stored_facts(series: Series) -> SeriesFacts:

@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 PRELOAD = ["listener.server"]
 #: How long a new receiving process may take to bind the port.
 START_TIMEOUT_S = 60.0
-#: Wait before a receiving process that failed at start-up is started again; doubles with
-#: each failure in a row, up to RESTART_BACKOFF_MAX_S.
+#: Wait before a receiving process that died or failed at start-up is started again, from its
+#: second failure in a row on; doubles with each failure, up to RESTART_BACKOFF_MAX_S.
 RESTART_BACKOFF_S = 1.0
 RESTART_BACKOFF_MAX_S = 60.0
+#: A receiving process that served this long before it died starts a new run of failures
+#: (restarted at once); one that died sooner counts as one more failure in a row.
+HEALTHY_AFTER_S = RESTART_BACKOFF_MAX_S
 #: How long a receiving process may take to commit its queued records when stopped.
 STOP_TIMEOUT_S = 15.0
 #: Asks a receiving process to commit its queued records and answer when done: it receives
@@ -46,6 +49,8 @@ class _Child:
     process: BaseProcess
     connection: Connection
     slot: int
+    serving_since: float
+    """When it began to serve (``time.monotonic()``)."""
 
 
 class ReceiverGroup:
@@ -178,35 +183,44 @@ class ReceiverGroup:
                 f"(exit code {process.exitcode}); see its log."
             ) from None
         log.info("Receiving process %s serves", process.pid)
-        return _Child(process=process, connection=ours, slot=slot)
+        return _Child(process=process, connection=ours, slot=slot, serving_since=time.monotonic())
 
     def _watch(self) -> None:
         """Reap dead children (``on_death`` once each) and restart them, with backoff.
 
-        The first restart of a slot is immediate; a child that then fails at start-up is tried
-        again after 1 s, 2 s, 4 s ... up to :data:`RESTART_BACKOFF_MAX_S`, never in a loop.
+        Each slot counts its failures in a row: deaths and failed start-ups alike. The first
+        restart is immediate; the next ones wait 1 s, 2 s, 4 s ... up to
+        :data:`RESTART_BACKOFF_MAX_S`, so a child that crashes on its first association (or
+        runs out of memory) is not restarted, and its files recovered, in a loop. A child that
+        served :data:`HEALTHY_AFTER_S` before it died starts the count again.
         """
-        retries: dict[int, tuple[float, int]] = {}  # slot -> (when to try, failures so far)
+        failures: dict[int, int] = {}  # slot -> failures in a row
+        retries: dict[int, float] = {}  # slot -> when to start it again
         while not self._stopping.is_set():
             with self._lock:
                 sentinels = {c.process.sentinel: c for c in self._children}
-            due = min((when for when, _ in retries.values()), default=None)
+            due = min(retries.values(), default=None)
             timeout = 0.5 if due is None else min(0.5, max(0.0, due - time.monotonic()))
             ready = wait(list(sentinels), timeout=timeout)
             if self._stopping.is_set():
                 return
             for sentinel in ready:
                 dead = sentinels[cast(int, sentinel)]
-                self._reap(dead)
-                retries[dead.slot] = (time.monotonic(), 0)
-            for slot, (when, failures) in sorted(retries.items()):
+                if time.monotonic() - dead.serving_since >= HEALTHY_AFTER_S:
+                    failures[dead.slot] = 0
+                delay = self._failed(dead.slot, failures)
+                self._reap(
+                    dead, f"failure {failures[dead.slot]} in a row; restart in {delay:.0f} s"
+                )
+                retries[dead.slot] = time.monotonic() + delay
+            for slot, when in sorted(retries.items()):
                 if when > time.monotonic() or self._stopping.is_set():
                     continue
                 try:
                     child = self._spawn(slot)
                 except ReceiverStartError as exc:
-                    delay = min(RESTART_BACKOFF_S * 2**failures, RESTART_BACKOFF_MAX_S)
-                    retries[slot] = (time.monotonic() + delay, failures + 1)
+                    delay = self._failed(slot, failures)
+                    retries[slot] = time.monotonic() + delay
                     log.error("%s Trying again in %.0f s.", exc, delay)
                     continue
                 del retries[slot]
@@ -214,7 +228,16 @@ class ReceiverGroup:
                     self._children.append(child)
                     self.restarts += 1
 
-    def _reap(self, dead: _Child) -> None:
+    @staticmethod
+    def _failed(slot: int, failures: dict[int, int]) -> float:
+        """Count one more failure of ``slot`` in a row; return how long to wait before a start."""
+        count = failures.get(slot, 0)
+        failures[slot] = count + 1
+        if count == 0:
+            return 0.0
+        return min(RESTART_BACKOFF_S * 2.0 ** (count - 1), RESTART_BACKOFF_MAX_S)
+
+    def _reap(self, dead: _Child, restart: str) -> None:
         """Forget a dead child and run ``on_death`` for it (its files are recovered)."""
         dead.process.join()
         with self._talk:
@@ -223,7 +246,7 @@ class ReceiverGroup:
             self._children.remove(dead)
         pid = dead.process.pid
         log.error(
-            "Receiving process %s died (exit code %s); restarting it", pid, dead.process.exitcode
+            "Receiving process %s died (exit code %s; %s)", pid, dead.process.exitcode, restart
         )
         try:
             if pid is not None:

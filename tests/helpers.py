@@ -36,6 +36,7 @@ import db.receiving
 import db.results
 from db.enums import ExportKind
 from db.rows import Export, Result, Series
+from model.spec import STROKE, CodedFinding
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -326,8 +327,9 @@ def seed_verdict(
     model_sha256: str = "a" * 64,
     model_name: str = "vit-stroke",
     precision: str = "fp32",
+    finding: CodedFinding = STROKE,
 ) -> db.results.Verdict:
-    """A model's verdict: suspected when ``probability`` reaches ``threshold``."""
+    """A model's verdict on ``finding``: suspected when ``probability`` reaches ``threshold``."""
     return db.results.Verdict(
         probability=probability,
         suspected=probability >= threshold,
@@ -338,7 +340,18 @@ def seed_verdict(
         input_fingerprint=fingerprint,
         precision=precision,
         device="cpu",
+        **finding_columns(finding),
     )
+
+
+def finding_columns(finding: CodedFinding) -> dict[str, str]:
+    """A verdict's (or result row's) finding fields, from a model spec's finding."""
+    return {
+        "finding_scheme": finding.scheme,
+        "finding_value": finding.value,
+        "finding_meaning": finding.meaning,
+        "finding_name": finding.short_name,
+    }
 
 
 def seed_result(

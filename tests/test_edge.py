@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
@@ -12,6 +14,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from dicom_edge import PacsDestination, check_ae_title, write_atomic
+from dicom_edge.durable import move_into_place
 from stroke_triage.settings import Settings
 from tests.helpers import REPO_ROOT
 
@@ -52,13 +55,53 @@ def test_settings_validate_ports_and_listener_ae_titles() -> None:
         Settings.model_validate({"listener": {"calling_ae_addresses": {"": ["10.0.0.0/8"]}}})
 
 
+@contextmanager
+def _fsynced() -> Iterator[list[str]]:
+    """The paths flushed inside the block (files and folders), in order."""
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)"))
+        real_fsync(fd)
+
+    with mock.patch("dicom_edge.durable.os.fsync", recording_fsync):
+        yield flushed
+
+
 def test_write_atomic_writes_whole_files_and_flushes_them(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "x.dcm"
-    with mock.patch("dicom_edge.durable.os.fsync", wraps=os.fsync) as fsync:
+    with _fsynced() as flushed:
         assert write_atomic(target, [b"ab", memoryview(b"cd")]) == target
     assert target.read_bytes() == b"abcd"
-    assert fsync.call_count == 2  # the file, then its folder
+    # The parent of each folder made for it (their entries), top down; the file; its folder.
+    temp = flushed[2]
+    assert Path(temp).parent == target.parent and temp.endswith(".part")
+    assert flushed == [str(tmp_path), str(tmp_path / "a"), temp, str(target.parent)]
     assert [p.name for p in target.parent.iterdir()] == ["x.dcm"]
+    # The folder's next file: the file and its folder only.
+    with _fsynced() as flushed:
+        write_atomic(target.with_name("y.dcm"), b"y")
+    assert flushed[1:] == [str(target.parent)]
+    with _fsynced() as flushed:
+        write_atomic(tmp_path / "c" / "z.dcm", b"z", fsync=False)
+    assert flushed == []
+
+
+def test_a_file_moved_into_a_new_folder_makes_the_folder_durable_too(tmp_path: Path) -> None:
+    """The listener's path: a received file renamed into a new study's series folder."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    first, second = storage / "x.part", storage / "y.part"
+    first.write_bytes(b"x")
+    second.write_bytes(b"y")
+    series = storage / "study" / "series"
+    with _fsynced() as flushed:
+        move_into_place(first, series / "x.dcm")
+    assert flushed == [str(first), str(storage), str(storage / "study"), str(series)]
+    with _fsynced() as flushed:
+        move_into_place(second, series / "y.dcm", flushed=True)
+    assert flushed == [str(series)]
 
 
 def test_write_atomic_leaves_the_old_file_when_a_write_fails(tmp_path: Path) -> None:

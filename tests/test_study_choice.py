@@ -305,9 +305,11 @@ def test_facts_take_the_spacing_where_no_thickness_is_stated() -> None:
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
         ds.ConvolutionKernel = ["Hr40f", "3"]  # Siemens sends the ADMIRE strength too
         ds.SeriesNumber = 601
+        del ds.SliceThickness  # Type 2: may be absent (or empty) in a derived series
+        ds.ImagePositionPatient = [0.0, 0.0, 3.0 * number]  # 3 mm apart
         stack.append(ds)
     found = series_facts("1.2.3.4", stack)
-    assert found.slice_thickness_mm == 5.0  # ct_dataset places slices 5 mm apart
-    assert found.coverage_mm == 50.0
+    assert found.slice_thickness_mm == 3.0
+    assert found.coverage_mm == 30.0  # nine spacings and one slice
     assert found.kernel == "Hr40f"
     assert found.derived and found.series_number == 601 and found.slices == 10

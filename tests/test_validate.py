@@ -27,8 +27,9 @@ from db.enums import OutcomeKey
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
 from model.checkpoint import SPEC_FILE as CHECKPOINT_SPEC_FILE
 from model.phantom import Lesion, write_phantom_series
+from model.spec import STROKE
 from stroke_triage.cli import main as cli_main
-from tests.helpers import REPO_ROOT, record_stored_files
+from tests.helpers import REPO_ROOT, finding_columns, record_stored_files
 from validation.calibrate import CalibrationRefusedError, CalibrationResult, calibrate
 from validation.labels_file import SiteValidationError
 from validation.performance import SPEC_FILE, print_performance
@@ -317,6 +318,7 @@ def _performance_database(tmp_path: Path, n_series: int) -> str:
                     input_fingerprint="f" * 64,
                     precision="fp32",
                     device="cpu",
+                    **finding_columns(STROKE),
                 ),
                 slice_scores=[],
                 shadow=False,

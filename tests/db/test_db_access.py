@@ -1,11 +1,13 @@
 """Data access on SQLite and PostgreSQL: upserts, state machine, idempotency, outbox, exports."""
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 import db.exports
@@ -519,3 +521,28 @@ def test_naive_times_are_taken_as_utc(session: Session) -> None:
     assert db.jobs.pending_jobs(session=session, older_than=naive) == []
     later = (T0 + timedelta(seconds=1)).replace(tzinfo=None)
     assert [j.id for j in db.jobs.pending_jobs(session=session, older_than=later)] == [job.id]
+
+
+def test_a_result_that_does_not_say_what_it_found_is_refused(session: Session) -> None:
+    """No finding is assumed: not by the verdict, nor by the row (the "stroke" default of
+    migration 0009 is for the rows made before it only)."""
+    _receive(session, _records(range(1, 4)))
+    job = db.jobs.create_job(session=session, series_instance_uid=SERIES, now=T0)
+    verdict = seed_verdict()
+    fields = {
+        name: value for name, value in dataclasses.asdict(verdict).items() if "finding" not in name
+    }
+    with pytest.raises(TypeError, match="finding_"):
+        db.results.Verdict(**fields)  # type: ignore[call-arg]
+    row = Result(
+        job_id=job.id,
+        series_id=job.series_id,
+        **fields,
+        shadow=False,
+        superseded=False,
+        created_at=T0,
+    )
+    session.add(row)
+    with pytest.raises(IntegrityError, match="finding_"):
+        session.flush()
+    session.rollback()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from db.models import Instance, Series
+from dicom_edge.durable import writer_tag
 from dicom_edge.peers import echo
+from listener import incoming
 from listener.recovery import record_unrecorded, remove_partial_files
 from listener.status import StoreStatus
 from tests.listener.helpers import (
@@ -155,7 +159,7 @@ def test_startup_records_files_that_missed_their_record(
     folder.mkdir(parents=True)
     for path, header in zip(files, headers, strict=True):
         (folder / f"{header.SOPInstanceUID}.dcm").write_bytes(path.read_bytes())
-    (folder / ".x.dcm.1.ab.part").write_bytes(b"half")
+    (folder / f".x.dcm.{writer_tag(1)}.ab.part").write_bytes(b"half")
 
     assert remove_partial_files(running.storage_dir) == 1
     assert record_unrecorded(running.storage_dir, running.sessions) == 3
@@ -187,3 +191,34 @@ def test_durability_fsync_flushes_file_and_folder_and_os_does_not(
         assert running.partial_files() == []
         assert len(flushed) >= expected if expected else flushed == []
         running.listener.stop()
+
+
+def test_partial_files_of_a_dead_process_or_of_this_host_go_and_a_peers_live_ones_stay(
+    tmp_path: Path,
+) -> None:
+    """A listener in another container sharing the volume may have the same pid (and a UID
+    may hold the pid's digits): only the files its own tag names are removed."""
+    folder = tmp_path / "1.2.3" / "1.2.3.4"
+    folder.mkdir(parents=True)
+    uid = "1.2.840.10008.5.1.4.1.1.2.42"  # holds ".42." and ".5."
+
+    def part(tag: str, *, age_s: float = 0.0) -> Path:
+        path = folder / f".{uid}.dcm.{tag}.{os.urandom(4).hex()}.part"
+        path.write_bytes(b"half")
+        if age_s:
+            os.utime(path, (time.time() - age_s, time.time() - age_s))
+        return path
+
+    dead, ours, peer = part(writer_tag(42)), part(writer_tag(5)), part("peer-container_42")
+    assert remove_partial_files(tmp_path, 42) == 1
+    assert not dead.exists() and ours.exists() and peer.exists()
+
+    stale_peer = part("peer-container_7", age_s=incoming.STALE_AFTER_S + 60)
+    legacy = part("5", age_s=incoming.STALE_AFTER_S + 60)  # named before the host was
+    assert remove_partial_files(tmp_path) == 3  # at start-up: this host's, and stale ones
+    assert [path.exists() for path in (ours, peer, stale_peer, legacy)] == [
+        False,
+        True,
+        False,
+        False,
+    ]

@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 import listener.metrics
+import listener.supervisor
 from db.models import Instance, Job, Series
 from listener.status import StoreStatus
 from listener.supervisor import ReceiverGroup
@@ -294,3 +295,59 @@ def test_a_receiver_that_fails_at_start_up_is_restarted_with_backoff(tmp_path: P
     assert 3 <= len(starts) <= 5, starts
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts[2:])]
     assert all(gap >= 0.9 for gap in gaps), gaps
+
+
+def serve_then_die(folder: Path, lifetime_s: float, slot: int, control: Connection) -> None:
+    """A receiving process that serves for ``lifetime_s`` and dies, at every start.
+
+    As a child that crashes on its first association, or runs out of memory, does. Each start
+    appends a line to ``folder/starts``.
+    """
+    with (folder / "starts").open("a") as log_file:
+        log_file.write(f"{time.monotonic()}\n")
+    control.send("serving")
+    time.sleep(lifetime_s)
+    os._exit(1)
+
+
+def _starts_of(group: ReceiverGroup, folder: Path, running_s: float) -> list[float]:
+    group.start()
+    try:
+        time.sleep(running_s)
+    finally:
+        group.stop()
+    return [float(line) for line in (folder / "starts").read_text().splitlines()]
+
+
+def test_a_receiver_that_dies_after_serving_is_restarted_with_backoff(tmp_path: Path) -> None:
+    deaths: list[int] = []
+    group = ReceiverGroup(
+        count=1,
+        target=serve_then_die,
+        args=(tmp_path, 0.1),
+        on_death=lambda pid, slot: deaths.append(slot),
+    )
+    starts = _starts_of(group, tmp_path, 4.0)
+    # Started, died, restarted at once, then after 1 s and 2 s: the failures count on through
+    # the starts that served (each death runs a full storage scan on the leader).
+    assert 3 <= len(starts) <= 5, starts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap >= 1.0 for gap in gaps[1:]), gaps
+    assert gaps[2:3] == [] or gaps[2] >= 2.0, gaps
+    assert deaths and set(deaths) == {1}
+
+
+def test_a_receiver_that_served_long_enough_before_it_died_is_restarted_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener.supervisor, "RESTART_BACKOFF_S", 5.0)
+    monkeypatch.setattr(listener.supervisor, "HEALTHY_AFTER_S", 0.2)
+    group = ReceiverGroup(
+        count=1, target=serve_then_die, args=(tmp_path, 0.4), on_death=lambda pid, slot: None
+    )
+    starts = _starts_of(group, tmp_path, 3.0)
+    # Each child lived longer than HEALTHY_AFTER_S: its death is a first failure, restarted at
+    # once (without the reset the third start would wait 5 s).
+    assert len(starts) >= 3, starts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap < 5.0 for gap in gaps), gaps

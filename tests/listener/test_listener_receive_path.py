@@ -9,6 +9,9 @@ every message is off (unless its logger is at DEBUG): one line per association i
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_edge.durable import move_into_place
+from dicom_edge.durable import move_into_place, writer_tag
 from dicom_edge.peers import FolderPacs
 from listener import handlers, incoming
 from listener.status import StoreStatus
@@ -24,6 +27,7 @@ from tests.listener.helpers import (
     LISTENER_AE,
     RunningListener,
     ct_dataset,
+    echoscu,
     scu,
     storescu,
     wait_until,
@@ -130,26 +134,73 @@ def test_another_scp_in_the_process_keeps_its_data_sets_in_memory(
         pacs.stop()
 
 
-def test_leftovers_of_a_crash_are_removed_at_start(
+#: A listener in another container on the same storage volume: another host name, same pids.
+PEER = "peer-container"
+
+
+def _incoming_folder(storage: Path, name: str, *, age_s: float = 0.0) -> Path:
+    folder = storage / incoming.INCOMING_DIR / name
+    folder.mkdir(parents=True)
+    (folder / f".c-store.{name.rsplit('.', 1)[0]}.abc.part").write_bytes(b"half a data set")
+    if age_s:
+        when = time.time() - age_s
+        os.utime(folder, (when, when))
+    return folder
+
+
+def test_leftovers_of_a_crash_are_removed_at_start_and_a_peers_live_ones_kept(
     start_listener_for_test: Start, tmp_path: Path
 ) -> None:
     storage = tmp_path / "storage"
-    left = storage / incoming.INCOMING_DIR / "4242.7"
-    left.mkdir(parents=True)
-    (left / ".c-store.4242.abc.part").write_bytes(b"half a data set")
+    _incoming_folder(storage, f"{writer_tag(4242)}.7")
+    live = _incoming_folder(storage, f"{PEER}_4242.7")
+    _incoming_folder(storage, f"{PEER}_5151.3", age_s=incoming.STALE_AFTER_S + 60)
 
     running = start_listener_for_test()
 
-    assert _incoming_folders(running) == []
+    assert _incoming_folders(running) == [live]
 
 
-def test_a_dead_receivers_incoming_folders_are_removed(tmp_path: Path) -> None:
-    for name in ("4242.1", "4242.2", "5151.1"):
-        (tmp_path / incoming.INCOMING_DIR / name).mkdir(parents=True)
+def test_a_dead_receivers_incoming_folders_are_removed_and_a_peers_kept(tmp_path: Path) -> None:
+    """Same pid, another container (host name): the peer's in-flight files stay."""
+    for name in (f"{writer_tag(4242)}.1", f"{writer_tag(4242)}.2", f"{writer_tag(5151)}.1"):
+        _incoming_folder(tmp_path, name)
+    _incoming_folder(tmp_path, f"{PEER}_4242.1")
+    _incoming_folder(tmp_path, f"{writer_tag(42)}.1")
 
     incoming.remove_leftovers(tmp_path, 4242)
 
-    assert [p.name for p in (tmp_path / incoming.INCOMING_DIR).iterdir()] == ["5151.1"]
+    assert sorted(p.name for p in (tmp_path / incoming.INCOMING_DIR).iterdir()) == sorted(
+        [f"{writer_tag(5151)}.1", f"{PEER}_4242.1", f"{writer_tag(42)}.1"]
+    )
+
+
+def test_an_association_without_a_data_set_makes_no_incoming_folder(
+    start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    """A C-ECHO (a health check), a TCP probe and a refused association: no folder is made
+    (and none removed); the first data set of an association makes its folder."""
+    running = start_listener_for_test(allowed_calling_ae_titles=["SCANNER"])
+    root = running.storage_dir / incoming.INCOMING_DIR
+    assert not root.exists()
+    assert echoscu(running.port).returncode == 0
+    with socket.create_connection(("127.0.0.1", running.port)):
+        pass  # a load balancer's TCP check
+    refused = scu().associate("127.0.0.1", running.port, ae_title=LISTENER_AE)
+    assert refused.is_rejected
+    assert not root.exists()
+
+    assoc = scu("SCANNER").associate("127.0.0.1", running.port, ae_title=LISTENER_AE)
+    try:
+        assert assoc.send_c_echo().Status == 0
+        assert not root.exists()
+        dataset = ct_dataset(study_uid=generate_uid(), series_uid=generate_uid(), number=1)
+        assert assoc.send_c_store(dataset).Status == StoreStatus.SUCCESS
+        (folder,) = _incoming_folders(running)
+        assert folder.name.startswith(f"{writer_tag()}.")
+    finally:
+        assoc.release()
+    wait_until(lambda: _incoming_folders(running) == [])
 
 
 def test_one_log_line_per_association_instead_of_per_image(

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 import db.jobs
 import db.receiving
 import db.results
+import db.retention
 import db.studies
 from db.enums import JobStatus, SeriesChoice, SeriesStatus
 from db.studies import StudyDetail
@@ -252,3 +254,96 @@ def test_late_slices_of_a_reported_series_that_is_no_longer_chosen_are_skipped_o
         assert db.receiving.receiving_series(session=session) == []
     assert [job for _, job in _jobs(running)] == [JobStatus.DONE, JobStatus.QUEUED]
     assert brain_job != thin_job
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (the listener's SQLite file), or a new PostgreSQL schema.
+
+    A test asks for it before ``start_listener_for_test``, so that the schema is dropped after
+    the listener stopped.
+    """
+    return request.getfixturevalue("postgres_schema_url") if request.param == "postgresql" else None
+
+
+def test_a_reported_series_passed_over_while_its_late_slices_wait_for_a_worker_is_done(
+    database_url: str | None, start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    running = start_listener_for_test(min_slices=5, database_url=database_url)
+    study = generate_uid()
+    monitor = running.listener.monitor
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
+    )
+    _send(running, (thin[0], thin[1][:96]))
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (thin_job,) = monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:  # the thin series was reported
+        db.jobs.start_job(session=session, job_id=thin_job)
+        db.results.record_result(
+            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
+        )
+        db.jobs.finish_job(session=session, job_id=thin_job)
+        session.commit()
+    # Two late slices: the thin series is still the study's only one, so it gets a new job.
+    _send(running, (thin[0], thin[1][96:]))
+    (late_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
+    # The brain series arrives while that job waits: the thin series is passed over, its job
+    # superseded, and it stands as reported (not "queued" for ever).
+    brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
+    _send(running, brain)
+    (brain_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=4))
+    assert [job for _, job in _jobs(running)] == [
+        JobStatus.DONE,
+        JobStatus.SUPERSEDED,
+        JobStatus.QUEUED,
+    ]
+    by_uid = {s.series_instance_uid: s for s in _detail(running, study).series}
+    assert by_uid[thin[0]].choice is SeriesChoice.PASSED_OVER
+    assert by_uid[thin[0]].status is SeriesStatus.DONE
+    assert by_uid[brain[0]].status is SeriesStatus.QUEUED
+    assert len({thin_job, late_job, brain_job}) == 3
+
+
+@pytest.mark.parametrize("fate", ["failed", "purged"])
+def test_a_chosen_series_that_cannot_be_read_again_gives_way_to_a_later_worse_one(
+    start_listener_for_test: Start, tmp_path: Path, fate: str
+) -> None:
+    running = start_listener_for_test(min_slices=5)
+    study = generate_uid()
+    monitor = running.listener.monitor
+    brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
+    _send(running, brain)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (brain_job,) = monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:
+        db.jobs.start_job(session=session, job_id=brain_job)
+        if fate == "failed":  # a dead letter: the series is failed, with no report
+            db.jobs.fail_job(session=session, job_id=brain_job, error="unreadable", final=True)
+        else:  # reported, then its files deleted by the retention policy
+            db.results.record_result(
+                session=session, job_id=brain_job, verdict=seed_verdict(), slice_scores=[]
+            )
+            db.jobs.finish_job(session=session, job_id=brain_job)
+            assert db.retention.claim_series_for_purge(
+                session=session, series_instance_uid=brain[0], received_before=later
+            )
+        session.commit()
+    # A readable series, slightly worse (thin slices), arrives later: it gets the report.
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=96
+    )
+    _send(running, thin)
+    (thin_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
+    assert _jobs(running)[-1] == (thin[0], JobStatus.QUEUED)
+    detail = _detail(running, study)
+    assert detail.chosen is not None and detail.chosen.series_instance_uid == thin[0]
+    by_uid = {s.series_instance_uid: s for s in detail.series}
+    assert by_uid[brain[0]].choice is SeriesChoice.PASSED_OVER
+    expected = "its job failed for good" if fate == "failed" else "deleted by the retention"
+    assert expected in str(by_uid[brain[0]].choice_reason)
+    assert str(by_uid[brain[0]].choice_reason).endswith("chosen: series 4 HEAD 1.25mm")
+    assert by_uid[brain[0]].status is (
+        SeriesStatus.FAILED if fate == "failed" else SeriesStatus.DONE
+    )
+    assert thin_job != brain_job

@@ -275,5 +275,6 @@ def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -
     # The SR and the SC, and the alert's preview beside them.
     assert [name.rsplit(".", 1)[1] for name in written].count("dcm") == 2, written
     assert [name.rsplit(".", 1)[1] for name in written].count("jpg") == 1, written
-    assert len(synced) == 6  # each file, then its folder
+    # Each file, then its folder; and the parent of each folder made (reports/, reports/<study>/).
+    assert len(synced) == 6 + 2
     assert pydicom.dcmread(outcome.report_path).Modality == "SR"
