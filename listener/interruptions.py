@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from pynetdicom.events import Event
 
@@ -28,6 +30,9 @@ from db.engine import SessionFactory
 from db.errors import DatabaseAccessError
 
 log = logging.getLogger(__name__)
+
+#: How long the connection's close waits for the association's own thread to say how it ended.
+ENDING_NOTED_WITHIN_S = 2.0
 
 #: How long an interrupted association waits for its records before recording the interruption.
 RECORD_TIMEOUT_S = 10.0
@@ -142,6 +147,8 @@ class AssociationSeries:
             released = key in self._released
             self._released.discard(key)
         if series and not released:
+            released = _ended_by_release(event.assoc)
+        if series and not released:
             self._quiet_periods.restart(series)
             log.warning(
                 "Association from %s ended without release (aborted): %d series get a fresh "
@@ -149,3 +156,22 @@ class AssociationSeries:
                 str(event.assoc.requestor.ae_title).strip(),
                 len(series),
             )
+
+
+def _ended_by_release(assoc: Any) -> bool:
+    """Whether the closed connection's association ended with a release, once its thread knows.
+
+    pynetdicom answers a release request from the association's own thread (it queues the
+    A-RELEASE-RP, then sets ``is_released`` and triggers EVT_RELEASED), while the network
+    thread sends that answer, sees the sender close the connection and triggers EVT_CONN_CLOSE.
+    On a busy machine the close can come first: wait, briefly, for the association's thread to
+    set ``is_released`` or ``is_aborted`` before judging. Only a connection closed after an
+    answer went out (state Sta13: awaiting the close, after an A-RELEASE-RP or our A-ABORT)
+    waits; a dropped or aborted one is judged at once.
+    """
+    if assoc.is_released or assoc.dul.state_machine.current_state != "Sta13":
+        return bool(assoc.is_released)
+    deadline = time.monotonic() + ENDING_NOTED_WITHIN_S
+    while not (assoc.is_released or assoc.is_aborted) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(assoc.is_released)

@@ -208,3 +208,30 @@ def test_a_crash_mid_series_waits_for_the_senders_retry(
     engine.dispose()
     # One job on the whole series; never one on the 34 slices received before the crash.
     assert jobs == [(JobStatus.QUEUED, 100)]
+
+
+def test_a_release_noted_late_by_the_association_is_still_a_release(
+    start_listener_for_test: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a busy machine pynetdicom's network thread can send the A-RELEASE-RP, see the sender
+    # close and trigger EVT_CONN_CLOSE before the association's thread sets is_released: that
+    # released association was taken for an aborted one (a warning, a needless fresh quiet
+    # period). The association's thread is made slow right after it queues the answer.
+    from pynetdicom.acse import ACSE
+
+    send_release = ACSE.send_release
+
+    def slow_send_release(self: ACSE, is_response: bool = False) -> None:
+        send_release(self, is_response)
+        if is_response:
+            time.sleep(0.5)
+
+    monkeypatch.setattr(ACSE, "send_release", slow_send_release)
+    running = start_listener_for_test(quiet_period_s=3600.0, max_series_wait_s=86400.0)
+    periods = running.listener.monitor.quiet_periods
+    released, aborted = generate_uid(), generate_uid()
+    _send(running, released, abort=False, pause_s=0.0)
+    _send(running, aborted, abort=True, pause_s=0.0)
+    wait_until(lambda: periods.restarted_at(aborted) is not None)
+    time.sleep(1.0)  # the slowed association thread has long noted its release by now
+    assert periods.restarted_at(released) is None
