@@ -161,7 +161,7 @@ def write_preview(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
     spec = ctx.classifier.spec
     finding = verdict.finding
     by_uid = {str(ds.SOPInstanceUID): ds for ds in inputs.datasets}
-    top = [by_uid[uid] for uid in finding.top_instance_uids if uid in by_uid]
+    top = [by_uid[uid] for uid in finding.key_slices if uid in by_uid]
     try:
         jpeg = render_preview(
             top or inputs.datasets[:1],
