@@ -207,5 +207,6 @@ def _stack_text(stack: ClassifiedStack, slices: int) -> str | None:
 def _slab_sentence(slices: int, slabs: int, slab_mm: float) -> str:
     return (
         f"Thin slices averaged: {slices} slices classified as {slabs} slabs of {slab_mm:g} mm "
-        "(the model's training thickness); each cited slab's slices are listed."
+        "(the model reads slices of its training thickness); each cited slab's slices are "
+        "listed."
     )

@@ -80,8 +80,30 @@ def test_a_5_mm_stack_and_a_spec_without_thickness_go_through_unchanged(
     assert not at_thickness.averaged
     assert at_thickness.units == [[index] for index in range(24)]
     assert not classified_stack(SortedSeries(thin), None).averaged
-    # 4.8 mm is "at" 5 mm: grouping would make uneven slabs of one or two slices.
+    # 5 mm is "at" 5.3 mm (within 10 %), and a 7 mm slab is nearer one 5 mm slice than two.
     assert not classified_stack(SortedSeries(thick), 5.3).averaged
+    assert not classified_stack(SortedSeries(thick), 7.0).averaged
+    # Two 5 mm slices do fit a 10 mm slab: even pairs.
+    pairs = classified_stack(SortedSeries(thick), 10.0)
+    assert pairs.slab_mm == 10.0 and [len(u) for u in pairs.units] == [2] * 12
+
+
+def test_the_real_ge_head_ct_is_read_slice_by_slice(ge_head_ct: Path) -> None:
+    datasets = [pydicom.dcmread(path) for path in sorted(ge_head_ct.glob("*.dcm"))]
+    stack = classified_stack(SortedSeries(datasets), 5.0)
+    # Slices 4-5.5 mm thick (median 5.5) and 4.22 mm apart: at the model's 5 mm.
+    assert stack.source_thickness_mm == 5.5 and not stack.averaged
+    assert len(stack.units) == len(datasets) == 28
+    # Were they thinner, 4.22 mm apart still puts one slice in a 5 mm slab: nothing averaged.
+    for dataset in datasets:
+        dataset.SliceThickness = 1.0
+    assert not classified_stack(SortedSeries(datasets), 5.0).averaged
+
+
+def test_slices_of_0_6_mm_make_even_slabs_of_8(tmp_path: Path) -> None:
+    datasets = _series(tmp_path, 40, 0.6)
+    stack = classified_stack(SortedSeries(datasets), 5.0)
+    assert stack.slab_mm == 4.8 and [len(u) for u in stack.units] == [8] * 5
 
 
 def test_slabs_are_the_mean_of_their_slices_in_hu(thin: list[pydicom.Dataset]) -> None:
