@@ -37,6 +37,7 @@ from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
 
 CONSOLE_URL = "https://triage.hospital.local/console"
+CODING = "99STROKETRIAGE"
 ANY_VERDICT = ["suspected", "not_suspected"]
 
 
@@ -372,6 +373,7 @@ def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_othe
     certificate: Certificate,
 ) -> None:
     smtp = SmtpServer(certificate, user="triage", password="pw")
+    ris = MllpListener("AA")
     try:
         email = {
             "kind": "email",
@@ -388,13 +390,14 @@ def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_othe
         ctx = notify_context(
             runtime,
             multi_label_checkpoint(tmp_path / "ckpt"),
-            notifications=[_webhook(webhook, certificate, "s3cret"), email],
+            notifications=[_webhook(webhook, certificate, "s3cret"), email, _hl7("ris", ris.port)],
         )
         _run(ctx)
         time.sleep(0.1)
         sweep_notifications(ctx.sessions, config=ctx.config)
     finally:
         smtp.stop()
+        ris.stop()
     (document,) = webhook.accepted
     assert (document["finding_name"], document["finding_meaning"]) == (
         "ICH",
@@ -412,3 +415,19 @@ def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_othe
     assert isinstance(payload, bytes)
     listed = ", ".join(f"{f['finding_meaning']} {f['probability']:.2f}" for f in further)
     assert f"Further findings (probability only): {listed}" in payload.decode()
+    (oru,) = ris.messages
+    order = oru.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_4.to_er7().startswith("ICH-AI^AI ICH triage^")
+    observations = [
+        (group.obx.obx_3.to_er7(), group.obx.obx_5.to_er7()) for group in order.oru_r01_observation
+    ]
+    assert observations[-2:] == [
+        (
+            f"PROB-EDH^Probability of Epidural hemorrhage^{CODING}",
+            f"{further[0]['probability']:.4f}",
+        ),
+        (
+            f"PROB-SDH^Probability of Subdural hemorrhage^{CODING}",
+            f"{further[1]['probability']:.4f}",
+        ),
+    ]
