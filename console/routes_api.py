@@ -17,7 +17,14 @@ from console import actions
 from console.auth import Principal
 from console.lookup import series_or_404
 from console.records import ResultRecord, result_records, to_csv
-from console.schemas import ActionOut, AuditEntryOut, ExportOut, JobOut, SeriesDetailOut
+from console.schemas import (
+    ActionOut,
+    AuditEntryOut,
+    ExportOut,
+    FurtherFindingOut,
+    JobOut,
+    SeriesDetailOut,
+)
 from console.search import refresh_index, search_of
 from console.security import State, api_actor, api_reader, require_admin
 from console.status import ServiceStatus, service_status
@@ -123,6 +130,7 @@ def get_series(series_instance_uid: str, _: Reader, state: State) -> SeriesDetai
             slice_scores=detail.slice_scores,
             exports=[ExportOut.model_validate(e) for e in detail.exports],
             own_report_of=detail.own_report_of,
+            further_findings=[FurtherFindingOut.model_validate(f) for f in detail.further_findings],
         )
 
 

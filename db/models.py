@@ -194,6 +194,10 @@ class Result(VerdictColumns, Base):
     slice_scores: Mapped[list["SliceScore"]] = relationship(
         lazy="selectin", order_by="SliceScore.rank", viewonly=True
     )
+    further_findings: Mapped[list["ResultFinding"]] = relationship(
+        lazy="selectin", order_by="ResultFinding.position", viewonly=True
+    )
+    """A multi-output model's other findings; the verdict's own is in the finding columns."""
 
 
 class SliceScore(Base):
@@ -206,6 +210,28 @@ class SliceScore(Base):
     sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
     probability: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+
+
+class ResultFinding(Base):
+    """A further finding of a multi-output model on a result's series, with its probability.
+
+    The verdict's finding (the output that drives it) is the result's own finding columns; these
+    are the others the model's spec reports, in its order, with no verdict of their own.
+    """
+
+    __tablename__ = "result_findings"
+    __table_args__ = (UniqueConstraint("result_id", "finding_scheme", "finding_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    """Order in the model's spec (1 = first after the verdict's finding)."""
+    finding_scheme: Mapped[str] = mapped_column(String(16))
+    finding_value: Mapped[str] = mapped_column(String(64))
+    finding_meaning: Mapped[str] = mapped_column(String(128))
+    finding_name: Mapped[str] = mapped_column(String(16))
+    probability: Mapped[float] = mapped_column(Float)
+    """Series-level probability, aggregated with the verdict's rule."""
 
 
 class Export(Base):

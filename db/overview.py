@@ -8,7 +8,7 @@ the exports table. Statistics over a time window are in :mod:`db.statistics`.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from db.models import (
     Instance,
     Job,
     Result,
+    ResultFinding,
     Series,
     SeriesHeader,
     SeriesSearchTerm,
@@ -170,6 +171,8 @@ class SeriesDetail:
     own_report_of: str | None = None
     """Set when this series is our own report (SR or SC) sent back to us: the Series Instance
     UID of the series it reports on."""
+    further_findings: list[ResultFinding] = field(default_factory=list)
+    """A multi-output model's other findings on the current result, in its spec's order."""
 
 
 @dataclass(frozen=True)
@@ -504,6 +507,7 @@ def series_detail(*, session: Session, series_instance_uid: str) -> SeriesDetail
         instance_paths=[path for path, _ in instances],
         instance_uids=[uid for _, uid in instances],
         own_report_of=_own_report_of(session, series.id),
+        further_findings=list(result.further_findings) if result is not None else [],
     )
 
 

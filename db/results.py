@@ -24,7 +24,7 @@ from db._query import (
 from db.enums import ExportStatus, JobStatus
 from db.errors import JobStateError, ResultConflictError
 from db.jobs import get_job
-from db.models import Job, Result, Series, SliceScore, Study
+from db.models import Job, Result, ResultFinding, Series, SliceScore, Study
 from db.overview import report_statuses
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class FindingScore:
+    """A further finding of a multi-output model and its series-level probability."""
+
+    finding_scheme: str
+    finding_value: str
+    finding_meaning: str
+    finding_name: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class ResultRow:
     """One line of the results overview."""
 
@@ -88,6 +99,7 @@ def record_result(
     slice_scores: Sequence[tuple[str, float]],
     now: datetime | None = None,
     shadow: bool = False,
+    further_findings: Sequence[FindingScore] = (),
 ) -> Result:
     """Store the result of a job, once.
 
@@ -104,6 +116,7 @@ def record_result(
         slice_scores: ``(sop_instance_uid, probability)`` per slice, in any order.
         now: Current time.
         shadow: Made in shadow mode (nothing sent but to PACS marked shadow).
+        further_findings: A multi-output model's other findings, in its spec's order.
 
     Returns:
         The stored result.
@@ -157,6 +170,15 @@ def record_result(
                                 "rank": rank,
                             }
                             for rank, (uid, score) in chunk
+                        ]
+                    )
+                )
+            if further_findings:
+                session.execute(
+                    insert(session, ResultFinding).values(
+                        [
+                            {"result_id": result_id, "position": position, **asdict(finding)}
+                            for position, finding in enumerate(further_findings, start=1)
                         ]
                     )
                 )

@@ -154,7 +154,9 @@ def _as_stored(value: int, *, signed: bool) -> int:
     return value
 
 
-def sort_slices(datasets: Sequence[pydicom.Dataset]) -> list[int]:
+def sort_slices(
+    datasets: Sequence[pydicom.Dataset], *, positions: Sequence[float] | None = None
+) -> list[int]:
     """Order axial slices along the slice normal, from the lowest position up.
 
     Uses ImagePositionPatient projected on the normal of ImageOrientationPatient; when any slice
@@ -162,11 +164,12 @@ def sort_slices(datasets: Sequence[pydicom.Dataset]) -> list[int]:
 
     Args:
         datasets: The slices of one series, in any order.
+        positions: Their positions along the normal, when already computed.
 
     Returns:
         Indices into ``datasets`` in sorted order.
     """
-    positions = _normal_positions(datasets)
+    positions = positions if positions is not None else _normal_positions(datasets)
     if positions is not None:
         return sorted(range(len(datasets)), key=lambda i: (positions[i], i))
     logger.info("Sorting %d slices by InstanceNumber: image position is missing", len(datasets))
@@ -203,8 +206,12 @@ class SortedSeries:
     def __init__(self, datasets: Sequence[pydicom.Dataset]) -> None:
         """Sort ``datasets`` (any order, with pixel data) along the slice normal."""
         self.datasets = datasets
-        self.order = sort_slices(datasets)
+        positions = _normal_positions(datasets)
+        self.order = sort_slices(datasets, positions=positions)
         """Input indices in sorted order (lowest position first)."""
+        self.positions = None if positions is None else [positions[i] for i in self.order]
+        """Positions along the slice normal in mm, in sorted order; None when a slice lacks
+        Image Position or Orientation (then sorted by Instance Number)."""
         self._shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:

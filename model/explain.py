@@ -20,6 +20,7 @@ from model.dicom import SortedSeries
 from model.errors import ModelError
 from model.inference import preprocess_sorted
 from model.pixels import apply_window, input_alignment
+from model.slabs import SlabLoader, classified_stack
 from model.spec import ModelSpec, Window
 from model.symmetry import unalign
 
@@ -107,9 +108,11 @@ def explain_slices(
     """Windowed images and Grad-CAM heat maps of some slices of one series.
 
     Each slice is preprocessed exactly as for classification (``model.inference``), with its
-    neighbours where the spec's channel mode needs them. Where the input frame is not the
-    slice's own (mirror mode turns and scales each slice onto its midline), the heat map is
-    mapped back onto the slice.
+    neighbours where the spec's channel mode needs them. Where thin slices are averaged into
+    slabs (the spec's ``slice_thickness_mm``), a slice stands for its slab: the image and the
+    heat map are the slab's, what the network saw. Where the input frame is not the slice's own
+    (mirror mode turns and scales each slice onto its midline), the heat map is mapped back onto
+    the slice.
 
     Args:
         network: The classifier's network.
@@ -122,14 +125,15 @@ def explain_slices(
         in the order of ``indices``.
     """
     series = SortedSeries(datasets)
-    position = {index: rank for rank, index in enumerate(series.order)}
+    stack = classified_stack(series, spec.slice_thickness_mm)
+    load = SlabLoader(series, stack)
     display = _display_window(spec)
     images: list[np.ndarray] = []
     inputs: list[np.ndarray] = []
     alignments: list[np.ndarray | None] = []
     for index in indices:
-        rank = position[index]
-        hu, network_input = preprocess_sorted(series.hu, len(series), rank, rank + 1, spec)
+        rank = stack.unit_of(index)
+        hu, network_input = preprocess_sorted(load, len(stack.units), rank, rank + 1, spec)
         inputs.append(network_input[0])
         images.append(apply_window(hu[0], display))
         alignments.append(input_alignment(hu[0], spec))

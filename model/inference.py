@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from model.device import autocast, resolve_precision, select_device
 from model.dicom import SortedSeries
 from model.errors import PreprocessError
 from model.pixels import preprocess_hu_stack
-from model.spec import ChannelMode, ModelSpec
+from model.slabs import ClassifiedStack, SlabLoader, classified_stack
+from model.spec import Activation, ChannelMode, CodedFinding, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +58,42 @@ def preprocess_sorted(
 
 
 @dataclass(frozen=True)
+class FindingPrediction:
+    """One further finding of a multi-output model on one series."""
+
+    finding: CodedFinding
+    probability: float
+    """Aggregated with the verdict's rule."""
+    slice_probabilities: list[float]
+    """One per dataset, in the order the datasets were given (a slab's for each of its slices)."""
+
+
+@dataclass(frozen=True)
 class SeriesPrediction:
     """The classifier's answer for one series."""
 
     probability: float
-    """Aggregated probability of the positive class."""
+    """Aggregated probability of the positive class (the finding that drives the verdict)."""
     suspected: bool
     """Whether ``probability`` reaches the spec's threshold."""
     threshold: float
     slice_probabilities: list[float]
-    """One per dataset, in the order the datasets were given."""
+    """One per dataset, in the order the datasets were given (a slab's for each of its slices)."""
     order: list[int]
     """Input indices in sorted slice order (lowest position first)."""
     top_slices: list[int]
-    """Input indices of the most suspicious slices, most suspicious first (up to k)."""
+    """Input indices of the slices behind the most suspicious images (up to k slices, or the
+    slices of up to k slabs), most suspicious first: the slices the SR cites."""
+    key_slices: list[int] = field(default_factory=list)
+    """One input index per most suspicious image, most suspicious first: the slice itself, or a
+    slab's middle slice (what the heat map and the preview show)."""
+    slabs: list[list[int]] | None = None
+    """Input indices averaged into each classified slab, bottom first; None when the slices
+    were classified one by one."""
+    slab_mm: float | None = None
+    """The slab thickness, when slices were averaged."""
+    further_findings: list[FindingPrediction] = field(default_factory=list)
+    """The spec's other reported outputs, in its order."""
 
 
 class Classifier:
@@ -147,13 +170,25 @@ class Classifier:
         Returns:
             ``(N,)`` float32 probabilities.
         """
+        return self.predict_finding_probabilities(batch)[:, 0]
+
+    def predict_finding_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of every reported finding (``spec.reported_outputs``) of images.
+
+        Args:
+            batch: ``(N, 3, S, S)`` float32 network input.
+
+        Returns:
+            ``(N, F)`` float32, the verdict's finding in column 0.
+        """
         size = self._spec.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise PreprocessError(
                 f"Expected network input of shape (N, 3, {size}, {size}), got {batch.shape}."
             )
-        out = np.empty(batch.shape[0], dtype=np.float32)
-        positive = self._spec.positive_index
+        columns = [output.index for output in self._spec.reported_outputs]
+        sigmoid = self._spec.activation is Activation.SIGMOID
+        out = np.empty((batch.shape[0], len(columns)), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, batch.shape[0], self._batch_size):
                 chunk = np.ascontiguousarray(
@@ -162,8 +197,9 @@ class Classifier:
                 tensor = torch.from_numpy(chunk).to(self._device)
                 with autocast(self._device, self._precision):
                     logits = self._network(tensor)
-                probs = torch.softmax(logits.float(), dim=-1)[:, positive]
-                out[start : start + chunk.shape[0]] = probs.cpu().numpy()
+                logits = logits.float()
+                probs = torch.sigmoid(logits) if sigmoid else torch.softmax(logits, dim=-1)
+                out[start : start + chunk.shape[0]] = probs[:, columns].cpu().numpy()
         return out
 
     def predict_hu_stack(self, hu: np.ndarray) -> np.ndarray:
@@ -177,19 +213,26 @@ class Classifier:
         """
         if hu.ndim != 3 or hu.shape[0] == 0:
             raise PreprocessError(f"Expected a non-empty HU stack (N, H, W), got {hu.shape}.")
-        return self._predict_sorted(hu.shape[0], lambda lo, hi: hu[lo:hi])
+        return self._predict_sorted(hu.shape[0], lambda lo, hi: hu[lo:hi])[:, 0]
 
     def _predict_sorted(self, n: int, load: HuLoader) -> np.ndarray:
-        """Predict chunk by chunk so a long series never sits in memory as float32 images."""
-        out = np.empty(n, dtype=np.float32)
+        """Predict chunk by chunk so a long series never sits in memory as float32 images.
+
+        Returns ``(n, F)``: every reported finding, the verdict's in column 0.
+        """
+        out = np.empty((n, len(self._spec.reported_outputs)), dtype=np.float32)
         for start in range(0, n, self._batch_size):
             stop = min(n, start + self._batch_size)
             _, inputs = preprocess_sorted(load, n, start, stop, self._spec)
-            out[start:stop] = self.predict_probabilities(inputs)
+            out[start:stop] = self.predict_finding_probabilities(inputs)
         return out
 
     def predict_series(self, datasets: Sequence[pydicom.Dataset]) -> SeriesPrediction:
         """Classify one axial CT series.
+
+        Slices thinner than the spec's ``slice_thickness_mm`` are averaged into slabs of it
+        (``model.slabs``), and the slabs are classified; each slice then carries its slab's
+        probability.
 
         Args:
             datasets: The series' slices in any order, with pixel data.
@@ -205,26 +248,51 @@ class Classifier:
             raise PreprocessError("Cannot classify a series with no slices.")
         began = time.perf_counter()
         series = SortedSeries(datasets)
-        order = series.order
-        sorted_probs = self._predict_sorted(len(datasets), series.hu)
-        slice_probs = np.empty_like(sorted_probs)
-        slice_probs[np.asarray(order)] = sorted_probs
+        stack = classified_stack(series, self._spec.slice_thickness_mm)
+        unit_probs = self._predict_sorted(len(stack.units), SlabLoader(series, stack))
+        per_slice = _spread(stack, unit_probs, len(datasets))
         rule = self._spec.aggregation
-        probability = aggregate(slice_probs, rule=rule.rule, k=rule.k)
-        ranked = sorted(range(len(datasets)), key=lambda i: (-float(slice_probs[i]), i))
+        aggregated = [
+            aggregate(unit_probs[:, column], rule=rule.rule, k=rule.k)
+            for column in range(unit_probs.shape[1])
+        ]
+        probability = aggregated[0]
+        top_units = stack.top_units(unit_probs[:, 0].tolist(), rule.k)
         prediction = SeriesPrediction(
             probability=probability,
             suspected=probability >= self._spec.threshold,
             threshold=self._spec.threshold,
-            slice_probabilities=[float(p) for p in slice_probs],
-            order=list(order),
-            top_slices=ranked[: min(rule.k, len(ranked))],
+            slice_probabilities=[float(p) for p in per_slice[:, 0]],
+            order=list(series.order),
+            top_slices=[index for unit in top_units for index in stack.units[unit]],
+            key_slices=[stack.representative(unit) for unit in top_units],
+            slabs=[list(members) for members in stack.units] if stack.averaged else None,
+            slab_mm=stack.slab_mm,
+            further_findings=[
+                FindingPrediction(
+                    finding=output.finding,
+                    probability=aggregated[column],
+                    slice_probabilities=[float(p) for p in per_slice[:, column]],
+                )
+                for column, output in enumerate(self._spec.reported_outputs)
+                if column > 0
+            ],
         )
         logger.info(
-            "Classified %d slices in %.2f s: probability %.3f, suspected=%s",
+            "Classified %d slices (%d %s) in %.2f s: probability %.3f, suspected=%s",
             len(datasets),
+            len(stack.units),
+            "slabs" if stack.averaged else "images",
             time.perf_counter() - began,
             probability,
             prediction.suspected,
         )
         return prediction
+
+
+def _spread(stack: ClassifiedStack, unit_probs: np.ndarray, n: int) -> np.ndarray:
+    """Per input slice, the probabilities of the unit it belongs to: ``(n, F)``."""
+    per_slice = np.empty((n, unit_probs.shape[1]), dtype=np.float32)
+    for unit, members in enumerate(stack.units):
+        per_slice[members] = unit_probs[unit]
+    return per_slice

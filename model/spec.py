@@ -153,6 +153,25 @@ STROKE = CodedFinding(
 """SNOMED CT 230690007: the finding of checkpoints made before the spec named one."""
 
 
+class Activation(StrEnum):
+    """How a network's outputs (logits) become probabilities."""
+
+    SOFTMAX = "softmax"
+    """One softmax over all outputs: the classes exclude each other."""
+    SIGMOID = "sigmoid"
+    """A sigmoid per output: multi-label, each output a finding of its own."""
+
+
+class OutputSpec(BaseModel):
+    """One network output reported as a coded finding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(ge=0)
+    """The output's index in the network's logits (the class names' order)."""
+    finding: CodedFinding
+
+
 class ModelSpec(BaseModel):
     """Architecture, preprocessing, decision rule and provenance of one checkpoint."""
 
@@ -167,6 +186,11 @@ class ModelSpec(BaseModel):
     std: tuple[float, float, float]
     class_names: list[str] = Field(default_factory=lambda: ["normal", "stroke"], min_length=2)
     positive_class: str = "stroke"
+    activation: Activation = Activation.SOFTMAX
+    """How the network's outputs become probabilities (a sigmoid head is multi-label)."""
+    outputs: list[OutputSpec] | None = None
+    """The outputs reported as coded findings; the positive class's output drives the verdict,
+    and its finding must be ``finding``. None: the positive class alone, as ``finding``."""
     aggregation: AggregationSpec
     threshold: float = Field(ge=0.0, le=1.0)
     trained: bool
@@ -189,6 +213,8 @@ class ModelSpec(BaseModel):
     """Where imported weights came from (``import-model``); None for weights trained here."""
     finding: CodedFinding = STROKE
     """What the model detects; checkpoints written before this field existed said "stroke"."""
+    slice_thickness_mm: float | None = Field(default=None, gt=0)
+    """Slice thickness of the training data in mm; a thinner stack is averaged into slabs of it."""
     format_version: int = FORMAT_VERSION
 
     @model_validator(mode="after")
@@ -207,6 +233,7 @@ class ModelSpec(BaseModel):
             raise ValueError(f"Class names must be unique, got {self.class_names}.")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"Every std must be positive, got {self.std}.")
+        self._check_outputs()
         if self.format_version > FORMAT_VERSION:
             raise ValueError(
                 f"Spec format {self.format_version} is newer than this code reads "
@@ -214,10 +241,40 @@ class ModelSpec(BaseModel):
             )
         return self
 
+    def _check_outputs(self) -> None:
+        if self.outputs is None:
+            return
+        indices = [output.index for output in self.outputs]
+        if any(index >= len(self.class_names) for index in indices):
+            raise ValueError(
+                f"Output indices {indices} must be below the {len(self.class_names)} outputs "
+                f"of the network ({self.class_names})."
+            )
+        codes = [(o.finding.scheme, o.finding.value) for o in self.outputs]
+        if len(set(indices)) != len(indices) or len(set(codes)) != len(codes):
+            raise ValueError("Each output and each finding may be reported only once.")
+        driving = [o for o in self.outputs if o.index == self.positive_index]
+        if not driving or driving[0].finding != self.finding:
+            raise ValueError(
+                f"The outputs must report the positive class {self.positive_class!r} "
+                f"(index {self.positive_index}) as the spec's finding {self.finding.meaning!r}: "
+                "that output drives the verdict."
+            )
+
     @property
     def positive_index(self) -> int:
         """Index of the positive class in the network output."""
         return self.class_names.index(self.positive_class)
+
+    @property
+    def reported_outputs(self) -> list[OutputSpec]:
+        """The outputs reported as findings, the verdict's first, then in index order."""
+        driving = OutputSpec(index=self.positive_index, finding=self.finding)
+        further = sorted(
+            (o for o in self.outputs or () if o.index != self.positive_index),
+            key=lambda o: o.index,
+        )
+        return [driving, *further]
 
     def window_objects(self) -> list[Window]:
         """The windows as ``Window`` objects, in channel order."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic_settings import (
 import model
 from console.config import ApiConfig, ConsoleRuntime
 from listener.config import DEFAULT_MODEL_SLICE_THICKNESS_MM, ListenerConfig, ListenerRuntime
+from model.spec import ModelSpec
 from stroke_triage.settings_errors import (
     SettingsError,
     check_environment,
@@ -167,19 +167,17 @@ class Settings(BaseSettings):
 def model_slice_thickness_mm(checkpoint: Path | None) -> float:
     """The slice thickness the worker's model was made for, from its checkpoint's ``spec.json``.
 
-    Read as plain JSON, so that the listener never imports the model (nor torch); 5 mm when the
-    spec does not say, or cannot be read (the worker reports a broken checkpoint itself).
+    Read with the spec's own model (``model.spec`` imports only pydantic), so that the listener
+    sees the value the worker will, and never imports torch; 5 mm when the spec does not say, or
+    is not a valid spec (the worker reports a broken checkpoint itself).
     """
     # model.checkpoint.DEFAULT_CHECKPOINT_DIR, without importing model.checkpoint (torch).
     folder = checkpoint or Path(model.__file__).parent / "weights"
     try:
-        value = json.loads((folder / "spec.json").read_text(encoding="utf-8")).get(
-            "slice_thickness_mm"
-        )
-    except (OSError, ValueError, AttributeError):
+        spec = ModelSpec.from_json((folder / "spec.json").read_bytes())
+    except (OSError, ValidationError):
         return DEFAULT_MODEL_SLICE_THICKNESS_MM
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    return float(value) if ok else DEFAULT_MODEL_SLICE_THICKNESS_MM
+    return spec.slice_thickness_mm or DEFAULT_MODEL_SLICE_THICKNESS_MM
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -44,7 +44,7 @@ def test_the_default_checkpoint_folder_is_the_shipped_one() -> None:
         ({"slice_thickness_mm": None}, 5.0),
         ({"slice_thickness_mm": -3}, 5.0),
         ({"slice_thickness_mm": "thin"}, 5.0),
-        ({"slice_thickness_mm": True}, 5.0),
+        ({"slice_thickness_mm": 1.0, "threshold": 2.0}, 5.0),
     ],
 )
 def test_the_listener_gets_the_models_thickness_from_its_spec(

@@ -12,7 +12,11 @@ import db.jobs
 import db.results
 import worker.metrics
 from db.engine import Session
+from db.results import FindingScore
 from db.rows import Result
+from model.dicom import SortedSeries
+from model.inference import SeriesPrediction
+from model.slabs import ClassifiedStack, classified_stack
 from model.spec import CodedFinding
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
@@ -55,13 +59,13 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
             model_sha256=classifier.sha256,
         )
         if result is None:
-            result, top = _classify(ctx, inputs, session=session, key=key)
+            result, cited = _classify(ctx, inputs, session=session, key=key)
         else:
             log.info(
                 "Job %d: result %d already exists for these instances", inputs.job_id, result.id
             )
             db.jobs.mark_inferred(session=session, job_id=inputs.job_id)
-            top = _top_slices(result, classifier.spec.aggregation.k)
+            cited = _stored_citations(ctx, inputs, result)
         # In the result's transaction: a stored result always has its notifications queued.
         notify_result(
             session,
@@ -76,13 +80,27 @@ def classify_or_reuse(ctx: WorkerContext, inputs: SeriesInputs) -> Verdict:
                 probability=result.probability,
                 suspected=result.suspected,
                 threshold=result.threshold,
-                top_instance_uids=top,
+                top_instance_uids=cited.top,
+                key_instance_uids=cited.key,
+                averaging=cited.averaging,
                 concept=CodedFinding(
                     scheme=result.finding_scheme,
                     value=result.finding_value,
                     meaning=result.finding_meaning,
                     short_name=result.finding_name,
                 ),
+                other_findings=[
+                    (
+                        CodedFinding(
+                            scheme=other.finding_scheme,
+                            value=other.finding_value,
+                            meaning=other.finding_meaning,
+                            short_name=other.finding_name,
+                        ),
+                        other.probability,
+                    )
+                    for other in result.further_findings
+                ],
             ),
             predecessor_paths=db.exports.superseded_report_paths(
                 session=session, result_id=result.id
@@ -105,9 +123,21 @@ def warm_up_classifier(ctx: WorkerContext) -> None:
     classifier.predict_probabilities(blank)
 
 
+@dataclass(frozen=True)
+class Citations:
+    """The slices a result names: every slice behind its top images, and one per image."""
+
+    top: list[str]
+    """SOP Instance UIDs the SR cites, most suspicious image first."""
+    key: list[str]
+    """One per top image (a slab's middle slice), for the heat map and the preview."""
+    averaging: str | None
+    """How thin slices were averaged into slabs, if they were."""
+
+
 def _classify(
     ctx: WorkerContext, inputs: SeriesInputs, *, session: Session, key: bytes
-) -> tuple[Result, list[str]]:
+) -> tuple[Result, Citations]:
     classifier = ctx.classifier
     uids = inputs.sop_instance_uids
     with worker.metrics.inference_timer():
@@ -118,19 +148,65 @@ def _classify(
         verdict=verdict_of(classifier, prediction, input_fingerprint=inputs.fingerprint),
         slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
         shadow=ctx.config.mode == "shadow",
+        further_findings=[
+            FindingScore(
+                finding_scheme=other.finding.scheme,
+                finding_value=other.finding.value,
+                finding_meaning=other.finding.meaning,
+                finding_name=other.finding.short_name,
+                probability=other.probability,
+            )
+            for other in prediction.further_findings
+        ],
     )
     record_series_attributes(session, inputs, key=key)
     log.info(
-        "Series %s: probability %.3f, %s (threshold %.3f, %d slices)",
+        "Series %s: probability %.3f, %s (threshold %.3f, %d slices%s)",
         inputs.series_instance_uid,
         prediction.probability,
         "suspected" if prediction.suspected else "not suspected",
         prediction.threshold,
         len(uids),
+        f" in {len(prediction.slabs)} slabs" if prediction.slabs is not None else "",
     )
-    return result, [uids[i] for i in prediction.top_slices]
+    return result, Citations(
+        top=[uids[i] for i in prediction.top_slices],
+        key=[uids[i] for i in prediction.key_slices],
+        averaging=_averaging_text(prediction, len(uids)),
+    )
 
 
-def _top_slices(result: Result, count: int) -> list[str]:
-    scores = sorted(result.slice_scores, key=lambda score: score.rank)
-    return [score.sop_instance_uid for score in scores[:count]]
+def _stored_citations(ctx: WorkerContext, inputs: SeriesInputs, result: Result) -> Citations:
+    """The citations of a stored result: its slabs found again from the headers (the same
+    instances and model give the same slabs), ranked by the stored probabilities."""
+    spec = ctx.classifier.spec
+    uids = inputs.sop_instance_uids
+    stored = {score.sop_instance_uid: score.probability for score in result.slice_scores}
+    stack = classified_stack(SortedSeries(inputs.datasets), spec.slice_thickness_mm)
+    unit_probabilities = [stored.get(uids[members[0]], 0.0) for members in stack.units]
+    top = stack.top_units(unit_probabilities, spec.aggregation.k)
+    return Citations(
+        top=[uids[index] for unit in top for index in stack.units[unit]],
+        key=[uids[stack.representative(unit)] for unit in top],
+        averaging=_stack_text(stack, len(uids)),
+    )
+
+
+def _averaging_text(prediction: SeriesPrediction, slices: int) -> str | None:
+    if prediction.slabs is None or prediction.slab_mm is None:
+        return None
+    return _slab_sentence(slices, len(prediction.slabs), prediction.slab_mm)
+
+
+def _stack_text(stack: ClassifiedStack, slices: int) -> str | None:
+    if stack.slab_mm is None:
+        return None
+    return _slab_sentence(slices, len(stack.units), stack.slab_mm)
+
+
+def _slab_sentence(slices: int, slabs: int, slab_mm: float) -> str:
+    return (
+        f"Thin slices averaged: {slices} slices classified as {slabs} slabs of {slab_mm:g} mm "
+        "(the model reads slices of its training thickness); each cited slab's slices are "
+        "listed."
+    )

@@ -29,7 +29,7 @@ from worker.report import AlgorithmInfo, build_structured_report
 log = logging.getLogger(__name__)
 
 CAPTURE_SLICES = 3
-"""Most suspicious slices shown in the heat-map Secondary Capture."""
+"""Most suspicious slices (or slabs, each by its middle slice) shown in the heat-map capture."""
 
 
 def software_version() -> str:
@@ -89,7 +89,7 @@ def _write_capture(
 ) -> Path:
     datasets, finding = inputs.datasets, verdict.finding
     by_uid = {uid: index for index, uid in enumerate(inputs.sop_instance_uids)}
-    top = [by_uid[uid] for uid in finding.top_instance_uids[:CAPTURE_SLICES] if uid in by_uid]
+    top = [by_uid[uid] for uid in finding.key_slices[:CAPTURE_SLICES] if uid in by_uid]
     images, heatmaps = explain_slices(
         network=ctx.network, spec=ctx.classifier.spec, datasets=datasets, indices=top
     )

@@ -1,8 +1,9 @@
 """A preview of the key slices for the alert: one small JPEG, plainly not for diagnosis.
 
 Triage devices send a compressed, non-diagnostic image of the key slices with their alert, so
-that the stroke team sees at a glance what the model flagged. It is the top slices (the ones
-the SR cites, most suspicious first) in the brain window, side by side, below a banner that
+that the stroke team sees at a glance what the model flagged. It is the key slices (the SR's
+top slices, most suspicious first; for a thin series averaged into slabs, each top slab's middle
+slice) in the brain window, side by side, below a banner that
 burns in the verdict, the probability, the model version, the classified series and "NOT FOR
 DIAGNOSTIC USE"; each tile is marked R and L. No patient name or ID is burned in, but the
 image is still patient data: the console serves it behind a login or a token, and e-mail
@@ -161,7 +162,7 @@ def write_preview(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
     spec = ctx.classifier.spec
     finding = verdict.finding
     by_uid = {str(ds.SOPInstanceUID): ds for ds in inputs.datasets}
-    top = [by_uid[uid] for uid in finding.top_instance_uids if uid in by_uid]
+    top = [by_uid[uid] for uid in finding.key_slices if uid in by_uid]
     try:
         jpeg = render_preview(
             top or inputs.datasets[:1],

@@ -87,9 +87,13 @@ class Finding:
         probability: Series-level probability of the finding, in [0, 1].
         suspected: Whether the probability reached the threshold.
         threshold: Decision threshold the verdict was taken with.
-        top_instance_uids: SOP Instance UIDs of the most suspicious slices, most suspicious first.
+        top_instance_uids: SOP Instance UIDs of the slices behind the most suspicious images,
+            most suspicious first: the top slices, or every slice of the top slabs (cited).
         concept: What the model detects (its spec's finding, as stored with the result).
         other_findings: Further findings of a multi-output model with their probabilities.
+        key_instance_uids: One slice per most suspicious image, most suspicious first (a slab's
+            middle slice), for the heat map and the preview; empty: ``top_instance_uids``.
+        averaging: How thin slices were averaged into slabs (said in the report), if they were.
     """
 
     probability: float
@@ -98,6 +102,13 @@ class Finding:
     top_instance_uids: Sequence[str]
     concept: CodedFinding = STROKE
     other_findings: Sequence[tuple[CodedFinding, float]] = ()
+    key_instance_uids: Sequence[str] = ()
+    averaging: str | None = None
+
+    @property
+    def key_slices(self) -> Sequence[str]:
+        """The slices the heat map and the preview show, most suspicious first."""
+        return self.key_instance_uids or self.top_instance_uids
 
 
 class ReportedFinding(NamedTuple):
@@ -284,7 +295,8 @@ def _check_inputs(*, source_datasets: Sequence[pydicom.Dataset], finding: Findin
     if len({ds.StudyInstanceUID for ds in source_datasets}) != 1:
         raise ReportError("The source instances belong to more than one study.")
     source_uids = {ds.SOPInstanceUID for ds in source_datasets}
-    missing = [uid for uid in finding.top_instance_uids if uid not in source_uids]
+    cited = [*finding.top_instance_uids, *finding.key_instance_uids]
+    missing = [uid for uid in dict.fromkeys(cited) if uid not in source_uids]
     if missing:
         raise ReportError(f"The top slices {missing} are not among the source instances.")
 
@@ -337,6 +349,8 @@ def _measurement_report(
     if classified_series:
         # One series of the study is read (issue 26): the tree says which, beside the verdict.
         texts.append((COMMENT, f"Classified series: {classified_series}"[:1024]))
+    if finding.averaging:
+        texts.append((COMMENT, finding.averaging[:1024]))
     verdict[0].ContentSequence.extend(
         hd.sr.TextContentItem(
             name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from model.importing.errors import ModelImportError
+from model.spec import Activation
 
 SUPPORTED = "a ViT image classifier (model_type 'vit', ViTForImageClassification)"
 TIMM_ARCHITECTURE = "vit_base_patch16_224"
@@ -29,6 +30,12 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 
 _ACTIVATIONS = {"gelu": None, "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 """Hugging Face ``hidden_act`` to timm ``act_layer`` (None: timm's default, exact GELU)."""
+
+_PROBLEM_TYPES = {
+    "multi_label_classification": Activation.SIGMOID,
+    "single_label_classification": Activation.SOFTMAX,
+}
+"""Hugging Face's ``problem_type`` (the loss it was trained with) to the head's activation."""
 
 _IMAGENET_STANDARD = (0.5, 0.5, 0.5)
 """``ViTImageProcessor``'s mean and std when the folder has no preprocessor config."""
@@ -47,6 +54,13 @@ class HfVit:
     std: tuple[float, float, float]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     source_architecture: str = "ViTForImageClassification"
+    problem_type: str | None = None
+    """The config's ``problem_type``, if it states one."""
+
+    @property
+    def activation(self) -> Activation | None:
+        """The head the config's ``problem_type`` implies; None when it states none."""
+        return _PROBLEM_TYPES.get(self.problem_type) if self.problem_type else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -219,6 +233,12 @@ def read_folder(folder: Path) -> HfVit:
         raise ModelImportError(f"{folder} holds neither {' nor '.join(WEIGHT_FILES)}{found}.")
     model_kwargs, input_size = _model_kwargs(config)
     mean, std, record = _preprocessing(folder, input_size)
+    problem_type = config.get("problem_type")
+    if problem_type is not None and problem_type not in _PROBLEM_TYPES:
+        raise ModelImportError(
+            f"The config's problem_type {problem_type!r} is not a classification; supported are "
+            f"{sorted(_PROBLEM_TYPES)}."
+        )
     return HfVit(
         weights_path=weights,
         model_kwargs=model_kwargs,
@@ -229,6 +249,7 @@ def read_folder(folder: Path) -> HfVit:
         std=std,
         preprocessing=record,
         source_architecture=source_architecture,
+        problem_type=problem_type,
     )
 
 

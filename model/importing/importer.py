@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,18 @@ from model.checkpoint import SPEC_FILE, WEIGHTS_FILE, load_checkpoint, save_chec
 from model.importing import huggingface, timm_weights
 from model.importing.errors import ModelImportError
 from model.importing.files import file_sha256, read_state_dict
+from model.importing.findings import reported_outputs, resolve_activation
 from model.importing.labels import positive_label
 from model.network import build_network
-from model.spec import AggregationSpec, ChannelMode, ImportedWeights, ModelSpec, WindowSpec
+from model.spec import (
+    Activation,
+    AggregationSpec,
+    ChannelMode,
+    CodedFinding,
+    ImportedWeights,
+    ModelSpec,
+    WindowSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +44,16 @@ class ImportOptions:
     threshold: float
     """Not calibrated: the spec records ``threshold_calibrated: false``."""
     positive_label: str | None = None
-    """The class meaning stroke; None reads it from two class names."""
+    """The class that drives the verdict; None reads it from two class names."""
     version: str | None = None
     """Version label of the checkpoint; default ``imported-<sha256 prefix>``."""
+    finding: CodedFinding | None = None
+    """What the positive class detects; None: its ``output_findings`` entry, else stroke."""
+    output_findings: dict[str, CodedFinding] = field(default_factory=dict)
+    """Further outputs reported as findings (probability only), by class name."""
+    activation: Activation | None = None
+    """``--head``: softmax or sigmoid; None: what the source says (Hugging Face's
+    ``problem_type``), else softmax."""
 
 
 def import_huggingface(folder: Path, output: Path, options: ImportOptions) -> Path:
@@ -74,6 +90,11 @@ def import_huggingface(folder: Path, output: Path, options: ImportOptions) -> Pa
         mean=source.mean,
         std=source.std,
         options=options,
+        activation=resolve_activation(
+            options.activation,
+            source_says=source.activation,
+            source=f"the config's problem_type {source.problem_type!r}",
+        ),
         imported=ImportedWeights(
             source_format="huggingface",
             file_name=source.weights_path.name,
@@ -140,6 +161,7 @@ def import_timm(
         mean=tuple(mean or default_mean),
         std=tuple(std or default_std),
         options=options,
+        activation=resolve_activation(options.activation, source_says=None, source="timm"),
         imported=ImportedWeights(
             source_format="timm",
             file_name=Path(weights).name,
@@ -172,9 +194,16 @@ def _spec(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     options: ImportOptions,
+    activation: Activation,
     imported: ImportedWeights,
 ) -> ModelSpec:
     positive = positive_label(class_names, options.positive_label)
+    finding, outputs = reported_outputs(
+        class_names=class_names,
+        positive=positive,
+        finding=options.finding,
+        output_findings=options.output_findings,
+    )
     try:
         return ModelSpec(
             architecture=architecture,
@@ -187,6 +216,9 @@ def _spec(
             std=std,
             class_names=class_names,
             positive_class=positive,
+            activation=activation,
+            outputs=outputs,
+            finding=finding,
             aggregation=options.aggregation,
             threshold=options.threshold,
             threshold_calibrated=False,
@@ -254,14 +286,17 @@ def _write(
     directory = save_checkpoint(Path(output), network, spec)
     loaded = load_checkpoint(directory)  # what the worker will do, once, here
     logger.info(
-        "Imported %s (%s, sha256 %s) as %s: %s, %d px, positive class %r (index %d)",
+        "Imported %s (%s, sha256 %s) as %s: %s, %d px, %s head, positive class %r (index %d), "
+        "%d finding(s)",
         spec.source.file_name if spec.source else "?",
         spec.source.source_format if spec.source else "?",
         spec.source.sha256[:12] if spec.source else "?",
         directory,
         spec.architecture,
         spec.input_size,
+        spec.activation.value,
         spec.positive_class,
         loaded.spec.positive_index,
+        len(loaded.spec.reported_outputs),
     )
     return directory

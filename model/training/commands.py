@@ -143,8 +143,9 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
 
 
 def _import_options(args: argparse.Namespace) -> Any:
+    from model.importing.findings import parse_finding, parse_output_findings
     from model.importing.importer import ImportOptions
-    from model.spec import AggregationSpec, ChannelMode
+    from model.spec import Activation, AggregationSpec, ChannelMode
     from model.training.config import parse_window
 
     return ImportOptions(
@@ -154,6 +155,9 @@ def _import_options(args: argparse.Namespace) -> Any:
         threshold=args.threshold,
         positive_label=args.positive_label,
         version=args.version,
+        finding=parse_finding(args.finding) if args.finding else None,
+        output_findings=parse_output_findings(args.output_finding or []),
+        activation=Activation(args.head) if args.head else None,
     )
 
 
@@ -230,7 +234,24 @@ def _register_import(subparsers: argparse._SubParsersAction) -> None:  # type: i
     source.add_argument("--from-timm", type=Path, metavar="FILE", help="timm ViT state dict")
     parser.add_argument("--output", type=Path, required=True, help="new checkpoint directory")
     parser.add_argument("--arch", help="timm architecture of --from-timm weights")
-    parser.add_argument("--positive-label", help="the class that means stroke")
+    parser.add_argument("--positive-label", help="the class that drives the verdict")
+    parser.add_argument(
+        "--finding",
+        help="what the positive class detects: ich, stroke or SCHEME:VALUE:SHORT:MEANING "
+        "(default: stroke, SCT 230690007)",
+    )
+    parser.add_argument(
+        "--output-finding",
+        action="append",
+        metavar="LABEL=FINDING",
+        help="report another output as a finding (probability only), repeatable",
+    )
+    parser.add_argument(
+        "--head",
+        choices=["softmax", "sigmoid"],
+        help="softmax over the classes, or a sigmoid per output (multi-label); default: the "
+        "Hugging Face config's problem_type, else softmax",
+    )
     parser.add_argument(
         "--class-names",
         default=TIMM_DEFAULT_CLASS_NAMES,

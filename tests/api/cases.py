@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,8 @@ from db.enums import ExportKind, NotificationChannel, NotificationEvent
 from db.receiving import InstanceRecord
 
 ROOT = "1.2.826.0.1.3680043.10.24"
+SUBDURAL = db.results.FindingScore("SCT", "35486000", "Subdural hemorrhage", "SDH", 0.4)
+"""A further finding of the model behind the ``named`` case (a multi-output model)."""
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
 
 PATIENT = ("Quolmbyx^Zerwintha", "PHI7734121X", "ACC-24-0001", "CT_NORTH")
@@ -131,6 +134,7 @@ def _classified(
     at: datetime,
     suspected: bool = True,
     finding: tuple[str, str] = ("ICH", "Intracranial hemorrhage"),
+    further: Sequence[db.results.FindingScore] = (),
 ) -> tuple[int, int]:
     """Job (complete at +5 s, started +6 s) and result of a recorded series: (job, result)."""
     job = db.jobs.create_job(
@@ -157,6 +161,7 @@ def _classified(
         ),
         slice_scores=[(f"{uid}.1", 0.83 if suspected else 0.12)],
         now=at + timedelta(seconds=8),
+        further_findings=further,
     )
     return job.id, result.id
 
@@ -271,7 +276,9 @@ def seed_cases(
 
         # 3. Two patients with stored files; the first has a heat map of 512 pixels.
         _record(session, u["named"], at=base + timedelta(minutes=20), study=named_study)
-        job, result = _classified(session, u["named"], at=base + timedelta(minutes=20))
+        job, result = _classified(
+            session, u["named"], at=base + timedelta(minutes=20), further=[SUBDURAL]
+        )
         named_sc = _export(
             session,
             result,

@@ -241,8 +241,21 @@ def test_the_verdict_names_the_models_finding_and_links_the_viewer(site: Site) -
     page = site.client.get(f"/series/{cases.named}").text
     assert 'id="viewer-link"' in page and link in page
     assert "Intracranial hemorrhage (ICH)" in page
+    # A multi-output model's further finding: its probability, no verdict of its own.
+    assert '<ul id="further-findings">\n<li>Subdural hemorrhage (SDH): 0.40</li>' in page
+    assert 'id="further-findings"' not in site.client.get(f"/series/{cases.other}").text
     record = site.client.get("/api/results").json()[0]
     assert (record["finding"], record["finding_meaning"]) == ("ICH", "Intracranial hemorrhage")
+    api = site.client.get(f"/api/series/{cases.named}", headers=bearer(site.tokens["reader"]))
+    assert api.json()["further_findings"] == [
+        {
+            "finding_scheme": "SCT",
+            "finding_value": "35486000",
+            "finding_meaning": "Subdural hemorrhage",
+            "finding_name": "SDH",
+            "probability": 0.4,
+        }
+    ]
 
 
 def test_viewer_templates_are_checked() -> None:

@@ -37,6 +37,7 @@ TABLES = (
     "outcomes",
     "notifications",
     "exports",
+    "result_findings",
     "slice_scores",
     "challenger_results",
     "results",

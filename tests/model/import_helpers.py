@@ -40,8 +40,11 @@ def hf_vit_folder(
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
     std: tuple[float, float, float] = (0.229, 0.224, 0.225),
     seed: int = 0,
+    problem_type: str | None = None,
 ) -> Path:
-    """A random ``ViTForImageClassification`` saved with ``save_pretrained``, with processor."""
+    """A random ``ViTForImageClassification`` saved with ``save_pretrained``, with processor.
+
+    ``problem_type`` (``multi_label_classification``: a sigmoid head) goes into its config."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     config = ViTConfig(
@@ -54,6 +57,7 @@ def hf_vit_folder(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
+        problem_type=problem_type,
     )
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)

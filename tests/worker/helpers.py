@@ -10,24 +10,70 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import torch
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 import db.jobs
 import db.receiving
 from dicom_edge import PacsDestination
+from model.checkpoint import random_spec, save_checkpoint
+from model.network import build_network
 from model.phantom import write_phantom_series
+from model.spec import INTRACRANIAL_HAEMORRHAGE, CodedFinding, ModelSpec
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 
 __all__ = [
     "ACCESSION",
+    "EPIDURAL",
+    "SUBDURAL",
     "Pacs",
+    "multi_label_checkpoint",
     "notify_context",
     "receive_accessioned_series",
     "receive_late",
     "receive_series",
+    "receive_thin_series",
+    "thin_slice_checkpoint",
     "worker_context",
 ]
+
+EPIDURAL = CodedFinding(
+    scheme="SCT", value="262300005", meaning="Epidural hemorrhage", short_name="EDH"
+)
+SUBDURAL = CodedFinding(
+    scheme="SCT", value="35486000", meaning="Subdural hemorrhage", short_name="SDH"
+)
+
+
+def multi_label_checkpoint(directory: Path, *, seed: int = 0) -> Path:
+    """A tiny random ViT with a sigmoid head of three outputs: any haemorrhage (the verdict),
+    epidural and subdural, each mapped to its SNOMED CT finding."""
+    spec = ModelSpec.model_validate(
+        {
+            **random_spec().model_dump(),
+            "class_names": ["any", "epidural", "subdural"],
+            "positive_class": "any",
+            "activation": "sigmoid",
+            "finding": INTRACRANIAL_HAEMORRHAGE.model_dump(),
+            "outputs": [
+                {"index": 0, "finding": INTRACRANIAL_HAEMORRHAGE.model_dump()},
+                {"index": 1, "finding": EPIDURAL.model_dump()},
+                {"index": 2, "finding": SUBDURAL.model_dump()},
+            ],
+            "version": "random-multi-label",
+        }
+    )
+    torch.manual_seed(seed)
+    return save_checkpoint(directory, build_network(spec), spec)
+
+
+def thin_slice_checkpoint(directory: Path, *, seed: int = 0) -> Path:
+    """The tiny random ViT, trained (it says) on 5 mm slices: thinner ones become slabs."""
+    spec = random_spec().model_copy(update={"slice_thickness_mm": 5.0, "version": "random-5mm"})
+    torch.manual_seed(seed)
+    return save_checkpoint(directory, build_network(spec), spec)
+
 
 #: The accession number ``receive_accessioned_series`` writes into every slice.
 ACCESSION = "ACC20261130"
@@ -81,6 +127,13 @@ def receive_series(ctx: WorkerContext, n_slices: int = 6, *, hold_back: int = 0)
     folder = ctx.runtime.storage_dir / "series"
     paths = write_phantom_series(folder, n_slices=n_slices, size=64)
     return _record(ctx, paths[: len(paths) - hold_back])
+
+
+def receive_thin_series(ctx: WorkerContext, n_slices: int = 48) -> tuple[int, str]:
+    """A 0.625 mm phantom series (48 slices: 6 slabs of 5 mm), recorded; its job."""
+    folder = ctx.runtime.storage_dir / "series"
+    paths = write_phantom_series(folder, n_slices=n_slices, size=32, slice_thickness_mm=0.625)
+    return _record(ctx, paths)
 
 
 def receive_late(ctx: WorkerContext) -> tuple[int, str]:

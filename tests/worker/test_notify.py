@@ -24,7 +24,12 @@ from tests.notify_peers import (
     WebhookReceiver,
     make_certificate,
 )
-from tests.worker.helpers import ACCESSION, notify_context, receive_accessioned_series
+from tests.worker.helpers import (
+    ACCESSION,
+    multi_label_checkpoint,
+    notify_context,
+    receive_accessioned_series,
+)
 from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.notify.message import series_page_url
@@ -32,6 +37,7 @@ from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
 
 CONSOLE_URL = "https://triage.hospital.local/console"
+CODING = "99STROKETRIAGE"
 ANY_VERDICT = ["suspected", "not_suspected"]
 
 
@@ -358,3 +364,70 @@ def test_a_plain_http_webhook_needs_an_explicit_setting() -> None:
     env = {"STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps([allowed])}
     accepted = run_cli(["settings"], env)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_others(
+    runtime: WorkerRuntime,
+    tmp_path: Path,
+    webhook: WebhookReceiver,
+    certificate: Certificate,
+) -> None:
+    smtp = SmtpServer(certificate, user="triage", password="pw")
+    ris = MllpListener("AA")
+    try:
+        email = {
+            "kind": "email",
+            "name": "team",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "username": "triage",
+            "password": "pw",
+            "sender": "triage@hospital.test",
+            "recipients": ["team@hospital.test"],
+            "ca_file": str(certificate.cert),
+            "on": ANY_VERDICT,
+        }
+        ctx = notify_context(
+            runtime,
+            multi_label_checkpoint(tmp_path / "ckpt"),
+            notifications=[_webhook(webhook, certificate, "s3cret"), email, _hl7("ris", ris.port)],
+        )
+        _run(ctx)
+        time.sleep(0.1)
+        sweep_notifications(ctx.sessions, config=ctx.config)
+    finally:
+        smtp.stop()
+        ris.stop()
+    (document,) = webhook.accepted
+    assert (document["finding_name"], document["finding_meaning"]) == (
+        "ICH",
+        "Intracranial hemorrhage",
+    )
+    further = document["further_findings"]
+    assert [(f["finding_name"], f["finding_meaning"]) for f in further] == [
+        ("EDH", "Epidural hemorrhage"),
+        ("SDH", "Subdural hemorrhage"),
+    ]
+    assert all(0.0 <= f["probability"] <= 1.0 for f in further)
+    (message,) = smtp.messages
+    assert str(message["Subject"]).startswith("AI ICH TRIAGE: ")
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    listed = ", ".join(f"{f['finding_meaning']} {f['probability']:.2f}" for f in further)
+    assert f"Further findings (probability only): {listed}" in payload.decode()
+    (oru,) = ris.messages
+    order = oru.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_4.to_er7().startswith("ICH-AI^AI ICH triage^")
+    observations = [
+        (group.obx.obx_3.to_er7(), group.obx.obx_5.to_er7()) for group in order.oru_r01_observation
+    ]
+    assert observations[-2:] == [
+        (
+            f"PROB-EDH^Probability of Epidural hemorrhage^{CODING}",
+            f"{further[0]['probability']:.4f}",
+        ),
+        (
+            f"PROB-SDH^Probability of Subdural hemorrhage^{CODING}",
+            f"{further[1]['probability']:.4f}",
+        ),
+    ]

@@ -35,6 +35,8 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
     lines = [notice.headline, ""]
     if notice.finding_text:
         lines += [notice.finding_text, ""]
+    if notice.further_findings_text and notice.failure is None:
+        lines += [notice.further_findings_text, ""]
     if notice.revision_text and notice.failure is None:
         lines += [notice.revision_text, ""]
     if notice.failure is not None:

@@ -132,6 +132,18 @@ def build_oru(destination: Hl7Destination, notice: Notice, *, now: datetime | No
                 f"{_escape(notice.preview_url)}^{_escape(destination.sending_application)}^IM^JPEG",
             )
         )
+    if notice.failure is None:
+        # A multi-output model's further findings: a probability each, no verdict of their own.
+        for further in payload.get("further_findings") or []:
+            name = _escape(str(further["finding_name"]).upper())
+            meaning = _escape(str(further["finding_meaning"]))
+            observations.append(
+                (
+                    "NM",
+                    f"PROB-{name}^Probability of {meaning}^{CODING_SYSTEM}",
+                    f"{float(further['probability']):.4f}",
+                )
+            )
     for number, (value_type, code, value) in enumerate(observations, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         obx.obx_1 = str(number)

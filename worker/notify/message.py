@@ -64,6 +64,8 @@ class ResultFacts:
     """The finding's short name (``ICH``, ``stroke``), for titles."""
     finding_meaning: str
     """The finding's code meaning (``Intracranial hemorrhage``)."""
+    further_findings: tuple[tuple[str, str, float], ...] = ()
+    """A multi-output model's other findings: (short name, meaning, probability), no verdict."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ def build_payload(
 
     ``verdict`` is always the model's clinical verdict (null when there is none): a failure
     (``event`` ``failed``) says what failed in ``failure``, ``error_code`` and ``reason``, and
-    never replaces the verdict. ``series_number`` and ``series_description`` name the series
+    never replaces the verdict; it is the driving finding's (``finding_name``), and a
+    multi-output model's other findings follow in ``further_findings`` with their probabilities
+    only. ``series_number`` and ``series_description`` name the series
     that was classified (one per study); ``revises`` is the study's earlier report that this
     one replaces (null for the study's first).
     """
@@ -128,6 +132,12 @@ def build_payload(
         "verdict": None if result is None else VERDICTS[result.suspected],
         "finding_name": None if result is None else result.finding_name,
         "finding_meaning": None if result is None else result.finding_meaning,
+        "further_findings": []
+        if result is None
+        else [
+            {"finding_name": name, "finding_meaning": meaning, "probability": probability}
+            for name, meaning, probability in result.further_findings
+        ],
         "study_instance_uid": study_instance_uid,
         "series_instance_uid": series_instance_uid,
         "calling_ae_title": calling_ae_title,
@@ -248,6 +258,15 @@ class Notice:
         if not meaning or verdict is None:
             return None
         return f"{meaning} {verdict.lower()}"
+
+    @property
+    def further_findings_text(self) -> str | None:
+        """``Further findings (probability only): Subdural hemorrhage 0.40``; None without."""
+        further = self.payload.get("further_findings") or []
+        if not further:
+            return None
+        listed = ", ".join(f"{f['finding_meaning']} {f['probability']:.2f}" for f in further)
+        return f"Further findings (probability only): {listed}"
 
     @property
     def series_text(self) -> str | None:

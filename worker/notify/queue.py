@@ -247,6 +247,10 @@ def result_facts(result: Result) -> ResultFacts:
         model_version=result.model_version,
         finding_name=result.finding_name,
         finding_meaning=result.finding_meaning,
+        further_findings=tuple(
+            (other.finding_name, other.finding_meaning, other.probability)
+            for other in result.further_findings
+        ),
     )
 
 
