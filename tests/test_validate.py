@@ -510,6 +510,8 @@ def test_calibrate_marks_an_imported_models_threshold_calibrated(
             json.dumps(spec.model_kwargs),
             "--output",
             str(imported),
+            "--finding",
+            "stroke",
         ]
     )
     assert code == 0

@@ -155,7 +155,7 @@ def _import_options(args: argparse.Namespace) -> Any:
         threshold=args.threshold,
         positive_label=args.positive_label,
         version=args.version,
-        finding=parse_finding(args.finding) if args.finding else None,
+        finding=parse_finding(args.finding),
         output_findings=parse_output_findings(args.output_finding or []),
         activation=Activation(args.head) if args.head else None,
     )
@@ -237,8 +237,9 @@ def _register_import(subparsers: argparse._SubParsersAction) -> None:  # type: i
     parser.add_argument("--positive-label", help="the class that drives the verdict")
     parser.add_argument(
         "--finding",
-        help="what the positive class detects: ich, stroke or SCHEME:VALUE:SHORT:MEANING "
-        "(default: stroke, SCT 230690007)",
+        required=True,
+        help="what the positive class detects, as the reports will name it: ich (SCT 1386000), "
+        "stroke (SCT 230690007) or SCHEME:VALUE:SHORT:MEANING",
     )
     parser.add_argument(
         "--output-finding",

@@ -159,7 +159,11 @@ def test_the_command_takes_the_finding_the_head_and_the_outputs(tmp_path: Path) 
     assert code == 0
     _check_spec(out)
     two = hf_vit_folder(tmp_path / "hf2", labels=["normal", "stroke"])
-    assert main(["import-model", "--from-hf", str(two), "--output", str(tmp_path / "c2")]) == 0
-    spec = load_checkpoint(tmp_path / "c2").spec
+    out2 = tmp_path / "c2"
+    assert (
+        main(["import-model", "--from-hf", str(two), "--output", str(out2), "--finding", "stroke"])
+        == 0
+    )
+    spec = load_checkpoint(out2).spec
     assert spec.finding == STROKE and spec.activation is Activation.SOFTMAX
     assert spec.outputs is None

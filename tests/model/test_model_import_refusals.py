@@ -147,11 +147,12 @@ def test_a_pickle_with_code_is_refused_and_never_run(tmp_path: Path) -> None:
 
 def test_the_command_prints_the_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = hf_vit_folder(tmp_path / "hf", labels=["LABEL_0", "LABEL_1"])
-    code = main(["import-model", "--from-hf", str(folder), "--output", str(tmp_path / "out")])
+    code = main(["import-model", "--from-hf", str(folder), "--output", str(tmp_path / "out"),
+                 "--finding", "ich"])  # fmt: skip
     assert code == 2
     assert "--positive-label" in capsys.readouterr().err
     code = main(["import-model", "--from-timm", str(folder / "model.safetensors"),
-                 "--output", str(tmp_path / "out")])  # fmt: skip
+                 "--output", str(tmp_path / "out"), "--finding", "ich"])  # fmt: skip
     assert code == 2 and "needs --arch" in capsys.readouterr().err
 
 
@@ -168,8 +169,21 @@ def test_timm_only_options_are_refused_for_a_hugging_face_folder(
     folder = hf_vit_folder(tmp_path / "hf", labels=["normal", "stroke"])
     out = tmp_path / "out"
     code = main(["import-model", "--from-hf", str(folder), "--output", str(out),
-                 "--arch", "vit_base_patch16_224", "--mean", "0", "0", "0"])  # fmt: skip
+                 "--arch", "vit_base_patch16_224", "--mean", "0", "0", "0",
+                 "--finding", "ich"])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert "--arch, --mean apply to --from-timm only" in err
     assert not out.exists()
+
+
+def test_the_command_needs_the_finding_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What an imported model detects is what every report will say: never a silent default.
+    folder = hf_vit_folder(tmp_path / "hf", labels=["normal", "stroke"])
+    with pytest.raises(SystemExit) as exited:
+        main(["import-model", "--from-hf", str(folder), "--output", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert "--finding" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
