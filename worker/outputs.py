@@ -41,11 +41,18 @@ def software_version() -> str:
 
 
 def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) -> list[OutputFile]:
-    """Write the SR, and the Secondary Capture when configured; the SR comes first."""
+    """Write the SR, and the Secondary Capture when configured; the SR comes first.
+
+    The capture is best effort: one that cannot be made is logged and left out, and the SR
+    and the alert go without it.
+    """
     seed = [inputs.fingerprint, ctx.classifier.sha256]
     outputs = [OutputFile(ExportKind.SR, _write_report(ctx, inputs, verdict, seed))]
     if ctx.config.secondary_capture:
-        outputs.append(OutputFile(ExportKind.SC, _write_capture(ctx, inputs, verdict, seed)))
+        try:
+            outputs.append(OutputFile(ExportKind.SC, _write_capture(ctx, inputs, verdict, seed)))
+        except Exception:  # the heat map must never hold back the SR or the alert
+            log.exception("Job %d: the heat-map capture could not be made", inputs.job_id)
     return outputs
 
 

@@ -151,8 +151,14 @@ def _queue_failure(session: Session, destination: NotificationDestination, job: 
             f"{', '.join(places) or 'the PACS'}" + (f": {error.message}" if error else ".")
         )
         source = next((export.path for export in dead if export.kind == ExportKind.SR), None)
+    elif (result := db.results.get_result(session=session, job_id=job.id)) is not None:
+        # Classified, but its report could not be made or queued: the verdict stands.
+        failure = Failure.REPORT_NOT_DELIVERED
+        error = PublicError.parse(job.last_error)
+        reason = "The report could not be made" + (f": {error.message}" if error else ".")
+        source = None
     else:
-        result, failure = None, Failure.NOT_CLASSIFIED
+        failure = Failure.NOT_CLASSIFIED
         error = PublicError.parse(job.last_error)
         reason = "The series could not be classified" + (f": {error.message}" if error else ".")
         source = None

@@ -112,19 +112,54 @@ def deliver_notification(
 
 
 def send_notifications(
-    sessions: SessionFactory, *, config: WorkerConfig, result_id: int | None = None
+    sessions: SessionFactory,
+    *,
+    config: WorkerConfig,
+    result_id: int | None = None,
+    without_reports: bool = False,
 ) -> int:
-    """Deliver the due notifications (of one result, or all); returns how many were sent."""
+    """Deliver the due notifications (of one result, or all); returns how many were sent.
+
+    ``without_reports``: do not wait for the result's reports (see
+    :func:`send_alerts_without_report`).
+    """
     with sessions() as session:
         due = [
             row.id
-            for row in db.notifications.due_notifications(session=session, result_id=result_id)
+            for row in db.notifications.due_notifications(
+                session=session, result_id=result_id, without_reports=without_reports
+            )
         ]
         session.commit()
     return sum(
         deliver_notification(sessions, notification_id=notification_id, config=config)
         for notification_id in due
     )
+
+
+def send_alerts_without_report(
+    sessions: SessionFactory, *, config: WorkerConfig, result_id: int
+) -> int:
+    """Deliver a result's notifications now, though its reports could not be made or queued.
+
+    The job failed after its result was stored (the SR, its capture or the outbox failed): the
+    verdict still goes to the stroke team. Never raises: the caller is already handling the
+    failure. What is not delivered now is retried by the sweeper once the job has failed for
+    good (or by the job's retry).
+
+    Returns:
+        How many were sent.
+    """
+    try:
+        sent = send_notifications(
+            sessions, config=config, result_id=result_id, without_reports=True
+        )
+    except Exception:  # the database may be what failed
+        log.exception("Result %d: its notifications could not be sent", result_id)
+        return 0
+    if sent:
+        log.warning("Result %d: %d notification(s) sent without the report", result_id, sent)
+    return sent
 
 
 def sweep_notifications(sessions: SessionFactory, *, config: WorkerConfig) -> int:
