@@ -56,6 +56,8 @@ class ErrorCode(StrEnum):
     """A file to send is gone from the data folder."""
     FILE_UNREADABLE = "file_unreadable"
     """A file to send is present but not readable DICOM (truncated, empty)."""
+    FILE_CHANGED = "file_changed"
+    """A file to send is not the one the worker wrote: changed or truncated since."""
     NOT_CONFIGURED = "not_configured"
     """The destination is no longer in the settings."""
     SERIES_UNREADABLE = "series_unreadable"

@@ -6,11 +6,11 @@ objects: a re-run or a retried export can never put a second copy in the PACS.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from io import BytesIO
-from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
@@ -47,10 +47,10 @@ def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
     and the alert go without it.
     """
     seed = [inputs.fingerprint, ctx.classifier.sha256]
-    outputs = [OutputFile(ExportKind.SR, _write_report(ctx, inputs, verdict, seed))]
+    outputs = [_write_report(ctx, inputs, verdict, seed)]
     if ctx.config.secondary_capture:
         try:
-            outputs.append(OutputFile(ExportKind.SC, _write_capture(ctx, inputs, verdict, seed)))
+            outputs.append(_write_capture(ctx, inputs, verdict, seed))
         except Exception:  # the heat map must never hold back the SR or the alert
             log.exception("Job %d: the heat-map capture could not be made", inputs.job_id)
     return outputs
@@ -58,7 +58,7 @@ def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
 
 def _write_report(
     ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict, seed: Sequence[str]
-) -> Path:
+) -> OutputFile:
     spec = ctx.classifier.spec
     sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
     report = build_structured_report(
@@ -76,7 +76,7 @@ def _write_report(
         previous_versions=_read_predecessors(verdict.predecessor_paths),
         classified_series=series_label(inputs.datasets[0]),
     )
-    return _save(ctx, report, inputs, sop_uid)
+    return _save(ctx, ExportKind.SR, report, inputs, sop_uid)
 
 
 def _read_predecessors(paths: Sequence[str]) -> list[pydicom.Dataset]:
@@ -93,7 +93,7 @@ def _read_predecessors(paths: Sequence[str]) -> list[pydicom.Dataset]:
 
 def _write_capture(
     ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict, seed: Sequence[str]
-) -> Path:
+) -> OutputFile:
     datasets, finding = inputs.datasets, verdict.finding
     by_uid = {uid: index for index, uid in enumerate(inputs.sop_instance_uids)}
     top = [by_uid[uid] for uid in finding.top_instance_uids[:CAPTURE_SLICES] if uid in by_uid]
@@ -113,12 +113,23 @@ def _write_capture(
         series_instance_uid=generate_uid(entropy_srcs=[*seed, "sc-series"]),
         sop_instance_uid=sop_uid,
     )
-    return _save(ctx, capture, inputs, sop_uid)
+    return _save(ctx, ExportKind.SC, capture, inputs, sop_uid)
 
 
-def _save(ctx: WorkerContext, dataset: pydicom.Dataset, inputs: SeriesInputs, sop_uid: str) -> Path:
-    """Write a DICOM file durably: reports/<study>/<sop>.dcm appears whole or not at all."""
+def _save(
+    ctx: WorkerContext,
+    kind: ExportKind,
+    dataset: pydicom.Dataset,
+    inputs: SeriesInputs,
+    sop_uid: str,
+) -> OutputFile:
+    """Write a DICOM file durably: reports/<study>/<sop>.dcm appears whole or not at all.
+
+    The output names the file's sha256 and size as written: what is sent must still be that.
+    """
     buffer = BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
     study_uid = str(inputs.datasets[0].StudyInstanceUID)
-    return write_atomic(ctx.runtime.reports_dir / study_uid / f"{sop_uid}.dcm", buffer.getvalue())
+    path = write_atomic(ctx.runtime.reports_dir / study_uid / f"{sop_uid}.dcm", data)
+    return OutputFile(kind, path, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import time
@@ -278,3 +279,40 @@ def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -
     # Each file, then its folder; and the parent of each folder made (reports/, reports/<study>/).
     assert len(synced) == 6 + 2
     assert pydicom.dcmread(outcome.report_path).Modality == "SR"
+
+
+@pytest.mark.parametrize("damage", ["changed", "truncated"])
+def test_a_report_changed_since_it_was_written_is_not_sent(
+    runtime: WorkerRuntime, checkpoint: Path, damage: str
+) -> None:
+    """The export records the file's sha256 and size as written; a file that no longer has
+    them is not sent (a coded failure), though it is still readable DICOM of the right UID."""
+    port = free_port()
+    down = PacsDestination(ae_title="LATEPACS", host="127.0.0.1", port=port)
+    ctx = worker_context(runtime, checkpoint, pacs=[down], export_backoff_s=0.01)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    path = outcome.report_path
+    assert path is not None
+    written = path.read_bytes()
+    with ctx.sessions() as session:
+        (export,) = db.exports.list_exports(session=session)
+        assert export.size_bytes == len(written)
+        assert export.sha256 == hashlib.sha256(written).hexdigest()
+    if damage == "changed":  # still the same object, readable, same size class: not ours
+        report = pydicom.dcmread(path)
+        report.ContentDate = "19990101"
+        report.save_as(path, enforce_file_format=True)
+    else:
+        path.write_bytes(written[:-64])
+    late = Pacs(port=port, ae_title="LATEPACS")
+    try:
+        time.sleep(0.05)
+        assert sweep(ctx.sessions, config=ctx.config) == 0
+        assert late.uids("SR") == []
+    finally:
+        late.stop()
+    with ctx.sessions() as session:
+        (export,) = db.exports.list_exports(session=session)
+    assert export.status == ExportStatus.FAILED
+    assert export.last_error is not None and export.last_error.startswith("file_changed: ")
