@@ -15,6 +15,7 @@ from io import BytesIO
 import pydicom
 from pydicom.uid import generate_uid
 
+import db.results
 from db.enums import ExportKind
 from dicom_edge import write_atomic
 from model.explain import explain_slices
@@ -40,6 +41,24 @@ def software_version() -> str:
         return "0+unknown"
 
 
+def stored_algorithm(ctx: WorkerContext, result_id: int) -> AlgorithmInfo:
+    """The model that made a stored result, as its row records it.
+
+    A reused result (a re-run, a requeue, a revision) keeps its own provenance: the checkpoint
+    loaded now may carry another name or version for the same weights (a new spec file).
+    """
+    with ctx.sessions() as session:
+        result = db.results.result_by_id(session=session, result_id=result_id)
+        algorithm = AlgorithmInfo(
+            name=result.model_name,
+            version=result.model_version,
+            software_version=software_version(),
+            model_sha256=result.model_sha256,
+        )
+        session.commit()
+    return algorithm
+
+
 def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) -> list[OutputFile]:
     """Write the SR, and the Secondary Capture when configured; the SR comes first.
 
@@ -59,17 +78,11 @@ def write_outputs(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
 def _write_report(
     ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict, seed: Sequence[str]
 ) -> OutputFile:
-    spec = ctx.classifier.spec
     sop_uid = generate_uid(entropy_srcs=[*seed, "sr-instance"])
     report = build_structured_report(
         source_datasets=inputs.datasets,
         finding=verdict.finding,
-        algorithm=AlgorithmInfo(
-            name=spec.name,
-            version=spec.version,
-            software_version=software_version(),
-            model_sha256=ctx.classifier.sha256,
-        ),
+        algorithm=stored_algorithm(ctx, verdict.result_id),
         series_instance_uid=generate_uid(entropy_srcs=[*seed, "sr-series"]),
         sop_instance_uid=sop_uid,
         institution_name=ctx.config.institution_name,
@@ -109,7 +122,7 @@ def _write_capture(
         suspected=finding.suspected,
         threshold=finding.threshold,
         finding=finding.concept,
-        model_version=ctx.classifier.spec.version,
+        model_version=stored_algorithm(ctx, verdict.result_id).version,
         series_instance_uid=generate_uid(entropy_srcs=[*seed, "sc-series"]),
         sop_instance_uid=sop_uid,
     )

@@ -22,6 +22,7 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.uid import generate_uid
 
+import db.results
 import db.studies
 from dicom_edge import write_atomic
 from model.dicom import dataset_to_hu
@@ -158,18 +159,21 @@ def write_preview(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
     Returns:
         The preview's path, or None when it could not be made.
     """
-    spec = ctx.classifier.spec
     finding = verdict.finding
+    with ctx.sessions() as session:  # the model that made the result, not the one loaded now
+        result = db.results.result_by_id(session=session, result_id=verdict.result_id)
+        model = f"{result.model_name} {result.model_version}"
+        session.commit()
     by_uid = {str(ds.SOPInstanceUID): ds for ds in inputs.datasets}
     top = [by_uid[uid] for uid in finding.top_instance_uids if uid in by_uid]
     try:
         jpeg = render_preview(
             top or inputs.datasets[:1],
             PreviewText(
-                headline=headline(spec.finding.short_name, suspected=finding.suspected),
+                headline=headline(finding.concept.short_name, suspected=finding.suspected),
                 probability=finding.probability,
                 threshold=finding.threshold,
-                model=f"{spec.name} {spec.version}",
+                model=model,
                 series=series_label(inputs.datasets[0]),
             ),
         )
