@@ -31,6 +31,7 @@ from model.spec import WINDOW_PRESETS
 from worker.classification import Verdict
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
+from worker.report import decimals_for
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def render_preview(slices: Sequence[pydicom.Dataset], text: PreviewText) -> byte
     draw.text((6, 4), NOT_FOR_DIAGNOSIS, fill="yellow", font=large)
     draw.text(
         (6, 25),
-        f"{text.headline}  p={text.probability:.2f} (threshold {text.threshold:.2f})",
+        verdict_line(text),
         fill="white",
         font=small,
     )
@@ -109,6 +110,14 @@ def render_preview(slices: Sequence[pydicom.Dataset], text: PreviewText) -> byte
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buffer.getvalue()
+
+
+def verdict_line(text: PreviewText) -> str:
+    """``AI ICH TRIAGE: SUSPECTED  p=0.63 (threshold 0.42)``: the numbers as the SR prints them."""
+    places = decimals_for(probability=text.probability, threshold=text.threshold)
+    return (
+        f"{text.headline}  p={text.probability:.{places}f} (threshold {text.threshold:.{places}f})"
+    )
 
 
 def _outlined(

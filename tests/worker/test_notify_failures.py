@@ -30,6 +30,8 @@ from worker.notify.config import Hl7Destination
 from worker.notify.message import Identifiers, Notice, ResultFacts, build_payload
 from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
+from worker.preview import PreviewText, verdict_line
+from worker.report import Finding, summary_text
 
 ANY_VERDICT = ["suspected", "not_suspected"]
 TASK_NAME = "stroke_triage.process_series"
@@ -300,3 +302,42 @@ def test_a_heat_map_that_cannot_be_made_loses_neither_the_sr_nor_the_alert(
     assert told["event"] in ANY_VERDICT
     with ctx.sessions() as session:
         assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+
+
+def test_preview_and_e_mail_print_the_probability_as_the_sr_does() -> None:
+    """0.4199 under a threshold of 0.42 must not read "0.42 (threshold 0.42)" anywhere: the
+    preview, the e-mail and the SR's summary use the same decimals."""
+    facts = ResultFacts(
+        suspected=False,
+        probability=0.4199,
+        threshold=0.42,
+        model_name="vit-ich",
+        model_version="2.0",
+        finding_name="ICH",
+        finding_meaning="Intracranial hemorrhage",
+    )
+    document = build_payload(
+        key="K1",
+        event=NotificationEvent.NOT_SUSPECTED,
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        calling_ae_title="CT1",
+        result=facts,
+    )
+    notice = Notice(json.loads(document), Identifiers(accession_number="ACC1"))
+    sr = summary_text(
+        Finding(probability=0.4199, suspected=False, threshold=0.42, top_instance_uids=[])
+    )
+    assert "probability 0.4199, threshold 0.4200" in sr, sr
+    body = email.body(notice, include_patient_name=False)
+    assert "Probability: 0.4199 (threshold 0.4200)" in body, body
+    line = verdict_line(
+        PreviewText(
+            headline="AI ICH TRIAGE: NOT SUSPECTED",
+            probability=0.4199,
+            threshold=0.42,
+            model="vit-ich 2.0",
+            series="series 2",
+        )
+    )
+    assert line.endswith("p=0.4199 (threshold 0.4200)"), line
