@@ -122,9 +122,15 @@ def send(destination: EmailDestination, notice: Notice) -> None:
             detail=repr(exc),
         ) from exc
     if refused:
+        # Partly delivered: not counted as sent. The row names who did not get it, and is
+        # retried (to every recipient, with the same Message-ID, which lets a mail client
+        # drop the copy the others already have).
+        who = ", ".join(
+            f"{address} (SMTP {answer[0]})" for address, answer in sorted(refused.items())
+        )
         raise NotificationError(
             f"The SMTP server of {destination.name} refused {len(refused)} of "
-            f"{len(destination.recipients)} recipients.",
+            f"{len(destination.recipients)} recipients: {who}; the others got the e-mail.",
             code=ErrorCode.REFUSED,
             detail=repr(refused),
         )
