@@ -217,7 +217,7 @@ def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
             earlier,
             and_(
                 earlier.series_id == study_series.id,
-                earlier.id != current.id,
+                earlier.id < current.id,  # only what came before it
                 earlier.superseded.is_(True),
             ),
         )

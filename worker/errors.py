@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     """The PACS aborted the association, or accepted none of our presentation contexts."""
     STORE_FAILED = "store_failed"
     """The PACS answered the C-STORE with a failure status (the message names it)."""
+    ENCODE_FAILED = "encode_failed"
+    """An object to send could not be encoded for the association (damaged content)."""
     HTTP_STATUS = "http_status"
     """A web destination answered with an HTTP error status."""
     HTTP_REDIRECT = "http_redirect"
