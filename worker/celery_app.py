@@ -105,7 +105,12 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
             warm_up_or_log(ctx)
         engine = create_engine_for(ctx.runtime.database_url)
         sessions = make_session_factory(engine)
-        sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
+        sweeper = ExportSweeper(
+            sessions,
+            ctx.config,
+            interval_s=ctx.config.export_sweep_interval_s,
+            storage_dir=ctx.runtime.storage_dir,
+        )
         sweeper.start()
         state["sweeper"] = sweeper
         state["heartbeat"] = start_heartbeat(

@@ -21,13 +21,13 @@ import db.notifications
 from db.enums import JobStatus, NotificationEvent
 from tests.helpers import free_port, record_head_ct_series, seed_job
 from tests.notify_peers import Certificate, WebhookReceiver, make_certificate
-from tests.worker.helpers import notify_context, receive_accessioned_series
+from tests.worker.helpers import ACCESSION, notify_context, receive_accessioned_series
 from worker.celery_app import create_celery_app
 from worker.config import WorkerRuntime
 from worker.inputs import SeriesInputs, load_inputs
 from worker.notify import email, hl7
 from worker.notify.config import Hl7Destination
-from worker.notify.message import Identifiers, Notice, ResultFacts, build_payload
+from worker.notify.message import Identifiers, Notice, ResultFacts, build_payload, load_notice
 from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
 from worker.preview import PreviewText, verdict_line
@@ -341,3 +341,24 @@ def test_preview_and_e_mail_print_the_probability_as_the_sr_does() -> None:
         )
     )
     assert line.endswith("p=0.4199 (threshold 0.4200)"), line
+
+
+def test_a_series_not_classified_is_named_by_its_accession_like_the_verdicts(
+    runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, it_desk: WebhookReceiver
+) -> None:
+    """The failure's message reads the accession number from a stored instance of the series,
+    so its e-mail subject names it as the verdicts' subjects do (not the series UID)."""
+    ctx = notify_context(
+        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+    )
+    job_id, series_uid = receive_accessioned_series(ctx)
+    broken = sorted((runtime.storage_dir / "series").glob("*.dcm"))[-1]
+    broken.write_bytes(b"\x00" * 200)
+    assert _run_task(ctx, runtime, job_id, series_uid).failed()
+    sweep_notifications(ctx.sessions, config=ctx.config, storage_dir=runtime.storage_dir)
+    (page,) = it_desk.accepted
+    assert page["failure"] == "not_classified" and page["accession_number"] == ACCESSION
+    with ctx.sessions() as session:
+        (row,) = db.notifications.list_notifications(session=session)
+        notice = load_notice(row.payload, row.source_path)
+    assert email.subject(notice) == f"AI TRIAGE: SERIES NOT CLASSIFIED - {ACCESSION}"

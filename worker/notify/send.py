@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import db.notifications
 import db.studies
@@ -162,8 +163,12 @@ def send_alerts_without_report(
     return sent
 
 
-def sweep_notifications(sessions: SessionFactory, *, config: WorkerConfig) -> int:
+def sweep_notifications(
+    sessions: SessionFactory, *, config: WorkerConfig, storage_dir: Path | None = None
+) -> int:
     """Queue notifications of new failures, then deliver every due notification.
+
+    ``storage_dir`` (the worker's) lets a failure's message name the series' accession number.
 
     Returns:
         How many were sent.
@@ -171,7 +176,9 @@ def sweep_notifications(sessions: SessionFactory, *, config: WorkerConfig) -> in
     if not config.notifications:
         return 0
     with sessions() as session:
-        queue_failure_notifications(session, destinations=config.notifications)
+        queue_failure_notifications(
+            session, destinations=config.notifications, storage_dir=storage_dir
+        )
         session.commit()
     sent = send_notifications(sessions, config=config)
     if sent:
