@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.errors import JobStateError
 from worker.classification import classify_or_reuse
 from worker.context import WorkerContext
 from worker.inputs import JobSkipped, load_inputs
@@ -70,6 +71,8 @@ def process_series(
             outputs=outputs,
             config=ctx.config,
         )
+    except JobStateError:
+        raise  # the job moved on (superseded): its successor reports the series
     except Exception:
         # The verdict is stored: the stroke team hears of it even though its SR could not be
         # made or queued (the job's failure is recorded by the caller and told to IT).
