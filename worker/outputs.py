@@ -22,6 +22,7 @@ from model.explain import explain_slices
 from worker.capture import build_heatmap_capture
 from worker.classification import Verdict
 from worker.context import WorkerContext
+from worker.errors import ReportError
 from worker.inputs import SeriesInputs
 from worker.outbox import OutputFile
 from worker.preview import series_label
@@ -144,5 +145,10 @@ def _save(
     dataset.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
     study_uid = str(inputs.datasets[0].StudyInstanceUID)
-    path = write_atomic(ctx.runtime.reports_dir / study_uid / f"{sop_uid}.dcm", data)
+    try:
+        path = write_atomic(ctx.runtime.reports_dir / study_uid / f"{sop_uid}.dcm", data)
+    except OSError as exc:  # disk full, no permission, the folder replaced by a file
+        raise ReportError(
+            f"The {kind.upper()} {sop_uid} could not be written to the reports folder: {exc}."
+        ) from exc
     return OutputFile(kind, path, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))

@@ -250,7 +250,8 @@ def test_a_report_that_cannot_be_written_still_sends_the_verdict_and_pages_it(
     assert len(clinical.accepted) == 1  # told once
     (page,) = it_desk.accepted
     assert page["event"] == "failed" and page["failure"] == "report_not_delivered"
-    assert page["verdict"] == told["verdict"]
+    assert page["verdict"] == told["verdict"] and page["error_code"] == "report_failed"
+    assert page["reason"].startswith("The report could not be made: ")
     with ctx.sessions() as session:
         assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.FAILED
 
