@@ -30,10 +30,14 @@ def ensure_export(
     destination: str,
     sop_instance_uid: str,
     path: str,
+    sha256: str | None = None,
+    size_bytes: int | None = None,
 ) -> Export:
     """Return the export of a result to a destination, creating it ``PENDING`` if new.
 
-    An existing row is returned unchanged, so a retried task re-sends the same SOP Instance UID.
+    An existing row keeps its SOP Instance UID, so a retried task re-sends the same object.
+    Args ``sha256`` and ``size_bytes`` describe the file as just written: a row not yet sent
+    takes them (a re-run rewrote the file), a sent row keeps what it sent.
     """
     now = utc(None)
     session.execute(
@@ -44,6 +48,8 @@ def ensure_export(
             destination=destination,
             sop_instance_uid=sop_instance_uid,
             path=path,
+            sha256=sha256,
+            size_bytes=size_bytes,
             status=ExportStatus.PENDING,
             attempts=0,
             created_at=now,
@@ -54,7 +60,11 @@ def ensure_export(
     statement = select(Export).where(
         Export.result_id == result_id, Export.kind == kind, Export.destination == destination
     )
-    return one(session, statement, f"export of result {result_id}")
+    export = one(session, statement, f"export of result {result_id}")
+    if sha256 is not None and export.status != ExportStatus.SENT and export.sha256 != sha256:
+        export.sha256, export.size_bytes, export.updated_at = sha256, size_bytes, now
+        session.flush()
+    return export
 
 
 def get_export(*, session: Session, export_id: int) -> Export:
@@ -207,7 +217,7 @@ def superseded_report_paths(*, session: Session, result_id: int) -> list[str]:
             earlier,
             and_(
                 earlier.series_id == study_series.id,
-                earlier.id != current.id,
+                earlier.id < current.id,  # only what came before it
                 earlier.superseded.is_(True),
             ),
         )

@@ -246,6 +246,9 @@ class Export(Base):
     destination: Mapped[str] = mapped_column(String(128))
     sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
     path: Mapped[str] = mapped_column(String(1024))
+    # The file as the worker wrote it: what is sent must still be that (NULL before 0014).
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[ExportStatus] = mapped_column(StrEnumType(ExportStatus), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from db import _outbox
@@ -84,6 +84,7 @@ def due_notifications(
     session: Session,
     now: datetime | None = None,
     result_id: int | None = None,
+    without_reports: bool = False,
     limit: int = 100,
 ) -> list[Notification]:
     """Return notifications to (re)send, the longest waiting first; optionally of one result.
@@ -92,7 +93,12 @@ def due_notifications(
     once (sent, or failed): the verdict never goes out before its SR was sent to the PACS,
     or tried and failed. An outage therefore does not hold the message back. Before its
     exports are queued (the worker is still writing the SR and the preview) it waits too,
-    unless the job is exported already (no PACS: nothing to queue).
+    unless the job is exported already (no PACS: nothing to queue), or the job failed for
+    good after its result was stored (no SR will come: the verdict goes alone).
+
+    Args:
+        without_reports: Do not wait for the reports (the caller's job has just failed after
+            storing its result, so none will come).
     """
     untried = select(Export.id).where(
         Export.result_id == Notification.result_id,
@@ -106,8 +112,14 @@ def due_notifications(
         .where(Result.id == Notification.result_id, Job.exported_at.is_not(None))
     )
     reports_out = or_(Notification.result_id.is_(None), queued.exists(), exported.exists())
+    failed = (
+        select(Result.id)
+        .join(Job, Result.job_id == Job.id)
+        .where(Result.id == Notification.result_id, Job.status == JobStatus.FAILED)
+    )
+    ready = or_(failed.exists(), and_(~untried.exists(), reports_out))
     statement = select(Notification).where(
-        _outbox.due(Notification, utc(now)), ~untried.exists(), reports_out
+        _outbox.due(Notification, utc(now)), true() if without_reports else ready
     )
     if result_id is not None:
         statement = statement.where(Notification.result_id == result_id)

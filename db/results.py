@@ -235,6 +235,15 @@ def find_result(
     return session.scalars(statement).first()
 
 
+def result_by_id(*, session: Session, result_id: int) -> Result:
+    """Return the result with this id.
+
+    Raises:
+        NotFoundError: No such result.
+    """
+    return one(session, select(Result).where(Result.id == result_id), f"result {result_id}")
+
+
 def get_result(*, session: Session, job_id: int) -> Result | None:
     """Return the result stored by a job, or None."""
     return session.execute(select(Result).where(Result.job_id == job_id)).scalar_one_or_none()

@@ -213,14 +213,25 @@ class RedirectingServer:
 
 
 class _Mailbox:
-    def __init__(self) -> None:
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
         self.messages: list[Message] = []
+        self.delivered_to: list[list[str]] = []
+        self.refuse = refuse
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's name)
+        self, server: object, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(  # noqa: N802 (aiosmtpd's name)
         self, server: object, session: Session, envelope: Envelope
     ) -> str:
         content = envelope.original_content or b""
         self.messages.append(message_from_bytes(content))
+        self.delivered_to.append(list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
 
 
@@ -228,12 +239,19 @@ class SmtpServer:
     """aiosmtpd on a free port: STARTTLS required before AUTH LOGIN/PLAIN with one user.
 
     With ``implicit_tls`` it speaks TLS from the first byte instead (SMTPS, as on port 465).
+    Recipients in ``refuse`` get ``550`` at RCPT TO, as an unknown user does.
     """
 
     def __init__(
-        self, certificate: Certificate, *, user: str, password: str, implicit_tls: bool = False
+        self,
+        certificate: Certificate,
+        *,
+        user: str,
+        password: str,
+        implicit_tls: bool = False,
+        refuse: frozenset[str] = frozenset(),
     ) -> None:
-        self.mailbox = _Mailbox()
+        self.mailbox = _Mailbox(refuse)
         self.logins: list[str] = []
 
         def authenticate(

@@ -138,13 +138,13 @@ def build_heatmap_capture(
             series_description=series_description(suspected=suspected, finding=finding),
             content_date=now.date(),
             content_time=now.time(),
+            # Series Date and Time (type 3) let a PACS file the new series beside the CT.
+            series_date=now.date(),
+            series_time=now.time(),
         )
     except (ValueError, TypeError) as error:
         raise ReportError(f"The heat-map capture could not be built: {error}.") from error
     capture.copy_patient_and_study_information(header)
-    # Series Date and Time (type 3) let a PACS file the new series beside the CT by date.
-    capture.SeriesDate = capture.ContentDate
-    capture.SeriesTime = capture.ContentTime
     # Laterality (type 2C) is needed unless the body part is unpaired; the head is not paired.
     capture.BodyPartExamined = header.get("BodyPartExamined") or "HEAD"
     capture.BurnedInAnnotation = "YES"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +18,7 @@ from worker.config import WorkerConfig, WorkerRuntime
 from worker.context import WorkerContext
 from worker.metrics import serve_metrics
 from worker.monitoring import start_heartbeat
+from worker.pool_models import LoadedChildren
 from worker.routing import cuda_available, worker_queues
 from worker.sweeper import ExportSweeper
 from worker.tasks import register_tasks
@@ -61,9 +62,9 @@ def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
 def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
     """Hooks that run only in a worker started from ``app`` (signals are process-wide)."""
     state: dict[str, Any] = {}
-    # Prefork children load their own models; the parent, which answers /ready, counts them
-    # here (shared memory made before the pool forks).
-    children_loaded = multiprocessing.Value("i", 0)
+    # Prefork children load their own models; the parent, which answers /ready, knows which
+    # live ones have (shared memory made before the pool forks).
+    children = LoadedChildren()
 
     def after_setup(sender: str, instance: Any, **_: Any) -> None:
         if instance.app is not app:
@@ -86,8 +87,16 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
         if ctx.config.warm_up:
             warm_up_or_log(ctx)
             if ctx.model_loaded:
-                with children_loaded.get_lock():
-                    children_loaded.value += 1
+                children.add(os.getpid())
+
+    def task_done(**_: Any) -> None:
+        # A child without warm-up loads its model with its first series.
+        if state.get("prefork") and ctx.model_loaded:
+            children.add(os.getpid())
+
+    def process_shutdown(**_: Any) -> None:
+        if state.get("worker"):
+            children.remove(os.getpid())
 
     def ready(sender: Any, **_: Any) -> None:
         if not state.get("worker"):
@@ -96,16 +105,19 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
             warm_up_or_log(ctx)
         engine = create_engine_for(ctx.runtime.database_url)
         sessions = make_session_factory(engine)
-        sweeper = ExportSweeper(sessions, ctx.config, interval_s=ctx.config.export_sweep_interval_s)
+        sweeper = ExportSweeper(
+            sessions,
+            ctx.config,
+            interval_s=ctx.config.export_sweep_interval_s,
+            storage_dir=ctx.runtime.storage_dir,
+        )
         sweeper.start()
         state["sweeper"] = sweeper
         state["heartbeat"] = start_heartbeat(
             ctx,
             sessions,
             node=getattr(sender, "hostname", None),
-            model_loaded=(lambda: children_loaded.value > 0)
-            if state["prefork"]
-            else (lambda: ctx.model_loaded),
+            model_loaded=children.any_alive if state["prefork"] else (lambda: ctx.model_loaded),
         )
         state["metrics"] = serve_metrics(
             host=ctx.config.metrics_host,
@@ -115,7 +127,7 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
                 ctx,
                 app,
                 engine,
-                model_loaded=(lambda: children_loaded.value > 0) if state["prefork"] else None,
+                model_loaded=children.any_alive if state["prefork"] else None,
             ),
         )
 
@@ -133,6 +145,8 @@ def _connect_worker_signals(app: Celery, ctx: WorkerContext) -> None:
     signals.celeryd_after_setup.connect(after_setup, weak=False)
     signals.worker_process_init.connect(process_init, weak=False)
     signals.worker_ready.connect(ready, weak=False)
+    signals.task_postrun.connect(task_done, weak=False)
+    signals.worker_process_shutdown.connect(process_shutdown, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
 
 

@@ -159,14 +159,22 @@ def _store(
 ) -> None:
     dataset = pydicom.dcmread(item) if isinstance(item, Path) else item
     uid = dataset.SOPInstanceUID
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    if not any(context.abstract_syntax == sop_class for context in assoc.accepted_contexts):
+        raise ExportError(
+            f"Instance {uid} could not be sent to {destination}: no accepted presentation "
+            f"context fits its SOP class {sop_class or '(none)'}.",
+            code=ErrorCode.ASSOCIATION_ABORTED,
+        )
     try:
         status = assoc.send_c_store(dataset)
     except (ValueError, AttributeError) as error:
-        # pynetdicom raises these when no presentation context fits the dataset.
+        # pynetdicom raises these when the dataset cannot be encoded (damaged or truncated
+        # content, missing file meta) or its transfer syntax was not accepted.
         raise ExportError(
-            f"Instance {uid} could not be sent to {destination}: no accepted presentation "
-            f"context fits its SOP class {dataset.SOPClassUID} and transfer syntax.",
-            code=ErrorCode.ASSOCIATION_ABORTED,
+            f"Instance {uid} could not be encoded for {destination} (damaged or truncated "
+            "content, or a transfer syntax the PACS did not accept); it is not sent.",
+            code=ErrorCode.ENCODE_FAILED,
             detail=str(error),
         ) from error
     if "Status" not in status:

@@ -9,6 +9,7 @@ never put a second copy into the PACS.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ class OutputFile:
 
     kind: ExportKind
     path: Path
+    sha256: str | None = None
+    """Of the file as written (None: not known)."""
+    size_bytes: int | None = None
 
     @property
     def sop_instance_uid(self) -> str:
@@ -72,6 +76,8 @@ def queue_exports(
                 destination=str(target),
                 sop_instance_uid=output.sop_instance_uid,
                 path=str(output.path),
+                sha256=output.sha256,
+                size_bytes=output.size_bytes,
             )
             if export.status != ExportStatus.SENT:
                 unsent.append(export.id)
@@ -139,6 +145,9 @@ class Claim:
     path: Path
     destination: str
     sop_instance_uid: str
+    sha256: str | None = None
+    """Of the file as the worker wrote it (None for exports made before revision 0014)."""
+    size_bytes: int | None = None
 
 
 def claim(session: Session, *, export_id: int) -> Claim | None:
@@ -146,7 +155,14 @@ def claim(session: Session, *, export_id: int) -> Claim | None:
     if not db.exports.claim_export(session=session, export_id=export_id, lease_s=CLAIM_LEASE_S):
         return None
     export = db.exports.get_export(session=session, export_id=export_id)
-    return Claim(export_id, Path(export.path), export.destination, export.sop_instance_uid)
+    return Claim(
+        export_id,
+        Path(export.path),
+        export.destination,
+        export.sop_instance_uid,
+        sha256=export.sha256,
+        size_bytes=export.size_bytes,
+    )
 
 
 def deliver(sessions: SessionFactory, *, export_id: int, config: WorkerConfig) -> bool:
@@ -175,7 +191,10 @@ def send_claimed(sessions: SessionFactory, claimed: Claim, *, config: WorkerConf
     """
     export_id, uid = claimed.export_id, claimed.sop_instance_uid
     try:
-        _send(read_output(claimed.path, uid), claimed.destination, config=config)
+        output = read_output(
+            claimed.path, uid, sha256=claimed.sha256, size_bytes=claimed.size_bytes
+        )
+        _send(output, claimed.destination, config=config)
     except Exception as exc:
         error = public_error(exc)
         if isinstance(exc, WorkerError):
@@ -210,12 +229,25 @@ class StoredOutput:
     dataset: pydicom.Dataset
 
 
-def read_output(path: Path, sop_instance_uid: str) -> StoredOutput:
-    """Read an output file and check it is the DICOM object it is named after.
+def read_output(
+    path: Path,
+    sop_instance_uid: str,
+    *,
+    sha256: str | None = None,
+    size_bytes: int | None = None,
+) -> StoredOutput:
+    """Read an output file and check it is the DICOM object it is named after, as written.
+
+    Args:
+        path: The file.
+        sop_instance_uid: The object it must hold.
+        sha256: The file's sha256 when the worker wrote it; None skips the check.
+        size_bytes: Its size then; None skips the check.
 
     Raises:
-        ExportError: The file is missing, or is not readable DICOM of that SOP Instance UID
-            (empty, truncated before its identity, or another object).
+        ExportError: The file is missing, changed or truncated since it was written, or is
+            not readable DICOM of that SOP Instance UID (empty, truncated before its identity,
+            or another object).
     """
     if not path.is_file():
         raise ExportError(
@@ -224,6 +256,25 @@ def read_output(path: Path, sop_instance_uid: str) -> StoredOutput:
         )
     try:
         raw = path.read_bytes()
+    except OSError as exc:
+        raise ExportError(
+            f"The file {path} of instance {sop_instance_uid} cannot be read; it is not sent.",
+            code=ErrorCode.FILE_UNREADABLE,
+            detail=error_detail(exc),
+        ) from exc
+    if size_bytes is not None and len(raw) != size_bytes:
+        raise ExportError(
+            f"The file {path} of instance {sop_instance_uid} is {len(raw)} bytes, not the "
+            f"{size_bytes} written (truncated or changed since); it is not sent.",
+            code=ErrorCode.FILE_CHANGED,
+        )
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ExportError(
+            f"The file {path} of instance {sop_instance_uid} changed since it was written "
+            "(its sha256 differs); it is not sent.",
+            code=ErrorCode.FILE_CHANGED,
+        )
+    try:
         dataset = pydicom.dcmread(BytesIO(raw))
         found = str(dataset.SOPInstanceUID)
         str(dataset.StudyInstanceUID)  # STOW-RS names the study; C-STORE needs it too

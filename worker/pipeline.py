@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.errors import JobStateError
 from worker.classification import classify_or_reuse
 from worker.context import WorkerContext
 from worker.inputs import JobSkipped, load_inputs
 from worker.monitoring import run_challenger
+from worker.notify.send import send_alerts_without_report
 from worker.outbox import export_outputs
 from worker.outputs import write_outputs
 from worker.preview import write_preview
@@ -58,15 +60,24 @@ def process_series(
     if isinstance(inputs, JobSkipped):
         return Outcome(job_id, None, None, None, None, skipped=inputs.status)
     verdict = classify_or_reuse(ctx, inputs)
-    outputs = write_outputs(ctx, inputs, verdict)
-    write_preview(ctx, inputs, verdict)  # before the exports: the alert that follows them links it
-    export_outputs(
-        ctx.sessions,
-        job_id=job_id,
-        result_id=verdict.result_id,
-        outputs=outputs,
-        config=ctx.config,
-    )
+    try:
+        outputs = write_outputs(ctx, inputs, verdict)
+        # Before the exports: the alert that follows them links it.
+        write_preview(ctx, inputs, verdict)
+        export_outputs(
+            ctx.sessions,
+            job_id=job_id,
+            result_id=verdict.result_id,
+            outputs=outputs,
+            config=ctx.config,
+        )
+    except JobStateError:
+        raise  # the job moved on (superseded): its successor reports the series
+    except Exception:
+        # The verdict is stored: the stroke team hears of it even though its SR could not be
+        # made or queued (the job's failure is recorded by the caller and told to IT).
+        send_alerts_without_report(ctx.sessions, config=ctx.config, result_id=verdict.result_id)
+        raise
     # After the live SR has gone out (or is queued for retry): never delays it.
     run_challenger(ctx, inputs)
     finding = verdict.finding

@@ -23,6 +23,7 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.uid import generate_uid
 
+import db.results
 import db.studies
 from dicom_edge import write_atomic
 from model.dicom import dataset_to_hu
@@ -31,6 +32,7 @@ from model.spec import WINDOW_PRESETS
 from worker.classification import Verdict
 from worker.context import WorkerContext
 from worker.inputs import SeriesInputs
+from worker.report import decimals_for
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def render_preview(slices: Sequence[pydicom.Dataset], text: PreviewText) -> byte
     draw.text((6, 4), NOT_FOR_DIAGNOSIS, fill="yellow", font=large)
     draw.text(
         (6, 25),
-        f"{text.headline}  p={text.probability:.2f} (threshold {text.threshold:.2f})",
+        verdict_line(text),
         fill="white",
         font=small,
     )
@@ -109,6 +111,14 @@ def render_preview(slices: Sequence[pydicom.Dataset], text: PreviewText) -> byte
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
     return buffer.getvalue()
+
+
+def verdict_line(text: PreviewText) -> str:
+    """``AI ICH TRIAGE: SUSPECTED  p=0.63 (threshold 0.42)``: the numbers as the SR prints them."""
+    places = decimals_for(probability=text.probability, threshold=text.threshold)
+    return (
+        f"{text.headline}  p={text.probability:.{places}f} (threshold {text.threshold:.{places}f})"
+    )
 
 
 def _outlined(
@@ -159,18 +169,21 @@ def write_preview(ctx: WorkerContext, inputs: SeriesInputs, verdict: Verdict) ->
     Returns:
         The preview's path, or None when it could not be made.
     """
-    spec = ctx.classifier.spec
     finding = verdict.finding
+    with ctx.sessions() as session:  # the model that made the result, not the one loaded now
+        result = db.results.result_by_id(session=session, result_id=verdict.result_id)
+        model = f"{result.model_name} {result.model_version}"
+        session.commit()
     by_uid = {str(ds.SOPInstanceUID): ds for ds in inputs.datasets}
     top = [by_uid[uid] for uid in finding.key_slices if uid in by_uid]
     try:
         jpeg = render_preview(
             top or inputs.datasets[:1],
             PreviewText(
-                headline=headline(spec.finding.short_name, suspected=finding.suspected),
+                headline=headline(finding.concept.short_name, suspected=finding.suspected),
                 probability=finding.probability,
                 threshold=finding.threshold,
-                model=f"{spec.name} {spec.version}",
+                model=model,
                 series=series_label(inputs.datasets[0]),
             ),
         )

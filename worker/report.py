@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
 import highdicom as hd
@@ -200,6 +201,7 @@ def build_structured_report(
     sop_instance_uid = sop_instance_uid or hd.UID()
     series_instance_uid = series_instance_uid or hd.UID()
     text = verdict_text(suspected=finding.suspected, finding=finding.concept)
+    made = datetime.now()
     try:
         content = _measurement_report(
             source_datasets=source_datasets,
@@ -228,13 +230,14 @@ def build_structured_report(
             series_description=series_description(text, classified_series),
             manufacturer_model_name=algorithm.model_name,
             software_versions=algorithm.software_version,
+            # Series Date and Time (type 3) let a PACS file the new series beside the CT by
+            # date; highdicom stamps the content's own date and time a moment later.
+            series_date=made.date(),
+            series_time=made.time(),
         )
     except (ValueError, TypeError, AttributeError) as error:
         raise ReportError(f"The Structured Report could not be built: {error}.") from error
     report.CompletionFlagDescription = _COMPLETION_DESCRIPTION
-    # Series Date and Time (type 3) let a PACS file the new series beside the CT by date.
-    report.SeriesDate = report.ContentDate
-    report.SeriesTime = report.ContentTime
     logger.info(
         "Built SR %s for series %s: %s suspected=%s, %d evidence instances, %d further findings",
         sop_instance_uid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from db.engine import SessionFactory
 from worker.config import WorkerConfig
@@ -17,11 +18,18 @@ class ExportSweeper:
     """Calls :func:`worker.outbox.sweep` every ``interval_s`` until stopped."""
 
     def __init__(
-        self, sessions: SessionFactory, config: WorkerConfig, *, interval_s: float
+        self,
+        sessions: SessionFactory,
+        config: WorkerConfig,
+        *,
+        interval_s: float,
+        storage_dir: Path | None = None,
     ) -> None:
-        """Prepare the sweeper; :meth:`start` runs it."""
+        """Prepare the sweeper; :meth:`start` runs it. ``storage_dir``: the stored series,
+        where a failure's message reads its accession number."""
         self._sessions = sessions
         self._config = config
+        self._storage_dir = storage_dir
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="export-sweeper", daemon=True)
@@ -42,6 +50,8 @@ class ExportSweeper:
             try:
                 sweep(self._sessions, config=self._config)
                 # After the reports: a notification never goes before the SR it announces.
-                sweep_notifications(self._sessions, config=self._config)
+                sweep_notifications(
+                    self._sessions, config=self._config, storage_dir=self._storage_dir
+                )
             except Exception:  # the database may be away for a while; keep the thread alive
                 log.exception("Outbox sweep failed; trying again in %.1f s", self._interval_s)

@@ -168,8 +168,8 @@ def test_read_tokens_never_see_a_patient_and_the_database_holds_none(
 ) -> None:
     cases = site.cases
     reader = bearer(site.tokens["reader"])
-    answers = [
-        site.client.get(url, headers=reader).text
+    responses = [
+        site.client.get(url, headers=reader)
         for url in (
             "/api/series?limit=100",
             f"/api/series/{cases.named}",
@@ -179,11 +179,17 @@ def test_read_tokens_never_see_a_patient_and_the_database_holds_none(
         )
     ]
     login(site.client, site.tokens["reader"])
-    answers += [site.client.get(url).text for url in ("/", f"/series/{cases.named}", "/status")]
+    responses += [site.client.get(url) for url in ("/", f"/series/{cases.named}", "/status")]
     assert site.client.get("/?q=Quolmbyx").text.count("/series/") == 0
-    for text in answers:
+    # An error page or an empty answer holds no patient either: each must be the real page.
+    for response in responses:
+        assert response.status_code == 200, (response.url, response.status_code)
+    listing, series, _, _, _, worklist, page, _ = (response.text for response in responses)
+    assert cases.named in listing and cases.named in series
+    assert cases.named in worklist and cases.named in page
+    for response in responses:
         for phi in PHI:
-            assert phi not in text
+            assert phi not in response.text, response.url
     assert PATIENT[2] in site.client.get(f"/series/{cases.named}").text  # accession: read sees it
 
     admin = TestClient(site.client.app)

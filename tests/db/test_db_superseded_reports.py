@@ -91,6 +91,12 @@ def test_superseded_report_paths_in_one_query(engine: Engine, session: Session) 
         event.remove(engine, "before_cursor_execute", count)
     assert paths == [f"outbox/{first}-sr.dcm", f"outbox/{second}-sr.dcm"]
     assert len(statements) == 1, statements
+    # An earlier result written again (a requeue) replaces only what came before it: never a
+    # later report, superseded or not.
+    assert db.exports.superseded_report_paths(session=session, result_id=first) == []
+    assert db.exports.superseded_report_paths(session=session, result_id=second) == [
+        f"outbox/{first}-sr.dcm"
+    ]
     assert db.exports.superseded_report_paths(session=session, result_id=elsewhere) == []
     # Another series of the same study reports now: it revises the study's reports, SRs and all.
     _export(session, third, ExportKind.SR, "PACS1")

@@ -72,7 +72,14 @@ def test_suspected_series_reaches_pacs_dicomweb_webhook_email_and_hl7_once(
                     [{"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}]
                 ),
                 "STROKE_TRIAGE_WORKER__DICOMWEB": json.dumps(
-                    [{"url": orthanc.dicomweb_url, "username": "stroke", "password": "triage"}]
+                    [
+                        {
+                            "url": orthanc.dicomweb_url,
+                            "username": "stroke",
+                            "password": "triage",
+                            "allow_plain_http": True,
+                        }
+                    ]
                 ),
                 "STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps(
                     [

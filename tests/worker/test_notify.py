@@ -431,3 +431,29 @@ def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_othe
             f"{further[1]['probability']:.4f}",
         ),
     ]
+
+
+def test_a_plain_http_dicomweb_server_needs_an_explicit_setting() -> None:
+    """STOW-RS carries the reports (patient data): https by default, http only on opt-in."""
+    server = {"url": "http://pacs.local/dicom-web", "token": "t"}
+    env = {"STROKE_TRIAGE_WORKER__DICOMWEB": json.dumps([server])}
+    refused = run_cli(["settings"], env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "worker.dicomweb.0" in line and "allow_plain_http" in line, line
+    assert (
+        run_cli(
+            ["settings"],
+            {
+                **env,
+                "STROKE_TRIAGE_WORKER__DICOMWEB": json.dumps(
+                    [{**server, "url": "https://pacs.local/dicom-web"}]
+                ),
+            },
+        ).returncode
+        == 0
+    )
+    allowed = {**server, "allow_plain_http": True}
+    env = {"STROKE_TRIAGE_WORKER__DICOMWEB": json.dumps([allowed])}
+    accepted = run_cli(["settings"], env)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr

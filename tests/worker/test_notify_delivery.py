@@ -235,3 +235,42 @@ def test_hl7_with_tls_refuses_an_untrusted_certificate(
     row = _notification(ctx)
     assert row.status == ExportStatus.FAILED and secure.messages == []
     assert row.last_error.startswith("tls_failed: The HL7 destination ris is not reachable")
+
+
+def test_an_e_mail_refused_for_some_recipients_is_not_counted_as_sent(
+    runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate
+) -> None:
+    """The server takes the message for one recipient and refuses the other (550 at RCPT):
+    the notification is a failure naming who did not get it, never "sent"."""
+    smtp = SmtpServer(
+        certificate,
+        user="triage",
+        password="pw",
+        implicit_tls=True,
+        refuse=frozenset({"gone@hospital.test"}),
+    )
+    try:
+        destination = {
+            "kind": "email",
+            "name": "stroke-team",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "implicit_tls": True,
+            "username": "triage",
+            "password": "pw",
+            "sender": "triage@hospital.test",
+            "recipients": ["stroke@hospital.test", "gone@hospital.test"],
+            "ca_file": str(certificate.cert),
+            "on": ANY_VERDICT,
+        }
+        ctx = notify_context(runtime, checkpoint, notifications=[destination])
+        _run(ctx)
+    finally:
+        smtp.stop()
+    assert smtp.mailbox.delivered_to == [["stroke@hospital.test"]]  # the server took it for one
+    row = _notification(ctx)
+    assert row.status == ExportStatus.FAILED and row.sent_at is None
+    assert row.last_error == (
+        "refused: The SMTP server of stroke-team refused 1 of 2 recipients: "
+        "gone@hospital.test (SMTP 550); the others got the e-mail."
+    )

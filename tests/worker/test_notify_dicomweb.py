@@ -39,7 +39,9 @@ def test_sr_is_stored_by_stow_rs_in_the_same_study(
     ctx = notify_context(
         runtime,
         checkpoint,
-        dicomweb=[{"url": url, "username": "stroke", "password": "triage"}],
+        dicomweb=[
+            {"url": url, "username": "stroke", "password": "triage", "allow_plain_http": True}
+        ],
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     ct = sorted((runtime.storage_dir / "series").glob("*.dcm"))[0]
@@ -64,7 +66,9 @@ def test_stow_rs_with_the_wrong_password_fails_and_is_retried(
 ) -> None:
     url = orthanc.dicomweb_url
     ctx = notify_context(
-        runtime, checkpoint, dicomweb=[{"url": url, "username": "stroke", "password": "nope"}]
+        runtime,
+        checkpoint,
+        dicomweb=[{"url": url, "username": "stroke", "password": "nope", "allow_plain_http": True}],
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     process_series(ctx, job_id=job_id, series_instance_uid=series_uid)

@@ -7,26 +7,31 @@ down (a closed port), on the worker's own SQLite database.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
+from pydicom.uid import generate_uid
 
 import db.jobs
 import db.notifications
 from db.enums import JobStatus, NotificationEvent
 from tests.helpers import free_port, record_head_ct_series, seed_job
 from tests.notify_peers import Certificate, WebhookReceiver, make_certificate
-from tests.worker.helpers import notify_context, receive_accessioned_series
+from tests.worker.helpers import ACCESSION, notify_context, receive_accessioned_series
 from worker.celery_app import create_celery_app
 from worker.config import WorkerRuntime
+from worker.inputs import SeriesInputs, load_inputs
 from worker.notify import email, hl7
 from worker.notify.config import Hl7Destination
-from worker.notify.message import Identifiers, Notice, ResultFacts, build_payload
+from worker.notify.message import Identifiers, Notice, ResultFacts, build_payload, load_notice
 from worker.notify.send import sweep_notifications
 from worker.pipeline import process_series
+from worker.preview import PreviewText, verdict_line
+from worker.report import Finding, summary_text
 
 ANY_VERDICT = ["suspected", "not_suspected"]
 TASK_NAME = "stroke_triage.process_series"
@@ -206,3 +211,155 @@ def test_verdict_destinations_get_no_failure_and_failure_destinations_no_verdict
     with ctx.sessions() as session:
         assert db.notifications.list_notifications(session=session) == []
         assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+
+
+def _run_task(ctx: Any, runtime: WorkerRuntime, job_id: int, series_uid: str) -> Any:
+    app: Celery = create_celery_app(ctx.config, runtime)
+    app.conf.task_always_eager = True
+    return app.tasks[TASK_NAME].apply(kwargs={"job_id": job_id, "series_instance_uid": series_uid})
+
+
+def test_a_report_that_cannot_be_written_still_sends_the_verdict_and_pages_it(
+    runtime: WorkerRuntime,
+    checkpoint: Path,
+    certificate: Certificate,
+    clinical: WebhookReceiver,
+    it_desk: WebhookReceiver,
+) -> None:
+    """The job fails after classification (its SR cannot be written): the stroke team still
+    hears the verdict, at once, and IT hears that the report was not made (not "not
+    classified")."""
+    ctx = notify_context(
+        runtime,
+        checkpoint,
+        task_max_retries=0,
+        pacs=[_closed_pacs("PACS1")],
+        notifications=[
+            _webhook("stroke-team", clinical, certificate, ANY_VERDICT),
+            _webhook("it-desk", it_desk, certificate, ["failed"]),
+        ],
+    )
+    job_id, series_uid = receive_accessioned_series(ctx)
+    runtime.reports_dir.write_bytes(b"not a folder")  # the SR cannot be written
+    assert _run_task(ctx, runtime, job_id, series_uid).failed()
+
+    (told,) = clinical.accepted  # sent by the failing job itself, before any sweep
+    assert told["event"] in ANY_VERDICT and told["failure"] is None
+    for _ in range(2):
+        sweep_notifications(ctx.sessions, config=ctx.config)
+    assert len(clinical.accepted) == 1  # told once
+    (page,) = it_desk.accepted
+    assert page["event"] == "failed" and page["failure"] == "report_not_delivered"
+    assert page["verdict"] == told["verdict"] and page["error_code"] == "report_failed"
+    assert page["reason"].startswith("The report could not be made: ")
+    with ctx.sessions() as session:
+        assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.FAILED
+
+
+def test_a_verdict_alert_refused_while_the_report_failed_is_sent_by_the_sweeper(
+    runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate
+) -> None:
+    """No SR will come for a job that failed for good after classification: its alert no
+    longer waits for one, so the sweeper sends it once the receiver is back."""
+    receiver = WebhookReceiver(certificate, secret=b"clinical", answers=[503])
+    try:
+        ctx = notify_context(
+            runtime,
+            checkpoint,
+            task_max_retries=0,
+            notifications=[_webhook("stroke-team", receiver, certificate, ANY_VERDICT)],
+        )
+        job_id, series_uid = receive_accessioned_series(ctx)
+        runtime.reports_dir.write_bytes(b"not a folder")
+        assert _run_task(ctx, runtime, job_id, series_uid).failed()
+        assert receiver.accepted == [] and len(receiver.requests) == 1  # refused once
+        time.sleep(0.2)  # past the back-off
+        assert sweep_notifications(ctx.sessions, config=ctx.config) == 1
+        (told,) = receiver.accepted
+        assert told["event"] in ANY_VERDICT
+    finally:
+        receiver.stop()
+
+
+def test_a_heat_map_that_cannot_be_made_loses_neither_the_sr_nor_the_alert(
+    runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, clinical: WebhookReceiver
+) -> None:
+    ctx = notify_context(
+        runtime,
+        checkpoint,
+        secondary_capture=True,
+        notifications=[_webhook("stroke-team", clinical, certificate, ANY_VERDICT)],
+    )
+    job_id, series_uid = receive_accessioned_series(ctx)
+    inputs = load_inputs(ctx, job_id=job_id, series_instance_uid=series_uid, worker=None)
+    assert isinstance(inputs, SeriesInputs)
+    sc_uid = generate_uid(entropy_srcs=[inputs.fingerprint, ctx.classifier.sha256, "sc-instance"])
+    study = str(inputs.datasets[0].StudyInstanceUID)
+    (runtime.reports_dir / study / f"{sc_uid}.dcm").mkdir(parents=True)  # the SC cannot land
+
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    assert outcome.report_path is not None and outcome.report_path.is_file()
+    (told,) = clinical.accepted
+    assert told["event"] in ANY_VERDICT
+    with ctx.sessions() as session:
+        assert db.jobs.get_job(session=session, job_id=job_id).status == JobStatus.DONE
+
+
+def test_preview_and_e_mail_print_the_probability_as_the_sr_does() -> None:
+    """0.4199 under a threshold of 0.42 must not read "0.42 (threshold 0.42)" anywhere: the
+    preview, the e-mail and the SR's summary use the same decimals."""
+    facts = ResultFacts(
+        suspected=False,
+        probability=0.4199,
+        threshold=0.42,
+        model_name="vit-ich",
+        model_version="2.0",
+        finding_name="ICH",
+        finding_meaning="Intracranial hemorrhage",
+    )
+    document = build_payload(
+        key="K1",
+        event=NotificationEvent.NOT_SUSPECTED,
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        calling_ae_title="CT1",
+        result=facts,
+    )
+    notice = Notice(json.loads(document), Identifiers(accession_number="ACC1"))
+    sr = summary_text(
+        Finding(probability=0.4199, suspected=False, threshold=0.42, top_instance_uids=[])
+    )
+    assert "probability 0.4199, threshold 0.4200" in sr, sr
+    body = email.body(notice, include_patient_name=False)
+    assert "Probability: 0.4199 (threshold 0.4200)" in body, body
+    line = verdict_line(
+        PreviewText(
+            headline="AI ICH TRIAGE: NOT SUSPECTED",
+            probability=0.4199,
+            threshold=0.42,
+            model="vit-ich 2.0",
+            series="series 2",
+        )
+    )
+    assert line.endswith("p=0.4199 (threshold 0.4200)"), line
+
+
+def test_a_series_not_classified_is_named_by_its_accession_like_the_verdicts(
+    runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, it_desk: WebhookReceiver
+) -> None:
+    """The failure's message reads the accession number from a stored instance of the series,
+    so its e-mail subject names it as the verdicts' subjects do (not the series UID)."""
+    ctx = notify_context(
+        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+    )
+    job_id, series_uid = receive_accessioned_series(ctx)
+    broken = sorted((runtime.storage_dir / "series").glob("*.dcm"))[-1]
+    broken.write_bytes(b"\x00" * 200)
+    assert _run_task(ctx, runtime, job_id, series_uid).failed()
+    sweep_notifications(ctx.sessions, config=ctx.config, storage_dir=runtime.storage_dir)
+    (page,) = it_desk.accepted
+    assert page["failure"] == "not_classified" and page["accession_number"] == ACCESSION
+    with ctx.sessions() as session:
+        (row,) = db.notifications.list_notifications(session=session)
+        notice = load_notice(row.payload, row.source_path)
+    assert email.subject(notice) == f"AI TRIAGE: SERIES NOT CLASSIFIED - {ACCESSION}"

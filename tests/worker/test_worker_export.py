@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -275,3 +276,29 @@ def test_poison_report_files_are_failed_attempts_and_the_sweep_goes_on(
             "(empty, truncated or damaged); it is not sent."
         )
     assert rows[2].status == ExportStatus.SENT
+
+
+def test_an_object_that_cannot_be_encoded_is_told_apart_from_a_missing_context(
+    outputs: list[pydicom.Dataset], tmp_path: Path
+) -> None:
+    """A dataset pydicom cannot encode is ``encode_failed``, and says so; a SOP class the PACS
+    has no context for is ``association_aborted``. Against a real Storage SCP."""
+    pacs = Pacs()
+    try:
+        damaged = copy.deepcopy(outputs[0])
+        # Text in an unsigned-short element: read from a damaged file, it cannot be written.
+        damaged[0x00091010] = pydicom.DataElement(
+            0x00091010, "US", "not a number", validation_mode=pydicom.config.IGNORE
+        )
+        with pytest.raises(ExportError) as caught:
+            send_datasets(datasets=[damaged], destination=pacs.destination)
+        assert caught.value.code == ErrorCode.ENCODE_FAILED
+        assert "could not be encoded" in str(caught.value)
+        ct = pydicom.dcmread(write_phantom_series(tmp_path / "ct", n_slices=1, size=16)[0])
+        with pytest.raises(ExportError) as caught:
+            send_datasets(datasets=[ct], destination=pacs.destination)
+        assert caught.value.code == ErrorCode.ASSOCIATION_ABORTED
+        assert "no accepted presentation context" in str(caught.value)
+        assert pacs.uids("SR") == []
+    finally:
+        pacs.stop()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -278,3 +281,71 @@ def test_reports_are_written_durably(runtime: WorkerRuntime, checkpoint: Path) -
     # Each file, then its folder; and the parent of each folder made (reports/, reports/<study>/).
     assert len(synced) == 6 + 2
     assert pydicom.dcmread(outcome.report_path).Modality == "SR"
+
+
+@pytest.mark.parametrize("damage", ["changed", "truncated"])
+def test_a_report_changed_since_it_was_written_is_not_sent(
+    runtime: WorkerRuntime, checkpoint: Path, damage: str
+) -> None:
+    """The export records the file's sha256 and size as written; a file that no longer has
+    them is not sent (a coded failure), though it is still readable DICOM of the right UID."""
+    port = free_port()
+    down = PacsDestination(ae_title="LATEPACS", host="127.0.0.1", port=port)
+    ctx = worker_context(runtime, checkpoint, pacs=[down], export_backoff_s=0.01)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    path = outcome.report_path
+    assert path is not None
+    written = path.read_bytes()
+    with ctx.sessions() as session:
+        (export,) = db.exports.list_exports(session=session)
+        assert export.size_bytes == len(written)
+        assert export.sha256 == hashlib.sha256(written).hexdigest()
+    if damage == "changed":  # still the same object, readable, same size class: not ours
+        report = pydicom.dcmread(path)
+        report.ContentDate = "19990101"
+        report.save_as(path, enforce_file_format=True)
+    else:
+        path.write_bytes(written[:-64])
+    late = Pacs(port=port, ae_title="LATEPACS")
+    try:
+        time.sleep(0.05)
+        assert sweep(ctx.sessions, config=ctx.config) == 0
+        assert late.uids("SR") == []
+    finally:
+        late.stop()
+    with ctx.sessions() as session:
+        (export,) = db.exports.list_exports(session=session)
+    assert export.status == ExportStatus.FAILED
+    assert export.last_error is not None and export.last_error.startswith("file_changed: ")
+
+
+def test_a_reused_result_keeps_its_own_provenance_in_the_sr(
+    runtime: WorkerRuntime, checkpoint: Path, tmp_path: Path
+) -> None:
+    """Same weights, a new spec (renamed, recalibrated): a requeued job reuses its stored
+    result, and the SR it writes names the model that made that result, not the one loaded."""
+    first = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, first)
+    ctx = worker_context(runtime, first)
+    job_id, series_uid = receive_series(ctx, n_slices=3)
+    outcome = process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    assert outcome.report_path is not None
+    before = pydicom.dcmread(outcome.report_path)
+    spec_path = first / "spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec.update(name="renamed-model", version="9.9-recalibrated", threshold=0.123)
+    spec_path.write_text(json.dumps(spec))
+    with ctx.sessions() as session:
+        db.jobs.requeue_job(session=session, job_id=job_id)
+        session.commit()
+
+    again = worker_context(runtime, first)
+    assert again.classifier.spec.version == "9.9-recalibrated"
+    rerun = process_series(again, job_id=job_id, series_instance_uid=series_uid)
+    assert rerun.result_id == outcome.result_id and rerun.report_path == outcome.report_path
+    after = pydicom.dcmread(outcome.report_path)
+    text, earlier = str(after), str(before)  # compared as booleans: short failure messages
+    assert ("9.9-recalibrated" in text, "renamed-model" in text) == (False, False)
+    assert ("random-untrained" in text, "stroke-triage-vit" in text) == (True, True)
+    assert text.count("random-untrained") == earlier.count("random-untrained")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from db.engine import create_engine_for, make_session_factory, migrate
 from tests.helpers import free_port
@@ -124,4 +127,73 @@ def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+        log.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_ready(port: int, want: int, worker: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    answer: tuple[int, dict[str, Any]] = (0, {})
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            answer = _get(f"http://127.0.0.1:{port}/ready")[:2]
+        except OSError:  # not listening yet
+            answer = (0, {})
+        if answer[0] == want:
+            return answer[1]
+        time.sleep(0.5)
+    raise AssertionError(f"/ready never answered {want}: {answer}\n{log.read_text()[-3000:]}")
+
+
+def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    """The children that loaded a model die, and their replacements cannot load one (the
+    checkpoint was damaged since): /ready must say so, not count the dead children."""
+    weights = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, weights)
+    port = free_port()
+    env = {
+        **os.environ,
+        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
+        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(weights),
+        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
+        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
+    }
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
+    )
+    try:
+        _wait_ready(port, 200, worker, log_path)
+        for path in weights.glob("*.safetensors"):
+            path.write_bytes(b"damaged")
+        for child in _children(worker.pid):
+            os.kill(child, signal.SIGKILL)
+        body = _wait_ready(port, 503, worker, log_path)
+        assert "the model is not loaded yet" in json.dumps(body), body
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            # Celery's warm shutdown can hang when a pool child failed at start (here: on
+            # purpose); end this test's own worker and its children by pid.
+            for child in _children(worker.pid):
+                os.kill(child, signal.SIGKILL)
+            worker.kill()
+            worker.wait(timeout=20)
         log.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
+from kombu import Connection
+
+from db.engine import create_engine_for, make_session_factory
 from dicom_edge import PROCESS_SERIES_TASK, ProcessSeriesArgs, process_series_kwargs
 from listener.publish import JobPublisher
 from worker.celery_app import create_celery_app
@@ -28,23 +30,30 @@ def test_worker_registers_the_edge_task_with_its_arguments(tmp_path: Path) -> No
     assert set(process_series_kwargs(job_id=1, series_instance_uid="1.2")) == keyword_only
 
 
-def test_listener_sends_the_edge_task_with_its_arguments() -> None:
+def test_listener_sends_the_edge_task_with_its_arguments(redis_url: str) -> None:
+    """What the listener puts on the real broker is the task the worker registers, by name and
+    keyword arguments, under the id it reports."""
+    queue = f"tasks-contract-{uuid.uuid4().hex}"
     dispatcher = JobPublisher(
-        sessions=mock.Mock(),
-        broker_url="memory://",
+        sessions=make_session_factory(create_engine_for("sqlite://")),
+        broker_url=redis_url,
         transport_options={},
-        queue="tasks",
+        queue=queue,
         lease_s=60.0,
     )
-    sent: list[tuple[str, dict[str, Any]]] = []
-
-    def send_task(name: str, *, kwargs: dict[str, Any], **_: Any) -> Any:
-        sent.append((name, kwargs))
-        return mock.Mock(id="task-1")
-
     try:
-        with mock.patch.object(dispatcher._app, "send_task", send_task):
-            assert dispatcher.send(job_id=7, series_instance_uid="1.2.3") == "task-1"
+        task_id = dispatcher.send(job_id=7, series_instance_uid="1.2.3")
     finally:
         dispatcher.close()
-    assert sent == [(PROCESS_SERIES_TASK, {"job_id": 7, "series_instance_uid": "1.2.3"})]
+    with Connection(redis_url) as connection:
+        inbox = connection.SimpleQueue(queue)
+        try:
+            message = inbox.get(timeout=5)
+            message.ack()
+            args, kwargs, _ = message.decode()
+            headers = message.headers
+        finally:
+            inbox.queue.delete()
+            inbox.close()
+    assert headers["task"] == PROCESS_SERIES_TASK and headers["id"] == task_id
+    assert args == [] and kwargs == {"job_id": 7, "series_instance_uid": "1.2.3"}

@@ -185,6 +185,19 @@ class DicomWebDestination(BaseModel):
     verify_tls: bool = True
     ca_file: Path | None = None
     timeout_s: float = Field(30.0, gt=0)
+    allow_plain_http: bool = Field(
+        False, description="Allow an http:// URL (the reports carry patient data)."
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> DicomWebDestination:
+        # The SR names the patient and holds the verdict: only over TLS by default.
+        if self.url.startswith("http://") and not self.allow_plain_http:
+            raise ValueError(
+                f"The DICOMweb server {self.url} has a plain http:// URL; use https:// or set "
+                "allow_plain_http = true for a server on a trusted network."
+            )
+        return self
 
     def __str__(self) -> str:
         return self.url

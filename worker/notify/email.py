@@ -17,6 +17,7 @@ from worker.notify.config import EmailDestination
 from worker.notify.errors import NotificationError
 from worker.notify.message import Notice
 from worker.notify.tls import client_context
+from worker.report import decimals_for
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def body(notice: Notice, *, include_patient_name: bool) -> str:
     if notice.series_text:
         lines.append(f"Classified series: {notice.series_text}")
     if payload.get("probability") is not None:
-        lines.append(
-            f"Probability: {payload['probability']:.2f} (threshold {payload['threshold']:.2f})"
-        )
+        probability, threshold = float(payload["probability"]), float(payload["threshold"])
+        places = decimals_for(probability=probability, threshold=threshold)  # as the SR says
+        lines.append(f"Probability: {probability:.{places}f} (threshold {threshold:.{places}f})")
     if payload.get("model_version"):
         lines.append(f"Model: {payload['model_name']} {payload['model_version']}")
     if notice.series_url:
@@ -123,9 +124,15 @@ def send(destination: EmailDestination, notice: Notice) -> None:
             detail=repr(exc),
         ) from exc
     if refused:
+        # Partly delivered: not counted as sent. The row names who did not get it, and is
+        # retried (to every recipient, with the same Message-ID, which lets a mail client
+        # drop the copy the others already have).
+        who = ", ".join(
+            f"{address} (SMTP {answer[0]})" for address, answer in sorted(refused.items())
+        )
         raise NotificationError(
             f"The SMTP server of {destination.name} refused {len(refused)} of "
-            f"{len(destination.recipients)} recipients.",
+            f"{len(destination.recipients)} recipients: {who}; the others got the e-mail.",
             code=ErrorCode.REFUSED,
             detail=repr(refused),
         )

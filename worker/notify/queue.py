@@ -107,8 +107,12 @@ def queue_failure_notifications(
     destinations: Sequence[NotificationDestination],
     now: datetime | None = None,
     batch: int = 100,
+    storage_dir: Path | None = None,
 ) -> int:
     """Put notifications of recent failures in the outbox: one per failed series' job.
+
+    With ``storage_dir``, a failure without an SR names one of the series' stored instances,
+    so that its message carries the accession number as the verdicts' messages do.
 
     A failure is a series that could not be classified, or whose report is a dead letter
     (however many of its objects died: one message). It is told to the destinations whose
@@ -132,12 +136,14 @@ def queue_failure_notifications(
             calling_ae_titles=destination.calling_ae_titles,
             limit=batch,
         ):
-            _queue_failure(session, destination, job)
+            _queue_failure(session, destination, job, storage_dir=storage_dir)
             count += 1
     return count
 
 
-def _queue_failure(session: Session, destination: NotificationDestination, job: Job) -> None:
+def _queue_failure(
+    session: Session, destination: NotificationDestination, job: Job, *, storage_dir: Path | None
+) -> None:
     """Write the failure notification of one job to one destination, with its reason."""
     if job.status == JobStatus.EXPORT_FAILED:
         dead = db.notifications.dead_exports(session=session, job_id=job.id)
@@ -151,11 +157,17 @@ def _queue_failure(session: Session, destination: NotificationDestination, job: 
             f"{', '.join(places) or 'the PACS'}" + (f": {error.message}" if error else ".")
         )
         source = next((export.path for export in dead if export.kind == ExportKind.SR), None)
+    elif (result := db.results.get_result(session=session, job_id=job.id)) is not None:
+        # Classified, but its report could not be made or queued: the verdict stands.
+        failure = Failure.REPORT_NOT_DELIVERED
+        error = PublicError.parse(job.last_error)
+        reason = "The report could not be made" + (f": {error.message}" if error else ".")
+        source = _series_source(session, storage_dir, job)
     else:
-        result, failure = None, Failure.NOT_CLASSIFIED
+        failure = Failure.NOT_CLASSIFIED
         error = PublicError.parse(job.last_error)
         reason = "The series could not be classified" + (f": {error.message}" if error else ".")
-        source = None
+        source = _series_source(session, storage_dir, job)
     _enqueue(
         session,
         destination,
@@ -168,6 +180,13 @@ def _queue_failure(session: Session, destination: NotificationDestination, job: 
         error_code=error.code if error else None,
         reason=reason,
     )
+
+
+def _series_source(session: Session, storage_dir: Path | None, job: Job) -> str | None:
+    """A stored instance of the job's series to read its accession number from, or None."""
+    if storage_dir is None:
+        return None
+    return _first_instance_path(session, storage_dir, job.series.series_instance_uid)
 
 
 def _enqueue(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import db.notifications
 import db.studies
@@ -112,13 +113,23 @@ def deliver_notification(
 
 
 def send_notifications(
-    sessions: SessionFactory, *, config: WorkerConfig, result_id: int | None = None
+    sessions: SessionFactory,
+    *,
+    config: WorkerConfig,
+    result_id: int | None = None,
+    without_reports: bool = False,
 ) -> int:
-    """Deliver the due notifications (of one result, or all); returns how many were sent."""
+    """Deliver the due notifications (of one result, or all); returns how many were sent.
+
+    ``without_reports``: do not wait for the result's reports (see
+    :func:`send_alerts_without_report`).
+    """
     with sessions() as session:
         due = [
             row.id
-            for row in db.notifications.due_notifications(session=session, result_id=result_id)
+            for row in db.notifications.due_notifications(
+                session=session, result_id=result_id, without_reports=without_reports
+            )
         ]
         session.commit()
     return sum(
@@ -127,8 +138,37 @@ def send_notifications(
     )
 
 
-def sweep_notifications(sessions: SessionFactory, *, config: WorkerConfig) -> int:
+def send_alerts_without_report(
+    sessions: SessionFactory, *, config: WorkerConfig, result_id: int
+) -> int:
+    """Deliver a result's notifications now, though its reports could not be made or queued.
+
+    The job failed after its result was stored (the SR, its capture or the outbox failed): the
+    verdict still goes to the stroke team. Never raises: the caller is already handling the
+    failure. What is not delivered now is retried by the sweeper once the job has failed for
+    good (or by the job's retry).
+
+    Returns:
+        How many were sent.
+    """
+    try:
+        sent = send_notifications(
+            sessions, config=config, result_id=result_id, without_reports=True
+        )
+    except Exception:  # the database may be what failed
+        log.exception("Result %d: its notifications could not be sent", result_id)
+        return 0
+    if sent:
+        log.warning("Result %d: %d notification(s) sent without the report", result_id, sent)
+    return sent
+
+
+def sweep_notifications(
+    sessions: SessionFactory, *, config: WorkerConfig, storage_dir: Path | None = None
+) -> int:
     """Queue notifications of new failures, then deliver every due notification.
+
+    ``storage_dir`` (the worker's) lets a failure's message name the series' accession number.
 
     Returns:
         How many were sent.
@@ -136,7 +176,9 @@ def sweep_notifications(sessions: SessionFactory, *, config: WorkerConfig) -> in
     if not config.notifications:
         return 0
     with sessions() as session:
-        queue_failure_notifications(session, destinations=config.notifications)
+        queue_failure_notifications(
+            session, destinations=config.notifications, storage_dir=storage_dir
+        )
         session.commit()
     sent = send_notifications(sessions, config=config)
     if sent:
