@@ -197,5 +197,16 @@ def test_an_upgrade_keeps_every_row_of_a_populated_database(empty_db_url: str) -
                 for name in before
             }
         assert after == before
+        with engine.connect() as connection:
+            # The rows made before 0009 carry the old checkpoints' finding (its backfill) ...
+            names = connection.execute(text("SELECT finding_name FROM results")).scalars().all()
+            assert names == ["stroke"]
+            # ... and no default is left for a row written without one (revision 0016).
+            metadata = MetaData()
+            metadata.reflect(connection, only=["results", "challenger_results"])
+            for name in ("results", "challenger_results"):
+                table = metadata.tables[name]
+                defaults = {c.name: c.server_default for c in table.columns if "finding" in c.name}
+                assert len(defaults) == 4 and set(defaults.values()) == {None}, defaults
     finally:
         engine.dispose()
