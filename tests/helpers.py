@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -181,16 +182,38 @@ class CliDatabase:
     """``STROKE_TRIAGE_DATA_DIR`` and ``STROKE_TRIAGE_DATABASE_URL``, for :func:`run_cli`."""
 
 
+_SQLITE_TEMPLATE: list[Path] = []
+"""The one SQLite database migrated in this test run (see :func:`migrated_sqlite`)."""
+_TEMPLATE_DIR = tempfile.TemporaryDirectory(prefix="stroke-triage-test-template-")
+
+
+def migrated_sqlite(path: Path) -> str:
+    """Put a migrated, empty SQLite database at ``path`` and return its URL.
+
+    The database is a copy of one migrated once per test run (``alembic upgrade head`` takes
+    a tenth of a second or more, and a hundred tests need an empty database): the same file as
+    a migration of its own would leave. Tests of the migrations themselves call ``migrate``.
+    """
+    if not _SQLITE_TEMPLATE:
+        template = Path(_TEMPLATE_DIR.name) / "template.db"
+        engine = db.engine.create_engine_for(f"sqlite:///{template}")
+        try:
+            db.engine.migrate(engine)
+        finally:
+            engine.dispose()  # the last connection checkpoints the WAL into the file
+        leftovers = [p.name for p in template.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
+        assert not leftovers, f"the template database left {leftovers} behind"
+        _SQLITE_TEMPLATE.append(template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_SQLITE_TEMPLATE[0], path)
+    return f"sqlite:///{path}"
+
+
 def cli_sqlite_database(tmp_path: Path) -> CliDatabase:
     """Create ``tmp_path/data`` holding a migrated, empty ``triage.db`` for the CLI to run on."""
     data = tmp_path / "data"
-    url = f"sqlite:///{data / 'triage.db'}"
     data.mkdir()
-    engine = db.engine.create_engine_for(url)
-    try:
-        db.engine.migrate(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite(data / "triage.db")
     return CliDatabase(
         url=url, env={"STROKE_TRIAGE_DATA_DIR": str(data), "STROKE_TRIAGE_DATABASE_URL": url}
     )

@@ -21,16 +21,14 @@ from db.enums import TokenScope
 from stroke_triage.settings import Settings
 from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S, RunningConsole
 from tests.api.seed import Seeded, seed
-from tests.helpers import free_port, postgres_schema, require_peer
+from tests.helpers import free_port, migrated_sqlite, postgres_schema, require_peer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a migrated, empty database: a new SQLite file or a new PostgreSQL schema."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'console.db'}"
-        migrate(url)
-        yield url
+        yield migrated_sqlite(tmp_path / "console.db")
         return
     with postgres_schema("st_api") as url:
         migrate(url)
@@ -103,8 +101,7 @@ def client(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[TestCl
 @pytest.fixture
 def running(tmp_path: Path, redis_url: str) -> Iterator[RunningConsole]:
     """A console in a thread on a free port, its database seeded an hour ago, one admin token."""
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     engine = create_engine_for(url)
     factory = make_session_factory(engine)
     seeded = seed(factory, base=datetime.now(UTC) - timedelta(hours=1))

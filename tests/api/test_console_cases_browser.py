@@ -20,12 +20,12 @@ import db.tokens
 from console.config import ApiConfig
 from console.server import BackgroundConsole
 from console.tokens import new_token, token_sha256
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import SessionFactory, create_engine_for, make_session_factory
 from db.enums import ProcessKind, TokenScope
 from stroke_triage.settings import Settings
 from tests.api.browser import click_through, screenshot
 from tests.api.cases import OTHER_PATIENT, PATIENT, Cases, seed_cases, seed_month
-from tests.helpers import free_port
+from tests.helpers import free_port, migrated_sqlite
 
 VIEWER = "https://pacs.example.org/ohif/viewer?StudyInstanceUIDs={study_instance_uid}"
 RED = "rgba(198, 40, 40, 1)"
@@ -40,8 +40,7 @@ class Site:
 
 
 def _serve(tmp_path: Path, redis_url: str, fill: Any) -> Iterator[Site]:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     engine = create_engine_for(url)
     factory = make_session_factory(engine)
     port = free_port()
