@@ -62,7 +62,8 @@ def browser(tmp_path: Path) -> Iterator[object]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    # Lookups wait for a page still loading; absence is never asserted with a lookup here.
+    # Lookups wait for a page still loading; absence is asserted with tests.api.browser.absent,
+    # never with a lookup (which would wait all that time for nothing).
     chrome.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
     yield chrome
     chrome.quit()
