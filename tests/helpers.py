@@ -26,7 +26,7 @@ from typing import NoReturn
 import pydicom
 import pydicom.config
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -141,6 +141,62 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+_POSTGRES_TEMPLATE: list[tuple[str, str]] = []
+"""(schema name, pg_dump of it): the one PostgreSQL schema migrated in this test run."""
+
+
+def _postgres_template() -> tuple[str, str] | None:
+    """A migrated schema's name and its ``pg_dump`` (made once per run); None without pg_dump."""
+    if not _POSTGRES_TEMPLATE:
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            return None
+        with postgres_schema("st_template") as url:
+            db.engine.migrate(url)
+            schema = url.rsplit("%3D", 1)[1]
+            libpq = make_url(POSTGRES_URL).set(drivername="postgresql")
+            dumped = subprocess.run(
+                [pg_dump, "--schema", schema, "--inserts", "--no-owner", "--no-privileges",
+                 "--dbname", libpq.render_as_string(hide_password=False)],
+                capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
+        statements = "\n".join(
+            line
+            for line in dumped.stdout.splitlines()
+            # psql's own commands (\restrict) are no SQL; the schema is created per test.
+            if not line.startswith("\\") and line != f"CREATE SCHEMA {schema};"
+        )
+        _POSTGRES_TEMPLATE.append((schema, statements))
+    return _POSTGRES_TEMPLATE[0]
+
+
+@contextmanager
+def migrated_postgres_schema(prefix: str) -> Iterator[str]:
+    """URL of a new schema in the real PostgreSQL, migrated and empty; dropped afterwards.
+
+    The schema is restored from a ``pg_dump`` of one schema migrated once per test run (an
+    Alembic upgrade takes half a second or more): the same tables, sequences and revision as a
+    migration of its own. Without ``pg_dump``, each schema is migrated.
+    """
+    with postgres_schema(prefix) as url:
+        template = _postgres_template()
+        if template is None:
+            db.engine.migrate(url)
+        else:
+            schema, statements = template
+            admin = create_engine(POSTGRES_URL)
+            try:
+                raw = admin.raw_connection()
+                try:
+                    raw.cursor().execute(statements.replace(schema, url.rsplit("%3D", 1)[1]))
+                    raw.commit()
+                finally:
+                    raw.close()
+            finally:
+                admin.dispose()
+        yield url
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

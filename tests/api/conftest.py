@@ -16,12 +16,12 @@ from console.app import create_app
 from console.config import ApiConfig
 from console.server import BackgroundConsole
 from console.tokens import new_token, token_sha256
-from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory
 from db.enums import TokenScope
 from stroke_triage.settings import Settings
 from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S, RunningConsole
 from tests.api.seed import Seeded, seed
-from tests.helpers import free_port, migrated_sqlite, postgres_schema, require_peer
+from tests.helpers import free_port, migrated_postgres_schema, migrated_sqlite, require_peer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,8 +30,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield migrated_sqlite(tmp_path / "console.db")
         return
-    with postgres_schema("st_api") as url:
-        migrate(url)
+    with migrated_postgres_schema("st_api") as url:
         yield url
 
 
