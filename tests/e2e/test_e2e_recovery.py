@@ -238,9 +238,9 @@ def test_a_worker_killed_mid_inference_on_the_folder_queue_is_recovered(
 
 
 def test_lost_jobs_come_back_after_a_redis_restart_and_a_killed_worker(
+    postgres_schema_url: str,  # first: dropped after the services have stopped
     recovery_env: Service,
     test_pacs: PacsStub,
-    postgres_schema_url: str,
     private_redis: PrivateRedis,
     tmp_path: Path,
 ) -> None:
