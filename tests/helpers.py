@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import NoReturn
 import pydicom
 import pydicom.config
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -142,6 +143,62 @@ def postgres_schema(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+_POSTGRES_TEMPLATE: list[tuple[str, str]] = []
+"""(schema name, pg_dump of it): the one PostgreSQL schema migrated in this test run."""
+
+
+def _postgres_template() -> tuple[str, str] | None:
+    """A migrated schema's name and its ``pg_dump`` (made once per run); None without pg_dump."""
+    if not _POSTGRES_TEMPLATE:
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            return None
+        with postgres_schema("st_template") as url:
+            db.engine.migrate(url)
+            schema = url.rsplit("%3D", 1)[1]
+            libpq = make_url(POSTGRES_URL).set(drivername="postgresql")
+            dumped = subprocess.run(
+                [pg_dump, "--schema", schema, "--inserts", "--no-owner", "--no-privileges",
+                 "--dbname", libpq.render_as_string(hide_password=False)],
+                capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
+        statements = "\n".join(
+            line
+            for line in dumped.stdout.splitlines()
+            # psql's own commands (\restrict) are no SQL; the schema is created per test.
+            if not line.startswith("\\") and line != f"CREATE SCHEMA {schema};"
+        )
+        _POSTGRES_TEMPLATE.append((schema, statements))
+    return _POSTGRES_TEMPLATE[0]
+
+
+@contextmanager
+def migrated_postgres_schema(prefix: str) -> Iterator[str]:
+    """URL of a new schema in the real PostgreSQL, migrated and empty; dropped afterwards.
+
+    The schema is restored from a ``pg_dump`` of one schema migrated once per test run (an
+    Alembic upgrade takes half a second or more): the same tables, sequences and revision as a
+    migration of its own. Without ``pg_dump``, each schema is migrated.
+    """
+    with postgres_schema(prefix) as url:
+        template = _postgres_template()
+        if template is None:
+            db.engine.migrate(url)
+        else:
+            schema, statements = template
+            admin = create_engine(POSTGRES_URL)
+            try:
+                raw = admin.raw_connection()
+                try:
+                    raw.cursor().execute(statements.replace(schema, url.rsplit("%3D", 1)[1]))
+                    raw.commit()
+                finally:
+                    raw.close()
+            finally:
+                admin.dispose()
+        yield url
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     """Run dciodvfy on a file; print its warnings and return its error lines."""
     completed = subprocess.run(
@@ -181,16 +238,38 @@ class CliDatabase:
     """``STROKE_TRIAGE_DATA_DIR`` and ``STROKE_TRIAGE_DATABASE_URL``, for :func:`run_cli`."""
 
 
+_SQLITE_TEMPLATE: list[Path] = []
+"""The one SQLite database migrated in this test run (see :func:`migrated_sqlite`)."""
+_TEMPLATE_DIR = tempfile.TemporaryDirectory(prefix="stroke-triage-test-template-")
+
+
+def migrated_sqlite(path: Path) -> str:
+    """Put a migrated, empty SQLite database at ``path`` and return its URL.
+
+    The database is a copy of one migrated once per test run (``alembic upgrade head`` takes
+    a tenth of a second or more, and a hundred tests need an empty database): the same file as
+    a migration of its own would leave. Tests of the migrations themselves call ``migrate``.
+    """
+    if not _SQLITE_TEMPLATE:
+        template = Path(_TEMPLATE_DIR.name) / "template.db"
+        engine = db.engine.create_engine_for(f"sqlite:///{template}")
+        try:
+            db.engine.migrate(engine)
+        finally:
+            engine.dispose()  # the last connection checkpoints the WAL into the file
+        leftovers = [p.name for p in template.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
+        assert not leftovers, f"the template database left {leftovers} behind"
+        _SQLITE_TEMPLATE.append(template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_SQLITE_TEMPLATE[0], path)
+    return f"sqlite:///{path}"
+
+
 def cli_sqlite_database(tmp_path: Path) -> CliDatabase:
     """Create ``tmp_path/data`` holding a migrated, empty ``triage.db`` for the CLI to run on."""
     data = tmp_path / "data"
-    url = f"sqlite:///{data / 'triage.db'}"
     data.mkdir()
-    engine = db.engine.create_engine_for(url)
-    try:
-        db.engine.migrate(engine)
-    finally:
-        engine.dispose()
+    url = migrated_sqlite(data / "triage.db")
     return CliDatabase(
         url=url, env={"STROKE_TRIAGE_DATA_DIR": str(data), "STROKE_TRIAGE_DATABASE_URL": url}
     )

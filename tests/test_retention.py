@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 import db.jobs
 import db.receiving
 from console.retention import purge_storage
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import create_engine_for, make_session_factory
 from db.enums import SeriesStatus
+from tests.helpers import migrated_sqlite
 from tests.helpers import run_cli as _run
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -61,8 +62,7 @@ def _series(
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    engine = create_engine_for(f"sqlite:///{tmp_path / 'data' / 'stroke-triage.db'}")
-    migrate(engine)
+    engine = create_engine_for(migrated_sqlite(tmp_path / "data" / "stroke-triage.db"))
     return make_session_factory(engine)
 
 

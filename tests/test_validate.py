@@ -22,14 +22,14 @@ import db.jobs
 import db.outcomes
 import db.receiving
 import db.results
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import create_engine_for, make_session_factory
 from db.enums import OutcomeKey
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR, create_random_checkpoint, load_checkpoint
 from model.checkpoint import SPEC_FILE as CHECKPOINT_SPEC_FILE
 from model.phantom import Lesion, write_phantom_series
 from model.spec import STROKE
 from stroke_triage.cli import main as cli_main
-from tests.helpers import REPO_ROOT, finding_columns, record_stored_files
+from tests.helpers import REPO_ROOT, finding_columns, migrated_sqlite, record_stored_files
 from validation.calibrate import CalibrationRefusedError, CalibrationResult, calibrate
 from validation.labels_file import SiteValidationError
 from validation.performance import SPEC_FILE, print_performance
@@ -282,9 +282,8 @@ def test_validate_on_the_command_line_warns_of_too_few_series(
 
 def _performance_database(tmp_path: Path, n_series: int) -> str:
     """A database where ``n_series`` series (every other one a stroke) have a live verdict."""
-    url = f"sqlite:///{tmp_path / 'performance.db'}"
+    url = migrated_sqlite(tmp_path / "performance.db")
     engine = create_engine_for(url)
-    migrate(engine)
     sessions = make_session_factory(engine)
     records = []
     for i in range(n_series):
@@ -368,8 +367,7 @@ def _worker_probability(tmp_path: Path, series: Path, series_instance_uid: str) 
     The worker runs on the CPU with its configured checkpoint, a fresh SQLite database and
     a copy of the series in its storage folder, all under ``tmp_path``.
     """
-    url = f"sqlite:///{tmp_path / 'triage.db'}"
-    migrate(create_engine_for(url))
+    url = migrated_sqlite(tmp_path / "triage.db")
     storage = tmp_path / "storage"
     shutil.copytree(series, storage / "ge")
     runtime = WorkerRuntime(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,24 +14,28 @@ import db.jobs
 import db.outcomes
 import db.performance
 import db.results
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import SessionFactory, create_engine_for, make_session_factory
 from db.enums import OutcomeKey
 from db.site_key import site_key
 from model.checkpoint import random_spec
 from model.evaluation.drift import probability_distribution
-from tests.helpers import record_head_ct_series, seed_verdict
+from tests.helpers import (
+    migrated_postgres_schema,
+    migrated_sqlite,
+    record_head_ct_series,
+    seed_verdict,
+)
 from validation.outcomes import import_outcomes_file
 from validation.performance import measure_performance, render_performance
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
-    else:
-        url = request.getfixturevalue("postgres_schema_url")
-    migrate(create_engine_for(url))
-    return url
+        yield migrated_sqlite(tmp_path / "triage.db")
+        return
+    with migrated_postgres_schema("validate") as url:
+        yield url
 
 
 def _series(

@@ -51,6 +51,25 @@ def click_through(browser: Any, element: Any) -> None:
     WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(left)
 
 
+def absent(browser: Any, by: str, value: str) -> bool:
+    """Whether the page, once loaded, has no element ``value`` (located ``by``).
+
+    The console renders its pages on the server, so what a loaded page lacks it lacks for
+    good; the lookup is made without the browser's implicit wait, which would otherwise
+    wait PAGE_LOAD_TIMEOUT_S for an element that never comes.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, PAGE_LOAD_TIMEOUT_S).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
+    browser.implicitly_wait(0)
+    try:
+        return not browser.find_elements(by, value)
+    finally:
+        browser.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
+
+
 def screenshot(browser: Any, name: str) -> None:
     """Keep a screenshot of the current page as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -16,24 +16,21 @@ from console.app import create_app
 from console.config import ApiConfig
 from console.server import BackgroundConsole
 from console.tokens import new_token, token_sha256
-from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory
 from db.enums import TokenScope
 from stroke_triage.settings import Settings
 from tests.api.browser import CHROME_FLAGS, PAGE_LOAD_TIMEOUT_S, RunningConsole
 from tests.api.seed import Seeded, seed
-from tests.helpers import free_port, postgres_schema, require_peer
+from tests.helpers import free_port, migrated_postgres_schema, migrated_sqlite, require_peer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a migrated, empty database: a new SQLite file or a new PostgreSQL schema."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'console.db'}"
-        migrate(url)
-        yield url
+        yield migrated_sqlite(tmp_path / "console.db")
         return
-    with postgres_schema("st_api") as url:
-        migrate(url)
+    with migrated_postgres_schema("st_api") as url:
         yield url
 
 
@@ -64,7 +61,8 @@ def browser(tmp_path: Path) -> Iterator[object]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     chrome = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    # Lookups wait for a page still loading; absence is never asserted with a lookup here.
+    # Lookups wait for a page still loading; absence is asserted with tests.api.browser.absent,
+    # never with a lookup (which would wait all that time for nothing).
     chrome.implicitly_wait(PAGE_LOAD_TIMEOUT_S)
     yield chrome
     chrome.quit()
@@ -103,8 +101,7 @@ def client(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[TestCl
 @pytest.fixture
 def running(tmp_path: Path, redis_url: str) -> Iterator[RunningConsole]:
     """A console in a thread on a free port, its database seeded an hour ago, one admin token."""
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     engine = create_engine_for(url)
     factory = make_session_factory(engine)
     seeded = seed(factory, base=datetime.now(UTC) - timedelta(hours=1))

@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 from console.tokens import token_sha256
-from db.engine import create_engine_for, make_session_factory, migrate
+from db.engine import create_engine_for, make_session_factory
 from tests.api.seed import seed
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, migrated_sqlite, run_cli
 
 
 def test_token_audit_and_result_formats(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "cli.db")
     engine = create_engine_for(url)
     seeded = seed(make_session_factory(engine))
     env = {"STROKE_TRIAGE_DATA_DIR": str(tmp_path), "STROKE_TRIAGE_DATABASE_URL": url}

@@ -20,12 +20,12 @@ import db.tokens
 from console.config import ApiConfig
 from console.server import BackgroundConsole
 from console.tokens import new_token, token_sha256
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import SessionFactory, create_engine_for, make_session_factory
 from db.enums import ProcessKind, TokenScope
 from stroke_triage.settings import Settings
-from tests.api.browser import click_through, screenshot
+from tests.api.browser import absent, click_through, screenshot
 from tests.api.cases import OTHER_PATIENT, PATIENT, Cases, seed_cases, seed_month
-from tests.helpers import free_port
+from tests.helpers import free_port, migrated_sqlite
 
 VIEWER = "https://pacs.example.org/ohif/viewer?StudyInstanceUIDs={study_instance_uid}"
 RED = "rgba(198, 40, 40, 1)"
@@ -40,8 +40,7 @@ class Site:
 
 
 def _serve(tmp_path: Path, redis_url: str, fill: Any) -> Iterator[Site]:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     engine = create_engine_for(url)
     factory = make_session_factory(engine)
     port = free_port()
@@ -194,7 +193,7 @@ def test_an_admin_finds_a_case_and_is_not_misled(browser: Any, site: Site) -> No
     alarm = browser.find_element(By.ID, "not-delivered")
     assert alarm.value_of_css_property("background-color") == RED
     assert browser.find_element(By.ID, f"retry-{cases.not_delivered_dead_sr}")
-    assert not browser.find_elements(By.CSS_SELECTOR, "button[id^=requeue-]")
+    assert absent(browser, By.CSS_SELECTOR, "button[id^=requeue-]")
     assert "not delivered" in browser.find_element(By.ID, "series-status").text
     screenshot(browser, "cases-4-series-not-delivered")
 
@@ -245,7 +244,7 @@ def test_a_reader_sees_no_patient(browser: Any, site: Site) -> None:
     _log_in(browser, site, "reader")
     headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#worklist th")]
     assert "Patient" not in headers and "Accession" in headers
-    assert not browser.find_elements(By.ID, "nav-audit")
+    assert absent(browser, By.ID, "nav-audit")
     box = browser.find_element(By.ID, "q")
     box.send_keys(PATIENT[1])
     click_through(browser, browser.find_element(By.ID, "search-button"))

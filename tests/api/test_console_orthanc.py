@@ -154,4 +154,4 @@ def test_our_reports_routed_back_by_orthanc_are_not_series(
         raise AssertionError(f"{exc}\n{service.logs()}\n{orthanc.log()}") from exc
     finally:
         service.stop()
-        orthanc.stop()
+        orthanc.discard()

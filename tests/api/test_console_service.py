@@ -26,7 +26,7 @@ import db.tokens
 from console import svg
 from console.app import create_app
 from console.tokens import new_token, token_sha256
-from db.engine import SessionFactory, create_engine_for, make_session_factory, migrate
+from db.engine import SessionFactory, create_engine_for, make_session_factory
 from db.enums import ExportStatus, ProcessKind, TokenScope
 from listener.config import ListenerConfig, ListenerRuntime
 from listener.server import start_listener
@@ -34,7 +34,7 @@ from stroke_triage.settings import Settings
 from tests.api.cases import Cases, seed_cases
 from tests.api.seed import seed
 from tests.api.web import bearer, csrf_of, login
-from tests.helpers import free_port, run_cli, wait_until
+from tests.helpers import free_port, migrated_sqlite, run_cli, wait_until
 
 
 @pytest.fixture
@@ -152,8 +152,7 @@ def test_status_names_an_unreachable_database_instead_of_failing(tmp_path: Path)
 def test_the_real_listener_beats_and_says_when_it_stops(
     tmp_path: Path, tokens: dict[str, str], redis_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'listener.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "listener.db")
     engine = create_engine_for(url)
     sessions = make_session_factory(engine)
     listener = start_listener(
@@ -339,8 +338,7 @@ LONG_ERROR = (
 
 
 def test_cli_lists_print_the_whole_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "cli.db")
     engine = create_engine_for(url)
     sessions = make_session_factory(engine)
     seeded = seed(sessions)

@@ -13,15 +13,13 @@ import pytest
 from console.config import ApiConfig
 from console.errors import ConsoleStartError
 from console.server import BackgroundConsole
-from db.engine import migrate
 from stroke_triage.settings import Settings
-from tests.helpers import free_port, run_cli
+from tests.helpers import free_port, migrated_sqlite, run_cli
 from tests.notify_peers import make_certificate
 
 
 def _settings(tmp_path: Path, **api: object) -> Settings:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     return Settings(data_dir=tmp_path / "data", database_url=url, api=ApiConfig(**api))
 
 
@@ -52,8 +50,7 @@ def test_tls_settings_go_in_pairs() -> None:
 def test_plain_http_on_a_public_address_is_refused_with_the_settings_named(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "console.db")
     env = {
         "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
         "STROKE_TRIAGE_DATABASE_URL": url,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory, migrate
-from tests.helpers import postgres_schema
+from db.engine import Engine, SessionFactory, create_engine_for, make_session_factory
+from tests.helpers import migrated_postgres_schema, migrated_sqlite
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -17,15 +17,13 @@ def engine(
 ) -> Iterator[Engine]:
     """A migrated database: a new SQLite file, or a new PostgreSQL schema, for this module."""
     if request.param == "sqlite":
-        engine = create_engine_for(f"sqlite:///{tmp_path_factory.mktemp('db') / 'triage.db'}")
-        migrate(engine)
+        engine = create_engine_for(migrated_sqlite(tmp_path_factory.mktemp("db") / "triage.db"))
         yield engine
         engine.dispose()
         return
-    with postgres_schema("st_test") as url:
+    with migrated_postgres_schema("st_test") as url:
         engine = create_engine_for(url)
         try:
-            migrate(engine)
             yield engine
         finally:
             engine.dispose()

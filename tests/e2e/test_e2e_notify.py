@@ -43,7 +43,7 @@ def suspected_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 def orthanc(tmp_path: Path) -> Iterator[OrthancDicomWeb]:
     server = OrthancDicomWeb(tmp_path / "orthanc")
     yield server
-    server.stop()
+    server.discard()
 
 
 def _wait(predicate: Callable[[], bool], service: Service, what: str, timeout_s: float) -> None:

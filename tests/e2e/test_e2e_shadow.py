@@ -33,7 +33,7 @@ def orthanc(tmp_path: Path, service: Service) -> Iterator[Orthanc]:
     server = Orthanc(tmp_path / "orthanc", int(service.env["STROKE_TRIAGE_LISTENER__PORT"]))
     server.start()
     yield server
-    server.stop()
+    server.discard()
 
 
 def _sessions(service: Service) -> SessionFactory:

@@ -75,7 +75,7 @@ def write_variant(
 def orthanc(tmp_path: Path) -> Iterator[OrthancDicomWeb]:
     server = OrthancDicomWeb(tmp_path / "orthanc")
     yield server
-    server.stop()
+    server.discard()
 
 
 def _objects(orthanc: OrthancDicomWeb, study_uid: str, modality: str) -> list[str]:

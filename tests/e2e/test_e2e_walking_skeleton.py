@@ -102,10 +102,10 @@ def test_embedded_defaults_one_process(
 
 
 def test_redis_and_postgres_two_processes(
+    postgres_schema_url: str,  # first: dropped after the services have stopped
     service: Service,
     test_pacs: PacsStub,
     ge_head_ct: Path,
-    postgres_schema_url: str,
     redis_url: str,
 ) -> None:
     service.env["STROKE_TRIAGE_DATABASE_URL"] = postgres_schema_url

@@ -50,9 +50,9 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 
 def test_two_workers_share_redis_and_postgres(
+    postgres_schema_url: str,  # first: dropped after the services have stopped
     service: Service,
     test_pacs: PacsStub,
-    postgres_schema_url: str,
     redis_url: str,
     tmp_path: Path,
 ) -> None:

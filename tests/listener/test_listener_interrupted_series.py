@@ -172,7 +172,7 @@ def listener_process(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[b
             process.wait(10)
 
 
-QUIET_S = 4.0
+QUIET_S = 3.0
 
 
 def test_a_crash_mid_series_waits_for_the_senders_retry(
@@ -187,7 +187,7 @@ def test_a_crash_mid_series_waits_for_the_senders_retry(
     time.sleep(QUIET_S + 0.5)  # down for longer than the quiet period
 
     listener_process()
-    time.sleep(1.5)  # the sender retries a little later (well within the quiet period)
+    time.sleep(0.5)  # the sender retries a little later (well within the quiet period)
     retried = storescu(files, port)
     assert retried.returncode == 0, retried.stderr
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import create_engine_for, migrate
 from model.checkpoint import create_random_checkpoint
+from tests.helpers import migrated_sqlite
 from worker.config import WorkerRuntime
 
 
@@ -20,8 +20,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def runtime(tmp_path: Path) -> WorkerRuntime:
     """A worker runtime in ``tmp_path``: a migrated SQLite database and the in-memory broker."""
-    url = f"sqlite:///{tmp_path / 'triage.db'}"
-    migrate(create_engine_for(url))
+    url = migrated_sqlite(tmp_path / "triage.db")
     return WorkerRuntime(
         storage_dir=tmp_path / "storage",
         reports_dir=tmp_path / "reports",

@@ -20,7 +20,7 @@ from worker.pipeline import process_series
 def orthanc(tmp_path: Path) -> Iterator[OrthancDicomWeb]:
     server = OrthancDicomWeb(tmp_path / "orthanc")
     yield server
-    server.stop()
+    server.discard()
 
 
 def _upload(orthanc: OrthancDicomWeb, path: Path) -> None:

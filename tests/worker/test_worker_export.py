@@ -20,7 +20,7 @@ import db.exports
 from db.enums import ExportStatus
 from dicom_edge import PacsDestination
 from model.phantom import write_phantom_series
-from tests.helpers import free_port, record_head_ct_series, seed_export, seed_job
+from tests.helpers import free_port, migrated_sqlite, record_head_ct_series, seed_export, seed_job
 from tests.worker.helpers import Pacs
 from worker.capture import build_heatmap_capture
 from worker.config import WorkerConfig
@@ -231,8 +231,7 @@ def test_poison_report_files_are_failed_attempts_and_the_sweep_goes_on(
     """An SR that is empty or truncated is a counted failure (then a dead letter), with its
     reason; the good SR behind it is sent in the same sweep."""
     pacs = Pacs()
-    engine = db.engine.create_engine_for(f"sqlite:///{tmp_path / 'triage.db'}")
-    db.engine.migrate(engine)
+    engine = db.engine.create_engine_for(migrated_sqlite(tmp_path / "triage.db"))
     sessions = db.engine.make_session_factory(engine)
     reports = tmp_path / "reports"
     reports.mkdir()
