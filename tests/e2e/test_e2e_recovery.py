@@ -118,7 +118,7 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.kill()
 
 
-def _series(folder: Path, seed: int, n_slices: int = 16) -> tuple[list[Path], str]:
+def _series(folder: Path, seed: int, n_slices: int = 24) -> tuple[list[Path], str]:
     files = write_phantom_series(folder, n_slices=n_slices, size=128, seed=seed)
     return files, str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
@@ -146,7 +146,7 @@ def _kill_mid_inference(
     while time.monotonic() < deadline:
         job = _job_of(sessions, series_uid)
         if job is not None and job.status == JobStatus.STARTED and job.attempts == 1:
-            # The model needs seconds for this series (ViT-S, 12 blocks, 16 slices, 224 px), even
+            # The model needs seconds for this series (ViT-S, 12 blocks, 24 slices, 224 px), even
             # warmed up; half a second in, the series is being read or inferred.
             time.sleep(0.5)
             worker.kill()
