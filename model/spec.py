@@ -189,6 +189,8 @@ class ModelSpec(BaseModel):
     """Where imported weights came from (``import-model``); None for weights trained here."""
     finding: CodedFinding = STROKE
     """What the model detects; checkpoints written before this field existed said "stroke"."""
+    slice_thickness_mm: float | None = Field(default=None, gt=0)
+    """Slice thickness of the training data in mm; a thinner stack is averaged into slabs of it."""
     format_version: int = FORMAT_VERSION
 
     @model_validator(mode="after")
