@@ -376,16 +376,20 @@ def recorded_data_dir(data_dir: Path | str) -> str:
 def recorded_command(argv: Sequence[str], data_dir: Path | str) -> str:
     """The command line of a run, without the training machine's paths.
 
-    The program is reduced to its name and the data folder to :func:`recorded_data_dir`.
+    The program is reduced to its name and the data folder to :func:`recorded_data_dir` (also
+    where it starts a path, as ``--slice-labels DATA/slice-labels.csv`` does).
     """
     if not argv:
         return ""
     data = {str(data_dir), str(Path(data_dir))}
     relative = recorded_data_dir(data_dir)
     words = [Path(argv[0]).name]
+    prefixes = tuple(f"{d.rstrip('/')}/" for d in data)
     for word in argv[1:]:
         if word in data:
             words.append(relative)
+        elif word.startswith(prefixes):  # a file in the data folder (--slice-labels)
+            words.append(f"{relative}/{word.split('/')[-1]}")
         elif word.startswith("--data=") and word.partition("=")[2] in data:
             words.append(f"--data={relative}")
         else:

@@ -143,3 +143,15 @@ def test_fast_auc_equals_sklearn_with_ties() -> None:
     scores = np.round(rng.random(500) + 0.3 * labels, 1)  # many ties
     assert fast_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert np.isnan(fast_auc([1, 1], [0.2, 0.3]))
+
+
+def test_the_recorded_command_keeps_no_path_of_the_data_folder() -> None:
+    from model.training.config import recorded_command
+
+    data = "/srv/data/brain-stroke-ct"
+    argv = ["/venv/bin/stroke-triage", "train", "--data", data]
+    argv += ["--slice-labels", f"{data}/slice-labels.csv", "--output", "/runs/x"]
+    assert recorded_command(argv, data) == (
+        "stroke-triage train --data brain-stroke-ct --slice-labels "
+        "brain-stroke-ct/slice-labels.csv --output /runs/x"
+    )
