@@ -111,6 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             precision=args.precision,
             device=args.device,
+            slice_labels=args.slice_labels,
+            slice_label_column=args.slice_label_column,
         )
     except ModelError as error:
         return _fail(error)
@@ -129,7 +131,7 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
     _configure_logging()
     try:
         cross_validate(
-            args.data,
+            args.data_dir,
             args.output,
             protocol=args.protocol,
             base=_train_config(args, args.output),
@@ -301,6 +303,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument(
+        "--slice-labels", type=Path, help="CSV of slice labels: adds slice AUC and localisation"
+    )
+    evaluate.add_argument(
+        "--slice-label-column",
+        default=TrainConfig.__dataclass_fields__["slice_label_column"].default,
+        help="the 0/1 column of --slice-labels (default: %(default)s)",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     crossval = subparsers.add_parser(

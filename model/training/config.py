@@ -14,8 +14,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from model.architectures import HYBRID_LITE0, IMAGENET_MEAN, IMAGENET_STD
 from model.errors import ModelError
-from model.spec import WINDOW_PRESETS, AggregationSpec, ChannelMode, ModelSpec, WindowSpec
+from model.spec import (
+    INTRACRANIAL_HAEMORRHAGE,
+    STROKE,
+    WINDOW_PRESETS,
+    AggregationSpec,
+    ChannelMode,
+    ModelSpec,
+    WindowSpec,
+)
 
 KAGGLE_JPEG_WINDOW = "kaggle_jpeg=36/150"
 """The CT window that best reproduces the Kaggle JPEGs (benchmarks/window_match.py)."""
@@ -151,7 +160,7 @@ class TrainConfig:
     """``auto`` (bf16 autocast on CUDA or where the CPU has native bf16), ``fp32`` or ``bf16``."""
     val_fraction: float = field(default=0.15, metadata=_cli("--val-fraction"))
     target_sensitivity: float = 0.95
-    top_k: int = 5
+    top_k: int = field(default=5, metadata=_cli("--top-k", help="k of the top-k mean rule"))
     num_workers: int = 0
     num_threads: int | None = field(
         default=None, metadata=_cli("--threads", help="CPU threads for torch")
@@ -236,6 +245,76 @@ class TrainConfig:
         ),
     )
 
+    slice_labels: Path | None = field(
+        default=None,
+        metadata=_cli(
+            "--slice-labels",
+            help="CSV of slice labels (slice-labels.csv: path, patient, slice and label columns); "
+            "slices it labels train on their own label, the rest on their patient's",
+        ),
+    )
+    """Radiologists' slice labels; the patient label stays the series truth."""
+    slice_label_column: str = field(
+        default="haemorrhage_by_mask",
+        metadata=_cli("--slice-label-column", help="the 0/1 column of --slice-labels"),
+    )
+    backbone_tuning: str = field(
+        default="frozen",
+        metadata=_cli(
+            "--backbone-tuning",
+            choices=("frozen", "tail", "all"),
+            help=f"{HYBRID_LITE0} only: frozen ImageNet backbone, its stages from --backbone-cut "
+            "on tuned (features before the cut cached on disk), or all of it tuned (no cache)",
+        ),
+    )
+    backbone_cut: int = field(
+        default=6,
+        metadata=_cli(
+            "--backbone-cut",
+            help="backbone stage whose input is cached (0-6; stages from it on run every step)",
+        ),
+    )
+    feature_cache: Path = field(
+        default=Path("runs/feature-cache"),
+        metadata=_cli("--feature-cache", help="folder of cached backbone features"),
+    )
+    cv_folds: int = field(
+        default=5,
+        metadata=_cli(
+            "--cv-folds",
+            help=f"{HYBRID_LITE0}: patient-grouped folds whose out-of-fold series scores set the "
+            "threshold and the spec's metrics, before the final fit on all patients",
+        ),
+    )
+    cv_bootstrap: int = field(
+        default=1000,
+        metadata=_cli("--cv-bootstrap", help="bootstrap resamples of the --cv-folds intervals"),
+    )
+    aggregation: str | None = field(
+        default=None,
+        metadata=_cli(
+            "--aggregation",
+            choices=("top_k_mean", "max", "mean"),
+            help="series rule (default: the best on validation; top_k_mean for the hybrid)",
+        ),
+    )
+
+    finding: str = field(
+        default="stroke",
+        metadata=_cli(
+            "--finding",
+            choices=("stroke", "ich"),
+            help="what the model detects, recorded in the spec: stroke (SCT 230690007) or ich "
+            "(SCT 1386000, intracranial haemorrhage: the CT-ICH data)",
+        ),
+    )
+    slice_thickness_mm: float | None = field(
+        default=None,
+        metadata=_cli(
+            "--slice-thickness-mm", help="slice thickness of the training data (5 for CT-ICH)"
+        ),
+    )
+
     def as_json_dict(self) -> dict[str, Any]:
         """The config ready for JSON; the data folder relative to its data root.
 
@@ -246,6 +325,10 @@ class TrainConfig:
         values["data_dir"] = recorded_data_dir(self.data_dir)
         values["output_dir"] = str(self.output_dir)
         values["init"] = Path(self.init).name if self.init is not None else None
+        values["slice_labels"] = (
+            Path(self.slice_labels).name if self.slice_labels is not None else None
+        )
+        values["feature_cache"] = str(self.feature_cache)
         values["mean"] = list(self.mean)
         values["std"] = list(self.std)
         return values
@@ -293,16 +376,20 @@ def recorded_data_dir(data_dir: Path | str) -> str:
 def recorded_command(argv: Sequence[str], data_dir: Path | str) -> str:
     """The command line of a run, without the training machine's paths.
 
-    The program is reduced to its name and the data folder to :func:`recorded_data_dir`.
+    The program is reduced to its name and the data folder to :func:`recorded_data_dir` (also
+    where it starts a path, as ``--slice-labels DATA/slice-labels.csv`` does).
     """
     if not argv:
         return ""
     data = {str(data_dir), str(Path(data_dir))}
     relative = recorded_data_dir(data_dir)
     words = [Path(argv[0]).name]
+    prefixes = tuple(f"{d.rstrip('/')}/" for d in data)
     for word in argv[1:]:
         if word in data:
             words.append(relative)
+        elif word.startswith(prefixes):  # a file in the data folder (--slice-labels)
+            words.append(f"{relative}/{word.split('/')[-1]}")
         elif word.startswith("--data=") and word.partition("=")[2] in data:
             words.append(f"--data={relative}")
         else:
@@ -333,6 +420,9 @@ def parse_window(text: str) -> WindowSpec:
 def build_spec(config: TrainConfig) -> ModelSpec:
     """The (untrained) spec a config describes."""
     windows = [parse_window(text) for text in config.windows]
+    hybrid = config.architecture == HYBRID_LITE0
+    # The hybrid's backbone was pretrained on ImageNet: its normalisation comes with it.
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if hybrid else (config.mean, config.std)
     try:
         return ModelSpec(
             architecture=config.architecture,
@@ -340,12 +430,14 @@ def build_spec(config: TrainConfig) -> ModelSpec:
             model_kwargs=dict(config.model_kwargs),
             windows=windows,
             channel_mode=ChannelMode(config.channel_mode),
-            mean=config.mean,
-            std=config.std,
-            aggregation=AggregationSpec(rule="top_k_mean", k=config.top_k),
+            mean=mean,
+            std=std,
+            aggregation=AggregationSpec(rule=config.aggregation or "top_k_mean", k=config.top_k),
             threshold=0.5,
             trained=False,
             version=config.version or "untrained",
+            finding=INTRACRANIAL_HAEMORRHAGE if config.finding == "ich" else STROKE,
+            slice_thickness_mm=config.slice_thickness_mm,
         )
     except ValueError as error:
         raise TrainingError(
@@ -374,6 +466,10 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError(f"--layer-decay must be in (0, 1], got {config.layer_decay}.")
     if config.freeze_blocks < 0:
         raise TrainingError(f"--freeze-blocks must be 0 or more, got {config.freeze_blocks}.")
+    if config.architecture == HYBRID_LITE0 and not 0 <= config.backbone_cut <= 6:
+        raise TrainingError(f"--backbone-cut must be 0 to 6, got {config.backbone_cut}.")
+    if config.architecture == HYBRID_LITE0 and (config.cv_folds == 1 or config.cv_folds < 0):
+        raise TrainingError(f"--cv-folds must be 0 or at least 2, got {config.cv_folds}.")
     if config.early_stopping_metric not in EARLY_STOPPING_METRICS:
         raise TrainingError(
             f"Unknown early-stopping metric {config.early_stopping_metric!r}; "

@@ -19,8 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from model.aggregate import AGGREGATION_RULES
+from model.architectures import HYBRID_LITE0
 from model.checkpoint import load_checkpoint
 from model.evaluation.metrics import binary_metrics, bootstrap_ci, roc_auc
+from model.evaluation.slice_metrics import format_interval
 from model.inference import Classifier
 from model.training.config import TrainConfig
 from model.training.data import (
@@ -32,7 +34,9 @@ from model.training.data import (
     random_slice_split,
 )
 from model.training.evaluate import markdown_table, score_records, score_with_spec
+from model.training.hybrid import cross_validate_cached, oof_report, prepare
 from model.training.scoring import series_scores
+from model.training.slice_labels import slice_truth, with_slice_labels
 from model.training.train import train
 
 logger = logging.getLogger(__name__)
@@ -163,8 +167,19 @@ def _grouped(
         )["roc_auc"]
         intervals["roc_auc"] = auc_ci
         series["ci95"] = {name: list(bounds) for name, bounds in intervals.items()}
-    slice_labels = np.array([int(r.label == "stroke") for r in records])
+    slice_labels = np.array(slice_truth(records))
+    oof_slices = oof_report(
+        records,
+        oof,
+        rule=base.aggregation or "top_k_mean",
+        k=base.top_k,
+        target_sensitivity=base.target_sensitivity,
+        bootstrap=bootstrap,
+        seed=base.seed,
+    )
+    oof_slices.pop("series_predictions")
     return {
+        "slice_labels": oof_slices,
         "protocol": "grouped",
         "folds": folds,
         "fold_results": fold_results,
@@ -237,6 +252,15 @@ def cross_validate(
     if base.limit is not None:
         records = limit_records(records, base.limit)
     base = replace(base, data_dir=Path(data_dir), limit=None)
+    if base.slice_labels is not None:
+        records = with_slice_labels(records, base.slice_labels, base.slice_label_column)
+    cached = base.architecture == HYBRID_LITE0 and base.backbone_tuning != "all"
+    if protocol == "grouped" and cached:
+        result = _grouped_cached(records, base, folds=folds, bootstrap=bootstrap)
+        result["config"] = base.as_json_dict()
+        (output_dir / "crossval.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+        (output_dir / "crossval.md").write_text(cached_markdown(result), "utf-8")
+        return result
     if protocol == "paper":
         result = _paper(records, output_dir, base, bootstrap=bootstrap)
     elif protocol == "grouped":
@@ -319,3 +343,65 @@ def _markdown(result: dict[str, Any]) -> str:
         + "| fold | test patients | threshold | rule | series AUC | sensitivity | specificity |\n"
         "|---|---|---|---|---|---|---|\n" + folds + "\n"
     )
+
+
+def _grouped_cached(
+    records: list[SliceRecord], base: TrainConfig, *, folds: int, bootstrap: int
+) -> dict[str, Any]:
+    """The grouped protocol for the hybrid on cached features (``model.training.hybrid``)."""
+    prepared = prepare(base, records)
+    oof = cross_validate_cached(prepared, folds=folds)
+    report = oof_report(
+        records,
+        oof,
+        rule=base.aggregation or "top_k_mean",
+        k=base.top_k,
+        target_sensitivity=base.target_sensitivity,
+        bootstrap=bootstrap,
+        seed=base.seed,
+    )
+    return {
+        "protocol": "grouped",
+        "folds": folds,
+        **report,
+        "slice_predictions": [
+            {
+                "patient": r.patient,
+                "slice": r.slice,
+                "slice_label": r.slice_label,
+                "probability": float(p),
+            }
+            for r, p in zip(records, oof, strict=True)
+        ],
+    }
+
+
+def cached_markdown(result: dict[str, Any]) -> str:
+    """The report of :func:`_grouped_cached`: one line per figure, with its interval."""
+    config = result["config"]
+    lines = [
+        f"# Cross-validation: grouped {result['folds']}-fold, hybrid ViT on cached features\n",
+        f"`{config['architecture']}` {config['input_size']} px, "
+        f"{json.dumps(config['model_kwargs'])}, "
+        f"backbone {config['backbone_tuning']} (cut {config['backbone_cut']}), {config['epochs']} "
+        f"epochs, lr {config['lr']}, slice labels {config['slice_labels']} "
+        f"({config['slice_label_column']}), seed {config['seed']}.\n",
+        "| figure | value (95 % CI, patients resampled) |",
+        "|---|---|",
+    ]
+    for name in (
+        "slice_auc",
+        "slice_auc_within_positive",
+        "series_auc_max",
+        "series_auc_top_k_mean",
+        "localisation_top_k",
+    ):
+        lines.append(f"| {name} | {format_interval(result, name)} |")
+    lines.append(
+        f"\nSeries AUC by rule (k={result['k']}): "
+        + ", ".join(f"{rule} {auc:.3f}" for rule, auc in result["series_auc_by_rule"].items())
+        + f". Threshold {result['threshold']:.4f} ({result['rule']}): sensitivity "
+        f"{result['series_sensitivity_at_threshold']:.3f}, specificity "
+        f"{result['series_specificity_at_threshold']:.3f}.\n"
+    )
+    return "\n".join(lines)

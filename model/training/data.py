@@ -56,6 +56,14 @@ class SliceRecord:
     patient: str
     slice: int
     sha256: str
+    slice_label: int | None = None
+    """The radiologists' label of this slice (1 haemorrhage), if a slice-labels file gave one."""
+
+    def training_label(self, positive: str = "stroke", negative: str = "normal") -> str:
+        """The class this slice trains on: its own label where known, else its patient's."""
+        if self.slice_label is None:
+            return self.label
+        return positive if self.slice_label else negative
 
 
 def _sha256(path: Path) -> str:
@@ -134,10 +142,11 @@ def label_index(records: Sequence[SliceRecord], class_names: Sequence[str]) -> l
         DataError: If a label is not one of ``class_names``.
     """
     lookup = {name.lower(): i for i, name in enumerate(class_names)}
-    unknown = {r.label for r in records} - set(lookup)
+    labels = [r.training_label() for r in records]
+    unknown = set(labels) - set(lookup)
     if unknown:
         raise DataError(f"The labels {sorted(unknown)} are not among {list(class_names)}.")
-    return [lookup[r.label] for r in records]
+    return [lookup[label] for label in labels]
 
 
 def group_by_patient(records: Sequence[SliceRecord]) -> dict[str, list[int]]:

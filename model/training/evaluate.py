@@ -17,6 +17,7 @@ import numpy.typing as npt
 from model.aggregate import aggregate
 from model.evaluation.metrics import METRIC_NAMES, binary_metrics, bootstrap_ci
 from model.evaluation.plots import plot_calibration, plot_confusion, plot_roc
+from model.evaluation.slice_metrics import group_slices, slice_report
 from model.inference import Classifier
 from model.training.data import (
     SliceDataset,
@@ -25,6 +26,7 @@ from model.training.data import (
     group_by_patient,
     load_records,
 )
+from model.training.slice_labels import with_slice_labels
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,9 @@ def score_records(
 
     Slice intervals resample slices; series intervals resample patients.
     """
-    slice_labels = np.array([int(r.label == positive_label) for r in records], dtype=np.int64)
+    slice_labels = np.array(
+        [int(r.training_label() == positive_label) for r in records], dtype=np.int64
+    )
     patients = group_by_patient(records)
     names = sorted(patients)
     series_labels = np.array(
@@ -172,8 +176,15 @@ def evaluate(
     precision: str = "auto",
     device: str = "auto",
     seed: int = 0,
+    slice_labels: Path | None = None,
+    slice_label_column: str = "haemorrhage_by_mask",
 ) -> dict[str, Any]:
     """Evaluates a checkpoint on every slice listed in ``data_dir/manifest.csv``.
+
+    With ``slice_labels`` the slice truth is each slice's own label (its patient's where the
+    file has none) and the report adds slice AUC, slice AUC within positive patients, series
+    AUC (max and top-k mean) and top-3 localisation, with intervals over patients
+    (``slice_labels`` in ``metrics.json``).
 
     Writes ``metrics.json``, ``report.md``, ``predictions.csv``, ``roc.png``, ``confusion.png``
     and ``calibration.png`` into ``output_dir``.
@@ -193,6 +204,8 @@ def evaluate(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(Path(data_dir))
+    if slice_labels is not None:
+        records = with_slice_labels(records, slice_labels, slice_label_column)
     classifier = Classifier.from_checkpoint(
         Path(checkpoint_dir), device=device, precision=precision
     )
@@ -226,6 +239,14 @@ def evaluate(
         "bootstrap": bootstrap,
         **scored,
     }
+    if slice_labels is not None:
+        result["slice_labels"] = {
+            "file": Path(slice_labels).name,
+            "column": slice_label_column,
+            **slice_label_report(
+                records, probabilities, series_k=spec.aggregation.k, bootstrap=bootstrap, seed=seed
+            ),
+        }
     (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     with (output_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -244,6 +265,29 @@ def evaluate(
         scored["series"]["metrics"]["roc_auc"],
     )
     return result
+
+
+def slice_label_report(
+    records: Sequence[SliceRecord],
+    probabilities: npt.NDArray[np.float64],
+    *,
+    series_k: int,
+    bootstrap: int,
+    seed: int,
+    positive_label: str = "stroke",
+) -> dict[str, object]:
+    """:func:`model.evaluation.slice_metrics.slice_report` of slice probabilities."""
+    series_labels = {
+        p: int(records[idx[0]].label == positive_label)
+        for p, idx in group_by_patient(records).items()
+    }
+    groups = group_slices(
+        [r.patient for r in records],
+        [int(r.training_label() == positive_label) for r in records],
+        probabilities,
+        series_labels,
+    )
+    return slice_report(groups, series_k=series_k, n_resamples=bootstrap, seed=seed)
 
 
 def _write_figures(

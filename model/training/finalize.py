@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import save_checkpoint
-from model.evaluation.metrics import binary_metrics
+from model.evaluation.metrics import binary_metrics, threshold_for_sensitivity
 from model.spec import AggregationSpec, ModelSpec
 from model.training.config import TrainConfig, recorded_command
 from model.training.data import SliceDataset, SliceRecord
@@ -75,6 +75,12 @@ def finalize(
         k=config.top_k,
         target_sensitivity=config.target_sensitivity,
     )
+    if config.aggregation is not None and config.aggregation != rule:  # --aggregation decides
+        rule = config.aggregation
+        _, labels, scores = series_scores(
+            validation, probabilities, rule=rule, k=config.top_k, positive_label=positive
+        )
+        threshold = threshold_for_sensitivity(labels, scores, config.target_sensitivity)
     names, series_labels, series = series_scores(
         validation, probabilities, rule=rule, k=config.top_k, positive_label=positive
     )

@@ -72,7 +72,7 @@ def validation_aucs(
     positive_label: str,
 ) -> tuple[float, float]:
     """Slice-level and series-level (top-k mean) AUC of validation predictions."""
-    slice_labels = np.array([int(r.label == positive_label) for r in records])
+    slice_labels = np.array([int(r.training_label() == positive_label) for r in records])
     _, series_labels, series = series_scores(
         records, probabilities, rule="top_k_mean", k=k, positive_label=positive_label
     )

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.architectures import HYBRID_LITE0
 from model.device import autocast, resolve_precision, select_device
 from model.network import build_network
 from model.spec import ModelSpec
+from model.training.backbone import hybrid_backbone, load_imagenet_backbone
 from model.training.bags import BagSampler
 from model.training.config import (
     Augmentation,
@@ -52,9 +54,11 @@ from model.training.finetune import (
     parameter_groups,
     trainable_parameters,
 )
+from model.training.hybrid import train_hybrid
 from model.training.loop import StepLoss, batches, optimiser, train_epoch
 from model.training.pretrain import PRETRAINED_FILE, prepare_pretraining
 from model.training.scoring import predict, validation_aucs
+from model.training.slice_labels import with_slice_labels
 from model.training.state import (
     STATE_FILE,
     RunState,
@@ -130,6 +134,10 @@ def train(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     check_config(config)
+    if config.architecture == HYBRID_LITE0 and config.backbone_tuning != "all":
+        if val_records is not None:
+            raise TrainingError("The cached hybrid recipe chooses its threshold by CV itself.")
+        return train_hybrid(config, records=records, progress=progress)
     run = _set_up(config, records, val_records)
     state = _resume(run)
     teacher, teacher_summary = prepare_teacher(
@@ -189,6 +197,8 @@ def _split(
     all_records = list(records) if records is not None else load_records(config.data_dir)
     if config.limit is not None:
         all_records = limit_records(all_records, config.limit)
+    if config.slice_labels is not None:
+        all_records = with_slice_labels(all_records, config.slice_labels, config.slice_label_column)
     if val_records is not None:
         return all_records, list(val_records)
     keep, held = patient_holdout(all_records, config.val_fraction, seed=config.seed)
@@ -213,6 +223,8 @@ def _set_up(
         network, spec, init_record = initial_network(config, spec)
     else:
         network = build_network(spec)
+        if spec.architecture == HYBRID_LITE0:
+            init_record = {**load_imagenet_backbone(hybrid_backbone(network)), "head_new": True}
     network = network.to(device)
     frozen = freeze_blocks(network, config.freeze_blocks)
     if frozen:

@@ -19,7 +19,10 @@ FLAGS = {
     "--device", "--precision", "--val-fraction", "--threads", "--limit", "--version",
     "--teacher", "--teacher-epochs", "--distillation", "--distill-weight",
     "--distill-temperature", "--objective", "--bag-size", "--bag-top-k", "--pretrain-epochs",
-    "--pretrain-mask-ratio", "--init", "--layer-decay", "--freeze-blocks",
+    "--pretrain-mask-ratio", "--init", "--layer-decay", "--freeze-blocks", "--top-k",
+    "--slice-labels", "--slice-label-column", "--backbone-tuning", "--backbone-cut",
+    "--feature-cache", "--cv-folds", "--cv-bootstrap", "--aggregation", "--finding",
+    "--slice-thickness-mm",
 }  # fmt: skip
 """The option names the README, the model card and the weights' README use."""
 
@@ -55,7 +58,10 @@ def test_every_option_reaches_its_field() -> None:
     argv += " --teacher-epochs 1 --distillation soft --distill-weight 0.3"
     argv += " --distill-temperature 2 --objective bag --bag-size 4 --bag-top-k 1"
     argv += " --pretrain-epochs 5 --pretrain-mask-ratio 0.5"
-    argv += " --init weights.safetensors --layer-decay 0.75 --freeze-blocks 2"
+    argv += " --init weights.safetensors --layer-decay 0.75 --freeze-blocks 2 --top-k 3"
+    argv += " --slice-labels s.csv --slice-label-column haemorrhage_by_rank"
+    argv += " --backbone-tuning tail --backbone-cut 5 --feature-cache c --cv-folds 3"
+    argv += " --cv-bootstrap 10 --aggregation max --finding ich --slice-thickness-mm 5"
     args = _parse([*argv.split(), "--model-kwargs", '{"depth": 2}'])
     config = model_commands._train_config(args, args.output)
     defaults = TrainConfig(data_dir=Path())

@@ -207,3 +207,14 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
     assert factors[8] == pytest.approx(0.5)
     assert factors[12] == pytest.approx(0.0)
+
+
+def test_a_chosen_aggregation_rule_is_kept_with_its_own_threshold(
+    toy: Path, tmp_path: Path
+) -> None:
+    for rule in ("max", "mean"):
+        directory = train(_config(toy, tmp_path / rule, epochs=1, aggregation=rule), progress=False)
+        spec = load_checkpoint(directory).spec
+        assert spec.aggregation.rule == rule
+        validation = spec.metrics["validation_series"]
+        assert validation["recall"] >= 0.95 and spec.metrics["validation_patients"] > 0
