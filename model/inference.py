@@ -121,6 +121,11 @@ class Classifier:
         self._spec = loaded.spec
         self._sha256 = loaded.sha256
         self._network = loaded.network.to(self._device).eval()
+        # Convolutions (a hybrid's CNN stem) run about twice as fast on CPU with the channels
+        # last (NHWC) layout, with the same results to float rounding; a plain ViT is unchanged.
+        self._memory_format = torch.channels_last if self._device.type == "cpu" else None
+        if self._memory_format is not None:
+            self._network = self._network.to(memory_format=self._memory_format)
         # On CPU, bf16 only where evaluation showed it gives the same answers as fp32.
         self._precision = resolve_precision(
             precision,
@@ -195,6 +200,8 @@ class Classifier:
                     batch[start : start + self._batch_size], dtype=np.float32
                 )
                 tensor = torch.from_numpy(chunk).to(self._device)
+                if self._memory_format is not None:
+                    tensor = tensor.contiguous(memory_format=self._memory_format)
                 with autocast(self._device, self._precision):
                     logits = self._network(tensor)
                 logits = logits.float()

@@ -14,7 +14,7 @@ import timm
 import torch
 
 from model.architectures import HYBRID_LITE0
-from model.checkpoint import load_checkpoint
+from model.checkpoint import LoadedModel, load_checkpoint
 from model.inference import Classifier
 from model.network import build_network
 from model.spec import INTRACRANIAL_HAEMORRHAGE
@@ -88,6 +88,23 @@ def test_the_network_is_built_from_its_spec_and_the_cached_path_equals_it(tmp_pa
     torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
     assert isinstance(hybrid_backbone(network), torch.nn.Module)
     assert type(hybrid_backbone(network)).__name__ == "EfficientNet"  # put back
+
+
+def test_the_classifier_runs_a_hybrid_channels_last_with_the_same_answers(tmp_path: Path) -> None:
+    # On CPU the classifier keeps the network in the channels-last layout (twice as fast for
+    # the Lite0 stem of the shipped checkpoint): the probabilities must not change.
+    spec = build_spec(_config(tmp_path, tmp_path))
+    torch.manual_seed(0)
+    network: Any = build_network(spec).eval()
+    images = torch.rand(5, 3, 64, 64)
+    with torch.inference_mode():
+        expected = torch.softmax(network(images), dim=-1)[:, spec.positive_index].numpy()
+    loaded = LoadedModel(network=network, spec=spec, sha256="0" * 64)
+    classifier = Classifier(loaded, device="cpu", precision="fp32")
+    stem = hybrid_backbone(network).conv_stem.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last)
+    got = classifier.predict_probabilities(images.numpy())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
