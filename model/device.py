@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 
 from model.errors import DeviceUnavailableError, PrecisionError
@@ -57,18 +58,33 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+BF16_SERIES_TOLERANCE = 0.01
+"""The most a series probability may move under bf16 autocast for bf16 to be vetted."""
+
+
+def bf16_agrees(fp32_series: np.ndarray, bf16_series: np.ndarray, threshold: float) -> bool:
+    """Whether bf16 may decide for fp32: the same verdict on every series checked, and no
+    series probability moved by more than :data:`BF16_SERIES_TOLERANCE` (the same verdicts
+    with probabilities far apart only say that no series happened to lie near the threshold).
+    """
+    same_verdicts = np.array_equal(fp32_series >= threshold, bf16_series >= threshold)
+    moved = float(np.max(np.abs(fp32_series - bf16_series))) if len(fp32_series) else 0.0
+    return bool(same_verdicts and moved <= BF16_SERIES_TOLERANCE)
+
+
 def resolve_precision(precision: str, device: torch.device, *, bf16_vetted: bool) -> str:
     """Turn ``"auto"`` into ``"fp32"`` or ``"bf16"``; pass explicit choices through.
 
-    ``auto`` picks bf16 on CUDA where the GPU supports it. On CPU it picks bf16 only where the
-    CPU has native bf16 (elsewhere it is emulated and slow) and ``bf16_vetted`` says bf16 may
-    decide: serving passes whether evaluation found that bf16 gives the same answers as fp32
-    (the spec's ``bf16_agrees_with_fp32``); training passes True, as it measures that itself.
+    ``auto`` picks bf16 only where ``bf16_vetted`` says bf16 may decide, on CUDA where the GPU
+    supports it and on CPU where the CPU has native bf16 (elsewhere it is emulated and slow).
+    Serving passes whether evaluation found that bf16 gives the same answers as fp32 (the
+    spec's ``bf16_agrees_with_fp32``, :func:`bf16_agrees`); training passes True, as it
+    measures that itself.
 
     Args:
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
         device: The device the network runs on.
-        bf16_vetted: Whether bf16 may be chosen automatically on a CPU.
+        bf16_vetted: Whether bf16 may be chosen automatically.
 
     Returns:
         ``"fp32"`` or ``"bf16"``.
@@ -81,7 +97,7 @@ def resolve_precision(precision: str, device: torch.device, *, bf16_vetted: bool
     if precision != "auto":
         raise PrecisionError(f"Unknown precision {precision!r}; expected 'auto', 'fp32' or 'bf16'.")
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if bf16_vetted and torch.cuda.is_bf16_supported() else "fp32"
     if bf16_vetted and cpu_supports_bf16():
         return "bf16"
     return "fp32"

@@ -206,15 +206,16 @@ def preprocess_windowed_uint8(images: np.ndarray, spec: ModelSpec) -> np.ndarray
     so they must lie inside it: a narrow stroke window inside a wider brain window.
 
     Args:
-        images: ``(N, H, W)`` uint8, slices sorted along the patient axis.
+        images: ``(N, H, W)`` on the 8-bit scale: uint8, or float32 (a JPEG resized in
+            float, as training does, never rounded back), slices sorted along the patient axis.
         spec: The model's spec.
 
     Returns:
         ``(N, 3, S, S)`` float32.
     """
     _check_stack(images, 3, "an 8-bit image stack (N, H, W)")
-    if images.dtype != np.uint8:
-        raise PreprocessError(f"Expected uint8 images, got dtype {images.dtype}.")
+    if images.dtype not in (np.uint8, np.float32):
+        raise PreprocessError(f"Expected uint8 or float32 images, got dtype {images.dtype}.")
     mode = ChannelMode(spec.channel_mode)
     unit = images.astype(np.float32) / np.float32(255.0)
     if mode is ChannelMode.MULTI_WINDOW:

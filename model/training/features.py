@@ -56,7 +56,7 @@ def cache_key(
         "channel_mode": spec.channel_mode.value,
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "format": 1,
+        "format": 2,  # 2: slices resized in float, never rounded to 8 bits
     }
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()
 

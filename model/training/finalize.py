@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import save_checkpoint
+from model.device import bf16_agrees
 from model.evaluation.metrics import binary_metrics, threshold_for_sensitivity
 from model.spec import AggregationSpec, ModelSpec
 from model.training.config import TrainConfig, recorded_command
@@ -94,9 +95,7 @@ def finalize(
         "validation_series": binary_metrics(series_labels, series, threshold),
         "validation_slice": binary_metrics(slice_labels, probabilities, threshold),
         "validation_series_auc_by_rule": aucs,
-        "bf16_agrees_with_fp32": bool(
-            np.array_equal(series >= threshold, series_bf16 >= threshold)
-        ),
+        "bf16_agrees_with_fp32": bf16_agrees(series, series_bf16, threshold),
         "bf16_max_abs_difference": float(np.max(np.abs(outputs["fp32"] - outputs["bf16"]))),
     }
     created = datetime.now(UTC)

@@ -34,7 +34,7 @@ from torch import nn
 
 from model.aggregate import AGGREGATION_RULES, aggregate
 from model.checkpoint import save_checkpoint
-from model.device import autocast
+from model.device import autocast, bf16_agrees
 from model.evaluation.metrics import roc_auc, threshold_for_sensitivity
 from model.evaluation.slice_metrics import group_slices, slice_report
 from model.network import build_network
@@ -383,7 +383,7 @@ def bf16_check(
     _, _, s32 = series_table(records, fp32, rule=rule, k=k)
     _, _, s16 = series_table(records, bf16, rule=rule, k=k)
     result: dict[str, Any] = {
-        "bf16_agrees_with_fp32": bool(np.array_equal(s32 >= threshold, s16 >= threshold)),
+        "bf16_agrees_with_fp32": bf16_agrees(s32, s16, threshold),
         "bf16_max_abs_difference": float(np.max(np.abs(fp32 - bf16))),
         "bf16_series_max_abs_difference": float(np.max(np.abs(s32 - s16))),
         "bf16_checked_series": len(s32),

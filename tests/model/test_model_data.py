@@ -184,7 +184,7 @@ def test_decoded_slices_are_cached_per_path_and_size_and_returned_as_copies(toy:
     record = load_records(toy)[0]
     first = decode_slice(record.path, 24)
     assert first.shape == (24, 24)
-    assert first.dtype == np.uint8
+    assert first.dtype == np.float32  # resized in float, never rounded back to 8 bits
     first[:] = 0
     again = decode_slice(record.path, 24)
     assert again.any(), "changing a returned image must not change the cache"

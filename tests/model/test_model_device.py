@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from model import device as model_device
-from model.device import autocast, resolve_precision
+from model.device import autocast, bf16_agrees, resolve_precision
 from model.errors import ModelError, PrecisionError
 
 CPU = torch.device("cpu")
@@ -41,3 +42,11 @@ def test_autocast_runs_bf16_only_when_asked() -> None:
         assert (a @ b).dtype == torch.float32
     with autocast(CPU, "bf16"):
         assert (a @ b).dtype == torch.bfloat16
+
+
+def test_bf16_is_vetted_only_with_the_same_verdicts_and_close_probabilities() -> None:
+    fp32 = np.array([0.02, 0.30, 0.90])
+    assert bf16_agrees(fp32, fp32 + 0.005, threshold=0.5)
+    # The same verdicts, but a series moved by 0.2: only luck kept it off the threshold.
+    assert not bf16_agrees(fp32, np.array([0.02, 0.10, 0.90]), threshold=0.5)
+    assert not bf16_agrees(fp32, np.array([0.02, 0.51, 0.90]), threshold=0.5)

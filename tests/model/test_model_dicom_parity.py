@@ -2,10 +2,10 @@
 
 A patient's ordered JPEGs become a DICOM CT series with Rescale Slope 150/255 and Intercept -39
 (the inverse of the 36/150 HU window the JPEGs hold, as the data README says). The DICOM path
-gives each slice the probability of the same JPEG turned into HU in numpy (within 1e-4). The
-JPEG path of training and ``evaluate`` differs by up to a few hundredths: it resizes each slice
-to the input size and rounds it back to 8 bits (``model.training.data.decode_slice``), which
-the service never does; HU rounded the same way give the JPEG path's probabilities exactly.
+(the service's) and the JPEG path (training's and ``evaluate``'s) give each slice the same
+probability within 1e-3, and the DICOM path equals the same JPEGs turned into HU in numpy
+within 1e-4. (The JPEG path once rounded each resized slice back to 8 bits, which moved
+probabilities by up to 0.03.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from model.checkpoint import DEFAULT_CHECKPOINT_DIR
 from model.inference import Classifier
-from model.training.data import decode_slice, group_by_patient, load_records
+from model.training.data import group_by_patient, load_records
 from model.training.evaluate import predict_records
 
 DATA = Path(os.environ.get("STROKE_TRIAGE_SHARED_DATA", "../shared/data")) / "brain-stroke-ct"
@@ -75,11 +75,7 @@ def test_wrapped_dicom_series_match_the_jpeg_path() -> None:
         stack = np.stack([_pixels(r.path) for r in members])
         hu = classifier.predict_hu_stack(stack * np.float32(150.0 / 255.0) - np.float32(39.0))
         np.testing.assert_allclose(dicom, hu, atol=1e-4, err_msg=patient)
-        size = classifier.spec.input_size
-        rounded = np.stack([decode_slice(r.path, size) for r in members]).astype(np.float32)
-        as_trained = classifier.predict_hu_stack(rounded * np.float32(150.0 / 255.0) - 39.0)
-        np.testing.assert_allclose(as_trained, jpeg, atol=1e-4, err_msg=patient)
-        assert np.abs(dicom - jpeg).max() < 0.05, patient  # the 8-bit rounding, and only it
+        np.testing.assert_allclose(dicom, jpeg, rtol=0, atol=1e-3, err_msg=patient)
 
 
 def _pixels(path: Path) -> np.ndarray:
