@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,12 +35,12 @@ def _url(route: str, seeded: Seeded) -> str:
 
 def test_health_and_ready_need_no_token(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").status_code == 200  # the first call opens the connections
-    started = time.monotonic()
     ready = client.get("/ready")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["problems"] == []
-    assert time.monotonic() - started < 0.1
+    body = ready.json()
+    assert body["status"] == "ready" and body["problems"] == []
+    # How long the checks took is reported for monitoring (a figure, never a test's limit).
+    assert isinstance(body["checked_in_ms"], float | int) and body["checked_in_ms"] >= 0
 
 
 def test_every_route_needs_a_token_and_the_right_scope(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +29,9 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return create_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "random", seed=3)
 
 
-def test_random_checkpoint_is_tiny_and_loads_fast(random_checkpoint: Path) -> None:
+def test_random_checkpoint_is_tiny_and_loads(random_checkpoint: Path) -> None:
     assert (random_checkpoint / WEIGHTS_FILE).stat().st_size < 1_000_000
-    began = time.perf_counter()
     loaded = load_checkpoint(random_checkpoint)
-    assert time.perf_counter() - began < 2.0
     assert loaded.spec.trained is False
     assert loaded.spec.version == "random-untrained"
     assert loaded.spec.channel_mode is ChannelMode.REPLICATE
