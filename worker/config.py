@@ -27,7 +27,8 @@ class WorkerConfig(BaseModel):
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="bf16 on CUDA; on CPU only where supported and validated for the model.",
+        description="auto: bf16 only where the device supports it and the model's spec says "
+        "bf16 gives fp32's answers (bf16_agrees_with_fp32); else fp32.",
     )
     batch_size: int = Field(32, ge=1, description="Slices per forward pass.")
     concurrency: int = Field(
