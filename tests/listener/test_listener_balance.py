@@ -84,8 +84,8 @@ def test_a_busier_process_waits_until_another_takes_the_connection(
             taken.append(listening.accept()[0])
 
         thread = threading.Thread(target=less_busy_process_accepts)
+        start = time.monotonic()  # before the thread starts its 0.1 s sleep
         thread.start()
-        start = time.monotonic()
         parent.wait_for_turn(listening, patience_s=30.0)
         waited = time.monotonic() - start
         thread.join()
