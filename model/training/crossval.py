@@ -168,15 +168,7 @@ def _grouped(
         intervals["roc_auc"] = auc_ci
         series["ci95"] = {name: list(bounds) for name, bounds in intervals.items()}
     slice_labels = np.array(slice_truth(records))
-    oof_slices = oof_report(
-        records,
-        oof,
-        rule=base.aggregation or "top_k_mean",
-        k=base.top_k,
-        target_sensitivity=base.target_sensitivity,
-        bootstrap=bootstrap,
-        seed=base.seed,
-    )
+    oof_slices = _oof_report(records, oof, base, bootstrap)
     oof_slices.pop("series_predictions")
     return {
         "slice_labels": oof_slices,
@@ -351,15 +343,7 @@ def _grouped_cached(
     """The grouped protocol for the hybrid on cached features (``model.training.hybrid``)."""
     prepared = prepare(base, records)
     oof = cross_validate_cached(prepared, folds=folds)
-    report = oof_report(
-        records,
-        oof,
-        rule=base.aggregation or "top_k_mean",
-        k=base.top_k,
-        target_sensitivity=base.target_sensitivity,
-        bootstrap=bootstrap,
-        seed=base.seed,
-    )
+    report = _oof_report(records, oof, base, bootstrap)
     return {
         "protocol": "grouped",
         "folds": folds,
@@ -405,3 +389,18 @@ def cached_markdown(result: dict[str, Any]) -> str:
         f"{result['series_specificity_at_threshold']:.3f}.\n"
     )
     return "\n".join(lines)
+
+
+def _oof_report(
+    records: list[SliceRecord], oof: Any, base: TrainConfig, bootstrap: int
+) -> dict[str, Any]:
+    """The slice, series and localisation report of out-of-fold scores, by the recipe's rule."""
+    return oof_report(
+        records,
+        oof,
+        rule=base.aggregation or "top_k_mean",
+        k=base.top_k,
+        target_sensitivity=base.target_sensitivity,
+        bootstrap=bootstrap,
+        seed=base.seed,
+    )
