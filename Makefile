@@ -10,6 +10,8 @@ TORCH ?= lean
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), each taking whole test files; 0 runs the suite in this one.
+PYTEST_WORKERS ?= 2
 SERIES ?=
 ARGS ?=
 
@@ -49,7 +51,7 @@ imports: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint typecheck imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -124,21 +124,22 @@ def record_instances(
     # One statement, compiled once and cached, executed with every row's parameters
     # (executemany). A multi-row VALUES built and compiled per batch cost about 0.1 ms of CPU
     # per row (SQLite, 200 rows: 26 ms; now 4.5), CPU and GIL that the receivers need.
-    session.execute(
-        _instance_upsert(session),
-        [
-            {
-                "series_id": series.id,
-                "sop_instance_uid": record.sop_instance_uid,
-                "sop_class_uid": record.sop_class_uid,
-                "path": record.path,
-                "transfer_syntax_uid": record.transfer_syntax_uid,
-                "size_bytes": record.size_bytes,
-                "received_at": record.received_at,
-            }
-            for record in records
-        ],
-    )
+    if records:
+        session.execute(
+            _instance_upsert(session),
+            [
+                {
+                    "series_id": series.id,
+                    "sop_instance_uid": record.sop_instance_uid,
+                    "sop_class_uid": record.sop_class_uid,
+                    "path": record.path,
+                    "transfer_syntax_uid": record.transfer_syntax_uid,
+                    "size_bytes": record.size_bytes,
+                    "received_at": record.received_at,
+                }
+                for record in records
+            ],
+        )
 
     new_count = len(by_uid.keys() - existing)
     series.instance_count = session.execute(

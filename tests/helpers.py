@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
 import pydicom.config
@@ -46,8 +47,26 @@ POSTGRES_URL = os.environ.get(
 )
 """The real PostgreSQL that tests use (``.ci/run`` starts it); its schemas are throwaway."""
 
-REDIS_URL = os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-"""The real Redis that tests use (``.ci/run`` starts it)."""
+
+def own_redis_database(url: str) -> str:
+    """``url`` with a database number of this pytest-xdist worker's own (gw0 keeps it).
+
+    Celery queues and kombu's keys live in one Redis database, so tests running at once in
+    two workers, each with a listener and workers on the default queue, would take each
+    other's jobs; Redis has 16 databases (0-15).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(base + int(worker[2:])) % 16}"))
+
+
+REDIS_URL = own_redis_database(
+    os.environ.get("STROKE_TRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+)
+"""The real Redis that tests use (``.ci/run`` starts it), a database per test process."""
 
 
 def in_ci() -> bool:

@@ -12,7 +12,13 @@ import pydicom.config
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.helpers import REPO_ROOT, relaxed_dicom_validation, require_peer, require_tool
+from tests.helpers import (
+    REPO_ROOT,
+    own_redis_database,
+    relaxed_dicom_validation,
+    require_peer,
+    require_tool,
+)
 
 
 def test_missing_peer_skips_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +99,24 @@ def test_relaxed_validation_is_local() -> None:
     with relaxed_dicom_validation(), pytest.warns(UserWarning):
         ds.SeriesDescription = "x" * 65
     assert pydicom.config.settings.writing_validation_mode == pydicom.config.RAISE
+
+
+@pytest.mark.parametrize(
+    ("worker", "url", "own"),
+    [
+        (None, "redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/9"),
+        ("gw0", "redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/9"),
+        ("gw1", "redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/10"),
+        ("gw1", "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/1"),
+        ("gw3", "redis://:pw@redis:6379/15", "redis://:pw@redis:6379/2"),
+    ],
+)
+def test_each_test_process_has_a_redis_database_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, worker: str | None, url: str, own: str
+) -> None:
+    """Two test processes never share Celery's queues (pytest-xdist names them gw0, gw1...)."""
+    if worker is None:
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    assert own_redis_database(url) == own
