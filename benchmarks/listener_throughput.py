@@ -18,11 +18,12 @@ Orthanc (which receives through DCMTK; without it every C-STORE response waits f
 ACK, and Orthanc stalls near 20 img/s). The report prints each receiver's configuration
 (Orthanc's storage durability settings included), the load average at the start of each
 round, images per second, each receiver's start-up time (start to first answered C-ECHO),
-the ratios of issue 25's goals (and issue 16's), the ceiling the no-op SCP implies, and the time
-of the listener's durable write alone (each run into a new folder: the listener always writes
-new files). Every receiver runs from the start to the end; each of ``--repeat`` rounds sends to
-each in turn, so that a change in the load of a shared machine falls on all of them alike.
-Numbers are wall-clock times of the storescu processes, the best of the rounds.
+the ratios of issue 25's goals (and issue 16's), the ceiling the no-op SCP implies, Orthanc's
+and our listener's ratio to that no-op SCP (for scale), and the time of the listener's durable
+write alone (each run into a new folder: the listener always writes new files). Every receiver
+runs from the start to the end; each of ``--repeat`` rounds sends to each in turn, so that a
+change in the load of a shared machine falls on all of them alike. Numbers are wall-clock times
+of the storescu processes, the best of the rounds.
 """
 
 from __future__ import annotations
@@ -497,8 +498,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{ceiling / reference:.2f}x storescp (which does not fsync), before any network "
         "or DICOM work."
     )
+    print_scale(rates, args.associations, args.processes)
     print(f"load average at the end: {load_average()} on {os.cpu_count()} CPUs")
     return 0
+
+
+def print_scale(rates: dict[tuple[str, int], float], many: int, processes: int) -> None:
+    """Orthanc and our listener against the no-op SCP, and the no-op SCP against Orthanc."""
+    durable = "Orthanc (default storage)"
+    ceiling = rates[BARE_NAME, 1]
+    ours = rates[f"stroke-triage fsync, {processes} proc", 1]
+    print(
+        "\nFor scale, against the same no-op SCP on one association: Orthanc (C++, one "
+        f"fdatasync per image, no folder flush) reaches {rates[durable, 1] / ceiling:.2f}x, "
+        f"our listener {ours / ceiling:.2f}x."
+    )
+    if many > 1:
+        print(
+            f"On {many} associations the no-op SCP (one process, no work at all) reaches "
+            f"{rates[BARE_NAME, many] / rates[durable, many]:.2f}x Orthanc."
+        )
 
 
 def print_rates(
