@@ -34,9 +34,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from dicom_edge.durable import flush_file, move_into_place  # noqa: E402
+from dicom_edge.durable import move_into_place  # noqa: E402
 from listener import incoming, server  # noqa: E402
-from listener.handlers import StoreContext, handle_store  # noqa: E402
+from listener.handlers import StoreContext, handle_store, read_while_flushing  # noqa: E402
 from listener.incoming import start as start_incoming  # noqa: E402
 from listener.inspection import inspect_file  # noqa: E402
 from listener.server import start_listener  # noqa: E402
@@ -74,19 +74,10 @@ def _checked(event: Any, context: StoreContext) -> Any:
 
 
 def _moved(event: Any, context: StoreContext) -> Any:
-    request = event.request
     received = Path(event.dataset_path)
     context.guard.check_disk()
-    flushing = context.flusher.submit(flush_file, received) if context.fsync else None
-    instance, _ = inspect_file(
-        received,
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        sop_class_uid=str(request.AffectedSOPClassUID),
-        sop_instance_uid=str(request.AffectedSOPInstanceUID),
-        max_image_pixels=context.max_image_pixels,
-    )
-    if flushing is not None:
-        flushing.result()
+    syntax = str(event.context.transfer_syntax)
+    instance, _ = read_while_flushing(context, received, event.request, syntax)
     target = context.storage_dir / instance.relpath
     move_into_place(received, target, fsync=context.fsync, flushed=True)
     return StoreStatus.SUCCESS
@@ -102,7 +93,7 @@ STEPS: list[tuple[str, Handler, bool]] = [
     ("nothing (answers success); data set kept in memory", _nothing, False),
     ("nothing; pynetdicom writes the data set to a file as it arrives", _nothing, True),
     ("+ header read from that file, and the checks", _checked, True),
-    ("+ flush (beside the header read), rename into place, flush of the folder", _moved, True),
+    ("+ flush (the header read beside it), rename into place, flush of the folder", _moved, True),
     ("+ record queued, association noted (the whole handler)", handle_store, True),
 ]
 

@@ -74,7 +74,7 @@ class Receiving:
     def stop(self) -> None:
         """Stop accepting, then commit the queued records."""
         self.server.shutdown()  # pynetdicom's also closes the socket
-        self.context.flusher.shutdown()
+        self.context.readers.shutdown()
         self.recorder.stop()
 
 

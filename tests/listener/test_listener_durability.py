@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -191,6 +192,38 @@ def test_durability_fsync_flushes_file_and_folder_and_os_does_not(
         assert running.partial_files() == []
         assert len(flushed) >= expected if expected else flushed == []
         running.listener.stop()
+
+
+def test_a_file_the_disk_cannot_flush_is_refused_and_nothing_of_it_is_kept(
+    start_listener_for_test: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync that fails (EIO) is answered 0xA700 while the header is read beside it: no file
+    under its name, no record; once the disk flushes again, the sender's retry is stored."""
+    real_fsync = os.fsync
+    disk_ok = False
+
+    def fsync(fd: int) -> None:
+        if not disk_ok:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    running = start_listener_for_test()
+    files = write_series(tmp_path / "s", 2)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assoc = scu().associate("127.0.0.1", running.port, ae_title=LISTENER_AE)
+    assert assoc.is_established
+    try:
+        statuses = [int(assoc.send_c_store(pydicom.dcmread(path)).Status) for path in files]
+    finally:
+        assoc.release()
+    assert statuses == [StoreStatus.OUT_OF_RESOURCES] * 2
+    assert running.stored_files() == [] and running.partial_files() == []
+    assert running.instance_count() == 0
+
+    disk_ok = True
+    assert storescu(files, running.port).returncode == 0
+    assert len(running.stored_files()) == 2 and running.partial_files() == []
+    assert running.instance_count() == 2
 
 
 def test_partial_files_of_a_dead_process_or_of_this_host_go_and_a_peers_live_ones_stay(
