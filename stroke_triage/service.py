@@ -68,6 +68,25 @@ def check_checkpoint_folder(settings: Settings) -> None:
         )
 
 
+def check_worker_pool(settings: Settings) -> None:
+    """Refuse prefork children on the embedded folder queue, and say what to do instead.
+
+    The folder queue has no event loop, so Celery runs its blocking prefork pool there, whose
+    idle children share one lock to read their next task: a child killed while it holds it (the
+    OOM killer, a ``kill -9``) leaves every other child waiting for it forever. The worker then
+    takes no task and does not stop on SIGTERM. With Redis, Celery's asynchronous pool gives
+    each child its own pipe.
+    """
+    concurrency = settings.worker.concurrency
+    if concurrency > 1 and settings.resolved_broker_url.startswith("filesystem://"):
+        raise ServiceError(
+            f"worker.concurrency is {concurrency}, but the broker is the embedded folder queue, "
+            "where Celery's pool of several processes stops for good once one of them is "
+            "killed. Set STROKE_TRIAGE_BROKER_URL to a Redis URL (redis://host:6379/0), or keep "
+            "STROKE_TRIAGE_WORKER__CONCURRENCY=1 and start one `stroke-triage work` per core."
+        )
+
+
 def run_listener(settings: Settings) -> int:
     """Run the listener until SIGINT or SIGTERM."""
     settings.ensure_dirs()
@@ -142,6 +161,7 @@ def _port_message(host: str, port: int, exc: OSError) -> str:
 
 def run_worker(settings: Settings) -> int:
     """Run a Celery worker on the task queue until it is told to stop."""
+    check_worker_pool(settings)
     settings.ensure_dirs()
     _prefork_metrics(settings)
     check_checkpoint(settings)
@@ -191,6 +211,7 @@ def run_all(settings: Settings) -> int:
     started, while the listener keeps receiving: instances that arrive meanwhile are stored
     and their jobs queued as usual, and the worker takes them when it is ready.
     """
+    check_worker_pool(settings)
     settings.ensure_dirs()
     check_checkpoint_folder(settings)
     _prefork_metrics(settings)

@@ -34,7 +34,8 @@ class WorkerConfig(BaseModel):
     concurrency: int = Field(
         1,
         ge=1,
-        description="Worker processes per host; with more than one, each runs torch on one thread.",
+        description="Worker processes per host; with more than one, each runs torch on one "
+        "thread, and the broker must be Redis (refused on the embedded folder queue).",
     )
     metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics bind to.")
     metrics_port: int = Field(

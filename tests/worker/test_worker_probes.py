@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -93,19 +94,52 @@ def test_ready_says_when_the_broker_is_down(tmp_path: Path, checkpoint: Path) ->
     assert len(problems) == 1 and problems[0].startswith("the broker is not reachable"), problems
 
 
-def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
+def _prefork_env(tmp_path: Path, checkpoint: Path, redis_url: str, port: int) -> dict[str, str]:
+    """A worker with two pool children on Redis (prefork is refused on the folder queue), on a
+    queue of its own."""
+    return {
+        **os.environ,
+        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
+        "STROKE_TRIAGE_BROKER_URL": redis_url,
+        "STROKE_TRIAGE_TASK_QUEUE": f"probes-{uuid.uuid4().hex}",
+        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
+        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
+    }
+
+
+def test_a_prefork_worker_on_the_folder_queue_is_refused_with_what_to_do(
     tmp_path: Path, checkpoint: Path
 ) -> None:
-    # The parent answers /ready but loads no model; its forked children do, after the parent
-    # has checked the checkpoint with torch (their first op used to wait forever for it).
-    port = free_port()
     env = {
         **os.environ,
         "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
         "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
         "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
-        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
     }
+    env.pop("STROKE_TRIAGE_BROKER_URL", None)
+    for command in ("work", "up"):
+        done = subprocess.run(
+            [sys.executable, "-m", "stroke_triage", command],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        for words in ("worker.concurrency is 2", "STROKE_TRIAGE_BROKER_URL", "per core"):
+            assert words in done.stderr, done.stderr
+        assert not (tmp_path / "data").exists()
+
+
+def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
+    tmp_path: Path, checkpoint: Path, redis_url: str
+) -> None:
+    # The parent answers /ready but loads no model; its forked children do, after the parent
+    # has checked the checkpoint with torch (their first op used to wait forever for it).
+    port = free_port()
+    env = _prefork_env(tmp_path, checkpoint, redis_url, port)
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
@@ -156,20 +190,16 @@ def _wait_ready(port: int, want: int, worker: subprocess.Popen[bytes], log: Path
 
 
 def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
-    tmp_path: Path, checkpoint: Path
+    tmp_path: Path, checkpoint: Path, redis_url: str
 ) -> None:
     """The children that loaded a model die, and their replacements cannot load one (the
-    checkpoint was damaged since): /ready must say so, not count the dead children."""
+    checkpoint was damaged since): /ready must say so, not count the dead children; and the
+    worker still stops on SIGTERM (on the folder queue, a child killed while idle left the pool
+    waiting forever, which is why prefork is refused there)."""
     weights = tmp_path / "ckpt"
     shutil.copytree(checkpoint, weights)
     port = free_port()
-    env = {
-        **os.environ,
-        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
-        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(weights),
-        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
-        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
-    }
+    env = _prefork_env(tmp_path, weights, redis_url, port)
     log_path = tmp_path / "worker.log"
     log = log_path.open("wb")
     worker = subprocess.Popen(
@@ -183,13 +213,10 @@ def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
             os.kill(child, signal.SIGKILL)
         body = _wait_ready(port, 503, worker, log_path)
         assert "the model is not loaded yet" in json.dumps(body), body
-    finally:
         worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            # Celery's warm shutdown can hang when a pool child failed at start (here: on
-            # purpose); end this test's own worker and its children by pid.
+        assert worker.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:  # it hung: end this test's own worker and its children
             for child in _children(worker.pid):
                 os.kill(child, signal.SIGKILL)
             worker.kill()
