@@ -41,6 +41,9 @@ class ResultRecord(BaseModel):
     finding: str | None
     """What the model looks for, short (``ICH``)."""
     finding_meaning: str | None
+    further_findings: str
+    """A multi-output model's other findings with their series probabilities, in its spec's
+    order (``SDH 0.7500; EDH 0.2500``); empty for a single-finding model. They carry no verdict."""
     station_name: str | None
     completed_at: str | None
     """When the series was judged complete (ISO 8601, UTC)."""
@@ -90,6 +93,9 @@ def result_record(row: SeriesRow) -> ResultRecord:
         latency_s=None if row.latency_s is None else round(row.latency_s, 3),
         finding=row.finding_name,
         finding_meaning=row.finding_meaning,
+        further_findings="; ".join(
+            f"{found.name} {found.probability:.4f}" for found in row.further_finding_scores
+        ),
         station_name=row.station_name,
         completed_at=_iso(row.completed_at),
         reported_at=_iso(row.reported_at),

@@ -99,6 +99,14 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class FindingProbability:
+    """A further finding's short name (``SDH``) and its series probability; no verdict."""
+
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class SeriesRow:
     """One series with its current job and its current (non-superseded) result."""
 
@@ -137,6 +145,9 @@ class SeriesRow:
     """Delivery state of the report (the SR): see :func:`report_status`."""
     dead_exports: int
     """Exports of the current result (SR or SC, any destination) that gave up."""
+    further_finding_scores: tuple[FindingProbability, ...]
+    """A multi-output model's other findings on the current result, in its spec's order;
+    empty for a single-finding model."""
 
 
 @dataclass(frozen=True)
@@ -363,6 +374,12 @@ def _row(
         latency_s=latency,
         export_status=report,
         dead_exports=0 if result is None or summary is None else summary.dead,
+        further_finding_scores=()
+        if result is None
+        else tuple(
+            FindingProbability(found.finding_name, found.probability)
+            for found in result.further_findings
+        ),
     )
 
 

@@ -11,7 +11,9 @@ import db.jobs
 import db.overview
 import db.receiving
 import db.results
+from console.records import result_record, to_csv
 from db.models import Result, ResultFinding
+from db.overview import FindingProbability
 from db.results import FindingScore
 from tests.helpers import SEED_TIME, instance_records, seed_verdict
 
@@ -72,6 +74,17 @@ def test_further_findings_are_stored_once_in_order_and_shown(session: Session) -
         "Subdural hemorrhage",
         "Epidural hemorrhage",
     ]
+    # The results list (API, `stroke-triage results`, its CSV) carries them too.
+    (row,) = db.overview.list_series(session=session)
+    assert row.further_finding_scores == (
+        FindingProbability("SDH", pytest.approx(0.75)),
+        FindingProbability("EDH", pytest.approx(0.25)),
+    )
+    record = result_record(row)
+    assert record.further_findings == "SDH 0.7500; EDH 0.2500"
+    header, line = to_csv([record]).splitlines()
+    assert "further_findings" in header.split(",")
+    assert "SDH 0.7500; EDH 0.2500" in line
 
 
 def test_a_single_finding_result_has_none(session: Session) -> None:
@@ -80,6 +93,8 @@ def test_a_single_finding_result_has_none(session: Session) -> None:
     session.commit()
     detail = db.overview.series_detail(session=session, series_instance_uid=SERIES)
     assert detail.further_findings == []
+    (row,) = db.overview.list_series(session=session)
+    assert row.further_finding_scores == () and result_record(row).further_findings == ""
 
 
 def test_one_finding_is_stored_once_per_result(session: Session) -> None:
