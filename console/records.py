@@ -94,7 +94,7 @@ def result_record(row: SeriesRow) -> ResultRecord:
         finding=row.finding_name,
         finding_meaning=row.finding_meaning,
         further_findings="; ".join(
-            f"{found.name} {found.probability:.4f}" for found in row.further_finding_scores
+            f"{found.finding_name} {found.probability:.4f}" for found in row.further_findings
         ),
         station_name=row.station_name,
         completed_at=_iso(row.completed_at),

@@ -21,7 +21,6 @@ from console.schemas import (
     ActionOut,
     AuditEntryOut,
     ExportOut,
-    FurtherFindingOut,
     JobOut,
     SeriesDetailOut,
 )
@@ -130,7 +129,6 @@ def get_series(series_instance_uid: str, _: Reader, state: State) -> SeriesDetai
             slice_scores=detail.slice_scores,
             exports=[ExportOut.model_validate(e) for e in detail.exports],
             own_report_of=detail.own_report_of,
-            further_findings=[FurtherFindingOut.model_validate(f) for f in detail.further_findings],
         )
 
 

@@ -62,16 +62,6 @@ class ExportOut(_FromRow):
     sent_at: datetime | None
 
 
-class FurtherFindingOut(_FromRow):
-    """A further finding of a multi-output model: its code and probability, no verdict."""
-
-    finding_scheme: str
-    finding_value: str
-    finding_meaning: str
-    finding_name: str
-    probability: float
-
-
 @dataclass(frozen=True)
 class SeriesDetailOut(SeriesRow):
     """One series: its row, stages, jobs (newest first), slice scores and exports."""
@@ -82,8 +72,6 @@ class SeriesDetailOut(SeriesRow):
     exports: list[ExportOut]
     own_report_of: str | None
     """Set when this series is our own report sent back by a PACS: the series it reports on."""
-    further_findings: list[FurtherFindingOut]
-    """A multi-output model's other findings on the result (empty for one finding)."""
 
 
 class AuditEntryOut(_FromRow):

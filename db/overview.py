@@ -8,7 +8,7 @@ the exports table. Statistics over a time window are in :mod:`db.statistics`.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,13 +18,13 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, lazyload
 from db._query import chunks, utc
 from db.enums import ExportKind, ExportStatus, JobStatus, SearchTermKind
 from db.errors import NotFoundError
+from db.findings import FindingScore
 from db.jobs import STAGES
 from db.models import (
     Export,
     Instance,
     Job,
     Result,
-    ResultFinding,
     Series,
     SeriesHeader,
     SeriesSearchTerm,
@@ -99,14 +99,6 @@ class Filters:
 
 
 @dataclass(frozen=True)
-class FindingProbability:
-    """A further finding's short name (``SDH``) and its series probability; no verdict."""
-
-    name: str
-    probability: float
-
-
-@dataclass(frozen=True)
 class SeriesRow:
     """One series with its current job and its current (non-superseded) result."""
 
@@ -145,7 +137,7 @@ class SeriesRow:
     """Delivery state of the report (the SR): see :func:`report_status`."""
     dead_exports: int
     """Exports of the current result (SR or SC, any destination) that gave up."""
-    further_finding_scores: tuple[FindingProbability, ...]
+    further_findings: tuple[FindingScore, ...]
     """A multi-output model's other findings on the current result, in its spec's order;
     empty for a single-finding model."""
 
@@ -182,8 +174,6 @@ class SeriesDetail:
     own_report_of: str | None = None
     """Set when this series is our own report (SR or SC) sent back to us: the Series Instance
     UID of the series it reports on."""
-    further_findings: list[ResultFinding] = field(default_factory=list)
-    """A multi-output model's other findings on the current result, in its spec's order."""
 
 
 @dataclass(frozen=True)
@@ -374,10 +364,16 @@ def _row(
         latency_s=latency,
         export_status=report,
         dead_exports=0 if result is None or summary is None else summary.dead,
-        further_finding_scores=()
+        further_findings=()
         if result is None
         else tuple(
-            FindingProbability(found.finding_name, found.probability)
+            FindingScore(
+                found.finding_scheme,
+                found.finding_value,
+                found.finding_meaning,
+                found.finding_name,
+                found.probability,
+            )
             for found in result.further_findings
         ),
     )
@@ -524,7 +520,6 @@ def series_detail(*, session: Session, series_instance_uid: str) -> SeriesDetail
         instance_paths=[path for path, _ in instances],
         instance_uids=[uid for _, uid in instances],
         own_report_of=_own_report_of(session, series.id),
-        further_findings=list(result.further_findings) if result is not None else [],
     )
 
 

@@ -23,6 +23,7 @@ from db._query import (
 )
 from db.enums import ExportStatus, JobStatus
 from db.errors import JobStateError, ResultConflictError
+from db.findings import FindingScore
 from db.jobs import get_job
 from db.models import Job, Result, ResultFinding, Series, SliceScore, Study
 from db.overview import report_statuses
@@ -58,17 +59,6 @@ class Verdict:
     """Code meaning of that finding."""
     finding_name: str
     """Short name of that finding, for titles and series descriptions (``ICH``)."""
-
-
-@dataclass(frozen=True)
-class FindingScore:
-    """A further finding of a multi-output model and its series-level probability."""
-
-    finding_scheme: str
-    finding_value: str
-    finding_meaning: str
-    finding_name: str
-    probability: float
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import db.jobs
 import db.results
 import worker.metrics
 from db.engine import Session
-from db.results import FindingScore
+from db.findings import FindingScore
 from db.rows import Result
 from model.dicom import SortedSeries
 from model.inference import SeriesPrediction

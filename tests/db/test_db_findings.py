@@ -12,9 +12,8 @@ import db.overview
 import db.receiving
 import db.results
 from console.records import result_record, to_csv
+from db.findings import FindingScore
 from db.models import Result, ResultFinding
-from db.overview import FindingProbability
-from db.results import FindingScore
 from tests.helpers import SEED_TIME, instance_records, seed_verdict
 
 STUDY = "1.2.826.0.1.3680043.10.9"
@@ -70,16 +69,13 @@ def test_further_findings_are_stored_once_in_order_and_shown(session: Session) -
         (2, "EDH", pytest.approx(0.25)),
     ]
     detail = db.overview.series_detail(session=session, series_instance_uid=SERIES)
-    assert [f.finding_meaning for f in detail.further_findings] == [
+    assert [f.finding_meaning for f in detail.row.further_findings] == [
         "Subdural hemorrhage",
         "Epidural hemorrhage",
     ]
-    # The results list (API, `stroke-triage results`, its CSV) carries them too.
+    # The series list and the results (API, `stroke-triage results`, its CSV) carry them too.
     (row,) = db.overview.list_series(session=session)
-    assert row.further_finding_scores == (
-        FindingProbability("SDH", pytest.approx(0.75)),
-        FindingProbability("EDH", pytest.approx(0.25)),
-    )
+    assert row.further_findings == (SDH, EDH)
     record = result_record(row)
     assert record.further_findings == "SDH 0.7500; EDH 0.2500"
     header, line = to_csv([record]).splitlines()
@@ -92,9 +88,9 @@ def test_a_single_finding_result_has_none(session: Session) -> None:
     _record(session, job_id, [])
     session.commit()
     detail = db.overview.series_detail(session=session, series_instance_uid=SERIES)
-    assert detail.further_findings == []
+    assert detail.row.further_findings == ()
     (row,) = db.overview.list_series(session=session)
-    assert row.further_finding_scores == () and result_record(row).further_findings == ""
+    assert row.further_findings == () and result_record(row).further_findings == ""
 
 
 def test_one_finding_is_stored_once_per_result(session: Session) -> None:
