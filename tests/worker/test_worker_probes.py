@@ -133,35 +133,6 @@ def test_a_prefork_worker_on_the_folder_queue_is_refused_with_what_to_do(
         assert not (tmp_path / "data").exists()
 
 
-def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
-    tmp_path: Path, checkpoint: Path, redis_url: str
-) -> None:
-    # The parent answers /ready but loads no model; its forked children do, after the parent
-    # has checked the checkpoint with torch (their first op used to wait forever for it).
-    port = free_port()
-    env = _prefork_env(tmp_path, checkpoint, redis_url, port)
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
-    )
-    try:
-        deadline = time.monotonic() + 120
-        answer: tuple[int, dict[str, object]] = (0, {})
-        while time.monotonic() < deadline and worker.poll() is None:
-            try:
-                answer = _get(f"http://127.0.0.1:{port}/ready")
-            except OSError:  # not listening yet
-                answer = (0, {})
-            if answer[0] == 200:
-                break
-            time.sleep(0.5)
-        assert answer == (200, {"status": "ready"}), (tmp_path / "worker.log").read_text()[-3000:]
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        log.close()
-
-
 def _children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (from /proc)."""
     found = []
@@ -187,6 +158,26 @@ def _wait_ready(port: int, want: int, worker: subprocess.Popen[bytes], log: Path
             return answer[1]
         time.sleep(0.5)
     raise AssertionError(f"/ready never answered {want}: {answer}\n{log.read_text()[-3000:]}")
+
+
+def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
+    tmp_path: Path, checkpoint: Path, redis_url: str
+) -> None:
+    # The parent answers /ready but loads no model; its forked children do, after the parent
+    # has checked the checkpoint with torch (their first op used to wait forever for it).
+    port = free_port()
+    env = _prefork_env(tmp_path, checkpoint, redis_url, port)
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
+    )
+    try:
+        assert _wait_ready(port, 200, worker, log_path) == {"status": "ready"}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        log.close()
 
 
 def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
