@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CALLED_AE = "BENCH"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 BARE_NAME = "listener's pynetdicom SCP, no-op handler"
+ORTHANC_NAME = "Orthanc (default storage)"
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def orthanc(workdir: Path) -> Iterator[Receiver]:
         "its SQLite index is in WAL mode, synced at checkpoints, not per instance)"
     )
     try:
-        yield Receiver("Orthanc (default storage)", port, configuration, startup_s=wait_echo(port))
+        yield Receiver(ORTHANC_NAME, port, configuration, startup_s=wait_echo(port))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -505,18 +506,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_scale(rates: dict[tuple[str, int], float], many: int, processes: int) -> None:
     """Orthanc and our listener against the no-op SCP, and the no-op SCP against Orthanc."""
-    durable = "Orthanc (default storage)"
     ceiling = rates[BARE_NAME, 1]
     ours = rates[f"stroke-triage fsync, {processes} proc", 1]
     print(
         "\nFor scale, against the same no-op SCP on one association: Orthanc (C++, one "
-        f"fdatasync per image, no folder flush) reaches {rates[durable, 1] / ceiling:.2f}x, "
+        f"fdatasync per image, no folder flush) reaches {rates[ORTHANC_NAME, 1] / ceiling:.2f}x, "
         f"our listener {ours / ceiling:.2f}x."
     )
     if many > 1:
         print(
             f"On {many} associations the no-op SCP (one process, no work at all) reaches "
-            f"{rates[BARE_NAME, many] / rates[durable, many]:.2f}x Orthanc."
+            f"{rates[BARE_NAME, many] / rates[ORTHANC_NAME, many]:.2f}x Orthanc."
         )
 
 
@@ -528,7 +528,7 @@ def print_rates(
     """The table of images per second and ratios."""
     rates = {(name, groups): value for name, groups, value, _ in rows}
     reference = {groups: rates["DCMTK storescp", groups] for groups in cases}
-    durable = {groups: rates["Orthanc (default storage)", groups] for groups in cases}
+    durable = {groups: rates[ORTHANC_NAME, groups] for groups in cases}
     print(
         "\n| receiver | associations | img/s | ratio to storescp | ratio to Orthanc "
         "| DB records lag (s) | start-up to C-ECHO (s) |"
@@ -546,13 +546,12 @@ def print_goals(rates: dict[tuple[str, int], float], many: int, processes: int) 
     """Issue 25's goals (durable listener against Orthanc and its own ceiling), then 16's."""
     ours_fsync = f"stroke-triage fsync, {processes} proc"
     ours_os = f"stroke-triage os, {processes} proc"
-    orthanc = "Orthanc (default storage)"
     goals = [
-        ("25", "1 assoc, fsync vs Orthanc", rates[ours_fsync, 1] / rates[orthanc, 1], 1.0),
+        ("25", "1 assoc, fsync vs Orthanc", rates[ours_fsync, 1] / rates[ORTHANC_NAME, 1], 1.0),
         (
             "25",
             f"{many} assoc, fsync vs Orthanc",
-            rates[ours_fsync, many] / rates[orthanc, many],
+            rates[ours_fsync, many] / rates[ORTHANC_NAME, many],
             1.2,
         ),
         (
