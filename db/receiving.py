@@ -123,7 +123,8 @@ def record_instances(
         )
     # One statement, compiled once and cached, executed with every row's parameters
     # (executemany). A multi-row VALUES built and compiled per batch cost about 0.1 ms of CPU
-    # per row (SQLite, 200 rows: 26 ms; now 4.5), CPU and GIL that the receivers need.
+    # per row (SQLite, 200 rows: 23 ms, now 4.3: benchmarks/recorder_commit.py), CPU and GIL
+    # that the receivers need.
     if records:
         session.execute(
             _instance_upsert(session),

@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 #: Most instances per transaction.
 MAX_BATCH = 500
 #: How long the writer waits after a first record for others to join its transaction. A
-#: commit costs about 3-4 ms of CPU (and of the GIL the receivers need), a record next to
-#: nothing more (SQLite, one series; the rows go in one executemany): at 0.2 s, about 0.1 ms
-#: per image while receiving. Nothing waits for it: the completion monitor flushes before it
-#: judges (no wait), files are on disk before success, and a crash's unrecorded files are
-#: recorded at start-up.
+#: commit costs about 2.5 ms of CPU (and of the GIL the receivers need), a record next to
+#: nothing more (SQLite, one series, the rows in one executemany: benchmarks/recorder_commit.py):
+#: at 0.2 s, about 0.1 ms per image while receiving. Nothing waits for it: the completion
+#: monitor flushes before it judges (no wait), files are on disk before success, and a crash's
+#: unrecorded files are recorded at start-up.
 BATCH_WINDOW_S = 0.2
 #: Wait before retrying after a database error.
 RETRY_DELAY_S = 1.0
