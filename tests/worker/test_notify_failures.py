@@ -160,11 +160,18 @@ def test_a_failed_job_tells_its_code_and_our_words_never_the_librarys_text(
     assert "DICM" not in json.dumps(page) and "Error" not in page["reason"]
 
 
-def _notice(event: NotificationEvent, **payload: Any) -> Notice:
+def _notice(
+    event: NotificationEvent,
+    *,
+    suspected: bool = True,
+    probability: float = 0.8712345,
+    threshold: float = 0.5,
+    **payload: Any,
+) -> Notice:
     facts = ResultFacts(
-        suspected=True,
-        probability=0.8712345,
-        threshold=0.5,
+        suspected=suspected,
+        probability=probability,
+        threshold=threshold,
         model_name="vit-ich",
         model_version="2.0",
         finding_name="ICH",
@@ -308,24 +315,9 @@ def test_a_heat_map_that_cannot_be_made_loses_neither_the_sr_nor_the_alert(
 def test_preview_and_e_mail_print_the_probability_as_the_sr_does() -> None:
     """0.4199 under a threshold of 0.42 must not read "0.42 (threshold 0.42)" anywhere: the
     preview, the e-mail and the SR's summary use the same decimals."""
-    facts = ResultFacts(
-        suspected=False,
-        probability=0.4199,
-        threshold=0.42,
-        model_name="vit-ich",
-        model_version="2.0",
-        finding_name="ICH",
-        finding_meaning="Intracranial hemorrhage",
+    notice = _notice(
+        NotificationEvent.NOT_SUSPECTED, suspected=False, probability=0.4199, threshold=0.42
     )
-    document = build_payload(
-        key="K1",
-        event=NotificationEvent.NOT_SUSPECTED,
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.4",
-        calling_ae_title="CT1",
-        result=facts,
-    )
-    notice = Notice(json.loads(document), Identifiers(accession_number="ACC1"))
     sr = summary_text(
         Finding(probability=0.4199, suspected=False, threshold=0.42, top_instance_uids=[])
     )
