@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session
 
 import db.jobs
@@ -55,20 +55,29 @@ def _interleave(
             with sessions() as session:
                 results["b"] = second(session)
                 session.commit()
-                commits.append("b")
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:
             b_done.set()
 
+    def note_commit(_connection: Connection) -> None:
+        # Just before the database commits (while A still holds its lock): the two threads'
+        # own appends after commit() returned could come in either order once A's lock is free.
+        commits.append("a" if threading.current_thread() is main else "b")
+
+    main = threading.current_thread()
     thread = threading.Thread(target=run_b)
-    thread.start()
     with sessions() as session:
-        event.listen(session, "before_flush", hold, once=True)
-        results["a"] = first(session)
-        session.commit()
-        commits.append("a")
-    thread.join(60)
+        bind = session.get_bind()
+        event.listen(bind, "commit", note_commit)
+        try:
+            thread.start()
+            event.listen(session, "before_flush", hold, once=True)
+            results["a"] = first(session)
+            session.commit()
+            thread.join(60)
+        finally:
+            event.remove(bind, "commit", note_commit)
     assert not errors, errors
     return results["a"], results["b"], commits
 
