@@ -35,8 +35,13 @@ from db.site_key import site_key
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def _to_login(_: Request, __: Exception) -> RedirectResponse:
-    return routes_login.login_redirect()
+def _to_login(request: Request, _: Exception) -> RedirectResponse:
+    """The login page; after it, the page asked for (a form sent without a session cannot be
+    sent again, so it leads to the worklist)."""
+    if request.method != "GET":
+        return routes_login.login_redirect()
+    query = request.url.query
+    return routes_login.login_redirect(request.url.path + (f"?{query}" if query else ""))
 
 
 def create_app(runtime: ConsoleRuntime, *, open_publisher: OpenPublisher | None = None) -> FastAPI:

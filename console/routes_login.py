@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request, status
+from fastapi import APIRouter, Depends, Form, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console import actions
@@ -15,20 +16,56 @@ from console.templating import templates
 router = APIRouter(include_in_schema=False)
 
 
-def login_redirect() -> RedirectResponse:
-    """Send the browser to the login page."""
-    return RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+#: The query parameter (and form field) that carries the page to open after the login.
+NEXT = "next"
+
+
+def local_page(target: str | None) -> str | None:
+    """``target`` if it is a page of this console (a path, with its query); otherwise None.
+
+    A link that sends the browser on after the login must never lead to another site
+    (``//host``, ``https://host``, ``/\\host`` that browsers read as ``//host``).
+    """
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(character) < 0x20 or character == "\x7f" for character in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.path in ("/login", "/logout"):
+        return None
+    return target
+
+
+def login_redirect(then: str | None = None) -> RedirectResponse:
+    """Send the browser to the login page; after it, to ``then`` (a page of this console)."""
+    page = local_page(then)
+    location = "/login" if page in (None, "/") else f"/login?{urlencode({NEXT: page})}"
+    return RedirectResponse(location, status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request) -> HTMLResponse:
-    """The login form: paste a token."""
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+def login_form(
+    request: Request, then: Annotated[str | None, Query(alias=NEXT)] = None
+) -> HTMLResponse:
+    """The login form: paste a token; then the page asked for (``?next=``), or the worklist."""
+    return templates.TemplateResponse(
+        request, "login.html", {"error": None, "next": local_page(then)}
+    )
 
 
 @router.post("/login", response_model=None)
-def login(request: Request, state: State, token: Annotated[str, Form()]) -> Response:
-    """Check the token, start a session on the server and set its HttpOnly cookie."""
+def login(
+    request: Request,
+    state: State,
+    token: Annotated[str, Form()],
+    then: Annotated[str | None, Form(alias=NEXT)] = None,
+) -> Response:
+    """Check the token, start a session on the server and set its HttpOnly cookie.
+
+    The browser then opens the page it asked for before the login (``next``, a page of this
+    console only), or the worklist.
+    """
+    page = local_page(then)
     principal = state.auth.from_token(token.strip())
     if principal is None:
         actions.record(
@@ -41,7 +78,7 @@ def login(request: Request, state: State, token: Annotated[str, Form()]) -> Resp
         return templates.TemplateResponse(
             request,
             "login.html",
-            {"error": "This token is not valid (unknown or revoked)."},
+            {"error": "This token is not valid (unknown or revoked).", "next": page},
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
     actions.record(
@@ -51,7 +88,7 @@ def login(request: Request, state: State, token: Annotated[str, Form()]) -> Resp
         target="dashboard",
         outcome=actions.Outcome("ok", f"Logged in ({principal.scope})."),
     )
-    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    response = RedirectResponse(page or "/", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         COOKIE_NAME,
         state.auth.start_session(principal),

@@ -15,8 +15,8 @@ import db.audit
 import db.exports
 import db.studies
 from db.engine import SessionFactory
-from tests.api.browser import RunningConsole, click_through, log_in, screenshot
-from tests.api.web import bearer, login
+from tests.api.browser import RunningConsole, click_through, screenshot
+from tests.api.web import bearer
 from tests.helpers import (
     record_head_ct_series,
     seed_export,
@@ -150,14 +150,18 @@ def test_the_preview_needs_a_bearer_token_or_a_login_and_is_audited(
     url = f"/previews/{seeded.current_result}.jpg"
     assert client.get(url).status_code == 401  # a program without a token
     browser = client.get(url, headers={"Accept": "text/html"}, follow_redirects=False)
-    assert browser.status_code == 303 and browser.headers["location"] == "/login"
+    assert browser.status_code == 303  # the login page, then the preview again
+    assert browser.headers["location"] == f"/login?next=%2Fpreviews%2F{seeded.current_result}.jpg"
     assert client.get(url, headers=bearer("st_wrong")).status_code == 401
     shown = client.get(url, headers=bearer(tokens["reader"]))
     assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
     assert "no-store" in shown.headers["cache-control"]
     assert Image.open(io.BytesIO(shown.content)).size == seeded.preview_size
     assert client.get("/previews/999999.jpg", headers=bearer(tokens["ops"])).status_code == 404
-    login(client, tokens["ops"])
+    form = client.get(browser.headers["location"]).text
+    assert f'name="next" value="{url}"' in form
+    done = client.post("/login", data={"token": tokens["ops"], "next": url}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == url
     assert client.get(url).status_code == 200  # the dashboard's login does too
     with factory() as session:
         views = [e for e in db.audit.list_actions(session=session) if e.action == "preview.view"]
@@ -175,7 +179,15 @@ def test_the_study_page_shows_the_choice_the_reports_and_the_preview_full_size(
     from selenium.webdriver.common.by import By
 
     seeded = seed_study(running.factory, tmp_path / "previews")
-    log_in(browser, running)
+    # The alert's preview link, opened by a browser with no session: the login, then the preview.
+    preview_link = f"{running.base}/previews/{seeded.current_result}.jpg"
+    browser.get(preview_link)
+    assert "/login?next=" in browser.current_url
+    browser.find_element(By.ID, "token").send_keys(running.token)
+    click_through(browser, browser.find_element(By.ID, "login-button"))
+    assert browser.current_url == preview_link
+    width = browser.execute_script("return document.images[0].naturalWidth;")
+    assert width == seeded.preview_size[0]
     browser.get(f"{running.base}/series/{seeded.thin}")
     click_through(browser, browser.find_element(By.ID, "study-link"))
     assert f"/studies/{STUDY}" in browser.current_url

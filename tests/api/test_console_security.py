@@ -158,6 +158,45 @@ def test_logout_ends_the_session_on_the_server(
     assert ("reader", "console.logout", "dashboard", "ok") in trail
 
 
+def test_a_login_opens_the_page_asked_for_and_never_another_site(
+    client: TestClient, tokens: dict[str, str], seeded: Seeded
+) -> None:
+    page = f"/series/{seeded.done_series}?tab=slices"
+    asked = client.get(page, follow_redirects=False)
+    assert asked.status_code == 303
+    assert (
+        asked.headers["location"] == f"/login?next=%2Fseries%2F{seeded.done_series}%3Ftab%3Dslices"
+    )
+    form = client.get(asked.headers["location"])
+    assert f'name="next" value="/series/{seeded.done_series}?tab=slices"' in form.text
+    refused = client.post("/login", data={"token": "st_wrong", "next": page})
+    assert refused.status_code == 401 and 'name="next"' in refused.text  # kept for the retry
+    done = client.post(
+        "/login", data={"token": tokens["reader"], "next": page}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == page
+    # Anything that is not a page of this console opens the worklist.
+    for elsewhere in (
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example/",
+        "/\tevil",
+        "evil.example",
+        "/login",
+        "",
+    ):
+        client.cookies.clear()
+        assert client.get("/login", params={"next": elsewhere}).text.count('name="next"') == 0
+        done = client.post(
+            "/login", data={"token": tokens["reader"], "next": elsewhere}, follow_redirects=False
+        )
+        assert done.headers["location"] == "/", elsewhere
+    # A form sent without a session cannot be sent again after the login: the worklist.
+    client.cookies.clear()
+    form_post = client.post("/logout", data={"csrf": "x"}, follow_redirects=False)
+    assert form_post.status_code == 303 and form_post.headers["location"] == "/login"
+
+
 def test_logout_needs_the_csrf_token(client: TestClient, tokens: dict[str, str]) -> None:
     login(client, tokens["reader"])
     assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
@@ -204,7 +243,7 @@ def test_openapi_needs_a_token_and_shows_the_security_schemes(
 
 
 def test_docs_are_served_without_a_cdn(client: TestClient, tokens: dict[str, str]) -> None:
-    assert client.get("/docs", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/docs", follow_redirects=False).headers["location"] == "/login?next=%2Fdocs"
     login(client, tokens["reader"])
     docs = client.get("/docs")
     assert docs.status_code == 200
