@@ -128,6 +128,17 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.server.server_address[1]}/hooks/stroke"
 
+    def destination(self, **settings: Any) -> dict[str, Any]:
+        """The ``worker.notifications`` entry that reaches this receiver; ``settings`` go on top."""
+        return {
+            "kind": "webhook",
+            "name": "pager",
+            "url": self.url,
+            "secret": self.secret.decode(),
+            "ca_file": str(self.certificate.cert),
+            **settings,
+        }
+
     def stop(self) -> None:
         _stop(self.server)
 
@@ -253,6 +264,8 @@ class SmtpServer:
     ) -> None:
         self.mailbox = _Mailbox(refuse)
         self.logins: list[str] = []
+        self.certificate, self.user, self.password = certificate, user, password
+        self.implicit_tls = implicit_tls
 
         def authenticate(
             server: object, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -289,6 +302,23 @@ class SmtpServer:
     @property
     def messages(self) -> list[Message]:
         return self.mailbox.messages
+
+    def destination(self, **settings: Any) -> dict[str, Any]:
+        """The ``worker.notifications`` entry that reaches this server, logged in, over TLS;
+        ``settings`` go over it."""
+        return {
+            "kind": "email",
+            "name": "stroke-team",
+            "host": "127.0.0.1",
+            "port": self.port,
+            **({"implicit_tls": True} if self.implicit_tls else {}),
+            "username": self.user,
+            "password": self.password,
+            "sender": "triage@hospital.test",
+            "recipients": ["stroke@hospital.test"],
+            "ca_file": str(self.certificate.cert),
+            **settings,
+        }
 
     def stop(self) -> None:
         self.controller.stop()

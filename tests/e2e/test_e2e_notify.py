@@ -83,26 +83,8 @@ def test_suspected_series_reaches_pacs_dicomweb_webhook_email_and_hl7_once(
                 ),
                 "STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps(
                     [
-                        {
-                            "kind": "webhook",
-                            "name": "pager",
-                            "url": webhook.url,
-                            "secret": "e2e-secret",
-                            "ca_file": str(certificate.cert),
-                            **common,
-                        },
-                        {
-                            "kind": "email",
-                            "name": "mail",
-                            "host": "127.0.0.1",
-                            "port": smtp.port,
-                            "username": "triage",
-                            "password": "pw",
-                            "sender": "triage@hospital.test",
-                            "recipients": ["stroke@hospital.test"],
-                            "ca_file": str(certificate.cert),
-                            **common,
-                        },
+                        webhook.destination(**common),
+                        smtp.destination(name="mail", **common),
                         {
                             "kind": "hl7",
                             "name": "ris",

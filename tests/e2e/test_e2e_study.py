@@ -142,27 +142,8 @@ def test_one_study_one_report_one_alert_with_a_preview_and_a_better_series_revis
                 ),
                 "STROKE_TRIAGE_WORKER__NOTIFICATIONS": json.dumps(
                     [
-                        {
-                            "kind": "webhook",
-                            "name": "pager",
-                            "url": webhook.url,
-                            "secret": "e2e-secret",
-                            "ca_file": str(certificate.cert),
-                            **verdicts,
-                        },
-                        {
-                            "kind": "email",
-                            "name": "mail",
-                            "host": "127.0.0.1",
-                            "port": smtp.port,
-                            "username": "triage",
-                            "password": "pw",
-                            "sender": "triage@hospital.test",
-                            "recipients": ["stroke@hospital.test"],
-                            "ca_file": str(certificate.cert),
-                            "attach_preview": True,
-                            **verdicts,
-                        },
+                        webhook.destination(**verdicts),
+                        smtp.destination(name="mail", attach_preview=True, **verdicts),
                     ]
                 ),
             }

@@ -67,24 +67,13 @@ def webhook(certificate: Certificate) -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
-def _webhook(receiver: WebhookReceiver, certificate: Certificate, secret: str) -> dict[str, Any]:
-    return {
-        "kind": "webhook",
-        "name": "pager",
-        "url": receiver.url,
-        "secret": secret,
-        "ca_file": str(certificate.cert),
-        "on": ANY_VERDICT,
-    }
-
-
 def test_webhook_is_signed_over_tls_and_accepted_once_after_a_500(
     runtime: WorkerRuntime, checkpoint: Path, webhook: WebhookReceiver, certificate: Certificate
 ) -> None:
     ctx = notify_context(
         runtime,
         checkpoint,
-        notifications=[_webhook(webhook, certificate, "s3cret")],
+        notifications=[webhook.destination(on=ANY_VERDICT)],
         console_url=f"{CONSOLE_URL}/",  # a trailing slash is dropped
     )
     job_id, series_uid = _run(ctx, times=2)  # a re-run queues nothing new
@@ -113,7 +102,7 @@ def test_webhook_with_the_wrong_secret_is_rejected_and_dead_letters(
         runtime,
         checkpoint,
         export_max_attempts=2,
-        notifications=[_webhook(webhook, certificate, "wrong")],
+        notifications=[webhook.destination(secret="wrong", on=ANY_VERDICT)],
     )
     _run(ctx)
     time.sleep(0.1)
@@ -134,7 +123,7 @@ def test_webhook_with_the_wrong_secret_is_rejected_and_dead_letters(
 def test_webhook_refuses_an_untrusted_certificate(
     runtime: WorkerRuntime, checkpoint: Path, webhook: WebhookReceiver, certificate: Certificate
 ) -> None:
-    destination = _webhook(webhook, certificate, "s3cret")
+    destination = webhook.destination(on=ANY_VERDICT)
     del destination["ca_file"]  # TLS verification is on by default: the test CA is unknown
     ctx = notify_context(runtime, checkpoint, notifications=[destination])
     _run(ctx)
@@ -148,18 +137,7 @@ def test_email_goes_over_starttls_with_login_and_names_no_patient(
 ) -> None:
     smtp = SmtpServer(certificate, user="triage", password="pw")
     try:
-        destination = {
-            "kind": "email",
-            "name": "stroke-team",
-            "host": "127.0.0.1",
-            "port": smtp.port,
-            "username": "triage",
-            "password": "pw",
-            "sender": "triage@hospital.test",
-            "recipients": ["stroke@hospital.test"],
-            "ca_file": str(certificate.cert),
-            "on": ANY_VERDICT,
-        }
+        destination = smtp.destination(on=ANY_VERDICT)
         ctx = notify_context(runtime, checkpoint, notifications=[destination])
         _, series_uid = _run(ctx, times=2)
     finally:
@@ -226,7 +204,7 @@ def test_a_failed_job_is_told_to_destinations_that_want_failures(
     runtime: WorkerRuntime, checkpoint: Path, webhook: WebhookReceiver, certificate: Certificate
 ) -> None:
     webhook.answers.clear()
-    destination = {**_webhook(webhook, certificate, "s3cret"), "on": ["failed"]}
+    destination = {**webhook.destination(on=ANY_VERDICT), "on": ["failed"]}
     ctx = notify_context(runtime, checkpoint, notifications=[destination])
     job_id, series_uid = receive_accessioned_series(ctx)
     with ctx.sessions() as session:
@@ -375,22 +353,11 @@ def test_a_multi_label_models_alert_names_the_driving_finding_and_lists_the_othe
     smtp = SmtpServer(certificate, user="triage", password="pw")
     ris = MllpListener("AA")
     try:
-        email = {
-            "kind": "email",
-            "name": "team",
-            "host": "127.0.0.1",
-            "port": smtp.port,
-            "username": "triage",
-            "password": "pw",
-            "sender": "triage@hospital.test",
-            "recipients": ["team@hospital.test"],
-            "ca_file": str(certificate.cert),
-            "on": ANY_VERDICT,
-        }
+        email = smtp.destination(name="team", recipients=["team@hospital.test"], on=ANY_VERDICT)
         ctx = notify_context(
             runtime,
             multi_label_checkpoint(tmp_path / "ckpt"),
-            notifications=[_webhook(webhook, certificate, "s3cret"), email, _hl7("ris", ris.port)],
+            notifications=[webhook.destination(on=ANY_VERDICT), email, _hl7("ris", ris.port)],
         )
         _run(ctx)
         time.sleep(0.1)

@@ -151,33 +151,12 @@ def test_e_mail_with_implicit_tls_defaults_to_the_smtps_port() -> None:
     )
 
 
-def _implicit_tls_e_mail(
-    smtp: SmtpServer, certificate: Certificate, *more_recipients: str
-) -> dict[str, Any]:
-    """An e-mail destination on the test's SMTP server: implicit TLS, logged in as triage."""
-    return {
-        "kind": "email",
-        "name": "stroke-team",
-        "host": "127.0.0.1",
-        "port": smtp.port,
-        "implicit_tls": True,
-        "username": "triage",
-        "password": "pw",
-        "sender": "triage@hospital.test",
-        "recipients": ["stroke@hospital.test", *more_recipients],
-        "ca_file": str(certificate.cert),
-        "on": ANY_VERDICT,
-    }
-
-
 def test_e_mail_over_implicit_tls_logs_in_and_is_delivered(
     runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate
 ) -> None:
     smtp = SmtpServer(certificate, user="triage", password="pw", implicit_tls=True)
     try:
-        ctx = notify_context(
-            runtime, checkpoint, notifications=[_implicit_tls_e_mail(smtp, certificate)]
-        )
+        ctx = notify_context(runtime, checkpoint, notifications=[smtp.destination(on=ANY_VERDICT)])
         _run(ctx)
     finally:
         smtp.stop()
@@ -258,7 +237,9 @@ def test_an_e_mail_refused_for_some_recipients_is_not_counted_as_sent(
         refuse=frozenset({"gone@hospital.test"}),
     )
     try:
-        destination = _implicit_tls_e_mail(smtp, certificate, "gone@hospital.test")
+        destination = smtp.destination(
+            recipients=["stroke@hospital.test", "gone@hospital.test"], on=ANY_VERDICT
+        )
         ctx = notify_context(runtime, checkpoint, notifications=[destination])
         _run(ctx)
     finally:

@@ -56,19 +56,6 @@ def it_desk(certificate: Certificate) -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
-def _webhook(
-    name: str, receiver: WebhookReceiver, certificate: Certificate, on: list[str]
-) -> dict[str, Any]:
-    return {
-        "kind": "webhook",
-        "name": name,
-        "url": receiver.url,
-        "secret": receiver.secret.decode(),
-        "ca_file": str(certificate.cert),
-        "on": on,
-    }
-
-
 def _closed_pacs(name: str) -> dict[str, Any]:
     return {"ae_title": name, "host": "127.0.0.1", "port": free_port()}
 
@@ -86,8 +73,8 @@ def test_a_pacs_outage_pages_it_once_per_series_and_the_stroke_team_keeps_the_ve
         export_max_attempts=1,  # the first failed send is a dead letter
         pacs=[_closed_pacs("PACS1"), _closed_pacs("PACS2")],  # two objects die
         notifications=[
-            _webhook("stroke-team", clinical, certificate, ANY_VERDICT),
-            _webhook("it-desk", it_desk, certificate, ["failed"]),
+            clinical.destination(name="stroke-team", on=ANY_VERDICT),
+            it_desk.destination(name="it-desk", on=["failed"]),
         ],
     )
     job_id, series_uid = receive_accessioned_series(ctx)
@@ -116,7 +103,7 @@ def test_a_long_outage_tells_every_failure_not_only_the_first_hundred(
     runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, it_desk: WebhookReceiver
 ) -> None:
     ctx = notify_context(
-        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+        runtime, checkpoint, notifications=[it_desk.destination(name="it-desk", on=["failed"])]
     )
     count = 130
     with ctx.sessions() as session:
@@ -135,7 +122,7 @@ def test_a_failed_job_tells_its_code_and_our_words_never_the_librarys_text(
     runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, it_desk: WebhookReceiver
 ) -> None:
     ctx = notify_context(
-        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+        runtime, checkpoint, notifications=[it_desk.destination(name="it-desk", on=["failed"])]
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     broken = sorted((runtime.storage_dir / "series").glob("*.dcm"))[2]
@@ -209,7 +196,7 @@ def test_verdict_destinations_get_no_failure_and_failure_destinations_no_verdict
 ) -> None:
     """The `failed` routing: an IT destination hears only of failures."""
     ctx = notify_context(
-        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+        runtime, checkpoint, notifications=[it_desk.destination(name="it-desk", on=["failed"])]
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     process_series(ctx, job_id=job_id, series_instance_uid=series_uid)  # no PACS: done
@@ -242,8 +229,8 @@ def test_a_report_that_cannot_be_written_still_sends_the_verdict_and_pages_it(
         task_max_retries=0,
         pacs=[_closed_pacs("PACS1")],
         notifications=[
-            _webhook("stroke-team", clinical, certificate, ANY_VERDICT),
-            _webhook("it-desk", it_desk, certificate, ["failed"]),
+            clinical.destination(name="stroke-team", on=ANY_VERDICT),
+            it_desk.destination(name="it-desk", on=["failed"]),
         ],
     )
     job_id, series_uid = receive_accessioned_series(ctx)
@@ -274,7 +261,7 @@ def test_a_verdict_alert_refused_while_the_report_failed_is_sent_by_the_sweeper(
             runtime,
             checkpoint,
             task_max_retries=0,
-            notifications=[_webhook("stroke-team", receiver, certificate, ANY_VERDICT)],
+            notifications=[receiver.destination(name="stroke-team", on=ANY_VERDICT)],
         )
         job_id, series_uid = receive_accessioned_series(ctx)
         runtime.reports_dir.write_bytes(b"not a folder")
@@ -295,7 +282,7 @@ def test_a_heat_map_that_cannot_be_made_loses_neither_the_sr_nor_the_alert(
         runtime,
         checkpoint,
         secondary_capture=True,
-        notifications=[_webhook("stroke-team", clinical, certificate, ANY_VERDICT)],
+        notifications=[clinical.destination(name="stroke-team", on=ANY_VERDICT)],
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     inputs = load_inputs(ctx, job_id=job_id, series_instance_uid=series_uid, worker=None)
@@ -342,7 +329,7 @@ def test_a_series_not_classified_is_named_by_its_accession_like_the_verdicts(
     """The failure's message reads the accession number from a stored instance of the series,
     so its e-mail subject names it as the verdicts' subjects do (not the series UID)."""
     ctx = notify_context(
-        runtime, checkpoint, notifications=[_webhook("it-desk", it_desk, certificate, ["failed"])]
+        runtime, checkpoint, notifications=[it_desk.destination(name="it-desk", on=["failed"])]
     )
     job_id, series_uid = receive_accessioned_series(ctx)
     broken = sorted((runtime.storage_dir / "series").glob("*.dcm"))[-1]

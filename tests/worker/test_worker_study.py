@@ -119,28 +119,11 @@ def test_a_better_series_revises_the_studys_report_and_alert(
     webhook = WebhookReceiver(certificate, secret=b"s3cret")
     smtp = SmtpServer(certificate, user="triage", password="pw")
     mllp = MllpListener("AA")
-    mail = {
-        "kind": "email",
-        "host": "127.0.0.1",
-        "port": smtp.port,
-        "username": "triage",
-        "password": "pw",
-        "sender": "triage@hospital.test",
-        "recipients": ["stroke@hospital.test"],
-        "ca_file": str(certificate.cert),
-        "on": ["suspected"],
-    }
     destinations: list[dict[str, Any]] = [
-        {
-            "kind": "webhook",
-            "name": "pager",
-            "url": webhook.url,
-            "secret": "s3cret",
-            "ca_file": str(certificate.cert),
-            "on": ["suspected"],  # told the first report: told its revision too
-        },
-        {**mail, "name": "mail-preview", "attach_preview": True},
-        {**mail, "name": "mail-link"},
+        # Told the first report: told its revision too.
+        webhook.destination(on=["suspected"]),
+        smtp.destination(name="mail-preview", attach_preview=True, on=["suspected"]),
+        smtp.destination(name="mail-link", on=["suspected"]),
         {"kind": "hl7", "name": "ris", "host": "127.0.0.1", "port": mllp.port, "on": ["suspected"]},
     ]
     pacs = Pacs()
@@ -262,14 +245,7 @@ def test_without_a_console_url_no_preview_is_linked(
     runtime: WorkerRuntime, checkpoint: Path, certificate: Certificate, tmp_path: Path
 ) -> None:
     webhook = WebhookReceiver(certificate, secret=b"s3cret")
-    destination = {
-        "kind": "webhook",
-        "name": "pager",
-        "url": webhook.url,
-        "secret": "s3cret",
-        "ca_file": str(certificate.cert),
-        "on": ["suspected", "not_suspected"],
-    }
+    destination = webhook.destination(on=["suspected", "not_suspected"])
     ctx = notify_context(runtime, checkpoint, notifications=[destination])
     try:
         job_id, series_uid = _receive(ctx, "one", number=3, description="HEAD")
