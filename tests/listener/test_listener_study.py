@@ -71,6 +71,29 @@ def _jobs(running: RunningListener) -> list[tuple[str, JobStatus]]:
         ]
 
 
+def _reported_thin_series(
+    running: RunningListener, study: str, tmp_path: Path
+) -> tuple[tuple[str, list[Path]], datetime, int]:
+    """A 1.25 mm series of 98 slices, of which 96 were sent, judged and reported.
+
+    Returns the series (UID and files), the time it was judged, and its job.
+    """
+    thin = write_variant(
+        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
+    )
+    _send(running, (thin[0], thin[1][:96]))
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (thin_job,) = running.listener.monitor.judge_quiet_series(now=later)
+    with running.sessions() as session:
+        db.jobs.start_job(session=session, job_id=thin_job)
+        db.results.record_result(
+            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
+        )
+        db.jobs.finish_job(session=session, job_id=thin_job)
+        session.commit()
+    return thin, later, thin_job
+
+
 def _send(running: RunningListener, *series: tuple[str, list[Path]]) -> None:
     files = [path for _, paths in series for path in paths]
     sent = storescu(files, running.port)
@@ -227,19 +250,7 @@ def test_late_slices_of_a_reported_series_that_is_no_longer_chosen_are_skipped_o
     running = start_listener_for_test(min_slices=5)
     study = generate_uid()
     monitor = running.listener.monitor
-    thin = write_variant(
-        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
-    )
-    _send(running, (thin[0], thin[1][:96]))
-    later = datetime.now(UTC) + timedelta(hours=2)
-    (thin_job,) = monitor.judge_quiet_series(now=later)
-    with running.sessions() as session:  # the thin series was reported
-        db.jobs.start_job(session=session, job_id=thin_job)
-        db.results.record_result(
-            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
-        )
-        db.jobs.finish_job(session=session, job_id=thin_job)
-        session.commit()
+    thin, later, thin_job = _reported_thin_series(running, study, tmp_path)
     brain = write_variant(tmp_path / "brain", study, number=2, description="HEAD 5mm")
     _send(running, brain)
     (brain_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
@@ -272,19 +283,7 @@ def test_a_reported_series_passed_over_while_its_late_slices_wait_for_a_worker_i
     running = start_listener_for_test(min_slices=5, database_url=database_url)
     study = generate_uid()
     monitor = running.listener.monitor
-    thin = write_variant(
-        tmp_path / "thin", study, number=4, description="HEAD 1.25mm", thickness=1.25, slices=98
-    )
-    _send(running, (thin[0], thin[1][:96]))
-    later = datetime.now(UTC) + timedelta(hours=2)
-    (thin_job,) = monitor.judge_quiet_series(now=later)
-    with running.sessions() as session:  # the thin series was reported
-        db.jobs.start_job(session=session, job_id=thin_job)
-        db.results.record_result(
-            session=session, job_id=thin_job, verdict=seed_verdict(), slice_scores=[]
-        )
-        db.jobs.finish_job(session=session, job_id=thin_job)
-        session.commit()
+    thin, later, thin_job = _reported_thin_series(running, study, tmp_path)
     # Two late slices: the thin series is still the study's only one, so it gets a new job.
     _send(running, (thin[0], thin[1][96:]))
     (late_job,) = monitor.judge_quiet_series(now=later + timedelta(hours=2))
