@@ -5,6 +5,7 @@ never supersedes anything and is never exported.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
@@ -12,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db._query import insert, utc
+from db.findings import FindingScore, insert_further_findings, score_of
 from db.jobs import get_job
-from db.models import ChallengerResult
+from db.models import ChallengerFinding, ChallengerResult
 from db.results import Verdict
 
 logger = logging.getLogger(__name__)
@@ -42,15 +44,24 @@ def record_challenger_result(
     session: Session,
     job_id: int,
     verdict: Verdict,
+    further_findings: Sequence[FindingScore] = (),
     now: datetime | None = None,
 ) -> int:
     """Store a challenger's verdict once per (series, instances, model); return its id.
+
+    Args:
+        session: Database session.
+        job_id: The job whose series the challenger read.
+        verdict: The challenger's verdict and provenance.
+        further_findings: A multi-output challenger's other findings, in its spec's order
+            (stored with the verdict, as the live result's are).
+        now: Current time.
 
     Raises:
         NotFoundError: No such job.
     """
     job = get_job(session=session, job_id=job_id)
-    session.execute(
+    inserted = session.execute(
         insert(session, ChallengerResult)
         .values(
             job_id=job.id,
@@ -59,7 +70,12 @@ def record_challenger_result(
             created_at=utc(now),
         )
         .on_conflict_do_nothing()
-    )
+        .returning(ChallengerResult.id)
+    ).scalar_one_or_none()
+    if inserted is not None:  # else stored before, with its findings
+        insert_further_findings(
+            session, ChallengerFinding, further_findings, challenger_result_id=inserted
+        )
     session.flush()
     found = find_challenger_result(
         session=session,
@@ -76,3 +92,15 @@ def record_challenger_result(
         verdict.probability,
     )
     return found
+
+
+def challenger_further_findings(
+    *, session: Session, challenger_result_id: int
+) -> tuple[FindingScore, ...]:
+    """A challenger result's further findings, in its model's order (none for one output)."""
+    rows = session.execute(
+        select(ChallengerFinding)
+        .where(ChallengerFinding.challenger_result_id == challenger_result_id)
+        .order_by(ChallengerFinding.position)
+    ).scalars()
+    return tuple(score_of(row) for row in rows)

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 SessionFactory: TypeAlias = sessionmaker[Session]
 
 #: Revision id of the newest migration shipped with this package.
-HEAD_REVISION = "0016"
+HEAD_REVISION = "0017"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

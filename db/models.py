@@ -212,18 +212,14 @@ class SliceScore(Base):
     rank: Mapped[int] = mapped_column(Integer)
 
 
-class ResultFinding(Base):
-    """A further finding of a multi-output model on a result's series, with its probability.
+class FurtherFindingColumns:
+    """A further finding of a multi-output model and its probability (``db.findings``), as
+    columns.
 
-    The verdict's finding (the output that drives it) is the result's own finding columns; these
-    are the others the model's spec reports, in its order, with no verdict of their own.
+    The verdict's finding (the output that drives it) is the verdict's own finding columns;
+    these are the others the model's spec reports, in its order, with no verdict of their own.
     """
 
-    __tablename__ = "result_findings"
-    __table_args__ = (UniqueConstraint("result_id", "finding_scheme", "finding_value"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     """Order in the model's spec (1 = first after the verdict's finding)."""
     finding_scheme: Mapped[str] = mapped_column(String(16))
@@ -232,6 +228,16 @@ class ResultFinding(Base):
     finding_name: Mapped[str] = mapped_column(String(16))
     probability: Mapped[float] = mapped_column(Float)
     """Series-level probability, aggregated with the verdict's rule."""
+
+
+class ResultFinding(FurtherFindingColumns, Base):
+    """A further finding of the live model on a result's series, with its probability."""
+
+    __tablename__ = "result_findings"
+    __table_args__ = (UniqueConstraint("result_id", "finding_scheme", "finding_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
 
 
 class Export(Base):
@@ -270,6 +276,18 @@ class ChallengerResult(VerdictColumns, Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ChallengerFinding(FurtherFindingColumns, Base):
+    """A further finding of a challenger model on a series, with its probability."""
+
+    __tablename__ = "challenger_result_findings"
+    __table_args__ = (UniqueConstraint("challenger_result_id", "finding_scheme", "finding_value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    challenger_result_id: Mapped[int] = mapped_column(
+        ForeignKey("challenger_results.id", ondelete="CASCADE"), index=True
+    )
 
 
 class Outcome(Base):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, lazyload
 from db._query import chunks, utc
 from db.enums import ExportKind, ExportStatus, JobStatus, SearchTermKind
 from db.errors import NotFoundError
-from db.findings import FindingScore
+from db.findings import FindingScore, score_of
 from db.jobs import STAGES
 from db.models import (
     Export,
@@ -366,16 +366,7 @@ def _row(
         dead_exports=0 if result is None or summary is None else summary.dead,
         further_findings=()
         if result is None
-        else tuple(
-            FindingScore(
-                found.finding_scheme,
-                found.finding_value,
-                found.finding_meaning,
-                found.finding_name,
-                found.probability,
-            )
-            for found in result.further_findings
-        ),
+        else tuple(score_of(found) for found in result.further_findings),
     )
 
 

@@ -23,7 +23,7 @@ from db._query import (
 )
 from db.enums import ExportStatus, JobStatus
 from db.errors import JobStateError, ResultConflictError
-from db.findings import FindingScore
+from db.findings import FindingScore, insert_further_findings
 from db.jobs import get_job
 from db.models import Job, Result, ResultFinding, Series, SliceScore, Study
 from db.overview import report_statuses
@@ -163,15 +163,7 @@ def record_result(
                         ]
                     )
                 )
-            if further_findings:
-                session.execute(
-                    insert(session, ResultFinding).values(
-                        [
-                            {"result_id": result_id, "position": position, **asdict(finding)}
-                            for position, finding in enumerate(further_findings, start=1)
-                        ]
-                    )
-                )
+            insert_further_findings(session, ResultFinding, further_findings, result_id=result_id)
             # One report per study: this one supersedes the study's current one, whichever of
             # its series made it, and names it as the report it revises.
             study_series = select(Series.id).where(Series.study_id == job.series.study_id)

@@ -12,7 +12,6 @@ import db.jobs
 import db.results
 import worker.metrics
 from db.engine import Session
-from db.findings import FindingScore
 from db.rows import Result
 from model.dicom import SortedSeries
 from model.inference import SeriesPrediction
@@ -23,7 +22,7 @@ from worker.inputs import SeriesInputs
 from worker.monitoring import record_series_attributes
 from worker.notify.queue import notify_result
 from worker.report import Finding
-from worker.verdict import verdict_of
+from worker.verdict import further_findings_of, verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +147,7 @@ def _classify(
         verdict=verdict_of(classifier, prediction, input_fingerprint=inputs.fingerprint),
         slice_scores=list(zip(uids, prediction.slice_probabilities, strict=True)),
         shadow=ctx.config.mode == "shadow",
-        further_findings=[
-            FindingScore(
-                finding_scheme=other.finding.scheme,
-                finding_value=other.finding.value,
-                finding_meaning=other.finding.meaning,
-                finding_name=other.finding.short_name,
-                probability=other.probability,
-            )
-            for other in prediction.further_findings
-        ],
+        further_findings=further_findings_of(prediction),
     )
     record_series_attributes(session, inputs, key=key)
     log.info(

@@ -23,7 +23,7 @@ from model.checkpoint import SPEC_FILE
 from model.spec import ModelSpec
 from worker.context import WorkerContext, checkpoint_dir
 from worker.inputs import SeriesInputs
-from worker.verdict import verdict_of
+from worker.verdict import further_findings_of, verdict_of
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,10 @@ def run_challenger(ctx: WorkerContext, inputs: SeriesInputs) -> int | None:
         verdict = verdict_of(challenger, prediction, input_fingerprint=inputs.fingerprint)
         with ctx.sessions() as session:
             result_id = db.challengers.record_challenger_result(
-                session=session, job_id=inputs.job_id, verdict=verdict
+                session=session,
+                job_id=inputs.job_id,
+                verdict=verdict,
+                further_findings=further_findings_of(prediction),
             )
             session.commit()
     except Exception:  # the live report is out; the challenger must never fail the job

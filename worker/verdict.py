@@ -1,7 +1,9 @@
-"""A classifier's prediction as the database records it: the verdict and its provenance."""
+"""A classifier's prediction as the database records it: the verdict and its provenance, and a
+multi-output model's further findings."""
 
 from __future__ import annotations
 
+from db.findings import FindingScore
 from db.results import Verdict
 from model.inference import Classifier, SeriesPrediction
 
@@ -26,3 +28,17 @@ def verdict_of(
         finding_meaning=spec.finding.meaning,
         finding_name=spec.finding.short_name,
     )
+
+
+def further_findings_of(prediction: SeriesPrediction) -> list[FindingScore]:
+    """A multi-output model's other findings and their probabilities, in its spec's order."""
+    return [
+        FindingScore(
+            finding_scheme=other.finding.scheme,
+            finding_value=other.finding.value,
+            finding_meaning=other.finding.meaning,
+            finding_name=other.finding.short_name,
+            probability=other.probability,
+        )
+        for other in prediction.further_findings
+    ]

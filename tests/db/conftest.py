@@ -37,6 +37,7 @@ TABLES = (
     "exports",
     "result_findings",
     "slice_scores",
+    "challenger_result_findings",
     "challenger_results",
     "results",
     "jobs",

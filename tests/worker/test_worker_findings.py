@@ -8,8 +8,11 @@ from pathlib import Path
 import highdicom as hd
 import pydicom
 import pytest
+from sqlalchemy import func, select
 
+import db.challengers
 import db.results
+from db.models import ChallengerFinding, ChallengerResult
 from dicom_edge import PacsDestination
 from model.inference import Classifier
 from tests.helpers import dciodvfy_errors, free_port
@@ -133,3 +136,34 @@ def test_a_multi_label_model_reports_each_finding(runtime: WorkerRuntime, tmp_pa
         expected.suspected,
         round(expected.probability, 2),
     )
+
+
+def test_a_multi_label_challenger_stores_its_further_findings_once(
+    runtime: WorkerRuntime, checkpoint: Path, tmp_path: Path
+) -> None:
+    challenger = multi_label_checkpoint(tmp_path / "challenger", seed=1)
+    ctx = worker_context(runtime, checkpoint, challenger_checkpoint=challenger)
+    job_id, series_uid = receive_series(ctx)
+    datasets = read_series(
+        sorted((runtime.storage_dir / "series").glob("*.dcm")), series_instance_uid=series_uid
+    )
+    expected = Classifier.from_checkpoint(challenger, device="cpu").predict_series(datasets)
+    for _ in range(2):  # a re-run keeps the stored verdict and its findings, once
+        process_series(ctx, job_id=job_id, series_instance_uid=series_uid)
+    with ctx.sessions() as session:
+        (stored,) = session.scalars(select(ChallengerResult)).all()
+        assert stored.finding_name == "ICH"
+        assert stored.probability == pytest.approx(expected.probability, abs=1e-6)
+        further = db.challengers.challenger_further_findings(
+            session=session, challenger_result_id=stored.id
+        )
+        assert session.scalar(select(func.count()).select_from(ChallengerFinding)) == 2
+        live = db.results.get_result(session=session, job_id=job_id)
+        assert live is not None and live.further_findings == []  # the live model has one output
+    assert [(f.finding_name, f.finding_value) for f in further] == [
+        ("EDH", EPIDURAL.value),
+        ("SDH", SUBDURAL.value),
+    ]
+    assert [f.probability for f in further] == [
+        pytest.approx(f.probability, abs=1e-6) for f in expected.further_findings
+    ]
