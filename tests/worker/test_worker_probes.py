@@ -12,6 +12,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,20 +97,6 @@ def test_ready_says_when_the_broker_is_down(tmp_path: Path, checkpoint: Path) ->
     assert len(problems) == 1 and problems[0].startswith("the broker is not reachable"), problems
 
 
-def _prefork_env(tmp_path: Path, checkpoint: Path, redis_url: str, port: int) -> dict[str, str]:
-    """A worker with two pool children on Redis (prefork is refused on the folder queue), on a
-    queue of its own."""
-    return {
-        **os.environ,
-        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
-        "STROKE_TRIAGE_BROKER_URL": redis_url,
-        "STROKE_TRIAGE_TASK_QUEUE": f"probes-{uuid.uuid4().hex}",
-        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
-        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
-        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
-    }
-
-
 def test_a_prefork_worker_on_the_folder_queue_is_refused_with_what_to_do(
     tmp_path: Path, checkpoint: Path
 ) -> None:
@@ -146,18 +135,64 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait_ready(port: int, want: int, worker: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    answer: tuple[int, dict[str, Any]] = (0, {})
-    while time.monotonic() < deadline and worker.poll() is None:
+@dataclass(frozen=True)
+class PreforkWorker:
+    """``stroke-triage work`` with two pool children, its metrics port and its log."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def ready(self, want: int) -> dict[str, Any]:
+        """Wait until /ready answers ``want``; its body."""
+        deadline = time.monotonic() + 120
+        answer: tuple[int, dict[str, Any]] = (0, {})
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                answer = _get(f"http://127.0.0.1:{self.port}/ready")
+            except OSError:  # not listening yet
+                answer = (0, {})
+            if answer[0] == want:
+                return answer[1]
+            time.sleep(0.5)
+        raise AssertionError(f"/ready never answered {want}: {answer}\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+
+@contextmanager
+def prefork_worker(tmp_path: Path, checkpoint: Path, redis_url: str) -> Iterator[PreforkWorker]:
+    """A worker with two pool children on Redis (prefork is refused on the folder queue), on a
+    queue of its own; stopped (SIGTERM) after the block, and killed with its children if it
+    hangs."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "STROKE_TRIAGE_DATA_DIR": str(tmp_path / "data"),
+        "STROKE_TRIAGE_BROKER_URL": redis_url,
+        "STROKE_TRIAGE_TASK_QUEUE": f"probes-{uuid.uuid4().hex}",
+        "STROKE_TRIAGE_WORKER__CHECKPOINT": str(checkpoint),
+        "STROKE_TRIAGE_WORKER__CONCURRENCY": "2",
+        "STROKE_TRIAGE_WORKER__METRICS_PORT": str(port),
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=output, stderr=output
+        )
         try:
-            answer = _get(f"http://127.0.0.1:{port}/ready")
-        except OSError:  # not listening yet
-            answer = (0, {})
-        if answer[0] == want:
-            return answer[1]
-        time.sleep(0.5)
-    raise AssertionError(f"/ready never answered {want}: {answer}\n{log.read_text()[-3000:]}")
+            yield PreforkWorker(process, port, log)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:  # end this test's own worker and children
+                    for child in _children(process.pid):
+                        os.kill(child, signal.SIGKILL)
+                    process.kill()
+                    process.wait(timeout=20)
 
 
 def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
@@ -165,19 +200,8 @@ def test_a_prefork_worker_becomes_ready_once_its_children_have_their_models(
 ) -> None:
     # The parent answers /ready but loads no model; its forked children do, after the parent
     # has checked the checkpoint with torch (their first op used to wait forever for it).
-    port = free_port()
-    env = _prefork_env(tmp_path, checkpoint, redis_url, port)
-    log_path = tmp_path / "worker.log"
-    log = log_path.open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
-    )
-    try:
-        assert _wait_ready(port, 200, worker, log_path) == {"status": "ready"}
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        log.close()
+    with prefork_worker(tmp_path, checkpoint, redis_url) as worker:
+        assert worker.ready(200) == {"status": "ready"}
 
 
 def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
@@ -189,27 +213,13 @@ def test_a_prefork_worker_whose_children_lost_their_models_is_not_ready(
     waiting forever, which is why prefork is refused there)."""
     weights = tmp_path / "ckpt"
     shutil.copytree(checkpoint, weights)
-    port = free_port()
-    env = _prefork_env(tmp_path, weights, redis_url, port)
-    log_path = tmp_path / "worker.log"
-    log = log_path.open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "stroke_triage", "work"], env=env, stdout=log, stderr=log
-    )
-    try:
-        _wait_ready(port, 200, worker, log_path)
+    with prefork_worker(tmp_path, weights, redis_url) as worker:
+        worker.ready(200)
         for path in weights.glob("*.safetensors"):
             path.write_bytes(b"damaged")
-        for child in _children(worker.pid):
+        for child in _children(worker.process.pid):
             os.kill(child, signal.SIGKILL)
-        body = _wait_ready(port, 503, worker, log_path)
+        body = worker.ready(503)
         assert "the model is not loaded yet" in json.dumps(body), body
-        worker.terminate()
-        assert worker.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-    finally:
-        if worker.poll() is None:  # it hung: end this test's own worker and its children
-            for child in _children(worker.pid):
-                os.kill(child, signal.SIGKILL)
-            worker.kill()
-            worker.wait(timeout=20)
-        log.close()
+        worker.process.terminate()
+        assert worker.process.wait(timeout=60) == 0, worker.tail()
