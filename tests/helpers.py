@@ -6,6 +6,7 @@ module by name (pytest imports those itself, and a second import is a second cop
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -121,11 +122,54 @@ def shared_data_dir() -> Path:
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
 
 
+_FIRST_TEST_PORT = 10000
+
+
+def _test_ports() -> Iterator[int]:
+    """This test process's own ports: a slice below the kernel's ephemeral range.
+
+    A port from ``bind(("127.0.0.1", 0))`` is an ephemeral port, which the kernel also gives to
+    outgoing connections (a storescu's, a client's): between the test picking it and its server
+    binding it, a connection of the other pytest-xdist worker could take it (EADDRINUSE). Ports
+    below the range are never handed out that way, and each worker has its own slice, so two
+    workers never pick the same port.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    size = max(1, (ephemeral - _FIRST_TEST_PORT) // workers)
+    first = _FIRST_TEST_PORT + worker * size
+    start = first + (os.getpid() % size)  # another run at the same time starts elsewhere
+    while True:
+        yield from range(start, first + size)
+        yield from range(first, start)
+
+
+@functools.cache
+def _this_process_ports() -> Iterator[int]:
+    """The one sequence of :func:`_test_ports` this process draws from."""
+    return _test_ports()
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on 127.0.0.1 right now, and that no other test will pick.
+
+    Drawn in turn from this process's slice (:func:`_test_ports`), skipping ports in use
+    (a server's, or one still in TIME_WAIT).
+    """
+    ports = _this_process_ports()
+    for _ in range(65536):
+        port = next(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free TCP port below the ephemeral range")
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:

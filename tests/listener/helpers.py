@@ -61,10 +61,29 @@ class RunningListener:
             return int(session.execute(select(func.count(Instance.id))).scalar_one())
 
     def stored_files(self) -> list[Path]:
-        return sorted(self.storage_dir.glob("*/*/*.dcm"))
+        """The instances stored in study/series folders.
+
+        Not the hidden ``.incoming`` folder, whose per-association folders come and go while
+        an association closes (globbing into one as it goes raises FileNotFoundError).
+        """
+        return sorted(
+            path
+            for study in self.storage_dir.iterdir()
+            if study.is_dir() and not study.name.startswith(".")
+            for path in study.glob("*/*.dcm")
+        )
 
     def partial_files(self) -> list[Path]:
-        return sorted(self.storage_dir.rglob("*.part"))
+        """Every ``.part`` file under the storage, ``.incoming`` included.
+
+        :func:`os.walk` passes over a folder that goes while it walks (an association's).
+        """
+        return sorted(
+            Path(folder, name)
+            for folder, _, names in os.walk(self.storage_dir)
+            for name in names
+            if name.endswith(".part")
+        )
 
 
 def ct_dataset(
