@@ -16,6 +16,7 @@ from itertools import pairwise
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from dicom_edge.kernels import KernelFamily, kernel_family, normalise
 from dicom_edge.sop_classes import CLASSIFIABLE_SOP_CLASSES, ENHANCED_CT_IMAGE_STORAGE
 
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CEREBR", "NEURO", "CRANI", "STROKE")
@@ -24,6 +25,7 @@ ORIENTATION_TOLERANCE = 0.01  # direction cosines of one stack agree to this
 POSITION_TOLERANCE_MM = 0.01  # two slices closer than this along the normal share a position
 
 NOT_AXIAL = "not an axial series (reformat or unknown orientation)"
+ANOTHER_STACK = "in another stack of this series"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ def select_instances(headers: Sequence[Dataset], *, min_slices: int) -> SeriesSe
     reformats) are left out. The rest are classified when they form one consistent stack (one
     orientation, one size, one slice per position) of the head, with at least ``min_slices``
     slices; an explicit Body Part Examined other than the head wins over words in descriptions.
+    A series that holds several reconstructions (two orientations, sizes, kernels or slice
+    thicknesses) is split into them, and one is read (:func:`_stacks`).
 
     Args:
         headers: The headers of all instances of the series (pixel data not needed).
@@ -63,10 +67,15 @@ def select_instances(headers: Sequence[Dataset], *, min_slices: int) -> SeriesSe
             left_out[reason] += 1
     if not candidates:
         return SeriesSelection(False, left_out.most_common(1)[0][0])
-    stack = [headers[index] for index in candidates]
-    problem = _not_head(stack) or _not_one_stack(stack)
+    problem = _not_head([headers[index] for index in candidates])
     if problem is not None:
         return SeriesSelection(False, problem)
+    stacks = _stacks(headers, candidates)
+    if isinstance(stacks, str):
+        return SeriesSelection(False, stacks)
+    candidates, *rest = stacks
+    for other in rest:
+        left_out[ANOTHER_STACK] += len(other)
     if len(candidates) < min_slices:
         return SeriesSelection(
             False, f"{len(candidates)} axial slices, fewer than the {min_slices} needed"
@@ -98,6 +107,77 @@ def _left_out_because(header: Dataset) -> str | None:
     if _numbers(header.get("ImagePositionPatient"), 3) is None:
         return "no Image Position (Patient)"
     return None
+
+
+def _stacks(headers: Sequence[Dataset], candidates: list[int]) -> list[list[int]] | str:
+    """The axial slices as stacks, the one to read first; or why they form no stack.
+
+    Slices that form one stack are that stack. Otherwise they are grouped by reconstruction
+    (orientation, size, Convolution Kernel, Slice Thickness), and the groups that each form
+    one stack are ranked: a kernel that :data:`dicom_edge.kernels.KERNEL_TABLE` knows as soft
+    tissue, then one it does not know, then the others (bone, lung, sharp); then more slices;
+    then the lower Instance Number. The table alone decides, not the site's patterns, so that
+    the worker (which has no listener settings) reads the very stack the listener described.
+    Repeated positions within one reconstruction (a scan repeated in the same series) are not
+    split: which one to read is not for us to guess.
+
+    Returns:
+        The stacks (indices into ``headers``, in the given order), the one to read first; or
+        the reason they form none (that of the whole set of slices).
+    """
+    problem = _not_one_stack([headers[index] for index in candidates])
+    if problem is None:
+        return [candidates]
+    groups: dict[tuple[object, ...], list[int]] = {}
+    orientations: list[list[float]] = []
+    for index in candidates:
+        groups.setdefault(_reconstruction_key(headers[index], orientations), []).append(index)
+    stacks = [
+        group
+        for group in groups.values()
+        if _not_one_stack([headers[index] for index in group]) is None
+    ]
+    if len(groups) < 2 or not stacks:
+        return problem
+    stacks.sort(key=lambda group: _stack_rank(headers, group))
+    return stacks
+
+
+def _reconstruction_key(header: Dataset, orientations: list[list[float]]) -> tuple[object, ...]:
+    """Which reconstruction a slice belongs to; ``orientations`` collects those seen so far."""
+    orientation = _numbers(header.get("ImageOrientationPatient"), 6)
+    assert orientation is not None  # checked per instance
+    same = (
+        number
+        for number, seen in enumerate(orientations)
+        if max(abs(a - b) for a, b in zip(orientation, seen, strict=True)) <= ORIENTATION_TOLERANCE
+    )
+    number = next(same, len(orientations))
+    if number == len(orientations):
+        orientations.append(orientation)
+    thickness = _numbers(header.get("SliceThickness"), 1)
+    return (
+        number,
+        header.get("Rows"),
+        header.get("Columns"),
+        normalise(_first_text(header.get("ConvolutionKernel"))),
+        None if thickness is None else round(thickness[0], 2),
+    )
+
+
+def _stack_rank(headers: Sequence[Dataset], stack: list[int]) -> tuple[int, int, int, int]:
+    kernel = _first_text(headers[stack[0]].get("ConvolutionKernel"))
+    family = kernel_family(kernel)
+    readable = 0 if family is KernelFamily.SOFT else 1 if family is None else 2
+    numbers = [_numbers(headers[index].get("InstanceNumber"), 1) for index in stack]
+    first = min((int(number[0]) for number in numbers if number is not None), default=2**31)
+    return (readable, -len(stack), first, stack[0])
+
+
+def _first_text(value: object) -> str:
+    """The first value of a text attribute that may hold several ("" when absent)."""
+    values = _as_list(value) if value is not None else []
+    return str(values[0]).strip() if values else ""
 
 
 def _not_head(stack: Sequence[Dataset]) -> str | None:

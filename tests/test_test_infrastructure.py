@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ from pydicom.dataset import Dataset
 
 from tests.helpers import (
     REPO_ROOT,
+    _test_ports,
+    free_port,
     own_redis_database,
     relaxed_dicom_validation,
     require_peer,
@@ -120,3 +124,22 @@ def test_each_test_process_has_a_redis_database_of_its_own(
     else:
         monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
     assert own_redis_database(url) == own
+
+
+def test_free_ports_are_never_ephemeral_and_each_worker_has_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An ephemeral port can be taken by any outgoing connection before the server binds it.
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20 and max(ports) < ephemeral
+    for port in ports[:3]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free indeed
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    drawn = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        drawn[worker] = set(itertools.islice(_test_ports(), 20000))
+    assert drawn["gw0"] and drawn["gw1"] and not drawn["gw0"] & drawn["gw1"]
+    assert max(drawn["gw0"] | drawn["gw1"]) < ephemeral

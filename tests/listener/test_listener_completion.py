@@ -132,3 +132,34 @@ def test_a_series_that_cannot_be_judged_is_skipped_and_blocks_no_other(
     assert status == SeriesStatus.SKIPPED
     assert reason == "cannot be judged (ArithmeticError)"
     assert _jobs(running, fine_uid) == [(JobStatus.QUEUED, 3)]
+
+
+def test_a_series_of_two_reconstructions_is_judged_and_read_by_its_soft_stack(
+    start_listener_for_test: Start, tmp_path: Path
+) -> None:
+    from worker.inputs import read_series  # the worker's own reading, on the stored files
+
+    running = start_listener_for_test(min_slices=5)
+    study, series = generate_uid(), generate_uid()
+    soft = write_series(tmp_path / "soft", 8, study_uid=study, series_uid=series)
+    bone = write_series(tmp_path / "bone", 10, study_uid=study, series_uid=series)
+    for paths, kernel in ((soft, "H31s"), (bone, "H70h")):
+        for path in paths:  # the same positions, two kernels: two stacks in one series
+            ds = pydicom.dcmread(path)
+            ds.ConvolutionKernel = kernel
+            ds.save_as(path)
+    assert storescu(bone + soft, running.port).returncode == 0
+    running.listener.monitor.judge_quiet_series(now=datetime.now(UTC) + timedelta(hours=2))
+
+    with running.sessions() as session:
+        row = db.receiving.get_series(session=session, series_instance_uid=series)
+        assert (row.convolution_kernel, row.axial_slices) == ("H31s", 8)
+        paths = [
+            running.storage_dir / i.path
+            for i in db.receiving.series_instances(session=session, series_instance_uid=series)
+        ]
+    assert _jobs(running, series) == [(JobStatus.QUEUED, 18)]
+    read = read_series(paths, series_instance_uid=series)
+    assert sorted(str(ds.SOPInstanceUID) for ds in read) == sorted(
+        str(pydicom.dcmread(path).SOPInstanceUID) for path in soft
+    )

@@ -125,17 +125,70 @@ def test_without_a_body_part_a_series_is_classified() -> None:
     assert select_instances(headers, min_slices=5).classify
 
 
+def test_one_reconstruction_repeated_at_the_same_positions_is_skipped() -> None:
+    twice = _axial(12) + _axial(12)  # the same scan twice: which to read is not ours to guess
+    selection = select_instances(twice, min_slices=5)
+    assert not selection.classify and "share a position" in selection.reason
+
+
+def _reconstruction(count: int, *, kernel: str, first_number: int = 1) -> list[Dataset]:
+    slices = _axial(count)
+    for offset, ds in enumerate(slices):
+        ds.ConvolutionKernel = kernel
+        ds.InstanceNumber = first_number + offset
+    return slices
+
+
+@pytest.mark.parametrize("bone_first", [True, False])
+def test_a_series_of_a_soft_and_a_bone_reconstruction_reads_the_soft_one(bone_first: bool) -> None:
+    # The bone stack has more slices: the kernel the model reads still comes first.
+    bone = _reconstruction(14, kernel="H70h", first_number=1 if bone_first else 100)
+    soft = _reconstruction(12, kernel="H31s", first_number=100 if bone_first else 1)
+    headers = [*bone, *soft] if bone_first else [*soft, *bone]
+    selection = select_instances(headers, min_slices=5)
+    assert selection.classify, selection.reason
+    assert [headers[i].ConvolutionKernel for i in selection.selected] == ["H31s"] * 12
+    assert list(selection.selected) == sorted(selection.selected)  # in the given order
+    assert selection.reason == (
+        "axial head CT: 12 of 26 instances (left out: 14 in another stack of this series)"
+    )
+
+
+def test_stacks_of_unknown_kernels_read_the_longer_then_the_first_numbered() -> None:
+    thin = _reconstruction(20, kernel="XYZ1", first_number=30)
+    for number, ds in enumerate(thin):  # 2 mm apart: some positions are also the thick one's
+        ds.ImagePositionPatient = [0, 0, 2.0 * number]
+    thick = _reconstruction(12, kernel="XYZ2")
+    selection = select_instances([*thick, *thin], min_slices=5)
+    assert selection.selected == tuple(range(12, 32))
+    # Equal lengths: the stack with the lower Instance Number.
+    later, earlier = (
+        _reconstruction(12, kernel="A", first_number=50),
+        _reconstruction(12, kernel="B"),
+    )
+    headers = [*later, *earlier]
+    assert select_instances(headers, min_slices=5).selected == tuple(range(12, 24))
+    # The chosen stack alone must have min_slices.
+    assert "12 axial slices, fewer than the 13" in select_instances(headers, min_slices=13).reason
+
+
 @pytest.mark.parametrize("first", [True, False])
-def test_axial_slices_that_are_not_one_stack_are_skipped(first: bool) -> None:
-    twice = _axial(12) + _axial(12)  # two reconstructions of the same positions
-    assert "share a position" in select_instances(twice, min_slices=5).reason
+def test_a_stray_slice_of_another_orientation_or_size_is_left_out(first: bool) -> None:
     tilted = _axial(12)
-    odd = tilted[0 if first else -1]
-    odd.ImageOrientationPatient = [1, 0, 0, 0, 0.9483237, -0.3173047]
-    assert "different orientations" in select_instances(tilted, min_slices=5).reason
+    tilted[0 if first else -1].ImageOrientationPatient = [1, 0, 0, 0, 0.9483237, -0.3173047]
+    selection = select_instances(tilted, min_slices=5)
+    assert selection.selected == (tuple(range(1, 12)) if first else tuple(range(11)))
+    assert "1 in another stack of this series" in selection.reason
     sizes = _axial(12)
     sizes[0 if first else -1].Rows = 512
-    assert "different sizes" in select_instances(sizes, min_slices=5).reason
+    assert len(select_instances(sizes, min_slices=5).selected) == 11
+
+
+def test_without_a_reconstruction_that_is_one_stack_the_series_is_skipped() -> None:
+    # Two kernels, each scanned twice at the same positions: neither is one stack.
+    headers = [*_reconstruction(6, kernel="H31s")] * 2 + [*_reconstruction(6, kernel="H70h")] * 2
+    selection = select_instances(headers, min_slices=3)
+    assert not selection.classify and "share a position" in selection.reason
 
 
 def test_localizers_in_an_axial_series_are_left_out() -> None:
