@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicom_edge.kernels import KernelFamily, kernel_family, normalise
-from dicom_edge.sop_classes import CLASSIFIABLE_SOP_CLASSES, ENHANCED_CT_IMAGE_STORAGE
+from dicom_edge.sop_classes import CLASSIFIABLE_SOP_CLASSES, MULTI_FRAME_CT_SOP_CLASSES
 
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CEREBR", "NEURO", "CRANI", "STROKE")
 AXIAL_TOLERANCE = 0.8  # |normal . z| above this counts as axial (gantry tilt up to ~35 degrees)
@@ -90,9 +90,10 @@ def select_instances(headers: Sequence[Dataset], *, min_slices: int) -> SeriesSe
 def _left_out_because(header: Dataset) -> str | None:
     """Why one instance is not an axial CT slice, or None when it is one."""
     sop_class = UID(str(header.get("SOPClassUID", "")))
-    if sop_class == ENHANCED_CT_IMAGE_STORAGE:
+    if sop_class in MULTI_FRAME_CT_SOP_CLASSES:
         # Stored, but the classifier reads single-frame slices only (for now).
-        return "multi-frame Enhanced CT is stored but not classified"
+        kind = sop_class.name.removesuffix(" Image Storage")
+        return f"multi-frame {kind} is stored but not classified"
     if sop_class not in CLASSIFIABLE_SOP_CLASSES:
         name = sop_class.name if sop_class else "unknown"
         return f"SOP class {name} is not a CT image"

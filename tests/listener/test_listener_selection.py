@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicom_edge import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, select_instances
+from dicom_edge.sop_classes import LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 SAGITTAL = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
@@ -54,7 +55,11 @@ def test_axial_head_ct_with_enough_slices_is_classified() -> None:
     [
         ({"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}, "localizer"),
         ({"SOPClassUID": SecondaryCaptureImageStorage}, "not a CT image"),
-        ({"SOPClassUID": ENHANCED_CT_IMAGE_STORAGE}, "Enhanced CT"),
+        ({"SOPClassUID": ENHANCED_CT_IMAGE_STORAGE}, "multi-frame Enhanced CT is stored but not"),
+        (
+            {"SOPClassUID": LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE},
+            "multi-frame Legacy Converted Enhanced CT is stored but not classified",
+        ),
         ({"ImageOrientationPatient": SAGITTAL}, "not an axial"),
         ({"BodyPartExamined": "CHEST", "StudyDescription": "CT THORAX"}, "not the head"),
         ({"Modality": "MR"}, "not CT"),
