@@ -66,6 +66,8 @@ class RunningListener:
         Not the hidden ``.incoming`` folder, whose per-association folders come and go while
         an association closes (globbing into one as it goes raises FileNotFoundError).
         """
+        if not self.storage_dir.is_dir():
+            return []
         return sorted(
             path
             for study in self.storage_dir.iterdir()
