@@ -25,6 +25,7 @@ class ResultRecord(BaseModel):
     series_instance_uid: str
     calling_ae_title: str
     instances: int
+    """Instances received."""
     probability: float | None
     verdict: str
     """``suspected``, ``not suspected`` or ``none``."""
@@ -49,6 +50,9 @@ class ResultRecord(BaseModel):
     """When the series was judged complete (ISO 8601, UTC)."""
     reported_at: str | None
     """When its report was delivered (ISO 8601, UTC)."""
+    axial_slices: int | None
+    """Axial slices of the stack the model read (fewer than ``instances`` when localizers,
+    reformats or another reconstruction were left out)."""
 
 
 #: Columns of a results record, in order (also the CSV header).
@@ -98,6 +102,7 @@ def result_record(row: SeriesRow) -> ResultRecord:
         ),
         station_name=row.station_name,
         completed_at=_iso(row.completed_at),
+        axial_slices=row.axial_slices,
         reported_at=_iso(row.reported_at),
     )
 

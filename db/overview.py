@@ -113,6 +113,10 @@ class SeriesRow:
     """Where it stands: ``not_delivered`` when its report is a dead letter."""
     skip_reason: str | None
     instance_count: int
+    """Instances received (every SOP class, localizers and other stacks included)."""
+    axial_slices: int | None
+    """Axial slices of the stack the model reads (None until the series is judged
+    classifiable); fewer than ``instance_count`` when instances were left out."""
     first_received_at: datetime
     last_received_at: datetime
     job_id: int | None
@@ -348,6 +352,7 @@ def _row(
         status=series_state(series.status, job_status, report),
         skip_reason=series.skip_reason,
         instance_count=series.instance_count,
+        axial_slices=series.axial_slices,
         first_received_at=series.first_received_at,
         last_received_at=series.last_received_at,
         job_id=None if job is None else job.id,

@@ -16,7 +16,7 @@ import db.exports
 import db.studies
 from db.engine import SessionFactory
 from tests.api.browser import RunningConsole, click_through, screenshot
-from tests.api.web import bearer
+from tests.api.web import bearer, login
 from tests.helpers import (
     record_head_ct_series,
     seed_export,
@@ -213,3 +213,39 @@ def test_the_study_page_shows_the_choice_the_reports_and_the_preview_full_size(
     )
     assert natural == seeded.preview_size[0] and width == natural  # loaded, and full size
     screenshot(browser, "study")
+
+
+def test_the_worklist_and_the_results_say_how_many_of_the_instances_were_read(
+    client: TestClient, factory: SessionFactory, tokens: dict[str, str]
+) -> None:
+    """A series of 18 instances whose stack read by the model has 8 (another stack left out)."""
+    series = f"{STUDY}.7"
+    with factory() as session:
+        record_head_ct_series(session, series=series, study=STUDY, count=18)
+        db.studies.record_series_facts(
+            session=session,
+            series_instance_uid=series,
+            series_number=7,
+            convolution_kernel="H31s",
+            slice_thickness_mm=5.0,
+            axial_slices=8,
+            coverage_mm=40.0,
+            derived=False,
+        )
+        seed_job(session, series=series, stage="done", verdict=seed_verdict(0.3))
+        session.commit()
+    reader = bearer(tokens["reader"])
+    (row,) = [
+        r
+        for r in client.get("/api/series", headers=reader).json()
+        if r["series_instance_uid"] == series
+    ]
+    assert (row["instance_count"], row["axial_slices"]) == (18, 8)
+    csv_text = client.get("/api/results", headers={**reader, "Accept": "text/csv"}).text
+    header, line = csv_text.splitlines()[:2]
+    fields = dict(zip(header.split(","), line.split(","), strict=True))
+    assert (fields["instances"], fields["axial_slices"]) == ("18", "8")
+
+    login(client, tokens["reader"])
+    assert ">8 of 18</td>" in client.get("/").text
+    assert '<dd id="axial-slices">8</dd>' in client.get(f"/series/{series}").text
