@@ -4,6 +4,8 @@ pynetdicom, kombu and prometheus_client offer no public way to do these few thin
 function here, so that an upgrade that moves one breaks one module, and ``tests/test_compat.py``
 says which, loudly, before anything runs in production. The constraints file caps these
 libraries below their next minor (or major) release; lift a cap only with that test green.
+:mod:`compat.folder_queue` overrides two protected methods of kombu's filesystem channel (the
+embedded folder queue), checked by ``tests/test_folder_queue.py``.
 
 Nothing here is imported at the top of a module that the settings import: pynetdicom, kombu
 and prometheus_client are imported by the functions that use them.

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 import db.jobs
+from compat.folder_queue import transport_for
 from db.engine import SessionFactory
 from dicom_edge import PROCESS_SERIES_TASK, process_series_kwargs
 from listener.errors import DispatchError
@@ -49,6 +50,7 @@ class JobPublisher:
         self._lease_s = lease_s
         self._app = Celery("stroke-triage-publisher", broker=broker_url, set_as_current=False)
         self._app.conf.update(
+            broker_transport=transport_for(broker_url),  # the folder queue's, made safe
             broker_transport_options=dict(transport_options),
             broker_connection_timeout=connect_timeout_s,
             broker_connection_retry_on_startup=False,

@@ -11,6 +11,7 @@ from celery import Celery, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from kombu.entity import Queue
 
+from compat.folder_queue import transport_for
 from db.engine import Engine, check_revision, create_engine_for, make_session_factory
 from db.errors import DatabaseAccessError, SchemaRevisionError
 from model.device import use_one_thread
@@ -38,6 +39,7 @@ def create_celery_app(config: WorkerConfig, runtime: WorkerRuntime) -> Celery:
     if config.gpu_queue and config.gpu_queue != runtime.task_queue:
         queues.append(config.gpu_queue)
     app.conf.update(
+        broker_transport=transport_for(runtime.broker_url),  # the folder queue's, made safe
         broker_transport_options=runtime.broker_transport_options,
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in queues],  # type: ignore[no-untyped-call]
