@@ -10,7 +10,8 @@ disk and renames it into place, so a consumer sees a message whole or not at all
 that cannot be read all the same (a crash's leftover) is logged and dropped rather than stopping
 the worker: its job is still in the database's outbox, and the listener's reconciler publishes
 it again. Everything else is kombu's. The overridden methods are protected ones of kombu's
-channel, hence this module in ``compat`` (``tests/test_compat.py`` checks they still exist).
+channel, hence this module in ``compat`` (``tests/test_folder_queue.py`` checks they still
+exist).
 
 Celery and kombu use it through ``broker_transport`` (:func:`transport_for`), never through the
 URL's scheme: ``filesystem://`` stays the setting that users write.
