@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db._query import insert, utc
-from db.findings import FindingScore, insert_further_findings, score_of
+from db.findings import FindingScore, insert_further_findings
 from db.jobs import get_job
 from db.models import ChallengerFinding, ChallengerResult
 from db.results import Verdict
@@ -93,14 +93,3 @@ def record_challenger_result(
     )
     return found
 
-
-def challenger_further_findings(
-    *, session: Session, challenger_result_id: int
-) -> tuple[FindingScore, ...]:
-    """A challenger result's further findings, in its model's order (none for one output)."""
-    rows = session.execute(
-        select(ChallengerFinding)
-        .where(ChallengerFinding.challenger_result_id == challenger_result_id)
-        .order_by(ChallengerFinding.position)
-    ).scalars()
-    return tuple(score_of(row) for row in rows)

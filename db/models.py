@@ -276,6 +276,10 @@ class ChallengerResult(VerdictColumns, Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    further_findings: Mapped[list["ChallengerFinding"]] = relationship(
+        lazy="selectin", order_by="ChallengerFinding.position", viewonly=True
+    )
+    """A multi-output challenger's other findings, as :attr:`Result.further_findings`."""
 
 
 class ChallengerFinding(FurtherFindingColumns, Base):

@@ -10,8 +10,8 @@ import pydicom
 import pytest
 from sqlalchemy import func, select
 
-import db.challengers
 import db.results
+from db.findings import score_of
 from db.models import ChallengerFinding, ChallengerResult
 from dicom_edge import PacsDestination
 from model.inference import Classifier
@@ -154,9 +154,7 @@ def test_a_multi_label_challenger_stores_its_further_findings_once(
         (stored,) = session.scalars(select(ChallengerResult)).all()
         assert stored.finding_name == "ICH"
         assert stored.probability == pytest.approx(expected.probability, abs=1e-6)
-        further = db.challengers.challenger_further_findings(
-            session=session, challenger_result_id=stored.id
-        )
+        further = [score_of(row) for row in stored.further_findings]
         assert session.scalar(select(func.count()).select_from(ChallengerFinding)) == 2
         live = db.results.get_result(session=session, job_id=job_id)
         assert live is not None and live.further_findings == []  # the live model has one output
