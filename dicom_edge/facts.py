@@ -8,7 +8,7 @@ from itertools import pairwise
 
 from pydicom.dataset import Dataset
 
-from dicom_edge.selection import _as_list, _normal, _numbers
+from dicom_edge.selection import _as_list, _first_text, _normal, _numbers
 from dicom_edge.study_choice import SeriesFacts
 
 
@@ -70,9 +70,3 @@ def _integer(value: object) -> int | None:
         return int(str(value))
     except ValueError:
         return None
-
-
-def _first_text(value: object) -> str | None:
-    values = [str(item).strip() for item in _as_list(value) if item is not None]
-    first = values[0] if values else ""
-    return first or None

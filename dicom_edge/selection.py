@@ -161,24 +161,24 @@ def _reconstruction_key(header: Dataset, orientations: list[list[float]]) -> tup
         number,
         header.get("Rows"),
         header.get("Columns"),
-        normalise(_first_text(header.get("ConvolutionKernel"))),
+        normalise(_first_text(header.get("ConvolutionKernel")) or ""),
         None if thickness is None else round(thickness[0], 2),
     )
 
 
 def _stack_rank(headers: Sequence[Dataset], stack: list[int]) -> tuple[int, int, int, int]:
-    kernel = _first_text(headers[stack[0]].get("ConvolutionKernel"))
-    family = kernel_family(kernel)
+    family = kernel_family(_first_text(headers[stack[0]].get("ConvolutionKernel")))
     readable = 0 if family is KernelFamily.SOFT else 1 if family is None else 2
     numbers = [_numbers(headers[index].get("InstanceNumber"), 1) for index in stack]
     first = min((int(number[0]) for number in numbers if number is not None), default=2**31)
     return (readable, -len(stack), first, stack[0])
 
 
-def _first_text(value: object) -> str:
-    """The first value of a text attribute that may hold several ("" when absent)."""
-    values = _as_list(value) if value is not None else []
-    return str(values[0]).strip() if values else ""
+def _first_text(value: object) -> str | None:
+    """The first value of a text attribute that may hold several (None when absent or empty)."""
+    values = [str(item).strip() for item in _as_list(value) if item is not None]
+    first = values[0] if values else ""
+    return first or None
 
 
 def _not_head(stack: Sequence[Dataset]) -> str | None:
