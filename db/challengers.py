@@ -92,4 +92,3 @@ def record_challenger_result(
         verdict.probability,
     )
     return found
-
